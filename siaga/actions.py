@@ -1,0 +1,153 @@
+"""The action registry: what a runbook step can do, how risky it is, and how it behaves in a drill.
+
+An action is a typed async function ``run(params, context) -> result`` with a pydantic parameter
+model. The registry is a plain value handed to whoever needs it (the validator, the compiler, the
+CLI); nothing registers itself globally. Integrations declare their actions in an ``ACTIONS`` tuple.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ActionParams(BaseModel):
+    """Base of action parameter models: unknown parameters are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActionFailed(Exception):
+    """An action could not do its work; says whether trying again may help and what a person
+    must do now. Other exceptions from an action are treated as retryable."""
+
+    def __init__(self, message: str, *, retryable: bool = False, todo: str | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.todo = todo
+
+
+class Risk(StrEnum):
+    """How much an action can change the world, from reading it to destroying part of it."""
+
+    READ = "read"
+    NOTIFY = "notify"
+    CHANGE = "change"
+    DESTRUCTIVE = "destructive"
+
+
+class DrillBehaviour(StrEnum):
+    """What an action does when its run is a drill."""
+
+    CALL = "call"  # run it as in a live run (reads; messages get a [DRILL] prefix)
+    RECORD = "record"  # record exactly what would have been called, call nothing
+    DRY_RUN = "dry_run"  # ask the provider to validate without changing anything
+    SANDBOX = "sandbox"  # call the sandbox connection instead of the live one
+    SKIP = "skip"  # do nothing, record that it was skipped
+
+
+class Mode(StrEnum):
+    """Every run is live or a drill."""
+
+    LIVE = "live"
+    DRILL = "drill"
+
+
+DRILL_PREFIX = "[DRILL] "
+
+_DEFAULT_DRILL = {
+    Risk.READ: DrillBehaviour.CALL,
+    Risk.NOTIFY: DrillBehaviour.CALL,
+    Risk.CHANGE: DrillBehaviour.RECORD,
+    Risk.DESTRUCTIVE: DrillBehaviour.RECORD,
+}
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What an action knows of the run it serves; built by the flow layer for each step."""
+
+    runbook_id: str
+    step_id: str
+    run_id: str
+    mode: Mode
+    home: Path
+    publish: Callable[[str, str], None] = lambda key, markdown: None
+    """Publish a Markdown note of the run (a Prefect artifact in a flow run): ``(key, markdown)``."""
+    incident_id: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and restarts of this step: (incident or run, step)."""
+        return f"{self.incident_id or self.run_id}:{self.step_id}"
+
+
+ActionFunction = Callable[[Any, ActionContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One registered action."""
+
+    name: str
+    params: type[BaseModel]
+    run: ActionFunction
+    risk: Risk
+    summary: str
+    undo: str | None = None
+    drill: DrillBehaviour | None = None
+    message_field: str | None = None
+    """The parameter holding outgoing text: prefixed with ``[DRILL]`` in drills."""
+
+    @property
+    def drill_behaviour(self) -> DrillBehaviour:
+        return self.drill or _DEFAULT_DRILL[self.risk]
+
+    def describe(self) -> dict[str, Any]:
+        """The action as `siaga actions --json` shows it."""
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "risk": str(self.risk),
+            "undo": self.undo,
+            "drill": str(self.drill_behaviour),
+            "parameters": self.params.model_json_schema(),
+        }
+
+
+@dataclass(frozen=True)
+class ActionRegistry:
+    """Actions by name."""
+
+    actions: Mapping[str, ActionSpec] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, specs: Iterable[ActionSpec]) -> ActionRegistry:
+        table: dict[str, ActionSpec] = {}
+        for spec in specs:
+            if spec.name in table:
+                raise ValueError(f"action {spec.name!r} is registered twice")
+            table[spec.name] = spec
+        return cls(table)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.actions
+
+    def __getitem__(self, name: str) -> ActionSpec:
+        return self.actions[name]
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter(sorted(self.actions.values(), key=lambda spec: spec.name))
+
+    def names(self) -> list[str]:
+        return sorted(self.actions)
+
+    def matching(self, pattern: str) -> list[str]:
+        """Action names a drill substitution pattern such as ``aws.*`` covers."""
+        return [name for name in self.names() if fnmatch.fnmatchcase(name, pattern)]

@@ -1,0 +1,29 @@
+"""The runbook language: models, loading with positions, validation and planning. No I/O but
+reading the files it is asked to read; no Prefect, no network, no clock."""
+
+from .diagnostics import Diagnostic, RunbookError
+from .durations import Duration, format_duration, parse_duration
+from .loader import load_runbook, parse_runbook, runbook_files
+from .models import Approval, Input, InputType, Runbook, Severity, Step, Trigger, Undo
+from .plan import Plan, plan_runbook
+
+__all__ = [
+    "Approval",
+    "Diagnostic",
+    "Duration",
+    "Input",
+    "InputType",
+    "Plan",
+    "Runbook",
+    "RunbookError",
+    "Severity",
+    "Step",
+    "Trigger",
+    "Undo",
+    "format_duration",
+    "load_runbook",
+    "parse_duration",
+    "parse_runbook",
+    "plan_runbook",
+    "runbook_files",
+]

@@ -1,0 +1,321 @@
+"""Rules that span a runbook: step graph, actions and their parameters, roles, templates, schedule.
+
+Each check takes the validated model and returns diagnostics; none raises.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ValidationError
+
+from ..actions import ActionRegistry
+from .diagnostics import Diagnostic, Loc, did_you_mean
+from .models import Runbook, Step
+from .plan import find_cycle, step_needs, upstream_of
+from .source import Document
+from .templates import CONTEXT_ROOTS, TemplateError, is_template, references
+
+_TRIGGER_ROOTS = frozenset({"alert"})
+
+
+def check_runbook(runbook: Runbook, doc: Document, registry: ActionRegistry) -> list[Diagnostic]:
+    """Every cross-field problem of `runbook`; `doc` places each one in the source."""
+    return [
+        *_check_step_graph(runbook, doc),
+        *_check_actions(runbook, doc, registry),
+        *_check_roles(runbook, doc),
+        *_check_templates(runbook, doc),
+        *_check_triggers(runbook, doc),
+        *_check_drill(runbook, doc, registry),
+    ]
+
+
+def _check_step_graph(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
+    ids = [step.id for step in runbook.steps]
+    first_index: dict[str, int] = {}
+    for index, step in enumerate(runbook.steps):
+        if step.id in first_index:
+            yield doc.diagnostic(
+                "duplicate-step",
+                f"step id `{step.id}` is already used by steps[{first_index[step.id]}]",
+                ("steps", index, "id"),
+                hint="give every step its own id",
+            )
+        first_index.setdefault(step.id, index)
+        for position, name in enumerate(step.after or ()):
+            loc: Loc = ("steps", index, "after", position)
+            if name == step.id:
+                yield doc.diagnostic("self-dependency", f"step `{name}` cannot run after itself", loc)
+            elif name not in first_index and name not in ids:
+                yield doc.diagnostic(
+                    "unknown-step", f"no step has the id `{name}`", loc, hint=did_you_mean(name, ids)
+                )
+    needs = step_needs(runbook.steps)
+    cycle = find_cycle({k: [n for n in v if n != k] for k, v in needs.items()})
+    if cycle:
+        index = ids.index(cycle[0])
+        yield doc.diagnostic(
+            "cycle",
+            "steps wait for each other in a cycle: " + " -> ".join(cycle),
+            ("steps", index, "after"),
+            hint="remove one of these `after:` entries",
+        )
+
+
+def _check_actions(runbook: Runbook, doc: Document, registry: ActionRegistry) -> Iterator[Diagnostic]:
+    for index, step in enumerate(runbook.steps):
+        if step.action not in registry:
+            yield doc.diagnostic(
+                "unknown-action",
+                f"no action is named `{step.action}`",
+                ("steps", index, "action"),
+                hint=did_you_mean(step.action, registry.names()) or "`siaga actions` lists them",
+            )
+        else:
+            yield from _check_params(
+                step.action, registry[step.action].params, step.with_, ("steps", index, "with"), doc
+            )
+        if step.undo is None:
+            continue
+        if step.undo.action not in registry:
+            yield doc.diagnostic(
+                "unknown-action",
+                f"no action is named `{step.undo.action}`",
+                ("steps", index, "undo"),
+                hint=did_you_mean(step.undo.action, registry.names()) or "`siaga actions` lists them",
+            )
+            continue
+        name, undo_model = step.undo.action, registry[step.undo.action].params
+        if step.undo.with_ is None:
+            yield from _check_params(name, undo_model, step.with_, ("steps", index, "with"), doc, "undo: ")
+        else:
+            yield from _check_params(name, undo_model, step.undo.with_, ("steps", index, "undo", "with"), doc)
+
+
+def _check_params(
+    action: str,
+    model: type[BaseModel], params: Mapping[str, Any], loc: Loc, doc: Document, prefix: str = ""
+) -> Iterator[Diagnostic]:
+    """Validate `params` against an action's model; a value still to be templated is not judged."""
+    try:
+        model.model_validate(dict(params))
+    except ValidationError as exc:
+        known = [field.alias or name for name, field in model.model_fields.items()]
+        for error in exc.errors():
+            where = tuple(error["loc"])
+            kind = error["type"]
+            if kind not in {"missing", "extra_forbidden"} and is_template(_value_at(params, where)):
+                continue
+            place = (*loc, *where)
+            if kind == "extra_forbidden":
+                yield doc.diagnostic(
+                    "unknown-parameter",
+                    f"{prefix}action `{action}` takes no parameter `{where[-1]}`",
+                    place,
+                    key=True,
+                    hint=did_you_mean(str(where[-1]), known)
+                    or "it takes: " + ", ".join(known),
+                )
+            elif kind == "missing":
+                yield doc.diagnostic("missing-parameter", f"{prefix}`{where[-1]}` is required", place)
+            else:
+                message = str(error["msg"]).removeprefix("Value error, ")
+                yield doc.diagnostic("bad-parameter", prefix + message, place)
+
+
+def _value_at(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _check_roles(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
+    roles = runbook.roles
+    for position, role in enumerate(runbook.chain_of_command):
+        if role not in roles:
+            yield doc.diagnostic(
+                "unknown-role",
+                f"no role is named `{role}`",
+                ("chain_of_command", position),
+                hint=did_you_mean(role, roles) or "declare it under `roles:`",
+            )
+    for index, step in enumerate(runbook.steps):
+        approval = step.approval
+        if approval is None:
+            continue
+        loc: Loc = ("steps", index, "approval")
+        people: set[str] = set()
+        for position, role in enumerate(approval.from_):
+            if role not in roles:
+                yield doc.diagnostic(
+                    "unknown-role",
+                    f"no role is named `{role}`",
+                    (*loc, "from", position),
+                    hint=did_you_mean(role, roles) or "declare it under `roles:`",
+                )
+            people.update(roles.get(role, ()))
+        if approval.quorum > len(people):
+            yield doc.diagnostic(
+                "quorum-too-high",
+                f"quorum {approval.quorum} needs more people than the {len(people)} "
+                f"in roles {', '.join(approval.from_)}",
+                (*loc, "quorum"),
+            )
+        if approval.distinct_roles and approval.quorum > len(set(approval.from_)):
+            yield doc.diagnostic(
+                "quorum-too-high",
+                f"distinct_roles with quorum {approval.quorum} needs at least "
+                f"{approval.quorum} roles in `from`",
+                (*loc, "quorum"),
+            )
+
+
+def _check_templates(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
+    needs = step_needs(runbook.steps)
+    step_ids = [step.id for step in runbook.steps]
+    for index, step in enumerate(runbook.steps):
+        upstream = upstream_of(step.id, needs)
+        for loc, source, expression in _templates_of(step, index):
+            try:
+                found = references(source, expression=expression)
+            except TemplateError as exc:
+                yield doc.diagnostic("template-syntax", f"template does not parse: {exc}", loc)
+                continue
+            for ref in found:
+                yield from _check_reference(ref.root, ref.key, loc, doc, runbook, step_ids, upstream)
+
+
+def _check_reference(
+    root: str,
+    key: str | None,
+    loc: Loc,
+    doc: Document,
+    runbook: Runbook,
+    step_ids: list[str],
+    upstream: set[str],
+) -> Iterator[Diagnostic]:
+    if key is None:
+        if root not in CONTEXT_ROOTS:
+            yield doc.diagnostic(
+                "unknown-name",
+                f"templates cannot read `{root}`; they read " + ", ".join(sorted(CONTEXT_ROOTS)),
+                loc,
+                hint=did_you_mean(root, CONTEXT_ROOTS),
+            )
+    elif root == "inputs" and key not in runbook.inputs:
+        yield doc.diagnostic(
+            "unknown-input",
+            f"no input is named `{key}`",
+            loc,
+            hint=did_you_mean(key, runbook.inputs) or "declare it under `inputs:`",
+        )
+    elif root == "steps" and key not in step_ids:
+        yield doc.diagnostic(
+            "unknown-step", f"no step has the id `{key}`", loc, hint=did_you_mean(key, step_ids)
+        )
+    elif root == "steps" and key not in upstream:
+        yield doc.diagnostic(
+            "not-upstream",
+            f"step `{key}` has not finished when this step runs, so its output is not there yet",
+            loc,
+            hint=f"add `{key}` to this step's `after:`",
+        )
+
+
+def _templates_of(step: Step, index: int) -> Iterator[tuple[Loc, str, bool]]:
+    base: Loc = ("steps", index)
+    if step.when is not None:
+        yield (*base, "when"), step.when, True
+    yield from _strings((*base, "with"), step.with_)
+    if step.undo is not None and step.undo.with_:
+        yield from _strings((*base, "undo", "with"), step.undo.with_)
+
+
+def _strings(loc: Loc, value: Any) -> Iterator[tuple[Loc, str, bool]]:
+    if isinstance(value, str) and is_template(value):
+        yield loc, value, False
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings((*loc, key), item)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            yield from _strings((*loc, position), item)
+
+
+def _check_triggers(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
+    required = [name for name, spec in runbook.inputs.items() if spec.required]
+    for index, trigger in enumerate(runbook.triggers):
+        loc: Loc = ("triggers", index)
+        for name, source in trigger.inputs.items():
+            if name not in runbook.inputs:
+                yield doc.diagnostic(
+                    "unknown-input",
+                    f"no input is named `{name}`",
+                    (*loc, "inputs", name),
+                    key=True,
+                    hint=did_you_mean(name, runbook.inputs) or "declare it under `inputs:`",
+                )
+            try:
+                found = references(source)
+            except TemplateError as exc:
+                yield doc.diagnostic(
+                    "template-syntax", f"template does not parse: {exc}", (*loc, "inputs", name)
+                )
+                continue
+            for ref in found:
+                if ref.key is None and ref.root not in _TRIGGER_ROOTS:
+                    yield doc.diagnostic(
+                        "unknown-name",
+                        f"a trigger's inputs can read only `alert`, not `{ref.root}`",
+                        (*loc, "inputs", name),
+                    )
+        missing = [name for name in required if name not in trigger.inputs]
+        if missing:
+            yield doc.diagnostic(
+                "missing-input",
+                "this trigger gives no value for required input " + ", ".join(missing),
+                loc,
+                hint="map it under the trigger's `inputs:` or give the input a default",
+            )
+
+
+def _check_drill(runbook: Runbook, doc: Document, registry: ActionRegistry) -> Iterator[Diagnostic]:
+    drill = runbook.drill
+    if drill.schedule is not None:
+        try:
+            CronSim(drill.schedule, datetime(2000, 1, 1))
+        except (CronSimError, ValueError, KeyError, IndexError) as exc:
+            yield doc.diagnostic(
+                "bad-cron",
+                f"`{drill.schedule}` is not a cron schedule: {exc}",
+                ("drill", "schedule"),
+                hint="five fields: minute hour day-of-month month day-of-week, e.g. 0 3 * * MON",
+            )
+    try:
+        zoneinfo.ZoneInfo(drill.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        yield doc.diagnostic(
+            "bad-timezone",
+            f"`{drill.timezone}` is not an IANA time zone",
+            ("drill", "timezone"),
+            hint="for example UTC, Asia/Jakarta or Europe/Berlin",
+        )
+    for pattern in drill.substitute:
+        if not registry.matching(pattern):
+            wildcard = re.search(r"[*?\[]", pattern)
+            yield doc.diagnostic(
+                "unknown-action",
+                f"`{pattern}` matches no action",
+                ("drill", "substitute", pattern),
+                key=True,
+                hint=None if wildcard else did_you_mean(pattern, registry.names()),
+            )

@@ -1,0 +1,59 @@
+"""Durations as runbooks write them: ``30s``, ``10m``, ``1h``, ``1h30m``, ``2d``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+DURATION_PATTERN = r"^\s*(\d+\s*[smhd]\s*)+$"
+_PART = re.compile(r"(\d+)\s*([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``"1h30m"`` into a timedelta; raise ValueError with a readable reason."""
+    if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(
+            f"expected a duration such as 30s, 10m, 1h or 1h30m, got {text!r}"
+        )
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest runbook spelling of a timedelta (``5400s`` -> ``1h30m``)."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit in "dhms":
+        count, seconds = divmod(seconds, _UNIT_SECONDS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def _coerce(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"expected a duration such as 30s, 10m or 1h, got {value!r}")
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_coerce),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A duration: digits and a unit s, m, h or d, e.g. 30s, 10m, 1h30m.",
+        }
+    ),
+]
+"""A timedelta written as ``30s``, ``10m``, ``1h`` or ``1h30m`` in a runbook."""

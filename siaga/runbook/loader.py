@@ -1,0 +1,227 @@
+"""From YAML text to a validated runbook, with every problem placed at file:line:col.
+
+Reading files happens at the edge (`load_runbook`); `parse_runbook` works on text alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..actions import ActionRegistry
+from .checks import check_runbook
+from .diagnostics import Diagnostic, Loc, RunbookError, did_you_mean
+from .models import Runbook
+from .source import Document, YamlSyntaxError, read_yaml
+
+RUNBOOK_SUFFIXES = (".yaml", ".yml")
+
+
+def parse_runbook(text: str, registry: ActionRegistry, *, file: str = "<runbook>") -> Runbook:
+    """Validate runbook `text`; raise RunbookError carrying every problem found."""
+    try:
+        doc = read_yaml(text, file)
+    except YamlSyntaxError as exc:
+        raise RunbookError([exc.diagnostic]) from None
+    if not isinstance(doc.data, Mapping):
+        raise RunbookError(
+            [doc.diagnostic("not-a-mapping", "a runbook is a mapping of keys such as `runbook:` and `steps:`", ())]
+        )
+    runbook, diagnostics, patched = _validate_shape(doc)
+    if runbook is not None:
+        diagnostics += [
+            d for d in check_runbook(runbook, doc, registry)
+            if not any(d.loc[: len(loc)] == loc for loc in patched)
+        ]
+    if diagnostics:
+        raise RunbookError(diagnostics)
+    assert runbook is not None
+    return runbook
+
+
+def load_runbook(path: str | Path, registry: ActionRegistry) -> Runbook:
+    """Read and validate the runbook file at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunbookError([Diagnostic("unreadable", f"cannot read the file: {exc}", (), str(path))]) from None
+    return parse_runbook(text, registry, file=str(path))
+
+
+def runbook_files(*paths: str | Path) -> list[Path]:
+    """The runbook files named by `paths`: files as given, folders searched for *.yaml / *.yml."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in RUNBOOK_SUFFIXES and _is_runbook(p))
+        else:
+            found.append(path)
+    return found
+
+
+def _is_runbook(path: Path) -> bool:
+    """Folders also hold rosters, connections and templates: a runbook starts with `runbook:`."""
+    try:
+        head = path.read_text(encoding="utf-8")[:4096]
+    except (OSError, UnicodeDecodeError):
+        return True
+    return any(line.startswith("runbook:") for line in head.splitlines())
+
+
+def _validate_shape(doc: Document) -> tuple[Runbook | None, list[Diagnostic], set[Loc]]:
+    """Validate the document against the models.
+
+    When some fields are wrong, the rest is still checked: each wrong field is set aside (or,
+    when required, stood in for by a valid placeholder) and the shape validated again, so that
+    one typo does not hide the file's other problems. Returns the places so patched.
+    """
+    data = doc.data
+    diagnostics: list[Diagnostic] = []
+    patched: set[Loc] = set()
+    for _ in range(4):
+        try:
+            runbook = Runbook.model_validate(data)
+        except ValidationError as exc:
+            errors = [(e, _data_loc(doc.data, tuple(e["loc"]), e["type"])) for e in exc.errors()]
+            fresh = [(e, loc) for e, loc in errors if loc not in patched]
+            diagnostics += [_diagnostic(doc, e, loc) for e, loc in fresh]
+            locs = {loc for _, loc in errors}
+            data = _patched(data, locs)
+            if data is None:
+                return None, _unique(diagnostics), patched
+            patched |= locs
+        else:
+            return runbook, _unique(diagnostics), patched
+    return None, _unique(diagnostics), patched
+
+
+def _unique(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    return list(dict.fromkeys(diagnostics))
+
+
+def _diagnostic(doc: Document, error: Any, loc: Loc) -> Diagnostic:
+    kind = error["type"]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        return doc.diagnostic(
+            "unknown-key",
+            f"unknown key `{loc[-1]}`",
+            loc,
+            key=True,
+            hint=did_you_mean(str(loc[-1]), known) or ("expected one of: " + ", ".join(known) if known else None),
+        )
+    if kind == "missing":
+        return doc.diagnostic("missing-key", f"`{loc[-1]}` is required", loc)
+    return doc.diagnostic("invalid", message, loc)
+
+
+def _data_loc(data: Any, loc: Loc, kind: str) -> Loc:
+    """Pydantic's loc with union-member tags removed, so it names a place in the document."""
+    out: list[str | int] = []
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(data, Mapping) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        elif last and kind in {"missing", "extra_forbidden"}:
+            pass
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _patched(data: Any, locs: set[Loc]) -> Any | None:
+    """A copy of `data` with each place at `locs` removed, or replaced by a placeholder when the
+    schema requires it; None when a place cannot be patched."""
+    if any(not loc for loc in locs):
+        return None
+    copy = _deep_copy(data)
+    for loc in sorted(locs, key=len, reverse=True):
+        parent = copy
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        if not isinstance(parent, dict):
+            return None
+        if _is_required(loc):
+            parent[loc[-1]] = _placeholder(loc)
+        else:
+            parent.pop(loc[-1], None)
+    return copy
+
+
+def _is_required(loc: Loc) -> bool:
+    return any(loc[-1] in node.get("required", ()) for node in _schema_nodes(_schema(), loc[:-1]))
+
+
+def _placeholder(loc: Loc) -> Any:
+    """A value of the schema's type at `loc` that validates, to stand in for a wrong one."""
+    for node in _schema_nodes(_schema(), loc):
+        if "enum" in node:
+            return node["enum"][0]
+        kind = node.get("type")
+        if kind == "string":
+            return "placeholder-" + "-".join(map(str, loc)).replace("_", "-")
+        if kind == "integer":
+            return max(1, node.get("minimum", 1))
+        if kind == "array":
+            return [] if not node.get("minItems") else None
+        if kind == "object":
+            return {}
+    return None
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    return Runbook.model_json_schema(by_alias=True)
+
+
+def _known_keys(loc: Loc) -> list[str]:
+    """The keys the runbook schema allows at `loc`."""
+    for node in _schema_nodes(_schema(), loc):
+        if "properties" in node:
+            return list(node["properties"])
+    return []
+
+
+def _schema_nodes(node: dict[str, Any], loc: Loc) -> Iterator[dict[str, Any]]:
+    node = _resolve(node)
+    if "anyOf" in node:
+        for option in node["anyOf"]:
+            yield from _schema_nodes(option, loc)
+        return
+    if not loc:
+        yield node
+        return
+    head, rest = loc[0], loc[1:]
+    if isinstance(head, int) and "items" in node:
+        yield from _schema_nodes(node["items"], rest)
+    elif isinstance(head, str) and head in node.get("properties", {}):
+        yield from _schema_nodes(node["properties"][head], rest)
+    elif isinstance(head, str) and isinstance(node.get("additionalProperties"), dict):
+        yield from _schema_nodes(node["additionalProperties"], rest)
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref:
+        return _schema()["$defs"][ref.rsplit("/", 1)[-1]]
+    return node

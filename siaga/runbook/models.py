@@ -1,0 +1,229 @@
+"""The runbook language as pydantic models: the shape of a runbook, checked field by field.
+
+Rules that span fields (step references, roles, actions, templates) live in `checks`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..actions import DrillBehaviour
+from .durations import Duration
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=80)]
+"""Lowercase letters, digits, ``-`` and ``_``: ids of runbooks, steps, roles and people."""
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
+"""A name usable in templates as ``inputs.<name>``."""
+
+RESERVED_INPUTS = frozenset({"mode", "alert", "incident"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Severity(StrEnum):
+    SEV1 = "sev1"
+    SEV2 = "sev2"
+    SEV3 = "sev3"
+    SEV4 = "sev4"
+
+
+class InputType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+
+    def python_type(self) -> type:
+        return {"string": str, "integer": int, "number": float, "boolean": bool}[self.value]
+
+
+Scalar = bool | int | float | str
+
+
+class Input(_Model):
+    """A value the run is started with; required unless it has a default."""
+
+    type: InputType = InputType.STRING
+    description: str = ""
+    default: Scalar | None = None
+    enum: list[Scalar] | None = Field(default=None, min_length=1)
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def coerce(self, value: Any) -> Scalar:
+        """Coerce a value (often text from a command line or an alert) to this input's type."""
+        kind = self.type
+        if kind is InputType.BOOLEAN:
+            if isinstance(value, bool):
+                result: Scalar = value
+            elif str(value).strip().lower() in {"true", "yes", "1", "on"}:
+                result = True
+            elif str(value).strip().lower() in {"false", "no", "0", "off"}:
+                result = False
+            else:
+                raise ValueError(f"expected a boolean (true or false), got {value!r}")
+        elif kind is InputType.INTEGER:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(f"expected an integer, got {value!r}")
+            try:
+                result = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"expected an integer, got {value!r}") from None
+        elif kind is InputType.NUMBER:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            try:
+                result = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"expected a number, got {value!r}") from None
+        else:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError(f"expected a string, got {value!r}")
+            result = str(value)
+        if self.enum is not None and result not in self.enum:
+            choices = ", ".join(map(str, self.enum))
+            raise ValueError(f"{result!r} is not one of: {choices}")
+        return result
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> Input:
+        if self.enum is not None:
+            for choice in self.enum:
+                self.coerce(choice)
+        if self.default is not None:
+            self.coerce(self.default)
+        return self
+
+
+class Impact(_Model):
+    """Business impact limits: they drive approval deadlines, escalation and comms deadlines."""
+
+    services: list[str] = Field(default_factory=list)
+    max_tolerable_downtime: Duration | None = None
+    public_statement_within: Duration | None = None
+
+
+class Threshold(_Model):
+    """Open an incident once `count` matching alerts arrive within `within`."""
+
+    count: int = Field(ge=1)
+    within: Duration
+    match: dict[str, str] = Field(default_factory=dict)
+
+
+class Trigger(_Model):
+    """Which alerts start this runbook, how they group into incidents, and the inputs they give."""
+
+    source: Slug
+    match: dict[str, str] = Field(default_factory=dict)
+    group_by: list[str] = Field(default_factory=list)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    threshold: Threshold | None = None
+
+
+class Drill(_Model):
+    """How this runbook is rehearsed: when, and what its side effects turn into."""
+
+    schedule: str | None = None
+    timezone: str = "UTC"
+    substitute: dict[str, DrillBehaviour] = Field(default_factory=dict)
+
+
+class Approval(_Model):
+    """People who must approve a step before it runs."""
+
+    from_: list[Slug] = Field(alias="from", min_length=1)
+    quorum: int = Field(default=1, ge=1)
+    distinct_roles: bool = False
+    timeout: Duration | None = None
+    on_timeout: Literal["reject", "approve", "fail"] = "reject"
+    safe_by_default: bool = False
+    reject: Literal["any", "majority"] = "any"
+
+    @model_validator(mode="after")
+    def _approve_on_timeout_is_explicit(self) -> Approval:
+        if self.on_timeout == "approve" and not self.safe_by_default:
+            raise ValueError(
+                "on_timeout: approve needs safe_by_default: true on the same approval, "
+                "so that approving without a person is a stated choice"
+            )
+        return self
+
+
+class Undo(_Model):
+    """The compensating action of a step; without `with`, it gets the step's own parameters."""
+
+    action: str
+    with_: dict[str, Any] | None = Field(default=None, alias="with")
+
+
+class Step(_Model):
+    """One thing the runbook does."""
+
+    id: Slug
+    action: str
+    description: str = ""
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    after: list[str] | None = None
+    when: str | None = None
+    retries: int = Field(default=0, ge=0, le=20)
+    retry_delay: Duration = timedelta(seconds=1)
+    timeout: Duration | None = None
+    approval: Approval | None = None
+    undo: Undo | None = None
+    continue_on_error: bool = False
+
+    @field_validator("undo", mode="before")
+    @classmethod
+    def _undo_by_name(cls, value: Any) -> Any:
+        return {"action": value} if isinstance(value, str) else value
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value.total_seconds() <= 0:
+            raise ValueError("a timeout must be longer than 0s")
+        return value
+
+
+class Runbook(_Model):
+    """A crisis plan: who is involved, what is at stake, what starts it and the steps it takes."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        json_schema_extra={"title": "Siaga runbook"},
+    )
+
+    id: Slug = Field(alias="runbook")
+    title: str = Field(min_length=1)
+    description: str = ""
+    severity: Severity
+    impact: Impact = Field(default_factory=Impact)
+    roles: dict[Slug, list[Slug]] = Field(default_factory=dict)
+    chain_of_command: list[Slug] = Field(default_factory=list)
+    inputs: dict[Identifier, Input] = Field(default_factory=dict)
+    triggers: list[Trigger] = Field(default_factory=list)
+    drill: Drill = Field(default_factory=Drill)
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("inputs")
+    @classmethod
+    def _no_reserved_inputs(cls, inputs: dict[str, Input]) -> dict[str, Input]:
+        taken = sorted(RESERVED_INPUTS & set(inputs))
+        if taken:
+            raise ValueError(f"input names {', '.join(taken)} are reserved by Siaga")
+        return inputs
+
+    def step(self, step_id: str) -> Step:
+        return next(step for step in self.steps if step.id == step_id)

@@ -1,0 +1,95 @@
+"""`{{ }}` templates and `when:` conditions, in a sandboxed Jinja environment with no I/O.
+
+A string that is exactly one ``{{ expression }}`` renders to the expression's native value (a
+number stays a number); any other string containing ``{{`` or ``{%`` renders to text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+CONTEXT_ROOTS = frozenset({"inputs", "alert", "incident", "steps", "runbook", "mode", "run"})
+"""The names a template can start from."""
+
+_WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+
+__all__ = [
+    "CONTEXT_ROOTS",
+    "Reference",
+    "TemplateError",
+    "condition_source",
+    "evaluate_condition",
+    "is_template",
+    "references",
+    "render_value",
+]
+
+
+@cache
+def _environment() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def condition_source(when: str) -> str:
+    """A `when:` may be written ``{{ expr }}`` or bare ``expr``; return the bare expression."""
+    whole = _WHOLE_EXPRESSION.match(when)
+    return whole.group("expr").strip() if whole and "{{" not in whole.group("expr") else when.strip()
+
+
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every template inside `value` (strings, lists, mappings); raise TemplateError."""
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
+        whole = _WHOLE_EXPRESSION.match(value)
+        if whole and "{{" not in whole.group("expr") and "{%" not in value:
+            return _environment().compile_expression(whole.group("expr"))(**context)
+        return _environment().from_string(value).render(**context)
+    if isinstance(value, Mapping):
+        return {key: render_value(item, context) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [render_value(item, context) for item in value]
+    return value
+
+
+def evaluate_condition(when: str, context: Mapping[str, Any]) -> bool:
+    """The truth of a `when:` condition over `context`; raise TemplateError."""
+    return bool(_environment().compile_expression(condition_source(when))(**context))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A name a template reads: ``inputs.region`` is Reference("inputs", "region")."""
+
+    root: str
+    key: str | None
+
+
+def references(source: str, *, expression: bool = False) -> list[Reference]:
+    """Every context name `source` reads; raise TemplateError if it does not parse."""
+    text = "{{ " + condition_source(source) + " }}" if expression else source
+    tree = _environment().parse(text)
+    found = [Reference(name, None) for name in sorted(meta.find_undeclared_variables(tree))]
+    found += list(_keyed(tree))
+    return found
+
+
+def _keyed(tree: nodes.Node) -> Iterator[Reference]:
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if not isinstance(node.node, nodes.Name) or node.node.ctx != "load":
+            continue
+        if isinstance(node, nodes.Getattr):
+            yield Reference(node.node.name, node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            yield Reference(node.node.name, node.arg.value)
