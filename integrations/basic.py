@@ -30,7 +30,7 @@ async def wait(params: Wait, context: ActionContext) -> dict[str, Any]:
 
 
 async def note(params: Note, context: ActionContext) -> dict[str, Any]:
-    context.publish(f"note-{context.step_id}", params.text)
+    await context.publish(f"note-{context.step_id}", params.text)
     return {"text": params.text}
 
 

@@ -59,7 +59,7 @@ async def send(params: OutboxSend, context: ActionContext) -> dict[str, Any]:
     with path.open("a", encoding="utf-8") as file:
         file.write(json.dumps(entry) + "\n")
     subject = f" — {params.subject}" if params.subject else ""
-    context.publish(
+    await context.publish(
         f"outbox-{context.step_id}",
         f"### Outbox: to {params.to}{subject}\n\n{params.message}\n",
     )

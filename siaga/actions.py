@@ -69,6 +69,10 @@ _DEFAULT_DRILL = {
 }
 
 
+async def _publish_nowhere(key: str, markdown: str) -> None:
+    """Where notes go when a run has nowhere to publish them."""
+
+
 @dataclass(frozen=True)
 class ActionContext:
     """What an action knows of the run it serves; built by the flow layer for each step."""
@@ -78,7 +82,7 @@ class ActionContext:
     run_id: str
     mode: Mode
     home: Path
-    publish: Callable[[str, str], None] = lambda key, markdown: None
+    publish: Callable[[str, str], Awaitable[None]] = field(default=_publish_nowhere)
     """Publish a Markdown note of the run (a Prefect artifact in a flow run): ``(key, markdown)``."""
     incident_id: str | None = None
 

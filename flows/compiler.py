@@ -1,0 +1,208 @@
+"""Compile a runbook into a Prefect flow: one flow per runbook, one task run per step.
+
+The flow's parameters are the runbook's inputs (so Prefect's UI shows a typed form) plus `mode`
+(live or drill), `alert` and `incident`. Each step is a Prefect task named after the step id with
+the step's retries and timeout; the scheduling between steps is `execution.Execution`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from prefect import Flow, Task
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
+
+from siaga.actions import ActionContext, ActionRegistry, Mode
+from siaga.home import siaga_home
+from siaga.integrations import default_registry
+from siaga.runbook.models import Input, Runbook, Step
+from siaga.runbook.plan import plan_runbook
+
+from .execution import Attempt, Execution, RunInfo
+from .steps import StepRefused, StepResult, render_params, run_step
+from .prefect_logs import attach_run_logs
+
+__all__ = ["RunbookFailed", "compile_runbook", "flow_attribute"]
+
+
+class RunbookFailed(Exception):
+    """The run failed; the message says what failed, what was undone and what to do next."""
+
+
+def flow_attribute(runbook_id: str) -> str:
+    """The Python name under which a runbook's flow is found: ``payment-gateway-outage`` ->
+    ``payment_gateway_outage``."""
+    return runbook_id.replace("-", "_")
+
+
+def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) -> Flow[..., Any]:
+    """The Prefect flow that runs `runbook`."""
+    registry = registry or default_registry()
+    plan = plan_runbook(runbook)
+    step_tasks = {step.id: _step_task(runbook, step, registry) for step in runbook.steps}
+    undo_tasks = {step.id: _undo_task(runbook, step, registry) for step in runbook.steps if step.undo}
+
+    async def run_step(step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any]) -> Attempt:
+        state = await step_tasks[step.id](template_context, context, return_state=True, wait_for=wait_for)
+        return await _attempt(state)
+
+    async def run_undo(step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
+        state = await undo_tasks[step.id](template_context, context, return_state=True)
+        return await _attempt(state)
+
+    async def run_runbook(**parameters: Any) -> dict[str, Any]:
+        attach_run_logs()
+        mode = Mode(parameters.pop("mode", Mode.LIVE))
+        alert = parameters.pop("alert", None)
+        incident = parameters.pop("incident", None)
+        inputs = _coerce_inputs(runbook.inputs, parameters)
+        run = RunInfo(
+            run_id=str(flow_run.get_id() or "local"),
+            run_name=str(flow_run.get_name() or "local"),
+            mode=mode,
+            home=siaga_home(),
+            inputs=inputs,
+            alert=alert,
+            incident=incident,
+            publish=_publish(runbook.id),
+        )
+        summary = await Execution(plan, registry, run, run_step, run_undo).execute()
+        await acreate_markdown_artifact(
+            key=_artifact_key(f"{runbook.id}-summary"),
+            markdown=summary.to_markdown(),
+            description=summary.headline(),
+        )
+        if not summary.ok:
+            raise RunbookFailed(summary.to_text())
+        return summary.as_dict()
+
+    run_runbook.__name__ = run_runbook.__qualname__ = flow_attribute(runbook.id)
+    run_runbook.__module__ = "siaga.flows.library"
+    run_runbook.__doc__ = runbook.description or runbook.title
+    signature = _signature(runbook.inputs)
+    run_runbook.__signature__ = signature  # type: ignore[attr-defined]
+    run_runbook.__annotations__ = {
+        name: parameter.annotation for name, parameter in signature.parameters.items()
+    } | {"return": dict[str, Any]}
+    return Flow(
+        fn=run_runbook,
+        name=runbook.id,
+        description=runbook.title,
+        validate_parameters=True,
+        persist_result=False,
+    )
+
+
+def _signature(inputs: Mapping[str, Input]) -> inspect.Signature:
+    """Typed flow parameters: required inputs first, then inputs with defaults, then the rest."""
+    required, optional = [], []
+    for name, spec in inputs.items():
+        annotation: Any = spec.type.python_type()
+        if spec.enum is not None:
+            annotation = Literal[tuple(spec.enum)]  # type: ignore[valid-type]
+        default = inspect.Parameter.empty if spec.required else spec.default
+        parameter = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        (required if spec.required else optional).append(parameter)
+    fixed = [
+        inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default="live", annotation=Literal["live", "drill"]),
+        inspect.Parameter("alert", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
+        inspect.Parameter("incident", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
+    ]
+    return inspect.Signature([*required, *optional, *fixed])
+
+
+def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        raise ValueError(f"unknown inputs: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if name in given and given[name] is not None:
+            values[name] = spec.coerce(given[name])
+        elif spec.required:
+            raise ValueError(f"input {name} is required")
+        else:
+            values[name] = spec.default
+    return values
+
+
+def _step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
+    spec = registry[step.action]
+
+    async def step_body(template_context: Mapping[str, Any], context: ActionContext) -> Any:
+        return _as_state(await run_step(runbook, step, spec, template_context, context))
+
+    step_body.__qualname__ = step_body.__name__ = f"step_{step.id.replace('-', '_')}"
+    return _task(step_body, step.id, step)
+
+
+def _undo_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
+    assert step.undo is not None
+    undo = step.undo
+    spec = registry[undo.action]
+    raw = undo.with_ if undo.with_ is not None else step.with_
+
+    async def undo_body(template_context: Mapping[str, Any], context: ActionContext) -> Any:
+        params = render_params(spec, raw, template_context, "undo.with" if undo.with_ is not None else "with")
+        from .steps import drill_behaviour, perform
+
+        return _as_state(await perform(spec, params, context, drill_behaviour(runbook, spec)))
+
+    undo_body.__qualname__ = undo_body.__name__ = f"undo_{step.id.replace('-', '_')}"
+    return _task(undo_body, f"undo-{step.id}", step, retries=step.retries)
+
+
+def _task(fn: Any, name: str, step: Step, *, retries: int | None = None) -> Task[..., Any]:
+    return Task(
+        fn=fn,
+        name=name,
+        task_run_name=name,
+        retries=step.retries if retries is None else retries,
+        retry_delay_seconds=step.retry_delay.total_seconds(),
+        timeout_seconds=step.timeout.total_seconds() if step.timeout else None,
+        retry_condition_fn=_may_retry,
+        cache_policy=NO_CACHE,
+        persist_result=False,
+    )
+
+
+def _may_retry(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry unless the action said trying again cannot help (bad request, bad template)."""
+    error = state.data
+    return not (isinstance(error, StepRefused) or getattr(error, "retryable", True) is False)
+
+
+def _as_state(result: StepResult) -> Any:
+    """Skipped and drill-recorded steps show under their own state names in Prefect's UI."""
+    if result.status == "skipped":
+        return Completed(name="Skipped", message=result.note, data=result)
+    if result.status == "recorded":
+        return Completed(name="Recorded", message=result.note, data=result)
+    return result
+
+
+async def _attempt(state: State[Any]) -> Attempt:
+    if state.is_completed():
+        return Attempt(await state.aresult(), handle=state)
+    error = await state.aresult(raise_on_failure=False)
+    if not isinstance(error, BaseException):
+        error = RuntimeError(state.message or f"step ended {state.name}")
+    return Attempt(None, error, handle=state)
+
+
+def _artifact_key(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
+
+
+def _publish(runbook_id: str) -> Any:
+    async def publish(key: str, markdown: str) -> None:
+        await acreate_markdown_artifact(key=_artifact_key(f"{runbook_id}-{key}"), markdown=markdown)
+
+    return publish

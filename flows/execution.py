@@ -1,0 +1,190 @@
+"""Run a plan: start each step when its needs are done, stop on failure, undo in reverse.
+
+The executor schedules; it does not know how a step runs. `StepRunner` runs one step (in a flow,
+as a Prefect task run) and reports what came of it, so the scheduling logic stays testable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from siaga.actions import ActionContext, ActionFailed, ActionRegistry, ActionSpec, Mode, Risk
+from siaga.runbook.models import Step
+from siaga.runbook.plan import Plan
+from siaga.summary import Outcome, RunSummary, StepRecord, UndoRecord
+
+from .steps import StepResult
+
+_OUTCOMES = {"completed": Outcome.COMPLETED, "recorded": Outcome.RECORDED, "skipped": Outcome.SKIPPED}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What came of running a step (or an undo): a result, or the error that ended it."""
+
+    result: StepResult | None
+    error: BaseException | None = None
+    handle: Any = None  # what later steps wait for (a Prefect state in a flow run)
+
+
+class StepRunner(Protocol):
+    def __call__(
+        self,
+        step: Step,
+        template_context: Mapping[str, Any],
+        action_context: ActionContext,
+        wait_for: list[Any],
+    ) -> Awaitable[Attempt]: ...
+
+
+class UndoRunner(Protocol):
+    def __call__(
+        self,
+        step: Step,
+        template_context: Mapping[str, Any],
+        action_context: ActionContext,
+    ) -> Awaitable[Attempt]: ...
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run being executed."""
+
+    run_id: str
+    run_name: str
+    mode: Mode
+    home: Path
+    inputs: Mapping[str, Any]
+    alert: Mapping[str, Any] | None = None
+    incident: Mapping[str, Any] | None = None
+    publish: Callable[[str, str], Awaitable[None]] | None = None
+
+
+class Execution:
+    """One execution of a plan."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        registry: ActionRegistry,
+        run: RunInfo,
+        run_step: StepRunner,
+        run_undo: UndoRunner,
+    ) -> None:
+        self.plan = plan
+        self.registry = registry
+        self.run = run
+        self._run_step = run_step
+        self._run_undo = run_undo
+        self._records = {
+            step.id: StepRecord(step.id, step.action, risky=self._spec(step.action).risk in (Risk.CHANGE, Risk.DESTRUCTIVE))
+            for step in plan.runbook.steps
+        }
+        self._finished: dict[str, dict[str, Any]] = {}
+        self._handles: dict[str, Any] = {}
+        self._completed_order: list[str] = []
+        self._stopping = False
+
+    def _spec(self, name: str) -> ActionSpec:
+        return self.registry[name]
+
+    def action_context(self, step_id: str) -> ActionContext:
+        extra = {"publish": self.run.publish} if self.run.publish else {}
+        incident_id = (self.run.incident or {}).get("id")
+        return ActionContext(
+            runbook_id=self.plan.runbook.id,
+            step_id=step_id,
+            run_id=self.run.run_id,
+            mode=self.run.mode,
+            home=self.run.home,
+            incident_id=str(incident_id) if incident_id else None,
+            **extra,
+        )
+
+    def template_context(self) -> dict[str, Any]:
+        runbook = self.plan.runbook
+        return {
+            "inputs": dict(self.run.inputs),
+            "alert": dict(self.run.alert or {}),
+            "incident": dict(self.run.incident or {}),
+            "steps": dict(self._finished),
+            "runbook": {"id": runbook.id, "title": runbook.title, "severity": str(runbook.severity)},
+            "mode": str(self.run.mode),
+            "run": {"id": self.run.run_id, "name": self.run.run_name},
+        }
+
+    async def execute(self) -> RunSummary:
+        """Run every step, then undo completed ones in reverse if the run failed."""
+        done = {step.id: asyncio.Event() for step in self.plan.runbook.steps}
+
+        async def start(step: Step) -> None:
+            needs = self.plan.needs[step.id]
+            for need in needs:
+                await done[need].wait()
+            try:
+                if not self._stopping:
+                    await self._step(step, [self._handles[n] for n in needs if n in self._handles])
+            finally:
+                done[step.id].set()
+
+        await asyncio.gather(*(start(step) for step in self.plan.runbook.steps))
+        if self._stopping:
+            await self._undo_completed()
+        runbook = self.plan.runbook
+        return RunSummary(
+            runbook.id,
+            runbook.title,
+            str(self.run.mode),
+            self.run.run_id,
+            [self._records[step_id] for step_id in self.plan.order],
+        )
+
+    async def _step(self, step: Step, wait_for: list[Any]) -> None:
+        record = self._records[step.id]
+        started = time.perf_counter()
+        attempt = await self._run_step(step, self.template_context(), self.action_context(step.id), wait_for)
+        record.duration_s = round(time.perf_counter() - started, 3)
+        if attempt.handle is not None:
+            self._handles[step.id] = attempt.handle
+        if attempt.result is None:
+            record.outcome = Outcome.TOLERATED if step.continue_on_error else Outcome.FAILED
+            record.error = _describe(attempt.error)
+            record.todo = getattr(attempt.error, "todo", None)
+            self._finished[step.id] = {"output": None, "status": "failed", "error": record.error}
+            if not step.continue_on_error:
+                self._stopping = True
+            return
+        record.outcome = _OUTCOMES[attempt.result.status]
+        record.output = attempt.result.output
+        self._finished[step.id] = {"output": attempt.result.output, "status": attempt.result.status}
+        if record.outcome in (Outcome.COMPLETED, Outcome.RECORDED):
+            self._completed_order.append(step.id)
+
+    async def _undo_completed(self) -> None:
+        for step_id in reversed(self._completed_order):
+            step = self.plan.runbook.step(step_id)
+            if step.undo is None:
+                continue
+            record = self._records[step_id]
+            context = self.template_context()
+            context["step"] = {"id": step_id, "output": record.output}
+            attempt = await self._run_undo(step, context, self.action_context(f"undo-{step_id}"))
+            if attempt.result is None:
+                record.undo = UndoRecord(step.undo.action, Outcome.FAILED, _describe(attempt.error))
+            else:
+                record.undo = UndoRecord(step.undo.action, _OUTCOMES[attempt.result.status])
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    if isinstance(error, ActionFailed):
+        return str(error)
+    if isinstance(error, TimeoutError):
+        return f"timed out: {error}" if str(error) else "timed out"
+    return f"{type(error).__name__}: {error}"

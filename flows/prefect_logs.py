@@ -1,0 +1,22 @@
+"""Send the ``siaga`` logger's records to the Prefect run they happen in."""
+
+from __future__ import annotations
+
+import logging
+
+import structlog
+from prefect.logging.handlers import APILogHandler
+
+from siaga.home import siaga_home
+from siaga.logs import configure_logging, formatter
+
+
+def attach_run_logs() -> None:
+    """Configure Siaga's logging and add Prefect's API handler to it, once per process."""
+    configure_logging(siaga_home())
+    logger = logging.getLogger("siaga")
+    if any(isinstance(handler, APILogHandler) for handler in logger.handlers):
+        return
+    handler = APILogHandler()
+    handler.setFormatter(formatter(structlog.dev.ConsoleRenderer(colors=False)))
+    logger.addHandler(handler)

@@ -1,0 +1,139 @@
+"""One step: render its templates, decide what a drill makes of it, call its action.
+
+This is the body of a step's Prefect task run; it knows nothing of Prefect.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from siaga.actions import (
+    DRILL_PREFIX,
+    ActionContext,
+    ActionFailed,
+    ActionSpec,
+    DrillBehaviour,
+    Mode,
+)
+from siaga.logs import get_logger
+from siaga.runbook.diagnostics import format_path
+from siaga.runbook.models import Runbook, Step
+from siaga.runbook.templates import TemplateError, evaluate_condition, render_value
+
+log = get_logger("siaga.steps")
+
+
+class StepRefused(ActionFailed):
+    """A step that cannot start as written (a template or parameter error): never retried."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did: ``status`` is completed, recorded or skipped."""
+
+    status: str
+    output: Any = None
+    note: str | None = None
+
+
+def drill_behaviour(runbook: Runbook, spec: ActionSpec) -> DrillBehaviour:
+    """The runbook's `drill.substitute` for this action, else the action's own drill behaviour."""
+    for pattern, behaviour in runbook.drill.substitute.items():
+        if fnmatch.fnmatchcase(spec.name, pattern):
+            return behaviour
+    return spec.drill_behaviour
+
+
+def render_params(
+    spec: ActionSpec, raw: Mapping[str, Any], context: Mapping[str, Any], where: str
+) -> BaseModel:
+    """Render `raw` and validate it against the action's parameters; raise StepRefused."""
+    try:
+        rendered = render_value(dict(raw), context)
+    except TemplateError as exc:
+        raise StepRefused(f"template error in {where}: {exc}", todo="fix the template") from None
+    try:
+        return spec.params.model_validate(rendered)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{where}.{format_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
+        raise StepRefused(
+            f"parameters of {spec.name} are not valid after rendering: {problems}",
+            todo="fix the runbook or the inputs and run the step again",
+        ) from None
+
+
+async def perform(
+    spec: ActionSpec,
+    params: BaseModel,
+    context: ActionContext,
+    behaviour: DrillBehaviour,
+) -> StepResult:
+    """Call the action, or in a drill do what `behaviour` says instead."""
+    drill = context.mode is Mode.DRILL
+    if drill and spec.message_field:
+        text = getattr(params, spec.message_field)
+        if isinstance(text, str) and not text.startswith(DRILL_PREFIX):
+            params = params.model_copy(update={spec.message_field: DRILL_PREFIX + text})
+    if drill and behaviour is DrillBehaviour.SKIP:
+        return StepResult("skipped", note="skipped in drills")
+    if drill and behaviour is not DrillBehaviour.CALL:
+        call = params.model_dump(mode="json", by_alias=True)
+        note = "drill: recorded, not called"
+        if behaviour is not DrillBehaviour.RECORD:
+            note += f" ({behaviour} needs a provider that supports it; none is configured)"
+        await context.publish(
+            f"drill-{context.step_id}",
+            f"### Drill record: `{spec.name}`\n\nWould have called `{spec.name}` with:\n\n"
+            f"```json\n{params.model_dump_json(by_alias=True, indent=2)}\n```\n",
+        )
+        return StepResult("recorded", {"drill": "recorded", "action": spec.name, "params": call}, note)
+    output = await spec.run(params, context)
+    if isinstance(output, BaseModel):
+        output = output.model_dump(mode="json", by_alias=True)
+    return StepResult("completed", output)
+
+
+async def run_step(
+    runbook: Runbook,
+    step: Step,
+    spec: ActionSpec,
+    template_context: Mapping[str, Any],
+    action_context: ActionContext,
+) -> StepResult:
+    """The whole of one step, logged: condition, parameters, drill behaviour, action."""
+    bound = log.bind(runbook=runbook.id, run_id=action_context.run_id, step=step.id, action=spec.name)
+    started = time.perf_counter()
+    bound.info("step started", mode=str(action_context.mode))
+    try:
+        if step.when is not None:
+            try:
+                go = evaluate_condition(step.when, template_context)
+            except TemplateError as exc:
+                raise StepRefused(f"template error in when: {exc}", todo="fix the condition") from None
+            if not go:
+                result = StepResult("skipped", note=f"when: {step.when} was false")
+                bound.info("step skipped", reason=result.note, duration_s=_since(started))
+                return result
+        params = render_params(spec, step.with_, template_context, "with")
+        result = await perform(spec, params, action_context, drill_behaviour(runbook, spec))
+    except BaseException as exc:
+        bound.error(
+            "step failed",
+            error=f"{type(exc).__name__}: {exc}",
+            duration_s=_since(started),
+        )
+        raise
+    bound.info(f"step {result.status}", outcome=result.status, note=result.note, duration_s=_since(started))
+    return result
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
