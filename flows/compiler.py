@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from prefect import Flow, Task
-from prefect.artifacts import acreate_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
@@ -34,6 +34,10 @@ __all__ = ["RunbookFailed", "compile_runbook", "flow_attribute"]
 
 class RunbookFailed(Exception):
     """The run failed; the message says what failed, what was undone and what to do next."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 def flow_attribute(runbook_id: str) -> str:
@@ -79,8 +83,13 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             markdown=summary.to_markdown(),
             description=summary.headline(),
         )
+        await acreate_table_artifact(
+            key=_artifact_key(f"{runbook.id}-steps"),
+            table=summary.step_rows(),
+            description=summary.headline(),
+        )
         if not summary.ok:
-            raise RunbookFailed(summary.to_text())
+            raise RunbookFailed(summary.to_text(), summary.as_dict())
         return summary.as_dict()
 
     run_runbook.__name__ = run_runbook.__qualname__ = flow_attribute(runbook.id)

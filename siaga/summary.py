@@ -128,22 +128,28 @@ class RunSummary:
             rows += ["", "## What a person must do next", ""] + [f"- {item}" for item in todo]
         return "\n".join(rows) + "\n"
 
+    def step_rows(self) -> list[dict[str, Any]]:
+        """One flat row per step (the run's table artifact)."""
+        return [
+            {
+                "step": s.step_id,
+                "action": s.action,
+                "outcome": str(s.outcome),
+                "duration_s": s.duration_s,
+                "error": s.error or "",
+                "undo": "" if s.undo is None else s.undo.action,
+                "undo_outcome": "" if s.undo is None else str(s.undo.outcome),
+                "undo_error": "" if s.undo is None else s.undo.error or "",
+            }
+            for s in self.steps
+        ]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "runbook": self.runbook_id,
             "mode": self.mode,
             "run_id": self.run_id,
             "ok": self.ok,
-            "steps": [
-                {
-                    "id": s.step_id,
-                    "action": s.action,
-                    "outcome": str(s.outcome),
-                    "duration_s": s.duration_s,
-                    "error": s.error,
-                    "undo": None if s.undo is None else {"action": s.undo.action, "outcome": str(s.undo.outcome), "error": s.undo.error},
-                }
-                for s in self.steps
-            ],
+            "steps": self.step_rows(),
             "next": self.next_actions(),
         }

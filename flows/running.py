@@ -1,0 +1,176 @@
+"""Start runs and follow them: in this process (`--local`) or on the stack of `siaga up`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowFilter,
+    FlowFilterName,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterTimestamp,
+)
+from prefect.client.schemas.sorting import FlowRunSort, LogSort
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+from siaga.actions import ActionRegistry
+from siaga.runbook import Runbook
+
+from .compiler import RunbookFailed, _artifact_key, compile_runbook
+
+DEPLOYMENT = "siaga"
+"""The name of every runbook's deployment: ``<runbook-id>/siaga``."""
+
+Echo = Callable[[str], None] | None
+
+
+class StackUnavailable(Exception):
+    """No Prefect server answers, or it does not serve this runbook."""
+
+
+def ui_url() -> str:
+    """The Prefect UI of the current API."""
+    configured = PREFECT_UI_URL.value()
+    if configured:
+        return str(configured).rstrip("/")
+    return str(PREFECT_API_URL.value() or "http://127.0.0.1:4200/api").rstrip("/").removesuffix("/api")
+
+
+def flow_run_url(flow_run_id: UUID | str) -> str:
+    return f"{ui_url()}/runs/flow-run/{flow_run_id}"
+
+
+def run_local(runbook: Runbook, registry: ActionRegistry, inputs: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """Run `runbook` in this process; return its summary."""
+    flow = compile_runbook(runbook, registry)
+
+    async def go() -> dict[str, Any]:
+        state = await flow(**inputs, mode=mode, return_state=True)
+        if state.is_completed():
+            return await state.aresult()
+        error = await state.aresult(raise_on_failure=False)
+        if isinstance(error, RunbookFailed):
+            return error.summary | {"state": state.name, "message": str(error)}
+        return {"ok": False, "state": state.name, "message": state.message}
+
+    return asyncio.run(go())
+
+
+def run_on_stack(runbook: Runbook, inputs: Mapping[str, Any], mode: str, echo: Echo = print) -> dict[str, Any]:
+    """Start `runbook` on the running stack, follow its logs, and return its summary."""
+    return asyncio.run(_run_on_stack(runbook, dict(inputs), mode, echo))
+
+
+async def _run_on_stack(runbook: Runbook, inputs: dict[str, Any], mode: str, echo: Echo) -> dict[str, Any]:
+    run_id = await start_run(runbook.id, {**inputs, "mode": mode})
+    if echo:
+        echo(f"Started {mode} run of {runbook.id}: {flow_run_url(run_id)}")
+    return await follow_run(run_id, runbook.id, echo)
+
+
+async def start_run(runbook_id: str, parameters: dict[str, Any]) -> UUID:
+    """Create a flow run of the runbook's deployment; raise StackUnavailable if there is none."""
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise StackUnavailable("no stack is running: start one with `siaga up`, or run with --local")
+    async with get_client() as client:
+        healthy = await client.api_healthcheck()
+        if healthy is not None:
+            raise StackUnavailable(f"the Prefect server at {api} does not answer ({healthy}): is `siaga up` running?")
+        try:
+            deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
+        except ObjectNotFound:
+            raise StackUnavailable(
+                f"runbook {runbook_id} is not deployed on {api}: start `siaga up` with the folder "
+                "that holds it, or run with --local"
+            ) from None
+        tags = [parameters.get("mode", "live")]
+        run = await client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
+        return run.id
+
+
+async def follow_run(run_id: UUID, runbook_id: str, echo: Echo, poll: float = 0.5) -> dict[str, Any]:
+    """Print the run's logs as they come until it ends; return its summary."""
+    seen = None
+    async with get_client() as client:
+        while True:
+            run = await client.read_flow_run(run_id)
+            logs = await client.read_logs(
+                LogFilter(
+                    flow_run_id=LogFilterFlowRunId(any_=[run_id]),
+                    timestamp=LogFilterTimestamp(after_=seen) if seen else None,
+                ),
+                sort=LogSort.TIMESTAMP_ASC,
+            )
+            for log in logs:
+                if seen is None or log.timestamp > seen:
+                    seen = log.timestamp
+                    if echo:
+                        echo(f"  {log.timestamp:%H:%M:%S} {log.message}")
+            if run.state and run.state.is_final():
+                break
+            await asyncio.sleep(poll)
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                key=ArtifactFilterKey(any_=[_artifact_key(f"{runbook_id}-steps")]),
+            )
+        )
+    state = run.state
+    steps = artifacts[0].data if artifacts else []
+    summary = {
+        "runbook": runbook_id,
+        "run_id": str(run_id),
+        "url": flow_run_url(run_id),
+        "state": state.name if state else "unknown",
+        "ok": bool(state and state.is_completed()),
+        "message": state.message if state else None,
+        "steps": steps if isinstance(steps, list) else [],
+    }
+    if echo:
+        echo(f"Run {summary['state']}: {summary['url']}")
+        if not summary["ok"] and summary["message"]:
+            echo(summary["message"])
+    return summary
+
+
+def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each runbook's most recent run on the stack, or nothing when no stack answers."""
+    if not runbook_ids or not PREFECT_API_URL.value():
+        return {}
+
+    async def read() -> dict[str, dict[str, Any]]:
+        async with get_client() as client:
+            if await client.api_healthcheck() is not None:
+                return {}
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=runbook_ids)),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=200,
+            )
+            flows = {f.id: f.name for f in await client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=runbook_ids)))}
+        found: dict[str, dict[str, Any]] = {}
+        for run in runs:
+            name = flows.get(run.flow_id)
+            if name and name not in found and run.state:
+                found[name] = {
+                    "state": run.state.name,
+                    "mode": run.parameters.get("mode", "live"),
+                    "when": f"{run.expected_start_time:%Y-%m-%d %H:%M}" if run.expected_start_time else "",
+                    "run_id": str(run.id),
+                }
+        return found
+
+    return asyncio.run(read())
+
+
+__all__ = ["DEPLOYMENT", "StackUnavailable", "flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]

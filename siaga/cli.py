@@ -1,0 +1,239 @@
+"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up``.
+
+Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .actions import ActionRegistry
+from .catalog import Catalog, RunbookNotFound, find_runbook
+from .home import prepare_prefect_environment, runbook_folder
+from .runbook import Runbook, RunbookError, load_runbook, runbook_files
+from .runbook.diagnostics import Diagnostic
+
+OK, RUN_FAILED, BAD_INPUT = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class BadInput(Exception):
+    """Input the command cannot use; the message says why. Exit code 2."""
+
+
+def _registry() -> ActionRegistry:
+    from .integrations import default_registry
+
+    return default_registry()
+
+
+def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
+    for d in diagnostics:
+        hint = f" [dim]({d.hint})[/dim]" if d.hint else ""
+        err.print(f"[bold]{d.file}:{d.line}:{d.column}[/bold]: [cyan]{d.path}[/cyan]: {d.message}{hint}", markup=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    registry = _registry()
+    files = runbook_files(*args.paths)
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for path in files:
+        try:
+            runbook = load_runbook(path, registry)
+        except RunbookError as exc:
+            failed += 1
+            results.append({"file": str(path), "ok": False, "errors": [d.as_dict() for d in exc.diagnostics]})
+            if not args.json:
+                _print_diagnostics(exc.diagnostics)
+        else:
+            results.append({"file": str(path), "ok": True, "runbook": runbook.id, "steps": len(runbook.steps)})
+            if not args.json:
+                out.print(f"[green]ok[/green] {path} ({runbook.id}, {len(runbook.steps)} steps)")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif not files:
+        err.print("no runbook files found in " + ", ".join(args.paths))
+    elif failed:
+        err.print(f"{failed} of {len(files)} runbooks have errors")
+    return BAD_INPUT if failed or not files else OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .runbook.schema import runbook_schema
+
+    print(json.dumps(runbook_schema(_registry()), indent=2))
+    return OK
+
+
+def cmd_actions(args: argparse.Namespace) -> int:
+    registry = _registry()
+    if args.json:
+        print(json.dumps([spec.describe() for spec in registry], indent=2))
+        return OK
+    table = Table("action", "risk", "undo", "in a drill", "parameters", "what it does")
+    for spec in registry:
+        schema = spec.params.model_json_schema(by_alias=True)
+        required = set(schema.get("required", ()))
+        params = ", ".join(f"{name}{'' if name in required else '?'}" for name in schema.get("properties", {}))
+        table.add_row(spec.name, str(spec.risk), spec.undo or "", str(spec.drill_behaviour), params, spec.summary)
+    out.print(table)
+    return OK
+
+
+def parse_inputs(runbook: Runbook, pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs checked against the runbook's inputs; raise BadInput naming each problem."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            problems.append(f"--input {pair!r}: write it as name=value")
+        elif name not in runbook.inputs:
+            known = ", ".join(runbook.inputs) or "none"
+            problems.append(f"unknown input `{name}` (inputs of {runbook.id}: {known})")
+        else:
+            try:
+                values[name] = runbook.inputs[name].coerce(text)
+            except ValueError as exc:
+                problems.append(f"input `{name}`: {exc}")
+    for name, spec in runbook.inputs.items():
+        if spec.required and name not in values:
+            problems.append(f"input `{name}` is required: pass --input {name}=...")
+    if problems:
+        raise BadInput("\n".join(problems))
+    return values
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    registry = _registry()
+    runbook, _ = find_runbook(args.runbook, Path(args.runbooks) if args.runbooks else runbook_folder(), registry)
+    inputs = parse_inputs(runbook, args.input or [])
+    mode = "drill" if args.drill else "live"
+    if args.local:
+        from .flows.running import run_local
+
+        summary = run_local(runbook, registry, inputs, mode)
+    else:
+        from .flows.running import run_on_stack
+
+        summary = run_on_stack(runbook, inputs, mode, echo=None if args.json else out.print)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    return OK if summary.get("ok") else RUN_FAILED
+
+
+def cmd_runbooks(args: argparse.Namespace) -> int:
+    registry = _registry()
+    folder = Path(args.runbooks) if args.runbooks else runbook_folder()
+    catalog = Catalog.load(folder, registry)
+    from .flows.running import last_runs
+
+    states = last_runs(list(catalog.runbooks))
+    rows = [
+        {
+            "id": rb.id,
+            "title": rb.title,
+            "severity": str(rb.severity),
+            "steps": len(rb.steps),
+            "drill_schedule": rb.drill.schedule,
+            "file": str(catalog.paths[rb.id]),
+            "last_run": states.get(rb.id),
+        }
+        for rb in catalog.runbooks.values()
+    ]
+    if args.json:
+        print(json.dumps({"runbooks": rows, "errors": [d.as_dict() for d in catalog.problems]}, indent=2, default=str))
+    else:
+        table = Table("runbook", "title", "severity", "steps", "drill schedule", "last run")
+        for row in rows:
+            last = row["last_run"]
+            shown = f"{last['state']} ({last['mode']}, {last['when']})" if last else "never / unknown"
+            table.add_row(row["id"], row["title"], row["severity"], str(row["steps"]), row["drill_schedule"] or "", shown)
+        out.print(table)
+        _print_diagnostics(catalog.problems)
+    return BAD_INPUT if catalog.problems else OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .flows.stack import StackOptions, run_stack
+
+    options = StackOptions(
+        host=args.host,
+        port=args.port,
+        runbooks=Path(args.runbooks) if args.runbooks else runbook_folder(),
+        drill=args.drill,
+        exit_after_drill=args.exit_after_drill,
+    )
+    return run_stack(options, echo=out.print)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("validate", help="check runbook files or folders; every error with file:line:col")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable results")
+    p.set_defaults(handler=cmd_validate)
+
+    p = commands.add_parser("schema", help="print the runbook JSON Schema (for editors)")
+    p.set_defaults(handler=cmd_schema)
+
+    p = commands.add_parser("actions", help="list the actions steps can call")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_actions)
+
+    p = commands.add_parser("runbooks", help="list the runbook library with each one's last run")
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_runbooks)
+
+    for name, drill in (("run", False), ("drill", True)):
+        p = commands.add_parser(name, help="run a runbook" if not drill else "rehearse a runbook (run --drill)")
+        p.add_argument("runbook", metavar="RUNBOOK", help="a runbook id from the runbook folder, or a file path")
+        p.add_argument("--input", "-i", action="append", metavar="NAME=VALUE", help="an input value (repeatable)")
+        if not drill:
+            p.add_argument("--drill", action="store_true", help="a drill: risky actions are recorded, messages marked [DRILL]")
+        p.add_argument("--local", action="store_true", help="run in this process instead of on the stack of `siaga up`")
+        p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+        p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+        p.set_defaults(handler=cmd_run, drill=drill)
+
+    p = commands.add_parser("up", help="start the embedded stack: Prefect server and UI, and a runner for every runbook")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=4200)
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.add_argument("--drill", metavar="RUNBOOK", help="once up, start a drill of this runbook and follow it")
+    p.add_argument("--exit-after-drill", action="store_true", help="stop the stack when that drill ends")
+    p.set_defaults(handler=cmd_up)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prepare_prefect_environment()
+    try:
+        return int(args.handler(args))
+    except RunbookError as exc:
+        _print_diagnostics(exc.diagnostics)
+        return BAD_INPUT
+    except (BadInput, RunbookNotFound, LookupError) as exc:
+        err.print(str(exc), markup=False)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
