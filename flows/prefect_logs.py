@@ -18,5 +18,5 @@ def attach_run_logs() -> None:
     if any(isinstance(handler, APILogHandler) for handler in logger.handlers):
         return
     handler = APILogHandler()
-    handler.setFormatter(formatter(structlog.dev.ConsoleRenderer(colors=False)))
+    handler.setFormatter(formatter(structlog.dev.ConsoleRenderer(colors=False), drop=("timestamp", "level")))
     logger.addHandler(handler)

@@ -98,20 +98,23 @@ async def start_run(runbook_id: str, parameters: dict[str, Any]) -> UUID:
         return run.id
 
 
-async def follow_run(run_id: UUID, runbook_id: str, echo: Echo, poll: float = 0.5) -> dict[str, Any]:
-    """Print the run's logs as they come until it ends; return its summary."""
+async def follow_run(
+    run_id: UUID, runbook_id: str, echo: Echo, poll: float = 0.5, *, logs: bool = True
+) -> dict[str, Any]:
+    """Wait for the run to end, printing its logs as they come (unless `logs` is false, as when
+    the runner prints them already); return its summary."""
     seen = None
     async with get_client() as client:
         while True:
             run = await client.read_flow_run(run_id)
-            logs = await client.read_logs(
+            new_logs = [] if not logs else await client.read_logs(
                 LogFilter(
                     flow_run_id=LogFilterFlowRunId(any_=[run_id]),
                     timestamp=LogFilterTimestamp(after_=seen) if seen else None,
                 ),
                 sort=LogSort.TIMESTAMP_ASC,
             )
-            for log in logs:
+            for log in new_logs:
                 if seen is None or log.timestamp > seen:
                     seen = log.timestamp
                     if echo:

@@ -55,10 +55,17 @@ def configure_logging(home: Path, *, console: bool = True, level: int = logging.
         logger.addHandler(handler)
 
 
-def formatter(renderer: structlog.typing.Processor) -> logging.Formatter:
-    """A stdlib formatter rendering structlog events (and plain records) with `renderer`."""
+def formatter(renderer: structlog.typing.Processor, *, drop: tuple[str, ...] = ()) -> logging.Formatter:
+    """A stdlib formatter rendering structlog events (and plain records) with `renderer`,
+    leaving out the keys in `drop` (a handler that stamps its own time drops ``timestamp``)."""
+
+    def without(logger: object, name: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        for key in drop:
+            event.pop(key, None)
+        return event
+
     return structlog.stdlib.ProcessorFormatter(
-        processor=renderer,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, without, renderer],
         foreign_pre_chain=_SHARED,
     )
 

@@ -1,0 +1,235 @@
+"""`siaga up`: the embedded stack on one machine.
+
+A Prefect server on SQLite (UI and API on 127.0.0.1:4200, data under the Siaga home), the
+zombie-run automation that marks runs whose process died as Crashed, and a runner serving one
+deployment per runbook (with its drill schedule). An already running server named by
+``PREFECT_API_URL`` is reused instead of starting one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from prefect import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+from prefect.runner import Runner
+from prefect.schedules import Cron
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from siaga.catalog import Catalog
+from siaga.home import siaga_home, stack_file
+from siaga.integrations import default_registry
+from siaga.runbook import Runbook
+
+from .compiler import compile_runbook
+from .running import DEPLOYMENT, StackUnavailable, flow_run_url, follow_run, start_run
+
+ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
+HEARTBEAT_SECONDS = 30
+ZOMBIE_WINDOW = timedelta(seconds=60)
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    host: str = "127.0.0.1"
+    port: int = 4200
+    runbooks: Path = Path("runbooks")
+    drill: str | None = None
+    exit_after_drill: bool = False
+
+
+def run_stack(options: StackOptions, echo: Echo = print) -> int:
+    """Run the stack until Ctrl-C (or until the drill ends with `exit_after_drill`)."""
+    catalog = Catalog.load(options.runbooks.resolve(), default_registry())
+    for problem in catalog.problems:
+        echo(f"skipped: {problem}")
+    if not catalog.runbooks:
+        echo(f"no valid runbooks in {options.runbooks}: nothing to serve")
+        return 2
+    if options.drill and options.drill not in catalog.runbooks:
+        echo(f"no runbook `{options.drill}` in {options.runbooks}")
+        return 2
+    home = siaga_home()
+    os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
+    with _server(options, home, echo) as api_url, temporary_settings({PREFECT_API_URL: api_url}):
+        os.environ["PREFECT_API_URL"] = api_url
+        stack_file(home).write_text(json.dumps({"api_url": api_url, "pid": os.getpid(), "runbooks": str(options.runbooks.resolve())}))
+        try:
+            return asyncio.run(_serve(catalog, options, api_url, echo))
+        finally:
+            stack_file(home).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[str]:
+    """The API URL of a running Prefect server: the one named by PREFECT_API_URL, or a new one."""
+    named = os.environ.get("PREFECT_API_URL")
+    if named:
+        if not _healthy(named):
+            raise StackUnavailable(f"PREFECT_API_URL is {named}, but no Prefect server answers there")
+        echo(f"Using the Prefect server at {named}")
+        yield named
+        return
+    api_url = f"http://{options.host}:{options.port}/api"
+    if _healthy(api_url):
+        echo(f"Using the Prefect server already running at {api_url}")
+        yield api_url
+        return
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / "prefect-server.log"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.setdefault("PREFECT_HOME", str(home / "prefect"))
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_UI_API_URL"] = api_url
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", options.host, "--port", str(options.port)]
+    with log_path.open("ab") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(api_url):
+            if server.poll() is not None:
+                tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                raise StackUnavailable(
+                    f"the Prefect server stopped while starting (exit {server.returncode}); "
+                    f"the end of {log_path}:\n" + "\n".join(tail)
+                )
+            if time.monotonic() > deadline:
+                raise StackUnavailable(f"the Prefect server did not answer within 120 s; see {log_path}")
+            time.sleep(0.3)
+        echo(f"Prefect server up (SQLite under {env['PREFECT_HOME']}), logs in {log_path}")
+        yield api_url
+    finally:
+        _stop(server)
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Echo) -> int:
+    await ensure_zombie_automation(list(catalog.runbooks))
+    runner = Runner(name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False)
+    for runbook in catalog.runbooks.values():
+        await runner.aadd_deployment(await deployment(runbook))
+    ui = api_url.removesuffix("/api")
+    echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served. Prefect UI: {ui}")
+    echo("Press Ctrl-C to stop.")
+    stop = asyncio.Event()
+    runner_task = asyncio.create_task(runner.start())
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    code = 0
+    drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
+    waiters = {asyncio.create_task(stop.wait()), runner_task}
+    if drill_task and options.exit_after_drill:
+        waiters.add(drill_task)
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if drill_task and drill_task in done:
+        code = drill_task.result()
+    echo("Stopping Siaga...")
+    await runner.astop()
+    for task in (runner_task, drill_task):
+        if task and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SystemExit, Exception):
+                await task
+    return code
+
+
+async def _drill(options: StackOptions, echo: Echo) -> int:
+    assert options.drill
+    run_id = await start_run(options.drill, {"mode": "drill"})
+    echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
+    summary = await follow_run(run_id, options.drill, echo, logs=False)
+    return 0 if summary["ok"] else 1
+
+
+async def deployment(runbook: Runbook) -> RunnerDeployment:
+    """The runbook's deployment: entry point in `siaga.flows.library`, drill schedule attached."""
+    flow = compile_runbook(runbook)
+    schedules = []
+    if runbook.drill.schedule:
+        schedules.append(Cron(runbook.drill.schedule, timezone=runbook.drill.timezone, parameters={"mode": "drill"}))
+    return await flow.ato_deployment(
+        name=DEPLOYMENT,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        schedules=schedules,
+        tags=["siaga", str(runbook.severity)],
+        description=runbook.description or runbook.title,
+    )
+
+
+async def ensure_zombie_automation(flow_names: list[str]) -> None:
+    """Install Prefect's zombie-run automation for Siaga's flows: a run whose heartbeats stop
+    for 60 s is marked Crashed. Paused and Suspended runs are expected to go quiet."""
+    automation = AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks Siaga flow runs Crashed when their process stops sending heartbeats.",
+        enabled=True,
+        trigger=EventTrigger(
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": sorted(flow_names)}),
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+                "prefect.flow-run.Paused",
+                "prefect.flow-run.Suspended",
+            },
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=ZOMBIE_WINDOW,
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message="Flow run marked as crashed: its process stopped sending heartbeats.")],
+    )
+    async with get_client() as client:
+        existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        if existing:
+            await client.update_automation(existing[0].id, automation)
+            for extra in existing[1:]:
+                await client.delete_automation(extra.id)
+        else:
+            await client.create_automation(automation)
