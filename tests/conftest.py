@@ -1,0 +1,40 @@
+"""Shared fixtures: a real Prefect server (Prefect's own test harness, on a temporary SQLite
+database) and a Siaga home folder of the test session's own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RUNBOOKS = REPO / "runbooks"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def siaga_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test session writes its outbox, logs and Prefect data to a fresh folder."""
+    home = tmp_path_factory.mktemp("siaga-home")
+    saved = {k: os.environ.get(k) for k in ("SIAGA_HOME", "PREFECT_HOME", "SIAGA_RUNBOOKS")}
+    os.environ["SIAGA_HOME"] = str(home)
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
+    os.environ["SIAGA_RUNBOOKS"] = str(RUNBOOKS)
+    (home / "prefect").mkdir()
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def prefect_api(siaga_home: Path) -> Iterator[str]:
+    """A real Prefect server for the session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
