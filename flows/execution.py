@@ -149,7 +149,9 @@ class Execution:
         started = time.perf_counter()
         attempt = await self._run_step(step, self.template_context(), self.action_context(step.id), wait_for)
         record.duration_s = round(time.perf_counter() - started, 3)
-        if attempt.handle is not None:
+        if attempt.handle is not None and attempt.result is not None:
+            # Later steps wait for this one (Prefect draws the edge); a failed step tolerated by
+            # continue_on_error is left out, or Prefect would refuse to start its followers.
             self._handles[step.id] = attempt.handle
         if attempt.result is None:
             record.outcome = Outcome.TOLERATED if step.continue_on_error else Outcome.FAILED

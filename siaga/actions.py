@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ActionParams(BaseModel):
-    """Base of action parameter models: unknown parameters are errors, values are immutable."""
+    """Base of action parameter models: unknown parameters are errors, values are immutable, and
+    a number rendered by a template (``{{ inputs.count + 1 }}``) is accepted where text is wanted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class ActionFailed(Exception):

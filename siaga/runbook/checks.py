@@ -22,6 +22,8 @@ from .source import Document
 from .templates import CONTEXT_ROOTS, TemplateError, is_template, references
 
 _TRIGGER_ROOTS = frozenset({"alert"})
+UNDO_ROOTS = frozenset({"step"})
+"""An undo's templates also read `step`: the id and output of the step being undone."""
 
 
 def check_runbook(runbook: Runbook, doc: Document, registry: ActionRegistry) -> list[Diagnostic]:
@@ -190,8 +192,9 @@ def _check_templates(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
             except TemplateError as exc:
                 yield doc.diagnostic("template-syntax", f"template does not parse: {exc}", loc)
                 continue
+            roots = CONTEXT_ROOTS | UNDO_ROOTS if "undo" in loc else CONTEXT_ROOTS
             for ref in found:
-                yield from _check_reference(ref.root, ref.key, loc, doc, runbook, step_ids, upstream)
+                yield from _check_reference(ref.root, ref.key, loc, doc, runbook, step_ids, upstream, roots)
 
 
 def _check_reference(
@@ -202,14 +205,15 @@ def _check_reference(
     runbook: Runbook,
     step_ids: list[str],
     upstream: set[str],
+    roots: frozenset[str],
 ) -> Iterator[Diagnostic]:
     if key is None:
-        if root not in CONTEXT_ROOTS:
+        if root not in roots:
             yield doc.diagnostic(
                 "unknown-name",
-                f"templates cannot read `{root}`; they read " + ", ".join(sorted(CONTEXT_ROOTS)),
+                f"templates here cannot read `{root}`; they read " + ", ".join(sorted(roots)),
                 loc,
-                hint=did_you_mean(root, CONTEXT_ROOTS),
+                hint=did_you_mean(root, roots),
             )
     elif root == "inputs" and key not in runbook.inputs:
         yield doc.diagnostic(
