@@ -23,6 +23,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
 from siaga.actions import ActionRegistry
+from siaga.errors import StackUnavailable
 from siaga.runbook import Runbook
 
 from .compiler import RunbookFailed, _artifact_key, compile_runbook
@@ -31,10 +32,6 @@ DEPLOYMENT = "siaga"
 """The name of every runbook's deployment: ``<runbook-id>/siaga``."""
 
 Echo = Callable[[str], None] | None
-
-
-class StackUnavailable(Exception):
-    """No Prefect server answers, or it does not serve this runbook."""
 
 
 def ui_url() -> str:
@@ -176,4 +173,4 @@ def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
     return asyncio.run(read())
 
 
-__all__ = ["DEPLOYMENT", "StackUnavailable", "flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]
+__all__ = ["DEPLOYMENT", "flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]

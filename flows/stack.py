@@ -38,7 +38,9 @@ from siaga.integrations import default_registry
 from siaga.runbook import Runbook
 
 from .compiler import compile_runbook
-from .running import DEPLOYMENT, StackUnavailable, flow_run_url, follow_run, start_run
+from siaga.errors import StackUnavailable
+
+from .running import DEPLOYMENT, flow_run_url, follow_run, start_run
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
 HEARTBEAT_SECONDS = 30

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
+from .errors import BadInput
 from .home import prepare_prefect_environment, runbook_folder
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
@@ -25,10 +26,6 @@ OK, RUN_FAILED, BAD_INPUT = 0, 1, 2
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class BadInput(Exception):
-    """Input the command cannot use; the message says why. Exit code 2."""
 
 
 def _registry() -> ActionRegistry:
@@ -228,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunbookError as exc:
         _print_diagnostics(exc.diagnostics)
         return BAD_INPUT
-    except (BadInput, RunbookNotFound, LookupError) as exc:
+    except (BadInput, RunbookNotFound) as exc:
         err.print(str(exc), markup=False)
         return BAD_INPUT
     except KeyboardInterrupt:

@@ -1,0 +1,164 @@
+"""The command line, as a user calls it: exit codes 0 ok, 1 run failed, 2 bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from siaga.cli import main
+
+GOOD = textwrap.dedent("""\
+    runbook: cli-good
+    title: CLI good
+    severity: sev3
+    inputs:
+      region: {type: string, enum: [ap-southeast-1, ap-southeast-3]}
+      merchants: {type: integer, default: 5}
+    steps:
+      - id: tell
+        action: outbox.send
+        with: {message: "{{ inputs.merchants }} merchants in {{ inputs.region }}"}
+    """)
+
+BROKEN = textwrap.dedent("""\
+    runbook: cli-broken
+    title: CLI broken
+    severity: sev3
+    steps:
+      - id: tell
+        action: outbox.sned
+        with: {message: hi}
+      - id: later
+        action: note
+        aftr: [tell]
+        with: {text: x}
+    """)
+
+FAILING = textwrap.dedent("""\
+    runbook: cli-failing
+    title: CLI failing
+    severity: sev3
+    steps:
+      - id: doomed
+        action: http.request
+        with: {url: "http://127.0.0.1:9/unreachable"}
+    """)
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "cli-good.yaml").write_text(GOOD)
+    (tmp_path / "cli-failing.yaml").write_text(FAILING)
+    return tmp_path
+
+
+def siaga(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "siaga.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_validate_ok_and_broken(folder: Path) -> None:
+    ok = siaga("validate", str(folder))
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout and "cli-good" in ok.stdout
+
+    broken = folder / "broken.yaml"
+    broken.write_text(BROKEN)
+    result = siaga("validate", str(broken))
+    assert result.returncode == 2
+    assert f"{broken}:6:13: steps[0].action: no action is named `outbox.sned`" in result.stderr
+    assert "did you mean `outbox.send`?" in result.stderr
+    assert f"{broken}:10:5: steps[1].aftr: unknown key `aftr`" in result.stderr
+
+
+def test_validate_json(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "broken.yaml").write_text(BROKEN)
+    assert main(["validate", str(folder), "--json"]) == 2
+    results = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert results["cli-good.yaml"]["ok"] is True
+    errors = results["broken.yaml"]["errors"]
+    assert [(e["path"], e["line"], e["column"]) for e in errors] == [
+        ("steps[0].action", 6, 13),
+        ("steps[1].aftr", 10, 5),
+    ]
+
+
+def test_schema_and_actions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert "outbox.send" in schema["$defs"]["Step"]["properties"]["action"]["enum"]
+    assert main(["actions", "--json"]) == 0
+    actions = {a["name"]: a for a in json.loads(capsys.readouterr().out)}
+    assert actions["http.request"]["risk"] == "change"
+    assert actions["http.request"]["drill"] == "record"
+    assert actions["outbox.send"]["parameters"]["required"] == ["message"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (["--input", "regoin=ap-southeast-1"], "unknown input `regoin`"),
+        (["--input", "region=eu-west-1"], "is not one of"),
+        (["--input", "region=ap-southeast-1", "--input", "merchants=many"], "expected an integer"),
+        ([], "input `region` is required"),
+    ],
+)
+def test_bad_inputs_are_refused_before_a_run_is_created(
+    folder: Path, prefect_api: str, capsys: pytest.CaptureFixture[str], inputs: list[str], message: str
+) -> None:
+    before = _count_flow_runs()
+    code = main(["run", "cli-good", "--runbooks", str(folder), "--local", *inputs])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert _count_flow_runs() == before
+
+
+def test_run_local_completes_and_fails_with_the_right_exit_codes(
+    folder: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "cli-good", "--runbooks", str(folder), "--local", "--json", "-i", "region=ap-southeast-3"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] is True and summary["steps"][0]["outcome"] == "completed"
+
+    code = main(["run", str(folder / "cli-failing.yaml"), "--local", "--json"])
+    assert code == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] is False
+    assert summary["steps"][0]["outcome"] == "failed"
+    assert "ConnectError" in summary["steps"][0]["error"]
+
+
+def test_run_without_a_stack_says_how_to_start_one(folder: Path, tmp_path: Path) -> None:
+    env = {"SIAGA_HOME": str(tmp_path / "empty-home"), "PREFECT_API_URL": ""}
+    result = siaga("run", "cli-good", "--runbooks", str(folder), "-i", "region=ap-southeast-1", env=env)
+    assert result.returncode == 2
+    assert "siaga up" in result.stderr and "--local" in result.stderr
+
+
+def test_unknown_runbook(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "no-such-runbook", "--runbooks", str(folder), "--local"]) == 2
+    assert "no runbook `no-such-runbook`" in capsys.readouterr().err
+
+
+def _count_flow_runs() -> int:
+    from prefect import get_client
+
+    async def count() -> int:
+        async with get_client() as client:
+            return await client.count_flow_runs()
+
+    return asyncio.run(count())
