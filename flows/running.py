@@ -27,9 +27,8 @@ from siaga.errors import StackUnavailable
 from siaga.runbook import Runbook
 
 from .compiler import RunbookFailed, _artifact_key, compile_runbook
+from .deployments import DEPLOYMENT
 
-DEPLOYMENT = "siaga"
-"""The name of every runbook's deployment: ``<runbook-id>/siaga``."""
 
 Echo = Callable[[str], None] | None
 
@@ -173,4 +172,4 @@ def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
     return asyncio.run(read())
 
 
-__all__ = ["DEPLOYMENT", "flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]
+__all__ = ["flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]

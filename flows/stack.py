@@ -24,23 +24,19 @@ from pathlib import Path
 
 from prefect import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.runner import Runner
-from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from siaga.catalog import Catalog
 from siaga.home import siaga_home, stack_file
 from siaga.integrations import default_registry
-from siaga.runbook import Runbook
-
-from .compiler import compile_runbook
 from siaga.errors import StackUnavailable
 
-from .running import DEPLOYMENT, flow_run_url, follow_run, start_run
+from .deployments import deployment
+from .running import flow_run_url, follow_run, start_run
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
 HEARTBEAT_SECONDS = 30
@@ -183,21 +179,6 @@ async def _drill(options: StackOptions, echo: Echo) -> int:
     echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
     summary = await follow_run(run_id, options.drill, echo, logs=False)
     return 0 if summary["ok"] else 1
-
-
-async def deployment(runbook: Runbook) -> RunnerDeployment:
-    """The runbook's deployment: entry point in `siaga.flows.library`, drill schedule attached."""
-    flow = compile_runbook(runbook)
-    schedules = []
-    if runbook.drill.schedule:
-        schedules.append(Cron(runbook.drill.schedule, timezone=runbook.drill.timezone, parameters={"mode": "drill"}))
-    return await flow.ato_deployment(
-        name=DEPLOYMENT,
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        schedules=schedules,
-        tags=["siaga", str(runbook.severity)],
-        description=runbook.description or runbook.title,
-    )
 
 
 async def ensure_zombie_automation(flow_names: list[str]) -> None:
