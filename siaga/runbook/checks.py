@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ..actions import ActionRegistry
 from .diagnostics import Diagnostic, Loc, did_you_mean
 from .models import Runbook, Step
-from .plan import find_cycle, step_needs, upstream_of
+from .plan import find_cycle, is_upstream, step_needs
 from .source import Document
 from .templates import CONTEXT_ROOTS, TemplateError, is_template, references
 
@@ -185,7 +185,9 @@ def _check_templates(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
     needs = step_needs(runbook.steps)
     step_ids = [step.id for step in runbook.steps]
     for index, step in enumerate(runbook.steps):
-        upstream = upstream_of(step.id, needs)
+        def upstream(candidate: str, step_id: str = step.id) -> bool:
+            return is_upstream(candidate, step_id, needs)
+
         for loc, source, expression in _templates_of(step, index):
             try:
                 found = references(source, expression=expression)
@@ -204,7 +206,7 @@ def _check_reference(
     doc: Document,
     runbook: Runbook,
     step_ids: list[str],
-    upstream: set[str],
+    upstream: Callable[[str], bool],
     roots: frozenset[str],
 ) -> Iterator[Diagnostic]:
     if key is None:
@@ -226,7 +228,7 @@ def _check_reference(
         yield doc.diagnostic(
             "unknown-step", f"no step has the id `{key}`", loc, hint=did_you_mean(key, step_ids)
         )
-    elif root == "steps" and key not in upstream:
+    elif root == "steps" and not upstream(key):
         yield doc.diagnostic(
             "not-upstream",
             f"step `{key}` has not finished when this step runs, so its output is not there yet",

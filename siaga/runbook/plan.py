@@ -50,16 +50,18 @@ def find_cycle(needs: Mapping[str, Sequence[str]]) -> list[str] | None:
     return None
 
 
-def upstream_of(step_id: str, needs: Mapping[str, Sequence[str]]) -> set[str]:
-    """Every step that finishes before `step_id` starts (its transitive needs)."""
+def is_upstream(candidate: str, step_id: str, needs: Mapping[str, Sequence[str]]) -> bool:
+    """Whether `candidate` finishes before `step_id` starts (is among its transitive needs)."""
     seen: set[str] = set()
     pending = list(needs.get(step_id, ()))
     while pending:
         node = pending.pop()
+        if node == candidate:
+            return True
         if node not in seen:
             seen.add(node)
             pending.extend(needs.get(node, ()))
-    return seen
+    return False
 
 
 def topological_order(needs: Mapping[str, Sequence[str]]) -> list[str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .diagnostics import Diagnostic, Loc
 
@@ -57,10 +56,21 @@ class YamlSyntaxError(Exception):
 
 
 def read_yaml(text: str, file: str = "<runbook>") -> Document:
-    """Parse `text` as one YAML document; raise YamlSyntaxError with its location if it is not."""
-    yaml = YAML(typ="rt", pure=True)
+    """Parse `text` as one YAML document; raise YamlSyntaxError with its location if it is not.
+
+    The document is composed into nodes (ruamel's C parser where available) and turned into
+    plain data here, so every key and value keeps its position.
+    """
+    yaml = YAML(typ="safe")
     try:
-        documents = list(yaml.load_all(text))
+        nodes = list(yaml.compose_all(text))
+        if len(nodes) != 1:
+            what = "no YAML document" if not nodes else f"{len(nodes)} YAML documents"
+            raise YamlSyntaxError(
+                Diagnostic("yaml-syntax", f"expected one YAML document, found {what}", (), file)
+            )
+        positions = Positions()
+        data = _Builder(yaml.constructor, positions, file).build(nodes[0], ())
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -70,58 +80,64 @@ def read_yaml(text: str, file: str = "<runbook>") -> Document:
         ) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise YamlSyntaxError(Diagnostic("yaml-syntax", str(exc) or "invalid YAML", (), file)) from None
-    if len(documents) != 1:
-        what = "no YAML document" if not documents else f"{len(documents)} YAML documents"
-        raise YamlSyntaxError(
-            Diagnostic("yaml-syntax", f"expected one YAML document, found {what}", (), file)
-        )
-    positions = Positions()
-    data = _plain(documents[0], (), positions)
     return Document(data, positions, file)
 
 
-def _plain(node: Any, loc: Loc, positions: Positions) -> Any:
-    """Copy ruamel's round-trip nodes into plain dicts, lists and scalars, noting positions."""
-    if isinstance(node, CommentedMap):
-        positions.values.setdefault(loc, (node.lc.line + 1, node.lc.col + 1))
+class _Builder:
+    """Turns composed YAML nodes into plain dicts, lists and scalars, noting positions."""
+
+    def __init__(self, constructor: Any, positions: Positions, file: str) -> None:
+        self.constructor = constructor
+        self.positions = positions
+        self.file = file
+        self.path: set[int] = set()
+
+    def build(self, node: Node, loc: Loc) -> Any:
+        if id(node) in self.path:
+            raise YamlSyntaxError(self._error("yaml-syntax", "an alias refers to itself", node))
+        self.positions.values.setdefault(loc, _position(node))
+        if isinstance(node, ScalarNode):
+            return _scalar(self.constructor.construct_object(node, deep=True))
+        self.path.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return [self.build(item, (*loc, index)) for index, item in enumerate(node.value)]
+            if isinstance(node, MappingNode):
+                return self._mapping(node, loc)
+        finally:
+            self.path.discard(id(node))
+        raise YamlSyntaxError(self._error("yaml-syntax", f"unexpected YAML node {node.id}", node))
+
+    def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
+        self.constructor.flatten_mapping(node)
         out: dict[Any, Any] = {}
-        for key, value in node.items():
-            plain_key = _scalar(key)
-            child = (*loc, plain_key)
-            key_line, key_col = node.lc.key(key)
-            value_line, value_col = node.lc.value(key)
-            positions.keys[child] = (key_line + 1, key_col + 1)
-            positions.values[child] = (value_line + 1, value_col + 1)
-            out[plain_key] = _plain(value, child, positions)
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise YamlSyntaxError(self._error("yaml-syntax", "a key must be a plain value", key_node))
+            key = _scalar(self.constructor.construct_object(key_node, deep=True))
+            if key in out:
+                raise YamlSyntaxError(
+                    self._error("duplicate-key", f"key `{key}` appears twice in this mapping", key_node)
+                )
+            child = (*loc, key)
+            self.positions.keys[child] = _position(key_node)
+            self.positions.values[child] = _position(value_node)
+            out[key] = self.build(value_node, child)
         return out
-    if isinstance(node, CommentedSeq):
-        positions.values.setdefault(loc, (node.lc.line + 1, node.lc.col + 1))
-        items = []
-        for index, value in enumerate(node):
-            child = (*loc, index)
-            line, col = node.lc.item(index)
-            positions.values[child] = (line + 1, col + 1)
-            items.append(_plain(value, child, positions))
-        return items
-    if isinstance(node, Mapping):
-        return {_scalar(k): _plain(v, (*loc, _scalar(k)), positions) for k, v in node.items()}
-    if isinstance(node, list | tuple):
-        return [_plain(v, (*loc, i), positions) for i, v in enumerate(node)]
-    return _scalar(node)
+
+    def _error(self, code: str, message: str, node: Node) -> Diagnostic:
+        line, column = _position(node)
+        return Diagnostic(code, message, (), self.file, line, column)
+
+
+def _position(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _scalar(value: Any) -> Any:
-    """ruamel's scalar subclasses (ScalarFloat, LiteralScalarString...) as builtin types."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
+    """Dates and times as ISO text; everything else as the constructor made it."""
     if isinstance(value, datetime.datetime | datetime.date):
         return value.isoformat()
-    if isinstance(value, tuple):
-        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
     return value

@@ -1,0 +1,140 @@
+"""End to end: `siaga up` as a user starts it, a drill through the CLI, the outcome read back
+from the Prefect API, and a clean stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from siaga.catalog import Catalog
+from siaga.integrations import default_registry
+
+from .conftest import RUNBOOKS
+
+MAIN_RUNBOOK = "payment-gateway-outage"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIAGA_"))}
+    env["SIAGA_HOME"] = str(home)
+    return env
+
+
+class Stack:
+    def __init__(self, process: subprocess.Popen[str], output: Path, api: str, env: dict[str, str]) -> None:
+        self.process, self.output, self.api, self.env = process, output, api, env
+
+    def siaga(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "siaga.cli", *args], capture_output=True, text=True, timeout=180, env=self.env
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("stack-home")
+    port = free_port()
+    env = clean_env(home)
+    output = home / "up.log"
+    with output.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--runbooks", str(RUNBOOKS)],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+    deadline = time.monotonic() + 180
+    while "Siaga is up" not in output.read_text():
+        assert process.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, output.read_text()
+        time.sleep(0.5)
+    stack = Stack(process, output, f"http://127.0.0.1:{port}/api", env)
+    try:
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_drill_through_the_cli_runs_on_the_stack(stack: Stack) -> None:
+    result = stack.siaga("drill", MAIN_RUNBOOK, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["state"] == "Completed"
+    run_id = summary["run_id"]
+
+    run = httpx.get(f"{stack.api}/flow_runs/{run_id}").json()
+    assert run["state"]["type"] == "COMPLETED"
+    assert run["parameters"]["mode"] == "drill"
+    deployment = httpx.get(f"{stack.api}/deployments/{run['deployment_id']}").json()
+    assert deployment["name"] == "siaga"
+    assert deployment["entrypoint"] == "siaga.flows.library.payment_gateway_outage"
+    task_runs = httpx.post(
+        f"{stack.api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+    ).json()
+    names = {t["name"] for t in task_runs}
+    step_ids = {s["step"] for s in summary["steps"]}
+    assert step_ids and step_ids <= names
+    assert all(t["state"]["type"] == "COMPLETED" for t in task_runs)
+
+
+def test_every_runbook_is_deployed_with_its_drill_schedule(stack: Stack) -> None:
+    deployments = httpx.post(f"{stack.api}/deployments/filter", json={}).json()
+    by_flow = {}
+    for d in deployments:
+        flow = httpx.get(f"{stack.api}/flows/{d['flow_id']}").json()
+        by_flow[flow["name"]] = d
+    bundled = Catalog.load(RUNBOOKS, default_registry()).runbooks
+    assert len(bundled) >= 4 and set(bundled) <= set(by_flow)
+    schedules = by_flow[MAIN_RUNBOOK]["schedules"]
+    assert schedules and schedules[0]["parameters"] == {"mode": "drill"}
+    assert schedules[0]["schedule"]["timezone"]
+
+
+def test_the_zombie_run_automation_is_installed(stack: Stack) -> None:
+    automations = httpx.post(f"{stack.api}/automations/filter", json={}).json()
+    zombie = [a for a in automations if a["name"].startswith("siaga: crash")]
+    assert len(zombie) == 1
+    trigger = zombie[0]["trigger"]
+    assert trigger["posture"] == "Proactive"
+    assert {"prefect.flow-run.Paused", "prefect.flow-run.Suspended"} <= set(trigger["expect"])
+    assert zombie[0]["actions"][0]["state"] == "CRASHED"
+
+
+def test_runbooks_lists_the_last_run(stack: Stack) -> None:
+    result = stack.siaga("runbooks", "--runbooks", str(RUNBOOKS), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["id"]: r for r in json.loads(result.stdout)["runbooks"]}
+    assert rows[MAIN_RUNBOOK]["last_run"]["state"] == "Completed"
+    assert rows[MAIN_RUNBOOK]["last_run"]["mode"] == "drill"
+
+
+def test_bad_input_starts_no_run(stack: Stack) -> None:
+    before = httpx.post(f"{stack.api}/flow_runs/count", json={}).json()
+    result = stack.siaga("run", MAIN_RUNBOOK, "--input", "no_such_input=1")
+    assert result.returncode == 2
+    assert "unknown input `no_such_input`" in result.stderr
+    assert httpx.post(f"{stack.api}/flow_runs/count", json={}).json() == before
+
+
+def test_ctrl_c_stops_everything(stack: Stack) -> None:
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=60) == 0, stack.output.read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{stack.api}/health", timeout=2)
+    assert not (Path(stack.env["SIAGA_HOME"]) / "stack.json").exists()
