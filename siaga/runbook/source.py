@@ -94,7 +94,7 @@ class _Builder:
 
     def build(self, node: Node, loc: Loc) -> Any:
         if id(node) in self.path:
-            raise YamlSyntaxError(self._error("yaml-syntax", "an alias refers to itself", node))
+            raise YamlSyntaxError(self._error("yaml-syntax", "an alias refers to itself", node, loc))
         self.positions.values.setdefault(loc, _position(node))
         if isinstance(node, ScalarNode):
             return _scalar(self.constructor.construct_object(node, deep=True))
@@ -106,18 +106,18 @@ class _Builder:
                 return self._mapping(node, loc)
         finally:
             self.path.discard(id(node))
-        raise YamlSyntaxError(self._error("yaml-syntax", f"unexpected YAML node {node.id}", node))
+        raise YamlSyntaxError(self._error("yaml-syntax", f"unexpected YAML node {node.id}", node, loc))
 
     def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
         self.constructor.flatten_mapping(node)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
-                raise YamlSyntaxError(self._error("yaml-syntax", "a key must be a plain value", key_node))
+                raise YamlSyntaxError(self._error("yaml-syntax", "a key must be a plain value", key_node, loc))
             key = _scalar(self.constructor.construct_object(key_node, deep=True))
             if key in out:
                 raise YamlSyntaxError(
-                    self._error("duplicate-key", f"key `{key}` appears twice in this mapping", key_node)
+                    self._error("duplicate-key", f"key `{key}` appears twice in this mapping", key_node, (*loc, key))
                 )
             child = (*loc, key)
             self.positions.keys[child] = _position(key_node)
@@ -125,9 +125,9 @@ class _Builder:
             out[key] = self.build(value_node, child)
         return out
 
-    def _error(self, code: str, message: str, node: Node) -> Diagnostic:
+    def _error(self, code: str, message: str, node: Node, loc: Loc) -> Diagnostic:
         line, column = _position(node)
-        return Diagnostic(code, message, (), self.file, line, column)
+        return Diagnostic(code, message, loc, self.file, line, column)
 
 
 def _position(node: Node) -> tuple[int, int]:
