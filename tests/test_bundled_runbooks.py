@@ -1,0 +1,109 @@
+"""The bundled runbook library: every runbook validates, the committed editor schema is current
+and accepts them, and each one runs to completion as a drill against a real Prefect server
+without calling anything outside this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from ruamel.yaml import YAML
+
+from siaga.catalog import Catalog
+from siaga.flows.compiler import compile_runbook
+from siaga.integrations import default_registry
+from siaga.integrations.outbox import read_outbox
+from siaga.runbook import Runbook
+from siaga.runbook.schema import runbook_schema
+
+REPO = Path(__file__).resolve().parent.parent
+RUNBOOKS = REPO / "runbooks"
+SCHEMA_FILE = REPO / "runbook.schema.json"
+SCHEMA_LINE = "# yaml-language-server: $schema=../runbook.schema.json"
+BUNDLED = ("payment-gateway-outage", "region-outage", "data-breach", "social-media-storm")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.load(RUNBOOKS, default_registry())
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def _yaml(path: Path) -> Any:
+    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+
+
+def test_every_bundled_runbook_validates(catalog: Catalog) -> None:
+    assert not catalog.problems, "\n".join(map(str, catalog.problems))
+    assert set(BUNDLED) <= set(catalog.runbooks)
+    for runbook_id, path in catalog.paths.items():
+        assert path.name == f"{runbook_id}.yaml"
+        first_line = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first_line == SCHEMA_LINE, f"{path.name} must start with `{SCHEMA_LINE}`"
+
+
+def test_committed_schema_is_current(schema: dict[str, Any]) -> None:
+    current = json.loads(json.dumps(runbook_schema(default_registry())))
+    assert schema == current, (
+        "runbook.schema.json is stale: run `siaga schema > runbook.schema.json` and commit it"
+    )
+
+
+def test_schema_accepts_every_bundled_runbook(schema: dict[str, Any], catalog: Catalog) -> None:
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    for path in catalog.paths.values():
+        errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(_yaml(path))]
+        assert not errors, f"{path.name}:\n" + "\n".join(errors)
+
+
+def test_schema_rejects_an_unknown_step_key(schema: dict[str, Any]) -> None:
+    document = copy.deepcopy(_yaml(RUNBOOKS / "payment-gateway-outage.yaml"))
+    document["steps"][0]["colour"] = "red"
+    errors = list(Draft202012Validator(schema).iter_errors(document))
+    assert any("colour" in error.message and list(error.path) == ["steps", 0] for error in errors)
+
+
+async def _drill(runbook: Runbook) -> tuple[Any, dict[str, Any]]:
+    state = await compile_runbook(runbook)(mode="drill", return_state=True)
+    result = await state.aresult(raise_on_failure=False)
+    return state, result if isinstance(result, dict) else {"error": repr(result)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runbook_id", BUNDLED)
+def test_drill_runs_to_completion(
+    runbook_id: str, catalog: Catalog, prefect_api: str, siaga_home: Path
+) -> None:
+    runbook = catalog.runbooks[runbook_id]
+    state, summary = asyncio.run(_drill(runbook))
+    assert state.is_completed(), f"{state.name}: {state.message}"
+    assert summary["ok"] and summary["mode"] == "drill"
+
+    outcomes = {row["step"]: row["outcome"] for row in summary["steps"]}
+    assert list(outcomes) == [step.id for step in runbook.steps]
+    for step in runbook.steps:
+        outcome = outcomes[step.id]
+        assert outcome in {"completed", "recorded", "skipped"}, f"{step.id}: {outcome}"
+        if outcome == "skipped":
+            assert step.when is not None, f"{step.id} was skipped but has no `when:`"
+        elif step.action == "http.request":
+            assert outcome == "recorded", f"{step.id} called its endpoint in a drill"
+    assert all(row["undo_outcome"] == "" for row in summary["steps"]), "a drill undid steps"
+    assert any(outcome == "recorded" for outcome in outcomes.values())
+
+    messages = [m for m in read_outbox(siaga_home) if m["run_id"] == summary["run_id"]]
+    sent = [s.id for s in runbook.steps if s.action == "outbox.send" and outcomes[s.id] == "completed"]
+    assert sorted(m["step"] for m in messages) == sorted(sent)
+    for message in messages:
+        assert message["mode"] == "drill"
+        assert message["message"].startswith("[DRILL] "), f"{message['step']}: {message['message']!r}"
