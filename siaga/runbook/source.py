@@ -58,12 +58,18 @@ class YamlSyntaxError(Exception):
 def read_yaml(text: str, file: str = "<runbook>") -> Document:
     """Parse `text` as one YAML document; raise YamlSyntaxError with its location if it is not.
 
-    The document is composed into nodes (ruamel's C parser where available) and turned into
-    plain data here, so every key and value keeps its position.
+    The document is composed into nodes (by ruamel's C parser where it can, else its pure YAML 1.2
+    parser) and turned into plain data here, so every key and value keeps its position.
     """
     yaml = YAML(typ="safe")
     try:
-        nodes = list(yaml.compose_all(text))
+        try:
+            nodes = list(yaml.compose_all(text))
+        except MarkedYAMLError:
+            # libyaml (the C parser) follows YAML 1.1 and refuses some YAML 1.2 the pure parser
+            # accepts, such as `{secret: secret://name}`: the pure parser has the last word.
+            yaml = YAML(typ="safe", pure=True)
+            nodes = list(yaml.compose_all(text))
         if len(nodes) != 1:
             what = "no YAML document" if not nodes else f"{len(nodes)} YAML documents"
             raise YamlSyntaxError(
