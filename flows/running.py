@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
@@ -14,6 +15,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
     LogFilter,
     LogFilterFlowRunId,
     LogFilterTimestamp,
@@ -126,6 +129,8 @@ async def follow_run(
         )
     state = run.state
     steps = artifacts[0].data if artifacts else []
+    if isinstance(steps, str):  # a table artifact keeps its rows as JSON text
+        steps = json.loads(steps)
     summary = {
         "runbook": runbook_id,
         "run_id": str(run_id),
@@ -153,7 +158,8 @@ def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
                 return {}
             runs = await client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=runbook_ids)),
-                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
+                sort=FlowRunSort.START_TIME_DESC,
                 limit=200,
             )
             flows = {f.id: f.name for f in await client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=runbook_ids)))}
@@ -164,7 +170,7 @@ def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
                 found[name] = {
                     "state": run.state.name,
                     "mode": run.parameters.get("mode", "live"),
-                    "when": f"{run.expected_start_time:%Y-%m-%d %H:%M}" if run.expected_start_time else "",
+                    "when": f"{run.start_time:%Y-%m-%d %H:%M}" if run.start_time else "",
                     "run_id": str(run.id),
                 }
         return found
