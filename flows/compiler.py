@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from datetime import UTC, datetime
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -76,6 +77,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             alert=alert,
             incident=incident,
             publish=_publish(runbook.id),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         summary = await Execution(plan, registry, run, run_step, run_undo).execute()
         await acreate_markdown_artifact(

@@ -30,7 +30,8 @@ def drill_schedules(runbook: Runbook) -> list[dict[str, Any]]:
     """The runbook's drill schedule as Prefect schedule fields (none if it has no schedule)."""
     if not runbook.drill.schedule:
         return []
-    return [{"cron": runbook.drill.schedule, "timezone": runbook.drill.timezone, "parameters": {"mode": "drill"}}]
+    parameters = {**runbook.drill.inputs, "mode": "drill"}
+    return [{"cron": runbook.drill.schedule, "timezone": runbook.drill.timezone, "parameters": parameters}]
 
 
 def tags(runbook: Runbook) -> list[str]:

@@ -63,6 +63,8 @@ class RunInfo:
     alert: Mapping[str, Any] | None = None
     incident: Mapping[str, Any] | None = None
     publish: Callable[[str, str], Awaitable[None]] | None = None
+    started_at: str = ""
+    """When the run started, ISO 8601 in UTC (``run.started_at`` in templates)."""
 
 
 class Execution:
@@ -115,7 +117,7 @@ class Execution:
             "steps": dict(self._finished),
             "runbook": {"id": runbook.id, "title": runbook.title, "severity": str(runbook.severity)},
             "mode": str(self.run.mode),
-            "run": {"id": self.run.run_id, "name": self.run.run_name},
+            "run": {"id": self.run.run_id, "name": self.run.run_name, "started_at": self.run.started_at},
         }
 
     async def execute(self) -> RunSummary:

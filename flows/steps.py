@@ -78,10 +78,8 @@ async def perform(
 ) -> StepResult:
     """Call the action, or in a drill do what `behaviour` says instead."""
     drill = context.mode is Mode.DRILL
-    if drill and spec.message_field:
-        text = getattr(params, spec.message_field)
-        if isinstance(text, str) and not text.startswith(DRILL_PREFIX):
-            params = params.model_copy(update={spec.message_field: DRILL_PREFIX + text})
+    if drill:
+        params = params.model_copy(update=_marked(params, spec.message_fields))
     if drill and behaviour is DrillBehaviour.SKIP:
         return StepResult("skipped", note="skipped in drills")
     if drill and behaviour is not DrillBehaviour.CALL:
@@ -99,6 +97,16 @@ async def perform(
     if isinstance(output, BaseModel):
         output = output.model_dump(mode="json", by_alias=True)
     return StepResult("completed", output)
+
+
+def _marked(params: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:
+    """``[DRILL] `` in front of every non-empty outgoing text that does not carry it yet."""
+    marked = {}
+    for name in fields:
+        text = getattr(params, name)
+        if isinstance(text, str) and text and not text.startswith(DRILL_PREFIX):
+            marked[name] = DRILL_PREFIX + text
+    return marked
 
 
 async def run_step(

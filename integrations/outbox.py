@@ -73,6 +73,6 @@ ACTIONS = (
         run=send,
         risk=Risk.NOTIFY,
         summary="Record a message locally and in the run's artifacts (the default channel).",
-        message_field="message",
+        message_fields=("subject", "message"),
     ),
 )

@@ -107,8 +107,8 @@ class ActionSpec:
     summary: str
     undo: str | None = None
     drill: DrillBehaviour | None = None
-    message_field: str | None = None
-    """The parameter holding outgoing text: prefixed with ``[DRILL]`` in drills."""
+    message_fields: tuple[str, ...] = ()
+    """The parameters holding outgoing text (message, subject): prefixed ``[DRILL]`` in drills."""
 
     @property
     def drill_behaviour(self) -> DrillBehaviour:

@@ -88,10 +88,11 @@ def cmd_actions(args: argparse.Namespace) -> int:
     return OK
 
 
-def parse_inputs(runbook: Runbook, pairs: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs checked against the runbook's inputs; raise BadInput naming each problem."""
+def parse_inputs(runbook: Runbook, pairs: Sequence[str], *, drill: bool = False) -> dict[str, Any]:
+    """``key=value`` pairs checked against the runbook's inputs (a drill starts from the runbook's
+    `drill.inputs`); raise BadInput naming each problem."""
     problems: list[str] = []
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(runbook.drill.inputs) if drill else {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep:
@@ -115,7 +116,7 @@ def parse_inputs(runbook: Runbook, pairs: Sequence[str]) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     registry = _registry()
     runbook, _ = find_runbook(args.runbook, Path(args.runbooks) if args.runbooks else runbook_folder(), registry)
-    inputs = parse_inputs(runbook, args.input or [])
+    inputs = parse_inputs(runbook, args.input or [], drill=args.drill)
     mode = "drill" if args.drill else "live"
     if args.local:
         from .flows.running import run_local
@@ -242,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepare_prefect_environment()
     try:
         return int(args.handler(args))
+    except BrokenPipeError:  # `siaga schema | head`
+        sys.stderr.close()
+        return OK
     except RunbookError as exc:
         _print_diagnostics(exc.diagnostics)
         return BAD_INPUT

@@ -59,7 +59,7 @@ class RunSummary:
     def next_actions(self) -> list[str]:
         """What a person must do now, most urgent first."""
         todo: list[str] = []
-        for step in self.failed:
+        for step in self.failed + self.tolerated:
             advice = step.todo or _DEFAULT_TODO
             todo.append(f"Step `{step.step_id}` failed: {advice}.")
         for step in self.steps:
@@ -88,15 +88,24 @@ class RunSummary:
             )
         return todo
 
+    @property
+    def tolerated(self) -> list[StepRecord]:
+        return [s for s in self.steps if s.outcome is Outcome.TOLERATED]
+
     def headline(self) -> str:
-        verdict = "completed" if self.ok else "failed"
+        if not self.ok:
+            verdict = "failed"
+        elif self.tolerated:
+            verdict = f"completed with {len(self.tolerated)} failed step(s) tolerated"
+        else:
+            verdict = "completed"
         mode = " (drill)" if self.mode == "drill" else ""
         return f"Runbook {self.runbook_id}{mode} {verdict}"
 
     def to_text(self) -> str:
         """A plain summary: what failed, what was undone, what a person must do next."""
         lines = [self.headline() + "."]
-        for step in self.failed:
+        for step in self.failed + self.tolerated:
             lines.append(f"Failed: {step.step_id} ({step.action}): {step.error}")
         undone = [s for s in self.steps if s.undo]
         for step in undone:

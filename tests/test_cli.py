@@ -162,3 +162,17 @@ def _count_flow_runs() -> int:
             return await client.count_flow_runs()
 
     return asyncio.run(count())
+
+
+def test_a_drill_takes_the_runbooks_drill_inputs(tmp_path: Path, prefect_api: str, capsys: pytest.CaptureFixture[str]) -> None:
+    runbook = tmp_path / "scheduled.yaml"
+    runbook.write_text(GOOD.replace("runbook: cli-good", "runbook: scheduled") + textwrap.dedent("""\
+        drill:
+          schedule: "0 3 * * MON"
+          inputs: {region: ap-southeast-3}
+        """))
+    assert main(["drill", str(runbook), "--local", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    runbook.write_text(runbook.read_text().replace("  inputs: {region: ap-southeast-3}\n", ""))
+    assert main(["validate", str(runbook)]) == 2
+    assert "a scheduled drill gives no value for required input region" in capsys.readouterr().err

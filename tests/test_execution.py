@@ -242,6 +242,7 @@ steps:
 """)
         assert state.is_completed()
         assert [s["outcome"] for s in result["steps"]] == ["failed, continued", "completed"]
+        assert any("`optional` failed" in item for item in result["next"]), result["next"]
 
 
 def test_a_template_error_fails_that_step_with_its_location() -> None:
@@ -268,7 +269,7 @@ steps:
     with: {{url: "{hooks.url}/freeze"}}
   - id: tell
     action: outbox.send
-    with: {{to: customers, message: "Payouts are paused"}}
+    with: {{to: customers, subject: "Payouts paused", message: "Payouts are paused"}}
 """, mode="drill")
         assert state.is_completed()
         assert hooks.requests == [], "a drill must not call the webhook"
@@ -276,7 +277,7 @@ steps:
         assert named["freeze"].state.name == "Recorded"
         run_id = str(state.state_details.flow_run_id)
         sent = [m for m in read_outbox(siaga_home) if m["run_id"] == run_id]
-        assert [m["message"] for m in sent] == ["[DRILL] Payouts are paused"]
+        assert [(m["subject"], m["message"]) for m in sent] == [("[DRILL] Payouts paused", "[DRILL] Payouts are paused")]
         assert sent[0]["mode"] == "drill"
 
 

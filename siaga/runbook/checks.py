@@ -296,6 +296,26 @@ def _check_triggers(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
 
 def _check_drill(runbook: Runbook, doc: Document, registry: ActionRegistry) -> Iterator[Diagnostic]:
     drill = runbook.drill
+    for name, value in drill.inputs.items():
+        loc: Loc = ("drill", "inputs", name)
+        if name not in runbook.inputs:
+            yield doc.diagnostic(
+                "unknown-input", f"no input is named `{name}`", loc, key=True,
+                hint=did_you_mean(name, runbook.inputs) or "declare it under `inputs:`",
+            )
+            continue
+        try:
+            runbook.inputs[name].coerce(value)
+        except ValueError as exc:
+            yield doc.diagnostic("invalid", str(exc), loc)
+    missing = [n for n, s in runbook.inputs.items() if s.required and n not in drill.inputs]
+    if drill.schedule is not None and missing:
+        yield doc.diagnostic(
+            "missing-input",
+            "a scheduled drill gives no value for required input " + ", ".join(missing),
+            ("drill", "schedule"),
+            hint="set them under `drill.inputs:` or give the inputs defaults",
+        )
     if drill.schedule is not None:
         try:
             CronSim(drill.schedule, datetime(2000, 1, 1))

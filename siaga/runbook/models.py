@@ -135,6 +135,8 @@ class Drill(_Model):
 
     schedule: str | None = None
     timezone: str = "UTC"
+    inputs: dict[str, Scalar] = Field(default_factory=dict)
+    """Input values for drills (scheduled or `siaga drill`), where the runbook needs some."""
     substitute: dict[str, DrillBehaviour] = Field(default_factory=dict)
 
 
