@@ -68,9 +68,10 @@ def run_stack(options: StackOptions, echo: Echo = print) -> int:
     home = siaga_home()
     os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
-    with _server(options, home, echo) as api_url, temporary_settings({PREFECT_API_URL: api_url}):
+    with _server(options, home, echo) as (api_url, server_pid), temporary_settings({PREFECT_API_URL: api_url}):
         os.environ["PREFECT_API_URL"] = api_url
-        stack_file(home).write_text(json.dumps({"api_url": api_url, "pid": os.getpid(), "runbooks": str(options.runbooks.resolve())}))
+        noted = {"api_url": api_url, "pid": os.getpid(), "server_pid": server_pid, "runbooks": str(options.runbooks.resolve())}
+        stack_file(home).write_text(json.dumps(noted))
         try:
             return asyncio.run(_serve(catalog, options, api_url, echo))
         finally:
@@ -78,19 +79,20 @@ def run_stack(options: StackOptions, echo: Echo = print) -> int:
 
 
 @contextlib.contextmanager
-def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[str]:
-    """The API URL of a running Prefect server: the one named by PREFECT_API_URL, or a new one."""
+def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[tuple[str, int | None]]:
+    """The API URL of a running Prefect server, the one named by PREFECT_API_URL or a new one,
+    and the new server's process id."""
     named = os.environ.get("PREFECT_API_URL")
     if named:
         if not _healthy(named):
             raise StackUnavailable(f"PREFECT_API_URL is {named}, but no Prefect server answers there")
         echo(f"Using the Prefect server at {named}")
-        yield named
+        yield named, None
         return
     api_url = f"http://{options.host}:{options.port}/api"
     if _healthy(api_url):
         echo(f"Using the Prefect server already running at {api_url}")
-        yield api_url
+        yield api_url, None
         return
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[str]:
                 raise StackUnavailable(f"the Prefect server did not answer within 120 s; see {log_path}")
             time.sleep(0.3)
         echo(f"Prefect server up (SQLite under {env['PREFECT_HOME']}), logs in {log_path}")
-        yield api_url
+        yield api_url, server.pid
     finally:
         _stop(server)
 
@@ -178,6 +180,9 @@ async def _drill(options: StackOptions, echo: Echo) -> int:
     run_id = await start_run(options.drill, {"mode": "drill"})
     echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
     summary = await follow_run(run_id, options.drill, echo, logs=False)
+    for step in summary["steps"]:
+        detail = f": {step['error']}" if step.get("error") else ""
+        echo(f"  {step['outcome']:>17}  {step['step']} ({step['action']}){detail}")
     return 0 if summary["ok"] else 1
 
 

@@ -92,6 +92,17 @@ def test_a_drill_through_the_cli_runs_on_the_stack(stack: Stack) -> None:
     assert step_ids and step_ids <= names
     assert all(t["state"]["type"] == "COMPLETED" for t in task_runs)
 
+    logs = httpx.post(f"{stack.api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}).json()
+    step_logs = [entry["message"] for entry in logs if entry["name"] == "siaga.steps"]
+    first = sorted(step_ids)[0]
+    assert any("step started" in m and f"step={first}" in m for m in step_logs), step_logs
+    assert any("duration_s=" in m and f"step={first}" in m for m in step_logs), step_logs
+
+    lines = (Path(stack.env["SIAGA_HOME"]) / "logs" / "siaga.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if run_id in line]
+    ends = [r for r in records if r.get("step") == first and "duration_s" in r]
+    assert ends and ends[0]["runbook"] == MAIN_RUNBOOK and ends[0]["outcome"] in ("completed", "recorded", "skipped")
+
 
 def test_every_runbook_is_deployed_with_its_drill_schedule(stack: Stack) -> None:
     deployments = httpx.post(f"{stack.api}/deployments/filter", json={}).json()
