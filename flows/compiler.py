@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from functools import cache
 from datetime import UTC, datetime
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -16,18 +17,23 @@ from typing import Any, Literal
 from prefect import Flow, Task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import ObjectNotFound
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
-from siaga.home import siaga_home
+from siaga.connections import load_connections
+from siaga.home import runbook_folder, siaga_home
+from siaga.ledger import Ledger
+from siaga.secrets import REDACTOR
+from siaga.store import engine
 from siaga.integrations import default_registry
 from siaga.runbook.models import Input, Runbook, Step
 from siaga.runbook.plan import plan_runbook
 
 from .execution import Attempt, Execution, RunInfo
-from .steps import StepRefused, StepResult, render_params, run_step
+from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 from .prefect_logs import attach_run_logs
 
 __all__ = ["RunbookFailed", "compile_runbook", "flow_attribute"]
@@ -78,6 +84,8 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             incident=incident,
             publish=_publish(runbook.id),
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            connections=load_connections(runbook_folder()),
+            secret_source=prefect_secret,
         )
         summary = await Execution(plan, registry, run, run_step, run_undo).execute()
         await acreate_markdown_artifact(
@@ -148,7 +156,7 @@ def _step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[.
     spec = registry[step.action]
 
     async def step_body(template_context: Mapping[str, Any], context: ActionContext) -> Any:
-        return _as_state(await run_step(runbook, step, spec, template_context, context))
+        return _as_state(await run_step(runbook, step, spec, template_context, context, process_ledger()))
 
     step_body.__qualname__ = step_body.__name__ = f"step_{step.id.replace('-', '_')}"
     return _task(step_body, step.id, step)
@@ -162,9 +170,7 @@ def _undo_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[.
 
     async def undo_body(template_context: Mapping[str, Any], context: ActionContext) -> Any:
         params = render_params(spec, raw, template_context, "undo.with" if undo.with_ is not None else "with")
-        from .steps import drill_behaviour, perform
-
-        return _as_state(await perform(spec, params, context, drill_behaviour(runbook, spec)))
+        return _as_state(await perform(spec, params, context, drill_behaviour(runbook, spec), process_ledger()))
 
     undo_body.__qualname__ = undo_body.__name__ = f"undo_{step.id.replace('-', '_')}"
     return _task(undo_body, f"undo-{step.id}", step, retries=step.retries)
@@ -214,6 +220,22 @@ def _artifact_key(text: str) -> str:
 
 def _publish(runbook_id: str) -> Any:
     async def publish(key: str, markdown: str) -> None:
-        await acreate_markdown_artifact(key=_artifact_key(f"{runbook_id}-{key}"), markdown=markdown)
+        await acreate_markdown_artifact(key=_artifact_key(f"{runbook_id}-{key}"), markdown=REDACTOR.text(markdown))
 
     return publish
+
+
+@cache
+def process_ledger() -> Ledger:
+    """The side-effect ledger in Siaga's store, one per process."""
+    return Ledger(engine())
+
+
+def prefect_secret(name: str) -> str | None:
+    """A secret from the Prefect Secret block `name`, if there is one."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(name, _sync=True).get())  # type: ignore[call-arg]
+    except (ValueError, ObjectNotFound):
+        return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +65,8 @@ class RunInfo:
     publish: Callable[[str, str], Awaitable[None]] | None = None
     started_at: str = ""
     """When the run started, ISO 8601 in UTC (``run.started_at`` in templates)."""
+    connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    secret_source: Callable[[str], str | None] | None = None
 
 
 class Execution:
@@ -105,6 +107,8 @@ class Execution:
             mode=self.run.mode,
             home=self.run.home,
             incident_id=str(incident_id) if incident_id else None,
+            connections=self.run.connections,
+            secret_source=self.run.secret_source,
             **extra,
         )
 

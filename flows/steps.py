@@ -20,11 +20,16 @@ from siaga.actions import (
     ActionSpec,
     DrillBehaviour,
     Mode,
+    Risk,
 )
+from siaga.ledger import Ledger
+from siaga.secrets import REDACTOR
 from siaga.logs import get_logger
 from siaga.runbook.diagnostics import format_path
 from siaga.runbook.models import Runbook, Step
 from siaga.runbook.templates import TemplateError, evaluate_condition, render_value
+
+from .effects import call_once
 
 log = get_logger("siaga.steps")
 
@@ -75,8 +80,10 @@ async def perform(
     params: BaseModel,
     context: ActionContext,
     behaviour: DrillBehaviour,
+    ledger: Ledger | None = None,
 ) -> StepResult:
-    """Call the action, or in a drill do what `behaviour` says instead."""
+    """Call the action, or in a drill do what `behaviour` says instead. Actions that change
+    anything go through the side-effect `ledger` so that they never act twice."""
     drill = context.mode is Mode.DRILL
     if drill:
         params = params.model_copy(update=_marked(params, spec.message_fields))
@@ -93,10 +100,13 @@ async def perform(
             f"```json\n{params.model_dump_json(by_alias=True, indent=2)}\n```\n",
         )
         return StepResult("recorded", {"drill": "recorded", "action": spec.name, "params": call}, note)
+    if ledger is not None and spec.risk is not Risk.READ:
+        output, note = await call_once(spec, params, context, ledger)
+        return StepResult("completed", REDACTOR(output), note)
     output = await spec.run(params, context)
     if isinstance(output, BaseModel):
         output = output.model_dump(mode="json", by_alias=True)
-    return StepResult("completed", output)
+    return StepResult("completed", REDACTOR(output))
 
 
 def _marked(params: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:
@@ -115,8 +125,10 @@ async def run_step(
     spec: ActionSpec,
     template_context: Mapping[str, Any],
     action_context: ActionContext,
+    ledger: Ledger | None = None,
 ) -> StepResult:
-    """The whole of one step, logged: condition, parameters, drill behaviour, action."""
+    """The whole of one step, logged: condition, parameters, drill behaviour, action. Errors
+    leave with secrets redacted from their messages."""
     bound = log.bind(runbook=runbook.id, run_id=action_context.run_id, step=step.id, action=spec.name)
     started = time.perf_counter()
     bound.info("step started", mode=str(action_context.mode))
@@ -131,16 +143,27 @@ async def run_step(
                 bound.info("step skipped", reason=result.note, duration_s=_since(started))
                 return result
         params = render_params(spec, step.with_, template_context, "with")
-        result = await perform(spec, params, action_context, drill_behaviour(runbook, spec))
+        result = await perform(spec, params, action_context, drill_behaviour(runbook, spec), ledger)
     except BaseException as exc:
-        bound.error(
-            "step failed",
-            error=f"{type(exc).__name__}: {exc}",
-            duration_s=_since(started),
-        )
-        raise
+        error = redacted(exc)
+        bound.error("step failed", error=f"{type(error).__name__}: {error}", duration_s=_since(started))
+        if error is exc:
+            raise
+        raise error from None
     bound.info(f"step {result.status}", outcome=result.status, note=result.note, duration_s=_since(started))
     return result
+
+
+def redacted(error: BaseException) -> BaseException:
+    """`error`, or an ActionFailed saying the same with every known secret value redacted."""
+    text = str(error)
+    clean = REDACTOR.text(text)
+    if clean == text or not isinstance(error, Exception):
+        return error
+    if isinstance(error, ActionFailed):
+        return type(error)(clean, retryable=error.retryable, todo=error.todo, changed=error.changed,
+                           retry_after=error.retry_after)
+    return ActionFailed(f"{type(error).__name__}: {clean}", retryable=True)
 
 
 def _since(started: float) -> float:

@@ -43,6 +43,11 @@ class HttpRequest(ActionParams):
     timeout: Duration = Field(default=timedelta(seconds=10), description="Timeout of the HTTP call.")
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else None
+
+
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """The ``sha256=<hex>`` signature of `body` sent at `timestamp`."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
@@ -77,15 +82,23 @@ async def request(
         try:
             response = await http.request(params.method, params.url, content=body, headers=headers)
         except httpx.TransportError as exc:
+            # A refused connection never reached the endpoint; a timeout may have.
+            reached = not isinstance(exc, httpx.ConnectError)
             raise ActionFailed(
-                f"{params.method} {params.url} failed: {type(exc).__name__}: {exc}", retryable=True
+                f"{params.method} {params.url} failed: {type(exc).__name__}: {exc}",
+                retryable=True,
+                changed=None if reached else False,
             ) from None
     accepted = response.status_code in params.expect if params.expect else response.is_success
     if not accepted:
-        retryable = response.status_code == 429 or response.status_code >= 500
+        status = response.status_code
+        retryable = status == 429 or status >= 500
         raise ActionFailed(
-            f"{params.method} {params.url} answered {response.status_code}: {response.text[:300]}",
+            f"{params.method} {params.url} answered {status}: {response.text[:300]}",
             retryable=retryable,
+            # Refusals (4xx), rate limits and "unavailable" changed nothing; other 5xx may have.
+            changed=False if status < 500 or status == 503 else None,
+            retry_after=_retry_after(response),
             todo=None if retryable else "check the request and the endpoint, then run the step again",
         )
     try:

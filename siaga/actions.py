@@ -12,9 +12,26 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .secrets import SecretNotFound, SecretSource, resolve_secret
+
+
+class Connection(BaseModel):
+    """Base of provider connection models: a `type` literal, and whether it reaches production."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    production: bool = False
+    """A live production system: drills never call it (they use its `sandbox` or record)."""
+    sandbox: str | None = None
+    """The connection drills use instead, where the runbook's drill behaviour says `sandbox`."""
+
+
+C = TypeVar("C", bound=Connection)
 
 
 class ActionParams(BaseModel):
@@ -28,10 +45,22 @@ class ActionFailed(Exception):
     """An action could not do its work; says whether trying again may help and what a person
     must do now. Other exceptions from an action are treated as retryable."""
 
-    def __init__(self, message: str, *, retryable: bool = False, todo: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        todo: str | None = None,
+        changed: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.todo = todo
+        self.changed = changed
+        """False when the provider certainly changed nothing (a refusal); None when unknown."""
+        self.retry_after = retry_after
+        """Seconds the provider asked us to wait before trying again (HTTP Retry-After)."""
 
 
 class Risk(StrEnum):
@@ -86,11 +115,55 @@ class ActionContext:
     publish: Callable[[str, str], Awaitable[None]] = field(default=_publish_nowhere)
     """Publish a Markdown note of the run (a Prefect artifact in a flow run): ``(key, markdown)``."""
     incident_id: str | None = None
+    connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The connections configured next to the runbooks, by name (secrets still as references)."""
+    secret_source: SecretSource | None = None
+    """Where secrets are looked up when the environment has none (Prefect Secret blocks)."""
 
     @property
     def idempotency_key(self) -> str:
         """Stable across retries and restarts of this step: (incident or run, step)."""
         return f"{self.incident_id or self.run_id}:{self.step_id}"
+
+    def secret(self, reference: str) -> str:
+        """The value of ``secret://NAME``; raise ActionFailed saying where to set it."""
+        try:
+            return resolve_secret(reference, fallback=self.secret_source)
+        except SecretNotFound as exc:
+            raise ActionFailed(str(exc), todo="set the secret and run the step again", changed=False) from None
+
+    def connection(self, model: type[C], name: str | None = None) -> C:
+        """The connection `name`, or the only (or `default: true`) one of the model's type,
+        validated by the provider's model; raise ActionFailed saying what to configure."""
+        kind = model.model_fields["type"].default
+        if name is not None:
+            raw = self.connections.get(name)
+            if raw is None:
+                raise ActionFailed(
+                    f"no connection named {name!r}", changed=False,
+                    todo=f"add `{name}: {{type: {kind}, ...}}` under `connections:` in connections.yaml",
+                )
+        else:
+            candidates = {n: c for n, c in self.connections.items() if c.get("type") == kind}
+            defaults = [n for n, c in candidates.items() if c.get("default")]
+            if len(candidates) == 1:
+                name = next(iter(candidates))
+            elif len(defaults) == 1:
+                name = defaults[0]
+            else:
+                what = "no" if not candidates else "several"
+                raise ActionFailed(
+                    f"{what} `type: {kind}` connections configured", changed=False,
+                    todo=f"name one with the step's `connection:` parameter, or configure exactly one "
+                    f"(or mark one `default: true`) in connections.yaml",
+                )
+            raw = candidates[name]
+        try:
+            return model.model_validate({k: v for k, v in raw.items() if k != "default"})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ActionFailed(f"connection {name!r} is not valid: {problems}", changed=False,
+                               todo="fix it in connections.yaml") from None
 
 
 ActionFunction = Callable[[Any, ActionContext], Awaitable[Any]]
@@ -109,6 +182,11 @@ class ActionSpec:
     drill: DrillBehaviour | None = None
     message_fields: tuple[str, ...] = ()
     """The parameters holding outgoing text (message, subject): prefixed ``[DRILL]`` in drills."""
+    reconcile: ActionFunction | None = None
+    """Checks the provider for this call's effect: its result if already in place, else None.
+    Used when an earlier attempt may have acted but recorded no outcome."""
+    provider_idempotent: bool = False
+    """The provider deduplicates by our idempotency key, so calling again is always safe."""
 
     @property
     def drill_behaviour(self) -> DrillBehaviour:

@@ -179,6 +179,31 @@ def cmd_prefect_yaml(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from .ledger import Ledger, resolve
+    from .store import engine
+
+    ledger = Ledger(engine())
+    if args.resolve:
+        if args.done == args.retry:
+            raise BadInput("say what happened: --done (it took effect) or --retry (it did not)")
+        try:
+            entry = resolve(ledger, args.resolve, done=args.done, note=args.note or "resolved with siaga ledger")
+        except KeyError as exc:
+            raise BadInput(str(exc)) from None
+        out.print(f"{entry.key}: {entry.state}")
+        return OK
+    entries = ledger.entries(unsettled=args.unsettled)
+    if args.json:
+        print(json.dumps([e.__dict__ for e in entries], indent=2, default=str))
+        return OK
+    table = Table("key", "action", "state", "run", "updated", "error")
+    for e in entries:
+        table.add_row(e.key, e.action, e.state, e.run_id or "", f"{e.updated_at:%Y-%m-%d %H:%M:%S}", (e.error or "")[:80])
+    out.print(table)
+    return OK
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .flows.stack import StackOptions, run_stack
 
@@ -223,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
         p.add_argument("--json", action="store_true", help="print the run summary as JSON")
         p.set_defaults(handler=cmd_run, drill=drill)
+
+    p = commands.add_parser("ledger", help="the side-effect ledger: what changed the world, and calls of unknown outcome")
+    p.add_argument("--unsettled", action="store_true", help="only calls whose outcome is unknown")
+    p.add_argument("--resolve", metavar="KEY", help="settle a call of unknown outcome (with --done or --retry)")
+    p.add_argument("--done", action="store_true", help="with --resolve: it took effect; never call it again")
+    p.add_argument("--retry", action="store_true", help="with --resolve: it did not; the step may call again")
+    p.add_argument("--note", help="with --resolve: what you checked")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_ledger)
 
     p = commands.add_parser("prefect-yaml", help="print prefect.yaml: the runbook deployments for `prefect deploy --all`")
     p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")

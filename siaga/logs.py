@@ -10,10 +10,13 @@ from pathlib import Path
 
 import structlog
 
+from .secrets import REDACTOR
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
+    REDACTOR.processor,
 ]
 _configured: Path | None = None
 

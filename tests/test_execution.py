@@ -106,7 +106,7 @@ steps:
 
 def test_retries_recover_from_a_server_error() -> None:
     with webhook_server() as hooks:
-        hooks.answer("/flaky", (503, {"error": "busy"}), (502, {"error": "bad gateway"}))
+        hooks.answer("/flaky", (503, {"error": "unavailable"}), (429, {"error": "slow down"}))
         state, runs, result = run(HEAD.format(name="retries") + f"""
 steps:
   - id: call
@@ -119,6 +119,24 @@ steps:
         assert len(hooks.calls("POST", "/flaky")) == 3
         assert runs[0].run_count == 3
         assert result["steps"][0]["outcome"] == "completed"
+
+
+def test_a_call_whose_outcome_is_unknown_is_never_blindly_retried() -> None:
+    with webhook_server() as hooks:
+        hooks.answer("/freeze", (500, {"error": "internal error after commit?"}))
+        state, runs, result = run(HEAD.format(name="unknown") + f"""
+steps:
+  - id: freeze
+    action: http.request
+    retries: 3
+    retry_delay: 0s
+    with: {{url: "{hooks.url}/freeze"}}
+""")
+        assert state.is_failed()
+        assert len(hooks.calls("POST", "/freeze")) == 1, "the 500 may have frozen: no second call"
+        assert runs[0].run_count == 2
+        assert "may already have acted" in str(result)
+        assert "siaga ledger --resolve" in str(result)
 
 
 def test_a_client_error_is_not_retried_and_says_why() -> None:
