@@ -1,0 +1,91 @@
+"""HTTP calls to providers: retries where they are safe, and errors that say what happened.
+
+* 429 and 503 changed nothing: they are retried, honouring ``Retry-After``;
+* other 5xx and timeouts may have acted: retried only when the provider deduplicates by our
+  idempotency key (`idempotent=True`), else left to the side-effect ledger;
+* connection refused never reached the provider: retried with backoff and jitter;
+* any other 4xx fails at once with the provider's own message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from siaga.actions import ActionFailed
+
+Describe = Callable[[httpx.Response], str]
+"""Turns a provider's error response into its message."""
+
+_backoff = wait_random_exponential(multiplier=0.5, max=20)
+
+
+def _text(response: httpx.Response) -> str:
+    return response.text[:500]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    idempotent: bool = False,
+    attempts: int = 4,
+    max_wait: float = 60.0,
+    describe: Describe = _text,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send the request; return a successful response or raise ActionFailed."""
+
+    def transient(error: BaseException) -> bool:
+        return isinstance(error, ActionFailed) and error.retryable and (error.changed is False or idempotent)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        asked = getattr(error, "retry_after", None)
+        return min(max_wait, asked if asked is not None else _backoff(state))
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(attempts), wait=wait, retry=retry_if_exception(transient), reraise=True
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await _once(client, method, url, provider, describe, **kwargs)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _once(
+    client: httpx.AsyncClient, method: str, url: str, provider: str, describe: Describe, **kwargs: Any
+) -> httpx.Response:
+    try:
+        response = await client.request(method, url, **kwargs)
+    except httpx.ConnectError as exc:
+        raise ActionFailed(f"{provider}: cannot connect to {url}: {exc}", retryable=True, changed=False) from None
+    except httpx.TransportError as exc:
+        raise ActionFailed(
+            f"{provider}: {method} {url} failed: {type(exc).__name__}: {exc}", retryable=True, changed=None
+        ) from None
+    if response.is_success:
+        return response
+    status = response.status_code
+    message = f"{provider} answered {status} to {method} {url}: {describe(response)}"
+    if status == 429 or status == 503:
+        raise ActionFailed(message, retryable=True, changed=False, retry_after=_retry_after(response))
+    if status >= 500:
+        raise ActionFailed(message, retryable=True, changed=None)
+    raise ActionFailed(
+        message, retryable=False, changed=False,
+        todo=f"read {provider}'s message above, fix the request or the connection, and run the step again",
+    )
