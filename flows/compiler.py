@@ -72,6 +72,8 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         attach_run_logs()
         mode = Mode(parameters.pop("mode", Mode.LIVE))
         alert = parameters.pop("alert", None)
+        if alert is None and mode is Mode.DRILL:
+            alert = runbook.drill.alert  # a drill rehearses with the runbook's sample alert
         incident = parameters.pop("incident", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
         run = RunInfo(

@@ -317,3 +317,19 @@ steps:
     assert props["mode"]["enum"] == ["live", "drill"]
     state = asyncio.run(flow(region="x", merchants="41", return_state=True))
     assert state.is_completed()
+
+
+def test_a_drill_rehearses_with_the_runbooks_sample_alert() -> None:
+    text = HEAD.format(name="sample-alert") + """
+drill:
+  alert: {labels: {region: ap-southeast-3, alertname: GatewayErrors}}
+steps:
+  - id: page
+    action: outbox.send
+    with: {message: "{{ alert.labels.alertname }} in {{ alert.labels.region }}"}
+"""
+    state, _, result = run(text, mode="drill")
+    assert state.is_completed()
+    state, _, result = run(text)  # a live run without an alert has none to read
+    assert state.is_failed()
+    assert "template error in with" in str(result)

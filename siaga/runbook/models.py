@@ -137,6 +137,8 @@ class Drill(_Model):
     timezone: str = "UTC"
     inputs: dict[str, Scalar] = Field(default_factory=dict)
     """Input values for drills (scheduled or `siaga drill`), where the runbook needs some."""
+    alert: dict[str, Any] | None = None
+    """A sample alert for drills, so steps that read `alert.labels...` rehearse too."""
     substitute: dict[str, DrillBehaviour] = Field(default_factory=dict)
 
 
