@@ -149,3 +149,27 @@ def test_ctrl_c_stops_everything(stack: Stack) -> None:
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stack.api}/health", timeout=2)
     assert not (Path(stack.env["SIAGA_HOME"]) / "stack.json").exists()
+
+
+def test_up_reuses_the_server_named_by_prefect_api_url(prefect_api: str, tmp_path: Path) -> None:
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "tiny.yaml").write_text(
+        "runbook: tiny\ntitle: Tiny\nseverity: sev4\nsteps:\n  - {id: hello, action: note, with: {text: hello}}\n"
+    )
+    env = {**clean_env(tmp_path / "home"), "PREFECT_API_URL": prefect_api}
+    output = tmp_path / "up.log"
+    with output.open("w") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--runbooks", str(folder), "--drill", "tiny", "--exit-after-drill"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        assert up.wait(timeout=180) == 0, output.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+    text = output.read_text()
+    assert f"Using the Prefect server at {prefect_api}" in text
+    assert "Run Completed" in text and "completed  hello (note)" in text
+    assert httpx.get(f"{prefect_api}/health").status_code == 200, "a reused server is left running"
