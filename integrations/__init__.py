@@ -2,7 +2,7 @@
 
 from siaga.actions import ActionRegistry
 
-from . import apprise_notify, basic, outbox, pagerduty, slack, smtp, teams, webhook
+from . import apprise_notify, basic, fanout, outbox, pagerduty, slack, smtp, teams, webhook
 
 __all__ = ["default_registry"]
 
@@ -12,4 +12,5 @@ def default_registry() -> ActionRegistry:
     return ActionRegistry.of([
         *basic.ACTIONS, *outbox.ACTIONS, *webhook.ACTIONS,
         *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
+        *fanout.ACTIONS,
     ])
