@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -296,6 +297,7 @@ def smtp_server(folder: Path, username: str, password: str, *, delay: float = 0.
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
+    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns about its own deprecated attribute
     cert, key = self_signed(folder)
     box = Mailbox(port=_free_port(), ca_file=str(cert), delay=delay)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
