@@ -153,11 +153,17 @@ def test_slack_incoming_webhook(stand_ins: Providers, tmp_path: Path) -> None:
         [call] = stand_ins.calls(f"/slack/services/T0001/B0001/{CANARY['slack-webhook']}")
         assert call.json()["blocks"][0]["text"] == {"type": "mrkdwn", "text": "Bridge open"}
 
+        hook_path = f"/slack/services/T0001/B0001/{CANARY['slack-webhook']}"
+        stand_ins.answer(hook_path, Reply(400, "invalid_payload", {"Content-Type": "text/html"}))
+        bad = failure("slack.post", {"text": "Bridge open"}, ctx)
+        assert "answered 400" in str(bad) and "invalid_payload" in str(bad) and bad.changed is False
+        assert len(stand_ins.calls(hook_path)) == 2, "a refusal is not retried"
+
         patch.setenv("SIAGA_SECRET_SLACK_WEBHOOK_URL", stand_ins.slack_webhook_url + "-revoked")
         error = failure("slack.post", {"text": "Bridge open"}, context(tmp_path, conns))
         assert "answered 404" in str(error) and "no_service" in str(error) and error.changed is False
         assert "the Slack incoming webhook" in str(error)
-        assert_no_canary(posted, str(error), error.todo)
+        assert_no_canary(posted, str(error), error.todo, str(bad))
 
 
 # --- PagerDuty ----------------------------------------------------------------------------------

@@ -156,6 +156,46 @@ async def _run(flow: Any) -> tuple[Any, dict[str, Any], list[str], list[str]]:
     return state, summary, [json.dumps(a.data) for a in artifacts], [log.message for log in logs]
 
 
+UNDO_RUNBOOK = """\
+runbook: notify-undo
+title: A page is resolved when the run fails
+severity: sev2
+steps:
+  - id: page
+    action: pagerduty.trigger
+    with: {summary: Payouts stuck}
+    undo:
+      action: pagerduty.resolve
+      with: {dedup_key: "{{ step.output.dedup_key }}"}
+  - id: tell
+    action: slack.post
+    with: {channel: "#nowhere", text: "Payouts stuck"}
+"""
+
+
+def test_a_failed_run_resolves_its_page_by_undo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIAGA_SECRET_PD_KEY", CANARY["pd-key"])
+    monkeypatch.setenv("SIAGA_SECRET_SLACK_TOKEN", CANARY["slack-token"])
+    with providers(slack_token=CANARY["slack-token"]) as stand_ins:
+        conns = tmp_path / "connections.yaml"
+        conns.write_text(json.dumps({"connections": {
+            "bot": {"type": "slack", "bot_token": "secret://slack-token", "api_url": stand_ins.slack_api},
+            "oncall": {"type": "pagerduty", "routing_key": "secret://pd-key", "events_url": stand_ins.pagerduty_url},
+        }}))
+        monkeypatch.setenv("SIAGA_CONNECTIONS", str(conns))
+        flow = compile_runbook(parse_runbook(UNDO_RUNBOOK, default_registry(), file="notify-undo.yaml"))
+        state, result, _, _ = asyncio.run(_run(flow))
+        assert state.is_failed()
+        run_id = str(state.state_details.flow_run_id)
+        events = [r.json() for r in stand_ins.calls("/pagerduty/v2/enqueue")]
+        assert [(e["event_action"], e["dedup_key"]) for e in events] == [
+            ("trigger", f"siaga:{run_id}:page"), ("resolve", f"siaga:{run_id}:page")
+        ]
+        [page] = [s for s in result["steps"] if s["step"] == "page"]
+        assert (page["undo"], page["undo_outcome"]) == ("pagerduty.resolve", "completed")
+        assert "channel_not_found" in state.message or "channel_not_found" in json.dumps(result)
+
+
 def test_connections_yaml_example_validates() -> None:
     """The connection models accept what the module docs show."""
     from siaga.integrations.pagerduty import PagerDutyConnection
