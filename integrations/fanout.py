@@ -45,12 +45,12 @@ ChannelAction = Literal["slack.post", "teams.post", "pagerduty.trigger", "email.
 _SHARED_FIELDS: dict[str, tuple[str, str]] = {
     "slack.post": ("title", "text"),
     "teams.post": ("title", "text"),
-    "pagerduty.trigger": ("summary", ""),  # filled below: the subject, else the message
     "email.send": ("subject", "text"),
     "apprise.notify": ("title", "body"),
     "outbox.send": ("subject", "message"),
 }
-"""Where each action takes the fanout's `subject` and `message`."""
+"""Where each action takes the fanout's `subject` and `message` (a page's summary is the subject,
+else the message; with both, the message goes in its details)."""
 
 
 class Channel(ActionParams):
@@ -86,22 +86,23 @@ class Fanout(ActionParams):
         """Fill each channel's title and text from `subject` and `message` where it has none."""
         if not isinstance(data, dict) or not isinstance(data.get("channels"), list):
             return data
-        subject, message = data.get("subject") or "", data.get("message") or ""
+        subject, message = str(data.get("subject") or ""), str(data.get("message") or "")
         channels = []
         for entry in data["channels"]:
-            if isinstance(entry, dict) and isinstance(entry.get("with", {}), dict) and entry.get("action") in _SHARED_FIELDS:
+            if isinstance(entry, dict) and isinstance(entry.get("with") or {}, dict):
                 given = dict(entry.get("with") or {})
-                title_field, text_field = _SHARED_FIELDS[entry["action"]]
-                if entry["action"] == "pagerduty.trigger":
-                    given.setdefault("summary", (subject or message)[:1024] or None)
+                action = entry.get("action")
+                if action == "pagerduty.trigger":
+                    if subject or message:
+                        given.setdefault("summary", (subject or message)[:1024])
                     if subject and message:
                         given.setdefault("custom_details", {"message": message})
-                else:
+                elif action in _SHARED_FIELDS:
+                    title_field, text_field = _SHARED_FIELDS[action]
                     if subject:
                         given.setdefault(title_field, subject)
                     if message:
                         given.setdefault(text_field, message)
-                given = {k: v for k, v in given.items() if v is not None}
                 entry = {**entry, "with": given}
             channels.append(entry)
         return {**data, "channels": channels}

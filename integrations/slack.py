@@ -94,10 +94,9 @@ async def post(params: SlackPost, context: ActionContext, *, client: httpx.Async
     connection = configured(context, SlackConnection, params.connection)
     to = params.channel or (connection.channel if connection else None)
     if connection is None:
-        via, entry = await to_outbox(
-            context, provider="Slack", to=f"slack:{to}" if to else "slack", subject=params.title, message=params.text
-        )
-        return SlackPosted(delivered_via=via, to=f"slack:{to}" if to else "slack", outbox_id=entry)
+        meant = f"slack:{to}" if to else "slack"
+        via, entry = await to_outbox(context, provider="Slack", to=meant, subject=params.title, message=params.text)
+        return SlackPosted(delivered_via=via, to=meant, outbox_id=entry)
     body: dict[str, Any] = {"text": _fallback_text(params), "blocks": blocks(params.text, params.title)}
     async with http_client(client, connection.timeout) as http:
         if connection.webhook_url is not None:
