@@ -52,11 +52,14 @@ async def to_outbox(
 ) -> tuple[Literal["outbox"], str]:
     """Record the message in the outbox for `to`; returns ("outbox", the entry's id)."""
     entry = await outbox.send(
-        outbox.OutboxSend(to=to, subject=subject, message=message or subject or "(no text)"), context
+        outbox.OutboxSend(to=to, subject=subject, message=message or subject or "(no text)"),
+        context,
     )
     log.warning(
         f"no {provider} connection is configured: the message went to the outbox",
-        to=to, step=context.step_id, outbox_id=entry["id"],
+        to=to,
+        step=context.step_id,
+        outbox_id=entry["id"],
     )
     return "outbox", str(entry["id"])
 
@@ -69,7 +72,9 @@ def _verified() -> ssl.SSLContext:
 
 
 @asynccontextmanager
-async def http_client(given: httpx.AsyncClient | None, timeout: float) -> AsyncIterator[httpx.AsyncClient]:
+async def http_client(
+    given: httpx.AsyncClient | None, timeout: float
+) -> AsyncIterator[httpx.AsyncClient]:
     """The caller's client (left open), else a client of our own for this call."""
     if given is not None:
         yield given

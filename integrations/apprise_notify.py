@@ -25,7 +25,7 @@ from siaga.secrets import REDACTOR
 
 from ._notify import Delivery, configured, to_outbox
 
-__all__ = ["ACTIONS", "AppriseConnection", "AppriseNotify", "AppriseNotified", "notify"]
+__all__ = ["ACTIONS", "AppriseConnection", "AppriseNotified", "AppriseNotify", "notify"]
 
 
 class AppriseConnection(Connection):
@@ -33,7 +33,9 @@ class AppriseConnection(Connection):
 
     type: Literal["apprise"] = "apprise"
     url: str = Field(pattern=r"^secret://", description="secret://NAME of the Apprise URL.")
-    channel: str | None = Field(default=None, description="What the URL reaches, for the record (e.g. telegram:ops).")
+    channel: str | None = Field(
+        default=None, description="What the URL reaches, for the record (e.g. telegram:ops)."
+    )
 
 
 class AppriseNotify(ActionParams):
@@ -44,7 +46,9 @@ class AppriseNotify(ActionParams):
     notify_type: Literal["info", "success", "warning", "failure"] = Field(
         default="info", description="How the service marks it (colour, icon)."
     )
-    connection: str | None = Field(default=None, description="The `type: apprise` connection to use.")
+    connection: str | None = Field(
+        default=None, description="The `type: apprise` connection to use."
+    )
 
 
 class AppriseNotified(Delivery):
@@ -57,14 +61,17 @@ async def notify(params: AppriseNotify, context: ActionContext) -> AppriseNotifi
     connection = configured(context, AppriseConnection, params.connection)
     to = f"apprise:{connection.channel}" if connection and connection.channel else "apprise"
     if connection is None:
-        via, entry = await to_outbox(context, provider="Apprise", to=to, subject=params.title, message=params.body)
+        via, entry = await to_outbox(
+            context, provider="Apprise", to=to, subject=params.title, message=params.body
+        )
         return AppriseNotified(delivered_via=via, to=to, outbox_id=entry)
     url = context.secret(connection.url)
     # Apprise's own notify is synchronous for most services: keep it off the event loop.
     sent, said = await asyncio.to_thread(_send, url, params)
     if sent is None:
         raise ActionFailed(
-            f"Apprise does not understand the URL in {connection.url}", changed=False,
+            f"Apprise does not understand the URL in {connection.url}",
+            changed=False,
             todo=f"fix the Apprise URL in {connection.url} (see the Apprise wiki for its scheme)",
         )
     if not sent:
@@ -95,7 +102,9 @@ def _failure(to: str, said: str, reference: str) -> ActionFailed:
     if status is not None and (status == 429 or status == 503):
         return ActionFailed(message, retryable=True, changed=False)
     if status is not None and 400 <= status < 500:
-        return ActionFailed(message, changed=False, todo=f"check the service behind {reference} and the message")
+        return ActionFailed(
+            message, changed=False, todo=f"check the service behind {reference} and the message"
+        )
     # A server error or a broken connection: the notification may have arrived.
     return ActionFailed(message, retryable=True, changed=None)
 

@@ -27,7 +27,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from siaga.actions import DRILL_PREFIX, ActionContext, ActionFailed, ActionParams, ActionSpec, Mode, Risk
+from siaga.actions import (
+    DRILL_PREFIX,
+    ActionContext,
+    ActionFailed,
+    ActionParams,
+    ActionSpec,
+    Mode,
+    Risk,
+)
 
 from . import apprise_notify, outbox, pagerduty, slack, smtp, teams
 
@@ -35,12 +43,21 @@ __all__ = ["ACTIONS", "Channel", "Fanout", "FanoutResult", "fanout"]
 
 CHANNEL_ACTIONS: dict[str, ActionSpec] = {
     spec.name: spec
-    for spec in (*slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS, *outbox.ACTIONS)
+    for spec in (
+        *slack.ACTIONS,
+        *teams.ACTIONS,
+        *pagerduty.ACTIONS,
+        *smtp.ACTIONS,
+        *apprise_notify.ACTIONS,
+        *outbox.ACTIONS,
+    )
     if spec.name != "pagerduty.resolve"
 }
 """The actions a fanout may send through, without a registry: the modules are imported directly."""
 
-ChannelAction = Literal["slack.post", "teams.post", "pagerduty.trigger", "email.send", "apprise.notify", "outbox.send"]
+ChannelAction = Literal[
+    "slack.post", "teams.post", "pagerduty.trigger", "email.send", "apprise.notify", "outbox.send"
+]
 
 _SHARED_FIELDS: dict[str, tuple[str, str]] = {
     "slack.post": ("title", "text"),
@@ -58,11 +75,16 @@ class Channel(ActionParams):
 
     action: ChannelAction = Field(description="The notification action to send through.")
     id: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_-]+$",
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
         description="Names the channel in the result (default: the provider, e.g. slack).",
     )
-    with_: Any = Field(default_factory=dict, alias="with", json_schema_extra={"type": "object"},
-                       description="The action's parameters, as for a step of that action.")
+    with_: Any = Field(
+        default_factory=dict,
+        alias="with",
+        json_schema_extra={"type": "object"},
+        description="The action's parameters, as for a step of that action.",
+    )
 
     @field_validator("with_")
     @classmethod
@@ -76,9 +98,15 @@ class Channel(ActionParams):
 class Fanout(ActionParams):
     """Send one message to several channels concurrently."""
 
-    subject: str = Field(default="", description="A short subject: Slack/Teams title, e-mail subject, page summary.")
-    message: str = Field(default="", description="The text every channel gets unless its `with` says otherwise.")
-    channels: list[Channel] = Field(min_length=1, description="The channels: `{action, with}` each.")
+    subject: str = Field(
+        default="", description="A short subject: Slack/Teams title, e-mail subject, page summary."
+    )
+    message: str = Field(
+        default="", description="The text every channel gets unless its `with` says otherwise."
+    )
+    channels: list[Channel] = Field(
+        min_length=1, description="The channels: `{action, with}` each."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -112,7 +140,9 @@ class Fanout(ActionParams):
         ids = Counter(channel_ids(self))
         twice = sorted(name for name, count in ids.items() if count > 1)
         if twice:
-            raise ValueError(f"channel ids must differ: give `id:` to the channels named {', '.join(twice)}")
+            raise ValueError(
+                f"channel ids must differ: give `id:` to the channels named {', '.join(twice)}"
+            )
         return self
 
 
@@ -138,7 +168,9 @@ class ChannelOutcome(BaseModel):
     ok: bool
     result: Any = None
     error: str | None = None
-    changed: bool | None = Field(default=None, description="For a failed channel: whether it may have arrived.")
+    changed: bool | None = Field(
+        default=None, description="For a failed channel: whether it may have arrived."
+    )
 
 
 class FanoutResult(BaseModel):
@@ -150,7 +182,10 @@ class FanoutResult(BaseModel):
 
 async def fanout(params: Fanout, context: ActionContext) -> FanoutResult:
     ids = channel_ids(params)
-    calls = [_one(channel, replace(context, step_id=f"{context.step_id}.{name}")) for name, channel in zip(ids, params.channels)]
+    calls = [
+        _one(channel, replace(context, step_id=f"{context.step_id}.{name}"))
+        for name, channel in zip(ids, params.channels)
+    ]
     outcomes = dict(zip(ids, await asyncio.gather(*calls)))
     delivered = [name for name, outcome in outcomes.items() if outcome.ok]
     failed = {name: outcome for name, outcome in outcomes.items() if not outcome.ok}
@@ -167,11 +202,21 @@ async def _one(channel: Channel, context: ActionContext) -> ChannelOutcome:
     try:
         result = await context.call(spec, params, context)
     except ActionFailed as exc:
-        return ChannelOutcome(action=spec.name, ok=False, error=_with_todo(exc), changed=exc.changed,
-                              result={"retryable": exc.retryable})
-    except Exception as exc:  # an unexpected error in one channel must not stop the others
-        return ChannelOutcome(action=spec.name, ok=False, error=f"{type(exc).__name__}: {exc}", changed=None,
-                              result={"retryable": True})
+        return ChannelOutcome(
+            action=spec.name,
+            ok=False,
+            error=_with_todo(exc),
+            changed=exc.changed,
+            result={"retryable": exc.retryable},
+        )
+    except Exception as exc:  # noqa: BLE001 - one channel's bug must not stop the others
+        return ChannelOutcome(
+            action=spec.name,
+            ok=False,
+            error=f"{type(exc).__name__}: {exc}",
+            changed=None,
+            result={"retryable": True},
+        )
     return ChannelOutcome(action=spec.name, ok=True, result=result)
 
 
@@ -180,7 +225,9 @@ def _marked(params: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:
     return {
         name: DRILL_PREFIX + text
         for name in fields
-        if isinstance(text := getattr(params, name), str) and text and not text.startswith(DRILL_PREFIX)
+        if isinstance(text := getattr(params, name), str)
+        and text
+        and not text.startswith(DRILL_PREFIX)
     }
 
 
@@ -204,7 +251,9 @@ def _partial(delivered: list[str], failed: dict[str, ChannelOutcome]) -> ActionF
         retryable=retryable,
         changed=changed,
         todo="fix what the failed channels say and run the step again: channels already delivered "
-        "are not sent again" if delivered else "fix what the channels say and run the step again",
+        "are not sent again"
+        if delivered
+        else "fix what the channels say and run the step again",
     )
 
 

@@ -29,8 +29,14 @@ from . import _http
 from ._notify import Delivery, configured, http_client, to_outbox
 
 __all__ = [
-    "ACTIONS", "PagerDutyConnection", "PagerDutyEvent", "PagerDutyResolve", "PagerDutyTrigger",
-    "dedup_key_for", "resolve", "trigger",
+    "ACTIONS",
+    "PagerDutyConnection",
+    "PagerDutyEvent",
+    "PagerDutyResolve",
+    "PagerDutyTrigger",
+    "dedup_key_for",
+    "resolve",
+    "trigger",
 ]
 
 Severity = Literal["critical", "error", "warning", "info"]
@@ -40,9 +46,12 @@ class PagerDutyConnection(Connection):
     """A PagerDuty service's Events API v2 integration."""
 
     type: Literal["pagerduty"] = "pagerduty"
-    routing_key: str = Field(pattern=r"^secret://", description="secret://NAME of the integration (routing) key.")
+    routing_key: str = Field(
+        pattern=r"^secret://", description="secret://NAME of the integration (routing) key."
+    )
     events_url: str = Field(
-        default="https://events.pagerduty.com/v2/enqueue", description="The Events API (tests point it at loopback)."
+        default="https://events.pagerduty.com/v2/enqueue",
+        description="The Events API (tests point it at loopback).",
     )
     source: str = Field(default="siaga", description="The event's default `source`.")
     timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for PagerDuty.")
@@ -51,30 +60,44 @@ class PagerDutyConnection(Connection):
 class PagerDutyTrigger(ActionParams):
     """Open (or add to) a PagerDuty incident: pages whoever is on call for the service."""
 
-    summary: str = Field(min_length=1, max_length=1024, description="What is wrong, as the page shows it.")
+    summary: str = Field(
+        min_length=1, max_length=1024, description="What is wrong, as the page shows it."
+    )
     severity: Severity = Field(default="critical", description="critical, error, warning or info.")
-    source: str | None = Field(default=None, description="Where it happens (default: the connection's source).")
+    source: str | None = Field(
+        default=None, description="Where it happens (default: the connection's source)."
+    )
     component: str | None = None
     group: str | None = None
     class_: str | None = Field(default=None, alias="class")
-    custom_details: dict[str, Any] = Field(default_factory=dict, description="Free-form details shown with the page.")
-    dedup_key: str | None = Field(
-        default=None, max_length=255, description="Default: derived from the incident (or run) and the step."
+    custom_details: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form details shown with the page."
     )
-    connection: str | None = Field(default=None, description="The `type: pagerduty` connection to use.")
+    dedup_key: str | None = Field(
+        default=None,
+        max_length=255,
+        description="Default: derived from the incident (or run) and the step.",
+    )
+    connection: str | None = Field(
+        default=None, description="The `type: pagerduty` connection to use."
+    )
 
 
 class PagerDutyResolve(ActionParams):
     """Resolve the PagerDuty incident an earlier `pagerduty.trigger` opened."""
 
     dedup_key: str | None = Field(
-        default=None, max_length=255,
+        default=None,
+        max_length=255,
         description="The trigger's key, e.g. {{ steps.page.output.dedup_key }}.",
     )
     trigger_step: str | None = Field(
-        default=None, description="Or the id of the step that triggered: its key is derived the same way."
+        default=None,
+        description="Or the id of the step that triggered: its key is derived the same way.",
     )
-    connection: str | None = Field(default=None, description="The `type: pagerduty` connection to use.")
+    connection: str | None = Field(
+        default=None, description="The `type: pagerduty` connection to use."
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> PagerDutyResolve:
@@ -107,10 +130,19 @@ async def trigger(
     if connection is None:
         details = "\n".join(f"{k}: {v}" for k, v in params.custom_details.items())
         via, entry = await to_outbox(
-            context, provider="PagerDuty", to="pagerduty", subject=f"[{params.severity}] {params.summary}",
+            context,
+            provider="PagerDuty",
+            to="pagerduty",
+            subject=f"[{params.severity}] {params.summary}",
             message=details or params.summary,
         )
-        return PagerDutyEvent(delivered_via=via, to="pagerduty", outbox_id=entry, event_action="trigger", dedup_key=key)
+        return PagerDutyEvent(
+            delivered_via=via,
+            to="pagerduty",
+            outbox_id=entry,
+            event_action="trigger",
+            dedup_key=key,
+        )
     payload: dict[str, Any] = {
         "summary": params.summary,
         "source": params.source or connection.source,
@@ -133,9 +165,19 @@ async def resolve(
     key = params.dedup_key or dedup_key_for(context, params.trigger_step)
     if connection is None:
         via, entry = await to_outbox(
-            context, provider="PagerDuty", to="pagerduty", subject="resolved", message=f"Resolve {key}"
+            context,
+            provider="PagerDuty",
+            to="pagerduty",
+            subject="resolved",
+            message=f"Resolve {key}",
         )
-        return PagerDutyEvent(delivered_via=via, to="pagerduty", outbox_id=entry, event_action="resolve", dedup_key=key)
+        return PagerDutyEvent(
+            delivered_via=via,
+            to="pagerduty",
+            outbox_id=entry,
+            event_action="resolve",
+            dedup_key=key,
+        )
     return await _enqueue(connection, context, client, "resolve", key, None)
 
 
@@ -157,13 +199,20 @@ async def _enqueue(
     async with http_client(client, connection.timeout) as http:
         try:
             response = await _http.send(
-                http, "POST", connection.events_url, json=event, provider="PagerDuty",
-                idempotent=True, describe=_error,
+                http,
+                "POST",
+                connection.events_url,
+                json=event,
+                provider="PagerDuty",
+                idempotent=True,
+                describe=_error,
             )
         except ActionFailed as exc:
             if not exc.retryable:
-                exc.todo = (f"check the routing key in {connection.routing_key} and the event as PagerDuty's "
-                            "errors say, then run the step again")
+                exc.todo = (
+                    f"check the routing key in {connection.routing_key} and the event as PagerDuty's "
+                    "errors say, then run the step again"
+                )
             raise
     try:
         answer = response.json()

@@ -30,7 +30,15 @@ from siaga.actions import ActionContext, ActionFailed, ActionParams, ActionSpec,
 
 from ._notify import Delivery, configured, to_outbox
 
-__all__ = ["ACTIONS", "EmailSend", "EmailSent", "SmtpConnection", "build_message", "message_id", "send"]
+__all__ = [
+    "ACTIONS",
+    "EmailSend",
+    "EmailSent",
+    "SmtpConnection",
+    "build_message",
+    "message_id",
+    "send",
+]
 
 SmtpFactory = Callable[..., smtplib.SMTP]
 """Opens an SMTP session: ``(host, port, timeout=...)`` like `smtplib.SMTP`."""
@@ -44,9 +52,15 @@ class SmtpConnection(Connection):
     port: int = Field(default=587, ge=1, le=65535)
     sender: str = Field(description='The From address, e.g. "Siaga <siaga@example.com>".')
     username: str | None = Field(default=None, description="AUTH user name (no AUTH when absent).")
-    password: str | None = Field(default=None, pattern=r"^secret://", description="secret://NAME of the AUTH password.")
-    starttls: bool = Field(default=True, description="Upgrade the session with STARTTLS before AUTH.")
-    ca_file: str | None = Field(default=None, description="CA certificates to verify the server with (PEM).")
+    password: str | None = Field(
+        default=None, pattern=r"^secret://", description="secret://NAME of the AUTH password."
+    )
+    starttls: bool = Field(
+        default=True, description="Upgrade the session with STARTTLS before AUTH."
+    )
+    ca_file: str | None = Field(
+        default=None, description="CA certificates to verify the server with (PEM)."
+    )
     verify: bool = Field(default=True, description="Verify the server's certificate and name.")
     timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the server.")
 
@@ -63,7 +77,7 @@ class SmtpConnection(Connection):
 
 
 def _checked_address(value: str) -> str:
-    name, address = parseaddr(value)
+    _, address = parseaddr(value)
     if "@" not in address or " " in address:
         raise ValueError(f"{value!r} is not an e-mail address")
     return value
@@ -79,9 +93,13 @@ def _addresses(value: Any) -> Any:
 class EmailSend(ActionParams):
     """Send an e-mail (or record it in the outbox when no SMTP connection is configured)."""
 
-    to: list[str] = Field(min_length=1, description="Recipients: a list, or one comma-separated string.")
+    to: list[str] = Field(
+        min_length=1, description="Recipients: a list, or one comma-separated string."
+    )
     cc: list[str] = Field(default_factory=list)
-    bcc: list[str] = Field(default_factory=list, description="Hidden recipients (not in the headers).")
+    bcc: list[str] = Field(
+        default_factory=list, description="Hidden recipients (not in the headers)."
+    )
     subject: str = Field(min_length=1, description="The subject line.")
     text: str = Field(min_length=1, description="The plain text body.")
     html: str | None = Field(default=None, description="An HTML body (default: the text, escaped).")
@@ -104,7 +122,9 @@ class EmailSent(Delivery):
 
     delivered_via: Literal["smtp", "outbox"]
     message_id: str = Field(description="The message's Message-ID header.")
-    recipients: list[str] = Field(default_factory=list, description="Addresses the server accepted.")
+    recipients: list[str] = Field(
+        default_factory=list, description="Addresses the server accepted."
+    )
 
 
 def message_id(context: ActionContext, sender: str) -> str:
@@ -128,18 +148,31 @@ def build_message(params: EmailSend, sender: str, msgid: str) -> EmailMessage:
     message.set_content(params.text)
     html = params.html
     if html is None:
-        html = "<html><body><p>" + html_lib.escape(params.text).replace("\n\n", "</p><p>").replace("\n", "<br>\n") + "</p></body></html>"
+        html = (
+            "<html><body><p>"
+            + html_lib.escape(params.text).replace("\n\n", "</p><p>").replace("\n", "<br>\n")
+            + "</p></body></html>"
+        )
     message.add_alternative(html, subtype="html")
     return message
 
 
-async def send(params: EmailSend, context: ActionContext, *, smtp: SmtpFactory = smtplib.SMTP) -> EmailSent:
+async def send(
+    params: EmailSend, context: ActionContext, *, smtp: SmtpFactory = smtplib.SMTP
+) -> EmailSent:
     connection = configured(context, SmtpConnection, params.connection)
     recipients = [parseaddr(a)[1] for a in (*params.to, *params.cc, *params.bcc)]
     to = "email:" + ", ".join(recipients)
     if connection is None:
-        via, entry = await to_outbox(context, provider="SMTP", to=to, subject=params.subject, message=params.text)
-        return EmailSent(delivered_via=via, to=to, outbox_id=entry, message_id=message_id(context, "siaga@localhost"))
+        via, entry = await to_outbox(
+            context, provider="SMTP", to=to, subject=params.subject, message=params.text
+        )
+        return EmailSent(
+            delivered_via=via,
+            to=to,
+            outbox_id=entry,
+            message_id=message_id(context, "siaga@localhost"),
+        )
     password = context.secret(connection.password) if connection.password else None
     msgid = message_id(context, connection.sender)
     message = build_message(params, connection.sender, msgid)
@@ -158,7 +191,11 @@ def _tls(ca_file: str | None, verify: bool) -> ssl.SSLContext:
 
 
 def _deliver(
-    connection: SmtpConnection, password: str | None, message: EmailMessage, recipients: list[str], smtp: SmtpFactory
+    connection: SmtpConnection,
+    password: str | None,
+    message: EmailMessage,
+    recipients: list[str],
+    smtp: SmtpFactory,
 ) -> None:
     """The SMTP exchange; raises ActionFailed saying at which stage it failed."""
     server = f"SMTP server {connection.host}:{connection.port}"
@@ -178,39 +215,54 @@ def _deliver(
     except smtplib.SMTPAuthenticationError as exc:
         raise ActionFailed(
             f"{server} refused AUTH for {connection.username}: {exc.smtp_code} {_said(exc.smtp_error)}",
-            changed=False, todo=f"check the user name and the password in {connection.password}",
+            changed=False,
+            todo=f"check the user name and the password in {connection.password}",
         ) from None
     except smtplib.SMTPNotSupportedError as exc:
         raise ActionFailed(
-            f"{server} does not support {stage.upper()}: {exc}", changed=False,
+            f"{server} does not support {stage.upper()}: {exc}",
+            changed=False,
             todo="turn starttls off for this server, or use a server that offers it",
         ) from None
     except smtplib.SMTPRecipientsRefused as exc:
-        refusals = "; ".join(f"{addr}: {code} {_said(text)}" for addr, (code, text) in exc.recipients.items())
-        raise ActionFailed(f"{server} refused every recipient: {refusals}", changed=False,
-                           todo="fix the addresses and run the step again") from None
+        refusals = "; ".join(
+            f"{addr}: {code} {_said(text)}" for addr, (code, text) in exc.recipients.items()
+        )
+        raise ActionFailed(
+            f"{server} refused every recipient: {refusals}",
+            changed=False,
+            todo="fix the addresses and run the step again",
+        ) from None
     except smtplib.SMTPResponseException as exc:
         transient = 400 <= exc.smtp_code < 500
         raise ActionFailed(
             f"{server} answered {exc.smtp_code} {_said(exc.smtp_error)} during {stage}",
-            retryable=transient, changed=False,
-            todo=None if transient else "read the server's answer, fix the message or connection, and run the step again",
+            retryable=transient,
+            changed=False,
+            todo=None
+            if transient
+            else "read the server's answer, fix the message or connection, and run the step again",
         ) from None
     except ssl.SSLError as exc:
         raise ActionFailed(
-            f"{server}: TLS failed during {stage}: {exc.reason or exc}", changed=False,
+            f"{server}: TLS failed during {stage}: {exc.reason or exc}",
+            changed=False,
             todo="check the server's certificate (or the connection's ca_file)",
         ) from None
     except (smtplib.SMTPException, OSError) as exc:
         # Before the message was handed over nothing was sent; during it, it may have been.
         raise ActionFailed(
-            f"{server}: {type(exc).__name__} during {stage}: {exc}", retryable=True,
+            f"{server}: {type(exc).__name__} during {stage}: {exc}",
+            retryable=True,
             changed=None if stage == "send" else False,
         ) from None
     if refused:
-        refusals = "; ".join(f"{addr}: {code} {_said(text)}" for addr, (code, text) in refused.items())
+        refusals = "; ".join(
+            f"{addr}: {code} {_said(text)}" for addr, (code, text) in refused.items()
+        )
         raise ActionFailed(
-            f"{server} sent the message but refused some recipients: {refusals}", changed=True,
+            f"{server} sent the message but refused some recipients: {refusals}",
+            changed=True,
             todo="send it to the refused addresses in a step of its own",
         )
 

@@ -35,7 +35,9 @@ class TeamsConnection(Connection):
     """A Teams channel's Workflows webhook."""
 
     type: Literal["teams"] = "teams"
-    webhook_url: str = Field(pattern=r"^secret://", description="secret://NAME of the workflow's webhook URL.")
+    webhook_url: str = Field(
+        pattern=r"^secret://", description="secret://NAME of the workflow's webhook URL."
+    )
     channel: str | None = Field(default=None, description="The channel's name, for the record.")
     timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for Teams.")
 
@@ -43,9 +45,13 @@ class TeamsConnection(Connection):
 class TeamsPost(ActionParams):
     """Post a message to a Teams channel (or to the outbox when no Teams connection is configured)."""
 
-    text: str = Field(min_length=1, description="The message (Adaptive Card TextBlocks take a Markdown subset).")
+    text: str = Field(
+        min_length=1, description="The message (Adaptive Card TextBlocks take a Markdown subset)."
+    )
     title: str = Field(default="", description="A bold heading above the message.")
-    facts: dict[str, str] = Field(default_factory=dict, description="Name/value pairs shown as a fact set.")
+    facts: dict[str, str] = Field(
+        default_factory=dict, description="Name/value pairs shown as a fact set."
+    )
     connection: str | None = Field(default=None, description="The `type: teams` connection to use.")
 
 
@@ -56,14 +62,24 @@ class TeamsPosted(Delivery):
     status: int | None = Field(default=None, description="Teams' HTTP status (202).")
 
 
-def adaptive_card(text: str, title: str = "", facts: dict[str, str] | None = None) -> dict[str, Any]:
+def adaptive_card(
+    text: str, title: str = "", facts: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The ``message`` envelope with an Adaptive Card 1.4 of TextBlocks (and a FactSet)."""
     body: list[dict[str, Any]] = []
     if title:
-        body.append({"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True})
-    body.extend({"type": "TextBlock", "text": part, "wrap": True} for part in text.split("\n\n") if part.strip())
+        body.append(
+            {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True}
+        )
+    body.extend(
+        {"type": "TextBlock", "text": part, "wrap": True}
+        for part in text.split("\n\n")
+        if part.strip()
+    )
     if facts:
-        body.append({"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in facts.items()]})
+        body.append(
+            {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in facts.items()]}
+        )
     return {
         "type": "message",
         "attachments": [
@@ -81,24 +97,35 @@ def adaptive_card(text: str, title: str = "", facts: dict[str, str] | None = Non
     }
 
 
-async def post(params: TeamsPost, context: ActionContext, *, client: httpx.AsyncClient | None = None) -> TeamsPosted:
+async def post(
+    params: TeamsPost, context: ActionContext, *, client: httpx.AsyncClient | None = None
+) -> TeamsPosted:
     connection = configured(context, TeamsConnection, params.connection)
     to = f"teams:{connection.channel}" if connection and connection.channel else "teams"
     if connection is None:
         facts = "".join(f"\n{k}: {v}" for k, v in params.facts.items())
-        via, entry = await to_outbox(context, provider="Teams", to=to, subject=params.title, message=params.text + facts)
+        via, entry = await to_outbox(
+            context, provider="Teams", to=to, subject=params.title, message=params.text + facts
+        )
         return TeamsPosted(delivered_via=via, to=to, outbox_id=entry)
     url = context.secret(connection.webhook_url)
     async with http_client(client, connection.timeout) as http:
         try:
             response = await _http.send(
-                http, "POST", url, json=adaptive_card(params.text, params.title, params.facts),
-                provider="Teams", shown_url="the Teams workflow webhook", describe=_error,
+                http,
+                "POST",
+                url,
+                json=adaptive_card(params.text, params.title, params.facts),
+                provider="Teams",
+                shown_url="the Teams workflow webhook",
+                describe=_error,
             )
         except ActionFailed as exc:
             if not exc.retryable:
-                exc.todo = (f"check the workflow behind {connection.webhook_url} is on and its URL current, "
-                            "then run the step again")
+                exc.todo = (
+                    f"check the workflow behind {connection.webhook_url} is on and its URL current, "
+                    "then run the step again"
+                )
             raise
     return TeamsPosted(delivered_via="teams", to=to, status=response.status_code)
 
@@ -107,7 +134,10 @@ def _error(response: httpx.Response) -> str:
     """The workflow's ``{"error": {"code", "message"}}`` as one line."""
     try:
         error = response.json().get("error") or {}
-        return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ") or response.text[:300]
+        return (
+            f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+            or response.text[:300]
+        )
     except (ValueError, AttributeError):
         return response.text[:300] or response.reason_phrase
 

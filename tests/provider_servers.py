@@ -121,7 +121,12 @@ class Providers:
             return Reply(200, {"ok": False, "error": "no_text"})
         self._ts += 1
         ts = f"{int(time.time())}.{self._ts:06d}"
-        message = {"type": "message", "text": body.get("text"), "ts": ts, "blocks": body.get("blocks")}
+        message = {
+            "type": "message",
+            "text": body.get("text"),
+            "ts": ts,
+            "blocks": body.get("blocks"),
+        }
         if body.get("thread_ts"):
             message["thread_ts"] = body["thread_ts"]
         return Reply(200, {"ok": True, "channel": channel, "ts": ts, "message": message})
@@ -140,17 +145,36 @@ class Providers:
 
     def _teams(self, request: Request) -> Reply:
         if request.path != f"{TEAMS_WEBHOOK_PATH}{self.teams_webhook}":
-            return Reply(404, {"error": {"code": "WorkflowTriggerNotFound", "message": "The workflow was not found."}})
+            return Reply(
+                404,
+                {
+                    "error": {
+                        "code": "WorkflowTriggerNotFound",
+                        "message": "The workflow was not found.",
+                    }
+                },
+            )
         try:
             body = request.json()
             card = body["attachments"][0]
-            ok = (body["type"] == "message" and card["contentType"] == "application/vnd.microsoft.card.adaptive"
-                  and card["content"]["type"] == "AdaptiveCard" and card["content"]["body"])
+            ok = (
+                body["type"] == "message"
+                and card["contentType"] == "application/vnd.microsoft.card.adaptive"
+                and card["content"]["type"] == "AdaptiveCard"
+                and card["content"]["body"]
+            )
         except (ValueError, KeyError, IndexError, TypeError):
             ok = False
         if not ok:
-            return Reply(400, {"error": {"code": "InvalidRequestContent",
-                                         "message": "The request content is not a valid Adaptive Card message."}})
+            return Reply(
+                400,
+                {
+                    "error": {
+                        "code": "InvalidRequestContent",
+                        "message": "The request content is not a valid Adaptive Card message.",
+                    }
+                },
+            )
         return Reply(202, b"")
 
 
@@ -159,7 +183,14 @@ def _pagerduty(request: Request) -> Reply:
     try:
         event = request.json()
     except ValueError:
-        return Reply(400, {"status": "invalid event", "message": "Event object is invalid", "errors": ["Invalid JSON"]})
+        return Reply(
+            400,
+            {
+                "status": "invalid event",
+                "message": "Event object is invalid",
+                "errors": ["Invalid JSON"],
+            },
+        )
     errors = []
     if len(str(event.get("routing_key", ""))) != 32:
         errors.append("Length of 'routing_key' is incorrect (should be 32 characters)")
@@ -172,11 +203,15 @@ def _pagerduty(request: Request) -> Reply:
             if not payload.get(name):
                 errors.append(f"'payload.{name}' is missing or blank")
         if payload.get("severity") not in {None, "critical", "error", "warning", "info"}:
-            errors.append("'payload.severity' is invalid (must be one of critical, error, warning, info)")
+            errors.append(
+                "'payload.severity' is invalid (must be one of critical, error, warning, info)"
+            )
     elif not event.get("dedup_key"):
         errors.append("'dedup_key' is required for acknowledge and resolve")
     if errors:
-        return Reply(400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors})
+        return Reply(
+            400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
+        )
     key = event.get("dedup_key") or f"pd-{time.time_ns()}"
     return Reply(202, {"status": "success", "message": "Event processed", "dedup_key": key})
 
@@ -213,7 +248,11 @@ def providers(**secrets: str) -> Iterator[Providers]:
                 data = json.dumps(reply.body if reply.body is not None else {}).encode()
                 content_type = "application/json; charset=utf-8"
             self.send_response(reply.status)
-            headers = {"Content-Type": content_type, **reply.headers, "Content-Length": str(len(data))}
+            headers = {
+                "Content-Type": content_type,
+                **reply.headers,
+                "Content-Length": str(len(data)),
+            }
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
@@ -271,7 +310,9 @@ def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -279,9 +320,13 @@ def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
     )
     cert_file, key_file = folder / "smtp-cert.pem", folder / "smtp-key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 
@@ -292,19 +337,29 @@ def _free_port() -> int:
 
 
 @contextmanager
-def smtp_server(folder: Path, username: str, password: str, *, delay: float = 0.0) -> Iterator[Mailbox]:
+def smtp_server(
+    folder: Path, username: str, password: str, *, delay: float = 0.0
+) -> Iterator[Mailbox]:
     """aiosmtpd on loopback requiring STARTTLS and then AUTH (PLAIN or LOGIN) as `username`."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd warns about its own deprecated attribute
+    logging.getLogger("mail.log").setLevel(
+        logging.ERROR
+    )  # aiosmtpd warns about its own deprecated attribute
     cert, key = self_signed(folder)
     box = Mailbox(port=_free_port(), ca_file=str(cert), delay=delay)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
 
-    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and data.login.decode() == username and data.password.decode() == password
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login.decode() == username
+            and data.password.decode() == password
+        )
         if ok:
             box.logins.append(username)
         return AuthResult(success=ok, handled=False)
@@ -313,13 +368,21 @@ def smtp_server(folder: Path, username: str, password: str, *, delay: float = 0.
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             if box.delay:
                 await asyncio.sleep(box.delay)
-            message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
+            message = message_from_bytes(
+                envelope.original_content or envelope.content, policy=policy.default
+            )
             box.messages.append((envelope.mail_from, list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
             return "250 Message accepted for delivery"
 
     controller = Controller(
-        Handler(), hostname=box.host, port=box.port, tls_context=tls, require_starttls=True,
-        auth_required=True, auth_require_tls=True, authenticator=authenticator,
+        Handler(),
+        hostname=box.host,
+        port=box.port,
+        tls_context=tls,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=authenticator,
     )
     controller.start()
     try:
