@@ -171,6 +171,9 @@ class ChannelOutcome(BaseModel):
     changed: bool | None = Field(
         default=None, description="For a failed channel: whether it may have arrived."
     )
+    retryable: bool = Field(
+        default=False, description="For a failed channel: whether trying again may help."
+    )
 
 
 class FanoutResult(BaseModel):
@@ -207,7 +210,7 @@ async def _one(channel: Channel, context: ActionContext) -> ChannelOutcome:
             ok=False,
             error=_with_todo(exc),
             changed=exc.changed,
-            result={"retryable": exc.retryable},
+            retryable=exc.retryable,
         )
     except Exception as exc:  # noqa: BLE001 - one channel's bug must not stop the others
         return ChannelOutcome(
@@ -215,7 +218,7 @@ async def _one(channel: Channel, context: ActionContext) -> ChannelOutcome:
             ok=False,
             error=f"{type(exc).__name__}: {exc}",
             changed=None,
-            result={"retryable": True},
+            retryable=True,
         )
     return ChannelOutcome(action=spec.name, ok=True, result=result)
 
@@ -245,7 +248,7 @@ def _partial(delivered: list[str], failed: dict[str, ChannelOutcome]) -> ActionF
         changed = False
     else:
         changed = None
-    retryable = any((outcome.result or {}).get("retryable") for outcome in failed.values())
+    retryable = any(outcome.retryable for outcome in failed.values())
     return ActionFailed(
         f"notify.fanout delivered to {sent}; failed: {reasons}",
         retryable=retryable,
