@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -101,12 +101,23 @@ async def perform(
         )
         return StepResult("recorded", {"drill": "recorded", "action": spec.name, "params": call}, note)
     if ledger is not None and spec.risk is not Risk.READ:
+        context = replace(context, call=_through(ledger))
         output, note = await call_once(spec, params, context, ledger)
         return StepResult("completed", REDACTOR(output), note)
     output = await spec.run(params, context)
     if isinstance(output, BaseModel):
         output = output.model_dump(mode="json", by_alias=True)
     return StepResult("completed", REDACTOR(output))
+
+
+def _through(ledger: Ledger) -> Callable[[ActionSpec, BaseModel, ActionContext], Awaitable[Any]]:
+    """Calls of an action's parts, each once, through the side-effect `ledger`."""
+
+    async def call(spec: ActionSpec, params: BaseModel, context: ActionContext) -> Any:
+        output, _ = await call_once(spec, params, context, ledger)
+        return output
+
+    return call
 
 
 def _marked(params: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:

@@ -2,11 +2,15 @@
 
 from siaga.actions import ActionRegistry
 
-from . import basic, outbox, webhook
+from . import apprise_notify, basic, fanout, outbox, pagerduty, slack, smtp, teams, webhook
 
 __all__ = ["default_registry"]
 
 
 def default_registry() -> ActionRegistry:
     """Every action Siaga ships."""
-    return ActionRegistry.of([*basic.ACTIONS, *outbox.ACTIONS, *webhook.ACTIONS])
+    return ActionRegistry.of([
+        *basic.ACTIONS, *outbox.ACTIONS, *webhook.ACTIONS,
+        *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
+        *fanout.ACTIONS,
+    ])

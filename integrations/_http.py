@@ -45,9 +45,11 @@ async def send(
     attempts: int = 4,
     max_wait: float = 60.0,
     describe: Describe = _text,
+    shown_url: str | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
-    """Send the request; return a successful response or raise ActionFailed."""
+    """Send the request; return a successful response or raise ActionFailed. Error messages name
+    the URL as `shown_url` where given: say "the Slack webhook" when the URL itself is a secret."""
 
     def transient(error: BaseException) -> bool:
         return isinstance(error, ActionFailed) and error.retryable and (error.changed is False or idempotent)
@@ -62,25 +64,26 @@ async def send(
     )
     async for attempt in retrying:
         with attempt:
-            return await _once(client, method, url, provider, describe, **kwargs)
+            return await _once(client, method, url, provider, describe, shown_url or url, **kwargs)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _once(
-    client: httpx.AsyncClient, method: str, url: str, provider: str, describe: Describe, **kwargs: Any
+    client: httpx.AsyncClient, method: str, url: str, provider: str, describe: Describe, shown: str,
+    **kwargs: Any,
 ) -> httpx.Response:
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.ConnectError as exc:
-        raise ActionFailed(f"{provider}: cannot connect to {url}: {exc}", retryable=True, changed=False) from None
+        raise ActionFailed(f"{provider}: cannot connect to {shown}: {exc}", retryable=True, changed=False) from None
     except httpx.TransportError as exc:
         raise ActionFailed(
-            f"{provider}: {method} {url} failed: {type(exc).__name__}: {exc}", retryable=True, changed=None
+            f"{provider}: {method} {shown} failed: {type(exc).__name__}: {exc}", retryable=True, changed=None
         ) from None
     if response.is_success:
         return response
     status = response.status_code
-    message = f"{provider} answered {status} to {method} {url}: {describe(response)}"
+    message = f"{provider} answered {status} to {method} {shown}: {describe(response)}"
     if status == 429 or status == 503:
         raise ActionFailed(message, retryable=True, changed=False, retry_after=_retry_after(response))
     if status >= 500:

@@ -103,6 +103,12 @@ async def _publish_nowhere(key: str, markdown: str) -> None:
     """Where notes go when a run has nowhere to publish them."""
 
 
+async def _call_directly(spec: ActionSpec, params: BaseModel, context: ActionContext) -> Any:
+    """How an action calls another where the run keeps no side-effect ledger."""
+    result = await spec.run(params, context)
+    return result.model_dump(mode="json", by_alias=True) if isinstance(result, BaseModel) else result
+
+
 @dataclass(frozen=True)
 class ActionContext:
     """What an action knows of the run it serves; built by the flow layer for each step."""
@@ -119,6 +125,9 @@ class ActionContext:
     """The connections configured next to the runbooks, by name (secrets still as references)."""
     secret_source: SecretSource | None = None
     """Where secrets are looked up when the environment has none (Prefect Secret blocks)."""
+    call: Callable[[ActionSpec, BaseModel, ActionContext], Awaitable[Any]] = field(default=_call_directly)
+    """How an action made of others (`notify.fanout`) calls each part, ``(spec, params, context)``:
+    through the side-effect ledger in a flow run, so a retry repeats only the parts that failed."""
 
     @property
     def idempotency_key(self) -> str:

@@ -1,0 +1,83 @@
+"""What the notification actions share: the outbox as the channel of last resort, their common
+result fields, and the HTTP client they borrow or own.
+
+The product rule: when a notification action runs and *no* connection of its type is configured
+(and the step names none), the message goes to the outbox instead, noting the channel it was meant
+for, so the bundled runbooks work on a bare machine. A configured provider that fails is a
+failure: there is no silent fallback then.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Literal, TypeVar
+
+import certifi
+import httpx
+from pydantic import BaseModel, Field
+
+from siaga.actions import ActionContext, Connection
+from siaga.logs import get_logger
+
+from . import outbox
+
+log = get_logger("siaga.notify")
+
+C = TypeVar("C", bound=Connection)
+
+
+class Delivery(BaseModel):
+    """Where a message went: the provider itself, or the outbox because none is configured."""
+
+    delivered_via: str = Field(description="The provider's name, or `outbox`.")
+    to: str = Field(description="The channel, address or service the message was meant for.")
+    outbox_id: str | None = Field(default=None, description="The outbox entry, when it went there.")
+
+
+def configured(context: ActionContext, model: type[C], name: str | None) -> C | None:
+    """The connection to send through, or None when the step names none and none of the model's
+    type is configured: the message then goes to the outbox. A named connection that does not
+    exist, or several without a default, is an ActionFailed (a configuration error)."""
+    kind = model.model_fields["type"].default
+    if name is None and not any(c.get("type") == kind for c in context.connections.values()):
+        return None
+    return context.connection(model, name)
+
+
+async def to_outbox(
+    context: ActionContext, *, provider: str, to: str, subject: str, message: str
+) -> tuple[Literal["outbox"], str]:
+    """Record the message in the outbox for `to`; returns ("outbox", the entry's id)."""
+    entry = await outbox.send(
+        outbox.OutboxSend(to=to, subject=subject, message=message or subject or "(no text)"),
+        context,
+    )
+    log.warning(
+        f"no {provider} connection is configured: the message went to the outbox",
+        to=to,
+        step=context.step_id,
+        outbox_id=entry["id"],
+    )
+    return "outbox", str(entry["id"])
+
+
+@cache
+def _verified() -> ssl.SSLContext:
+    """httpx's default certificate check, built once: building it takes ~30 ms of the event loop,
+    which a fanout would otherwise spend once per channel, one after the other."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+@asynccontextmanager
+async def http_client(
+    given: httpx.AsyncClient | None, timeout: float
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The caller's client (left open), else a client of our own for this call."""
+    if given is not None:
+        yield given
+        return
+    async with httpx.AsyncClient(timeout=timeout, verify=_verified()) as own:
+        yield own
