@@ -20,6 +20,7 @@ from siaga.actions import (
     ActionSpec,
     DrillBehaviour,
     Mode,
+    ProductionInDrill,
     Risk,
 )
 from siaga.ledger import Ledger
@@ -90,24 +91,32 @@ async def perform(
     if drill and behaviour is DrillBehaviour.SKIP:
         return StepResult("skipped", note="skipped in drills")
     if drill and behaviour is not DrillBehaviour.CALL:
-        call = params.model_dump(mode="json", by_alias=True)
         note = "drill: recorded, not called"
         if behaviour is not DrillBehaviour.RECORD:
             note += f" ({behaviour} needs a provider that supports it; none is configured)"
-        await context.publish(
-            f"drill-{context.step_id}",
-            f"### Drill record: `{spec.name}`\n\nWould have called `{spec.name}` with:\n\n"
-            f"```json\n{params.model_dump_json(by_alias=True, indent=2)}\n```\n",
-        )
-        return StepResult("recorded", {"drill": "recorded", "action": spec.name, "params": call}, note)
-    if ledger is not None and spec.risk is not Risk.READ:
-        context = replace(context, call=_through(ledger))
-        output, note = await call_once(spec, params, context, ledger)
-        return StepResult("completed", REDACTOR(output), note)
-    output = await spec.run(params, context)
+        return await _recorded(spec, params, context, note)
+    try:
+        if ledger is not None and spec.risk is not Risk.READ:
+            context = replace(context, call=_through(ledger))
+            output, note = await call_once(spec, params, context, ledger)
+            return StepResult("completed", REDACTOR(output), note)
+        output = await spec.run(params, context)
+    except ProductionInDrill as refusal:
+        return await _recorded(spec, params, context, f"drill: {refusal}; recorded, not called")
     if isinstance(output, BaseModel):
         output = output.model_dump(mode="json", by_alias=True)
     return StepResult("completed", REDACTOR(output))
+
+
+async def _recorded(spec: ActionSpec, params: BaseModel, context: ActionContext, note: str) -> StepResult:
+    """What a drill does instead of a call: record exactly what would have been called."""
+    call = params.model_dump(mode="json", by_alias=True)
+    await context.publish(
+        f"drill-{context.step_id}",
+        f"### Drill record: `{spec.name}`\n\n{note}. Would have called `{spec.name}` with:\n\n"
+        f"```json\n{params.model_dump_json(by_alias=True, indent=2)}\n```\n",
+    )
+    return StepResult("recorded", {"drill": "recorded", "action": spec.name, "params": call}, note)
 
 
 def _through(ledger: Ledger) -> Callable[[ActionSpec, BaseModel, ActionContext], Awaitable[Any]]:

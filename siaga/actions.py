@@ -63,6 +63,18 @@ class ActionFailed(Exception):
         """Seconds the provider asked us to wait before trying again (HTTP Retry-After)."""
 
 
+class ProductionInDrill(ActionFailed):
+    """A drill reached for a connection marked `production: true` that has no sandbox."""
+
+    def __init__(self, connection: str) -> None:
+        super().__init__(
+            f"connection {connection!r} is production: drills never call it",
+            changed=False,
+            todo=f"give {connection!r} a `sandbox:` connection for drills, or substitute the action",
+        )
+        self.connection = connection
+
+
 class Risk(StrEnum):
     """How much an action can change the world, from reading it to destroying part of it."""
 
@@ -167,6 +179,13 @@ class ActionContext:
                     f"(or mark one `default: true`) in connections.yaml",
                 )
             raw = candidates[name]
+        if self.mode is Mode.DRILL and raw.get("production"):
+            sandbox = raw.get("sandbox")
+            if not sandbox:
+                raise ProductionInDrill(name)
+            name, raw = sandbox, self.connections.get(sandbox)
+            if raw is None or raw.get("production"):
+                raise ProductionInDrill(name)
         try:
             return model.model_validate({k: v for k, v in raw.items() if k != "default"})
         except ValidationError as exc:
