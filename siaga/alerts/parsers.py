@@ -120,7 +120,7 @@ def _time(value: object, path: str) -> datetime:
         raise BadPayload(f"{path}: expected an RFC 3339 timestamp with a time zone, got {text!r}")
     date, clock, fraction, offset = match.groups()
     micros = (fraction or "0")[:6].ljust(6, "0")
-    offset = "+00:00" if offset in ("Z", "z") else offset
+    offset = "+00:00" if offset in ("Z", "z") else f"{offset[:3]}:{offset[-2:]}"
     try:
         parsed = datetime.fromisoformat(f"{date}T{clock}.{micros}{offset}")
     except ValueError as exc:
@@ -181,7 +181,7 @@ def _parse_alertmanager(payload: Mapping[str, Any], source: str = "alertmanager"
     for i, item in enumerate(alerts):
         path = f"alerts[{i}]"
         record = _mapping(item, path)
-        labels = _str_map(_field(record, "labels", path), f"{path}.labels")
+        labels = _str_map(_mapping(_field(record, "labels", path), f"{path}.labels"), f"{path}.labels")
         fingerprint = record.get("fingerprint")
         if fingerprint is None:
             fingerprint = generic_fingerprint(labels)
@@ -327,15 +327,15 @@ def _parse_pagerduty(payload: Mapping[str, Any]) -> list[Alert]:
     """A PagerDuty webhook (v3): one event per delivery.
 
     ``incident.triggered`` and ``incident.reopened`` are firing, ``incident.resolved`` is resolved;
-    other incident events (acknowledged, annotated, escalated, ...) and events about other objects
-    yield nothing: they change no episode. The fingerprint is the incident id.
+    every other event (acknowledged, annotated, escalated, ..., service.*, pagey.ping) yields
+    nothing: it neither opens nor closes an episode. The fingerprint is the incident id.
     """
     event = _mapping(_field(payload, "event", ""), "event")
     event_type = _str(_field(event, "event_type", "event"), "event.event_type")
     data = _mapping(_field(event, "data", "event"), "event.data")
     if event_type not in _PD_STATUS:
-        if not event_type.startswith(("incident.", "service.", "pagey.")):
-            raise BadPayload(f"event.event_type: unknown event type {event_type!r}")
+        # Acknowledged, escalated, annotated, service.*, pagey.ping and types PagerDuty adds
+        # later: accepted and ignored (refusing them would make PagerDuty disable the webhook).
         return []
     kind = _opt_str(data, "type", "event.data")
     if kind not in (None, "incident"):
@@ -403,7 +403,8 @@ def _parse_generic(payload: Mapping[str, Any], source: str) -> list[Alert]:
     out = []
     for item, path in zip(items, paths, strict=True):
         record = _mapping(item, path or "payload")
-        labels = _str_map(_field(record, "labels", path), _join(path, "labels"), scalars=True)
+        where = _join(path, "labels")
+        labels = _str_map(_mapping(_field(record, "labels", path), where), where, scalars=True)
         fingerprint = record.get("fingerprint")
         fingerprint = (
             generic_fingerprint(labels)
