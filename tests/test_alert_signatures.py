@@ -85,8 +85,14 @@ def test_alertmanager_without_a_configured_token_accepts_nothing() -> None:
 def test_alertmanager_repeats_are_not_replays() -> None:
     guard = MemoryReplayGuard()
     for _ in range(3):  # the same firing payload every repeat_interval
-        verify("alertmanager", {"Authorization": "Bearer am-token-123"}, b"{}", AM, NOW,
-               replay_guard=guard)
+        verify(
+            "alertmanager",
+            {"Authorization": "Bearer am-token-123"},
+            b"{}",
+            AM,
+            NOW,
+            replay_guard=guard,
+        )
     assert len(guard) == 0
 
 
@@ -126,8 +132,10 @@ def test_generic_custom_header_names() -> None:
         (lambda: (generic_headers(at=NOW - timedelta(minutes=6)), BODY), "outside the 300s window"),
         (lambda: (generic_headers(at=NOW + timedelta(minutes=6)), BODY), "outside the 300s window"),
         (lambda: ({**generic_headers(), "X-Siaga-Timestamp": "soon"}, BODY), "not Unix seconds"),
-        (lambda: ({"X-Siaga-Signature": generic_headers()["X-Siaga-Signature"]}, BODY),
-         "missing X-Siaga-Timestamp"),
+        (
+            lambda: ({"X-Siaga-Signature": generic_headers()["X-Siaga-Signature"]}, BODY),
+            "missing X-Siaga-Timestamp",
+        ),
         (lambda: ({**generic_headers(), "X-Siaga-Signature": "md5=abc"}, BODY), "sha256=<hex>"),
     ],
 )
@@ -189,8 +197,9 @@ def test_grafana_signature_over_body_as_grafana_sends_it() -> None:
 
 
 def test_grafana_signature_with_timestamp() -> None:
-    config = SourceAuth(hmac_secrets=[SECRET],
-                        timestamp_header="X-Grafana-Alerting-Signature-Timestamp")
+    config = SourceAuth(
+        hmac_secrets=[SECRET], timestamp_header="X-Grafana-Alerting-Signature-Timestamp"
+    )
     ts = stamp()
     headers = {
         "X-Grafana-Alerting-Signature-Timestamp": ts,
@@ -226,12 +235,21 @@ def test_grafana_bearer() -> None:
     ("headers", "body", "reason"),
     [
         ({}, GRAFANA_BODY, "missing X-Grafana-Alerting-Signature"),
-        ({"X-Grafana-Alerting-Signature": hex_hmac(SECRET, GRAFANA_BODY)},
-         GRAFANA_BODY.replace(b"firing", b"resolved"), "does not match"),
-        ({"X-Grafana-Alerting-Signature": hex_hmac(OTHER, GRAFANA_BODY)}, GRAFANA_BODY,
-         "does not match"),
-        ({"X-Grafana-Alerting-Signature": "sha256=" + hex_hmac(SECRET, GRAFANA_BODY)},
-         GRAFANA_BODY, "does not match"),
+        (
+            {"X-Grafana-Alerting-Signature": hex_hmac(SECRET, GRAFANA_BODY)},
+            GRAFANA_BODY.replace(b"firing", b"resolved"),
+            "does not match",
+        ),
+        (
+            {"X-Grafana-Alerting-Signature": hex_hmac(OTHER, GRAFANA_BODY)},
+            GRAFANA_BODY,
+            "does not match",
+        ),
+        (
+            {"X-Grafana-Alerting-Signature": "sha256=" + hex_hmac(SECRET, GRAFANA_BODY)},
+            GRAFANA_BODY,
+            "does not match",
+        ),
     ],
 )
 def test_grafana_refused(headers: dict[str, str], body: bytes, reason: str) -> None:
@@ -241,8 +259,10 @@ def test_grafana_refused(headers: dict[str, str], body: bytes, reason: str) -> N
 
 def test_grafana_bad_signature_does_not_fall_back_to_bearer() -> None:
     config = SourceAuth(hmac_secrets=[SECRET], bearer_token="graf-token")
-    headers = {"Authorization": "Bearer graf-token",
-               "X-Grafana-Alerting-Signature": hex_hmac(OTHER, GRAFANA_BODY)}
+    headers = {
+        "Authorization": "Bearer graf-token",
+        "X-Grafana-Alerting-Signature": hex_hmac(OTHER, GRAFANA_BODY),
+    }
     with pytest.raises(Unauthenticated, match="does not match"):
         verify("grafana", headers, GRAFANA_BODY, config, NOW)
 
@@ -254,15 +274,22 @@ PD = SourceAuth(hmac_secrets=[SECRET])
 
 
 def test_pagerduty_signature() -> None:
-    verify("pagerduty", {"X-PagerDuty-Signature": "v1=" + hex_hmac(SECRET, PD_BODY)}, PD_BODY, PD, NOW)
+    verify(
+        "pagerduty", {"X-PagerDuty-Signature": "v1=" + hex_hmac(SECRET, PD_BODY)}, PD_BODY, PD, NOW
+    )
 
 
 def test_pagerduty_rotation_several_signatures_and_secrets() -> None:
     header = f"v1={hex_hmac(OTHER, PD_BODY)},v1={hex_hmac(SECRET, PD_BODY)}"
     verify("pagerduty", {"X-PagerDuty-Signature": header}, PD_BODY, PD, NOW)
     both = SourceAuth(hmac_secrets=["yet-another", SECRET])
-    verify("pagerduty", {"x-pagerduty-signature": f"v1={hex_hmac(SECRET, PD_BODY)}"}, PD_BODY, both,
-           NOW)
+    verify(
+        "pagerduty",
+        {"x-pagerduty-signature": f"v1={hex_hmac(SECRET, PD_BODY)}"},
+        PD_BODY,
+        both,
+        NOW,
+    )
 
 
 @pytest.mark.parametrize(
@@ -290,7 +317,10 @@ def test_pagerduty_replay_refused() -> None:
 
 # --- SNS (CloudWatch) ------------------------------------------------------------------------
 
-CERT_URL = "https://sns.ap-southeast-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
+CERT_URL = (
+    "https://sns.ap-southeast-1.amazonaws.com/"
+    "SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
+)
 TOPIC = "arn:aws:sns:ap-southeast-1:123456789012:siaga-alarms"
 
 
@@ -361,10 +391,18 @@ def test_sns_subscription_messages_accepted(signer: SnsSigner, kind: str) -> Non
 def test_sns_subscription_fields_are_signed(signer: SnsSigner) -> None:
     message = json.loads(fixture_bytes("sns_subscription_confirmation"))
     body = json.loads(signer.sign(message))
-    body["SubscribeURL"] = "https://sns.ap-southeast-1.amazonaws.com/?Action=ConfirmSubscription&Token=evil"
+    body["SubscribeURL"] = (
+        "https://sns.ap-southeast-1.amazonaws.com/?Action=ConfirmSubscription&Token=evil"
+    )
     with pytest.raises(Unauthenticated, match="does not match"):
-        verify("cloudwatch", {}, json.dumps(body).encode(), SNS,
-               datetime(2026, 11, 24, 3, 1, tzinfo=UTC), signer.fetch)
+        verify(
+            "cloudwatch",
+            {},
+            json.dumps(body).encode(),
+            SNS,
+            datetime(2026, 11, 24, 3, 1, tzinfo=UTC),
+            signer.fetch,
+        )
 
 
 @pytest.mark.parametrize(
@@ -485,8 +523,14 @@ def test_sns_body_not_json_refused() -> None:
 # --- property: anything a stranger sends is an AuthError, never another exception -----------
 
 header_names = st.sampled_from(
-    ["Authorization", "X-Siaga-Signature", "X-Siaga-Timestamp", "X-Grafana-Alerting-Signature",
-     "X-PagerDuty-Signature", "X-Other"]
+    [
+        "Authorization",
+        "X-Siaga-Signature",
+        "X-Siaga-Timestamp",
+        "X-Grafana-Alerting-Signature",
+        "X-PagerDuty-Signature",
+        "X-Other",
+    ]
 )
 
 
@@ -495,19 +539,42 @@ header_names = st.sampled_from(
     st.sampled_from(["alertmanager", "grafana", "pagerduty", "cloudwatch", "social"]),
     st.dictionaries(header_names, st.text(max_size=40), max_size=4),
     st.binary(max_size=200)
-    | st.builds(lambda d: json.dumps(d).encode(),
-                st.dictionaries(st.sampled_from(["Type", "Signature", "SignatureVersion",
-                                                 "SigningCertURL", "TopicArn", "Message",
-                                                 "MessageId", "Timestamp"]),
-                                st.text(max_size=30) | st.sampled_from(["1", "2", "Notification",
-                                                                        CERT_URL]))),
+    | st.builds(
+        lambda d: json.dumps(d).encode(),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "Type",
+                    "Signature",
+                    "SignatureVersion",
+                    "SigningCertURL",
+                    "TopicArn",
+                    "Message",
+                    "MessageId",
+                    "Timestamp",
+                ]
+            ),
+            st.text(max_size=30) | st.sampled_from(["1", "2", "Notification", CERT_URL]),
+        ),
+    ),
 )
 def test_strangers_only_get_auth_errors(source: str, headers: dict[str, str], body: bytes) -> None:
-    config = SourceAuth(bearer_token="t0k3n", hmac_secrets=[SECRET], allowed_topic_arns=[TOPIC],
-                        timestamp_header="X-Siaga-Timestamp" if source == "grafana" else None)
+    config = SourceAuth(
+        bearer_token="t0k3n",
+        hmac_secrets=[SECRET],
+        allowed_topic_arns=[TOPIC],
+        timestamp_header="X-Siaga-Timestamp" if source == "grafana" else None,
+    )
     with pytest.raises(AuthError):
-        verify(source, headers, body, config, NOW, lambda url: b"garbage",
-               replay_guard=MemoryReplayGuard())
+        verify(
+            source,
+            headers,
+            body,
+            config,
+            NOW,
+            lambda url: b"garbage",
+            replay_guard=MemoryReplayGuard(),
+        )
 
 
 def test_secrets_stay_out_of_reprs_and_reasons() -> None:
@@ -517,3 +584,23 @@ def test_secrets_stay_out_of_reprs_and_reasons() -> None:
         verify("alertmanager", {"Authorization": "Bearer presented-xyz"}, b"", config, NOW)
     assert "am-token-123" not in caught.value.reason
     assert "presented-xyz" not in caught.value.reason
+
+
+@pytest.mark.parametrize("value", ["999999999999", "99999999999"])
+def test_timestamp_out_of_range_is_unauthenticated(value: str) -> None:
+    headers = {**generic_headers(), "X-Siaga-Timestamp": value}
+    with pytest.raises(Unauthenticated):
+        verify("social", headers, BODY, GENERIC, NOW)
+
+
+def test_source_auth_refuses_empty_secrets_and_windows() -> None:
+    from pydantic import ValidationError
+
+    for bad in (
+        {"hmac_secrets": [""]},
+        {"bearer_token": " "},
+        {"window": timedelta(0)},
+        {"unknown": 1},
+    ):
+        with pytest.raises(ValidationError):
+            SourceAuth(**bad)
