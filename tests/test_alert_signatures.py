@@ -604,3 +604,17 @@ def test_source_auth_refuses_empty_secrets_and_windows() -> None:
     ):
         with pytest.raises(ValidationError):
             SourceAuth(**bad)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=300), st.data())
+def test_generic_any_signed_body_passes_and_any_flipped_byte_fails(
+    body: bytes, data: st.DataObject
+) -> None:
+    headers = generic_headers(body)
+    verify("social", headers, body, GENERIC, NOW)
+    if body:
+        i = data.draw(st.integers(0, len(body) - 1))
+        flipped = body[:i] + bytes([body[i] ^ 0x01]) + body[i + 1 :]
+        with pytest.raises(Unauthenticated, match="does not match"):
+            verify("social", headers, flipped, GENERIC, NOW)
