@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, merge_attrib
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .diagnostics import Diagnostic, Loc
@@ -88,8 +88,7 @@ def _plain(node: Any, loc: Loc, positions: Positions) -> Any:
         for key, value in node.items():
             plain_key = _scalar(key)
             child = (*loc, plain_key)
-            key_line, key_col = node.lc.key(key)
-            value_line, value_col = node.lc.value(key)
+            key_line, key_col, value_line, value_col = _marks(node, key)
             positions.keys[child] = (key_line + 1, key_col + 1)
             positions.values[child] = (value_line + 1, value_col + 1)
             out[plain_key] = _plain(value, child, positions)
@@ -108,6 +107,20 @@ def _plain(node: Any, loc: Loc, positions: Positions) -> Any:
     if isinstance(node, list | tuple):
         return [_plain(v, (*loc, i), positions) for i, v in enumerate(node)]
     return _scalar(node)
+
+
+def _marks(node: CommentedMap, key: Any) -> tuple[int, int, int, int]:
+    """0-based (line, column) of `key` in `node` and of its value. A key merged in with
+    ``<<: *anchor`` has no place in `node` itself: it stands where the anchored mapping has it."""
+    try:
+        return (*node.lc.key(key), *node.lc.value(key))
+    except KeyError:
+        pass
+    for merged in getattr(node, merge_attrib, ()):
+        source = merged[1] if isinstance(merged, tuple) else merged  # ruamel < 0.19: (pos, map)
+        if isinstance(source, CommentedMap) and key in source:
+            return _marks(source, key)
+    return (node.lc.line, node.lc.col, node.lc.line, node.lc.col)
 
 
 def _scalar(value: Any) -> Any:
