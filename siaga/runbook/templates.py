@@ -79,9 +79,14 @@ class Reference:
 def references(source: str, *, expression: bool = False) -> list[Reference]:
     """Every context name `source` reads; raise TemplateError if it does not parse."""
     text = "{{ " + condition_source(source) + " }}" if expression else source
-    tree = _environment().parse(text)
-    found = [Reference(name, None) for name in sorted(meta.find_undeclared_variables(tree))]
-    found += list(_keyed(tree))
+    try:
+        tree = _environment().parse(text)
+        found = [Reference(name, None) for name in sorted(meta.find_undeclared_variables(tree))]
+        found += list(_keyed(tree))
+    except RecursionError:
+        raise TemplateError("the template is nested too deeply") from None
+    except ValueError as exc:  # the lexer's int(): a literal longer than Python converts
+        raise TemplateError(str(exc)) from None
     return found
 
 
