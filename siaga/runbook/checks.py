@@ -302,7 +302,7 @@ def _check_drill(runbook: Runbook, doc: Document, registry: ActionRegistry) -> I
             )
     try:
         zoneinfo.ZoneInfo(drill.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `Asia`, a folder
         yield doc.diagnostic(
             "bad-timezone",
             f"`{drill.timezone}` is not an IANA time zone",
