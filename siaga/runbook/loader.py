@@ -118,7 +118,8 @@ def _diagnostic(doc: Document, error: Any, loc: Loc) -> Diagnostic:
         )
     if kind == "missing":
         return doc.diagnostic("missing-key", f"`{loc[-1]}` is required", loc)
-    return doc.diagnostic("invalid", message, loc)
+    about_key = kind == "invalid_key" or tuple(error["loc"])[-1:] == ("[key]",)
+    return doc.diagnostic("invalid", message, loc, key=about_key)
 
 
 def _data_loc(data: Any, loc: Loc, kind: str) -> Loc:
@@ -126,6 +127,9 @@ def _data_loc(data: Any, loc: Loc, kind: str) -> Loc:
     out: list[str | int] = []
     for index, part in enumerate(loc):
         last = index == len(loc) - 1
+        if isinstance(data, Mapping) and part not in data:
+            # pydantic names a key that is neither text nor an integer (None, 1.5) by its repr
+            part = next((key for key in data if repr(key) == part), part)
         if isinstance(data, Mapping) and part in data:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and part < len(data):
