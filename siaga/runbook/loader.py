@@ -79,6 +79,9 @@ def _validate_shape(doc: Document) -> tuple[Runbook | None, list[Diagnostic], se
     When some fields are wrong, the rest is still checked: each wrong field is set aside (or,
     when required, stood in for by a valid placeholder) and the shape validated again, so that
     one typo does not hide the file's other problems. Returns the places so patched.
+
+    An error inside a place already patched is the placeholder's own (it could not be made
+    valid): it is not reported, and the place holding the placeholder is set aside instead.
     """
     data = doc.data
     diagnostics: list[Diagnostic] = []
@@ -87,10 +90,10 @@ def _validate_shape(doc: Document) -> tuple[Runbook | None, list[Diagnostic], se
         try:
             runbook = Runbook.model_validate(data)
         except ValidationError as exc:
-            errors = [(e, _data_loc(doc.data, tuple(e["loc"]), e["type"])) for e in exc.errors()]
-            fresh = [(e, loc) for e, loc in errors if loc not in patched]
+            errors = [(e, _data_loc(data, tuple(e["loc"]), e["type"])) for e in exc.errors()]
+            fresh = [(e, loc) for e, loc in errors if not _within(loc, patched)]
             diagnostics += [_diagnostic(doc, e, loc) for e, loc in fresh]
-            locs = {loc for _, loc in errors}
+            locs = {_patched_parent(loc, patched) or loc for _, loc in errors}
             data = _patched(data, locs)
             if data is None:
                 return None, _unique(diagnostics), patched
@@ -98,6 +101,16 @@ def _validate_shape(doc: Document) -> tuple[Runbook | None, list[Diagnostic], se
         else:
             return runbook, _unique(diagnostics), patched
     return None, _unique(diagnostics), patched
+
+
+def _within(loc: Loc, places: set[Loc]) -> bool:
+    return any(loc[: len(place)] == place for place in places)
+
+
+def _patched_parent(loc: Loc, patched: set[Loc]) -> Loc | None:
+    """For an error inside the patched place P, the place holding P."""
+    inside = [place for place in patched if loc[: len(place)] == place]
+    return min(inside, key=len)[:-1] if inside else None
 
 
 def _unique(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
