@@ -154,8 +154,10 @@ def _check_roles(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
             continue
         loc: Loc = ("steps", index, "approval")
         people: set[str] = set()
+        all_known = True
         for position, role in enumerate(approval.from_):
             if role not in roles:
+                all_known = False
                 yield doc.diagnostic(
                     "unknown-role",
                     f"no role is named `{role}`",
@@ -163,7 +165,7 @@ def _check_roles(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
                     hint=did_you_mean(role, roles) or "declare it under `roles:`",
                 )
             people.update(roles.get(role, ()))
-        if approval.quorum > len(people):
+        if all_known and approval.quorum > len(people):  # an unknown role's people are unknown
             yield doc.diagnostic(
                 "quorum-too-high",
                 f"quorum {approval.quorum} needs more people than the {len(people)} "
