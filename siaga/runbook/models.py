@@ -9,7 +9,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..actions import DrillBehaviour
 from .durations import Duration
@@ -21,6 +21,16 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
 """A name usable in templates as ``inputs.<name>``."""
 
 RESERVED_INPUTS = frozenset({"mode", "alert", "incident"})
+
+
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_INPUTS:
+        raise ValueError(f"the input name `{name}` is reserved by Siaga")
+    return name
+
+
+InputName = Annotated[Identifier, AfterValidator(_not_reserved)]
+"""An input's name: an identifier that is not one of Siaga's own template names."""
 
 
 class _Model(BaseModel):
@@ -212,18 +222,10 @@ class Runbook(_Model):
     impact: Impact = Field(default_factory=Impact)
     roles: dict[Slug, list[Slug]] = Field(default_factory=dict)
     chain_of_command: list[Slug] = Field(default_factory=list)
-    inputs: dict[Identifier, Input] = Field(default_factory=dict)
+    inputs: dict[InputName, Input] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
     drill: Drill = Field(default_factory=Drill)
     steps: list[Step] = Field(min_length=1)
-
-    @field_validator("inputs")
-    @classmethod
-    def _no_reserved_inputs(cls, inputs: dict[str, Input]) -> dict[str, Input]:
-        taken = sorted(RESERVED_INPUTS & set(inputs))
-        if taken:
-            raise ValueError(f"input names {', '.join(taken)} are reserved by Siaga")
-        return inputs
 
     def step(self, step_id: str) -> Step:
         return next(step for step in self.steps if step.id == step_id)
