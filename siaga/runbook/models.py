@@ -9,7 +9,15 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..actions import DrillBehaviour
 from .durations import Duration
@@ -62,8 +70,8 @@ class Input(_Model):
 
     type: InputType = InputType.STRING
     description: str = ""
-    default: Scalar | None = None
     enum: list[Scalar] | None = Field(default=None, min_length=1)
+    default: Scalar | None = None  # after `type` and `enum`, which its validator reads
 
     @property
     def required(self) -> bool:
@@ -71,7 +79,10 @@ class Input(_Model):
 
     def coerce(self, value: Any) -> Scalar:
         """Coerce a value (often text from a command line or an alert) to this input's type."""
-        kind = self.type
+        return self._coerce(self.type, self.enum, value)
+
+    @staticmethod
+    def _coerce(kind: InputType, enum: list[Scalar] | None, value: Any) -> Scalar:
         if kind is InputType.BOOLEAN:
             if isinstance(value, bool):
                 result: Scalar = value
@@ -99,19 +110,25 @@ class Input(_Model):
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError(f"expected a string, got {value!r}")
             result = str(value)
-        if self.enum is not None and result not in self.enum:
-            choices = ", ".join(map(str, self.enum))
+        if enum is not None and result not in enum:
+            choices = ", ".join(map(str, enum))
             raise ValueError(f"{result!r} is not one of: {choices}")
         return result
 
-    @model_validator(mode="after")
-    def _default_fits(self) -> Input:
-        if self.enum is not None:
-            for choice in self.enum:
-                self.coerce(choice)
-        if self.default is not None:
-            self.coerce(self.default)
-        return self
+    @field_validator("enum")
+    @classmethod
+    def _choices_fit(cls, enum: list[Scalar] | None, info: ValidationInfo) -> list[Scalar] | None:
+        if enum is not None and "type" in info.data:
+            for choice in enum:
+                cls._coerce(info.data["type"], enum, choice)
+        return enum
+
+    @field_validator("default")
+    @classmethod
+    def _default_fits(cls, default: Scalar | None, info: ValidationInfo) -> Scalar | None:
+        if default is not None and "type" in info.data:
+            cls._coerce(info.data["type"], info.data.get("enum"), default)
+        return default
 
 
 class Impact(_Model):
