@@ -16,7 +16,6 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from ..actions import DrillBehaviour
@@ -172,18 +171,19 @@ class Approval(_Model):
     quorum: int = Field(default=1, ge=1)
     distinct_roles: bool = False
     timeout: Duration | None = None
+    safe_by_default: bool = False  # before `on_timeout`, whose validator reads it
     on_timeout: Literal["reject", "approve", "fail"] = "reject"
-    safe_by_default: bool = False
     reject: Literal["any", "majority"] = "any"
 
-    @model_validator(mode="after")
-    def _approve_on_timeout_is_explicit(self) -> Approval:
-        if self.on_timeout == "approve" and not self.safe_by_default:
+    @field_validator("on_timeout")
+    @classmethod
+    def _approve_on_timeout_is_explicit(cls, on_timeout: str, info: ValidationInfo) -> str:
+        if on_timeout == "approve" and info.data.get("safe_by_default") is False:
             raise ValueError(
                 "on_timeout: approve needs safe_by_default: true on the same approval, "
                 "so that approving without a person is a stated choice"
             )
-        return self
+        return on_timeout
 
 
 class Undo(_Model):
