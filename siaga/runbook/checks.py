@@ -84,10 +84,11 @@ def _check_actions(runbook: Runbook, doc: Document, registry: ActionRegistry) ->
         if step.undo is None:
             continue
         if step.undo.action not in registry:
+            spelled_out: Loc = ("steps", index, "undo", "action")  # not `undo: name`
             yield doc.diagnostic(
                 "unknown-action",
                 f"no action is named `{step.undo.action}`",
-                ("steps", index, "undo"),
+                spelled_out if spelled_out in doc.positions.values else spelled_out[:-1],
                 hint=did_you_mean(step.undo.action, registry.names()) or "`siaga actions` lists them",
             )
             continue
