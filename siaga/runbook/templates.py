@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 CONTEXT_ROOTS = frozenset({"inputs", "alert", "incident", "steps", "runbook", "mode", "run"})
@@ -54,7 +54,7 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
             return value
         whole = _WHOLE_EXPRESSION.match(value)
         if whole and "{{" not in whole.group("expr") and "{%" not in value:
-            return _environment().compile_expression(whole.group("expr"))(**context)
+            return _evaluate(whole.group("expr"), context)
         return _environment().from_string(value).render(**context)
     if isinstance(value, Mapping):
         return {key: render_value(item, context) for key, item in value.items()}
@@ -65,7 +65,16 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
 
 def evaluate_condition(when: str, context: Mapping[str, Any]) -> bool:
     """The truth of a `when:` condition over `context`; raise TemplateError."""
-    return bool(_environment().compile_expression(condition_source(when))(**context))
+    return bool(_evaluate(condition_source(when), context))
+
+
+def _evaluate(expression: str, context: Mapping[str, Any]) -> Any:
+    """The value of one expression. Jinja's default would turn an undefined result (a missing
+    key, or an attribute the sandbox refuses) into None: here it raises, as in text."""
+    value = _environment().compile_expression(expression, undefined_to_none=False)(**context)
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return value
 
 
 @dataclass(frozen=True)
