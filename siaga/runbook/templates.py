@@ -90,8 +90,9 @@ def references(source: str, *, expression: bool = False) -> list[Reference]:
     text = "{{ " + condition_source(source) + " }}" if expression else source
     try:
         tree = _environment().parse(text)
-        found = [Reference(name, None) for name in sorted(meta.find_undeclared_variables(tree))]
-        found += list(_keyed(tree))
+        context_names = meta.find_undeclared_variables(tree)  # not loop variables, not `set`s
+        found = [Reference(name, None) for name in sorted(context_names)]
+        found += [ref for ref in _keyed(tree) if ref.root in context_names]
     except RecursionError:
         raise TemplateError("the template is nested too deeply") from None
     except ValueError as exc:  # the lexer's int(): a literal longer than Python converts
