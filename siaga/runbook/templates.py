@@ -20,6 +20,11 @@ CONTEXT_ROOTS = frozenset({"inputs", "alert", "incident", "steps", "runbook", "m
 
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
+MAX_NESTING = 64
+"""How deep a template's syntax tree may go. Jinja's optimizer takes time cubic in the depth
+(300 nested `-` take seconds), and Python cannot compile the code of a few hundred levels."""
+_TOO_DEEP = f"the template is nested too deeply (over {MAX_NESTING} levels)"
+
 __all__ = [
     "CONTEXT_ROOTS",
     "Reference",
@@ -90,14 +95,25 @@ def references(source: str, *, expression: bool = False) -> list[Reference]:
     text = "{{ " + condition_source(source) + " }}" if expression else source
     try:
         tree = _environment().parse(text)
+        if _depth(tree) > MAX_NESTING:
+            raise TemplateError(_TOO_DEEP)
         context_names = meta.find_undeclared_variables(tree)  # not loop variables, not `set`s
         found = [Reference(name, None) for name in sorted(context_names)]
         found += [ref for ref in _keyed(tree) if ref.root in context_names]
     except RecursionError:
-        raise TemplateError("the template is nested too deeply") from None
+        raise TemplateError(_TOO_DEEP) from None
     except ValueError as exc:  # the lexer's int(): a literal longer than Python converts
         raise TemplateError(str(exc)) from None
     return found
+
+
+def _depth(tree: nodes.Node) -> int:
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return deepest
 
 
 def _keyed(tree: nodes.Node) -> Iterator[Reference]:
