@@ -21,8 +21,8 @@ CONTEXT_ROOTS = frozenset({"inputs", "alert", "incident", "steps", "runbook", "m
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
 MAX_NESTING = 64
-"""How deep a template's syntax tree may go. Jinja's optimizer takes time cubic in the depth
-(300 nested `-` take seconds), and Python cannot compile the code of a few hundred levels."""
+"""How deep a template's syntax tree may go: Python cannot compile the code Jinja makes of a
+few hundred levels, and a walk over them runs out of stack."""
 _TOO_DEEP = f"the template is nested too deeply (over {MAX_NESTING} levels)"
 
 __all__ = [
@@ -39,7 +39,24 @@ __all__ = [
 
 @cache
 def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    # Jinja's constant-folding optimizer takes time cubic in an expression's depth.
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, optimized=False
+    )
+
+
+class _NameTracker(meta.TrackingCodeGenerator):
+    """`meta.find_undeclared_variables`, without the optimizer it always switches on."""
+
+    def __init__(self, environment: ImmutableSandboxedEnvironment) -> None:
+        super().__init__(environment)
+        self.optimizer = None
+
+
+def _context_names(tree: nodes.Template) -> set[str]:
+    tracker = _NameTracker(_environment())
+    tracker.visit(tree)
+    return tracker.undeclared_identifiers
 
 
 def is_template(value: object) -> bool:
@@ -97,7 +114,7 @@ def references(source: str, *, expression: bool = False) -> list[Reference]:
         tree = _environment().parse(text)
         if _depth(tree) > MAX_NESTING:
             raise TemplateError(_TOO_DEEP)
-        context_names = meta.find_undeclared_variables(tree)  # not loop variables, not `set`s
+        context_names = _context_names(tree)  # not loop variables, not `set` names
         found = [Reference(name, None) for name in sorted(context_names)]
         found += [ref for ref in _keyed(tree) if ref.root in context_names]
     except RecursionError:
