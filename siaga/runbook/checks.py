@@ -86,10 +86,11 @@ def _check_actions(runbook: Runbook, doc: Document, registry: ActionRegistry) ->
         if step.undo is None:
             continue
         if step.undo.action not in registry:
+            spelled_out: Loc = ("steps", index, "undo", "action")  # not `undo: name`
             yield doc.diagnostic(
                 "unknown-action",
                 f"no action is named `{step.undo.action}`",
-                ("steps", index, "undo"),
+                spelled_out if spelled_out in doc.positions.values else spelled_out[:-1],
                 hint=did_you_mean(step.undo.action, registry.names()) or "`siaga actions` lists them",
             )
             continue
@@ -156,8 +157,10 @@ def _check_roles(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
             continue
         loc: Loc = ("steps", index, "approval")
         people: set[str] = set()
+        all_known = True
         for position, role in enumerate(approval.from_):
             if role not in roles:
+                all_known = False
                 yield doc.diagnostic(
                     "unknown-role",
                     f"no role is named `{role}`",
@@ -165,7 +168,7 @@ def _check_roles(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
                     hint=did_you_mean(role, roles) or "declare it under `roles:`",
                 )
             people.update(roles.get(role, ()))
-        if approval.quorum > len(people):
+        if all_known and approval.quorum > len(people):  # an unknown role's people are unknown
             yield doc.diagnostic(
                 "quorum-too-high",
                 f"quorum {approval.quorum} needs more people than the {len(people)} "
@@ -328,7 +331,7 @@ def _check_drill(runbook: Runbook, doc: Document, registry: ActionRegistry) -> I
             )
     try:
         zoneinfo.ZoneInfo(drill.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `Asia`, a folder
         yield doc.diagnostic(
             "bad-timezone",
             f"`{drill.timezone}` is not an IANA time zone",

@@ -20,7 +20,10 @@ def parse_duration(text: str) -> timedelta:
             f"expected a duration such as 30s, 10m, 1h or 1h30m, got {text!r}"
         )
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text.strip()!r} is too long a duration") from None
 
 
 def format_duration(value: timedelta) -> str:

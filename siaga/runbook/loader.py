@@ -79,6 +79,9 @@ def _validate_shape(doc: Document) -> tuple[Runbook | None, list[Diagnostic], se
     When some fields are wrong, the rest is still checked: each wrong field is set aside (or,
     when required, stood in for by a valid placeholder) and the shape validated again, so that
     one typo does not hide the file's other problems. Returns the places so patched.
+
+    An error inside a place already patched is the placeholder's own (it could not be made
+    valid): it is not reported, and the place holding the placeholder is set aside instead.
     """
     data = doc.data
     diagnostics: list[Diagnostic] = []
@@ -87,10 +90,10 @@ def _validate_shape(doc: Document) -> tuple[Runbook | None, list[Diagnostic], se
         try:
             runbook = Runbook.model_validate(data)
         except ValidationError as exc:
-            errors = [(e, _data_loc(doc.data, tuple(e["loc"]), e["type"])) for e in exc.errors()]
-            fresh = [(e, loc) for e, loc in errors if loc not in patched]
+            errors = [(e, _data_loc(data, tuple(e["loc"]), e["type"])) for e in exc.errors()]
+            fresh = [(e, loc) for e, loc in errors if not _within(loc, patched)]
             diagnostics += [_diagnostic(doc, e, loc) for e, loc in fresh]
-            locs = {loc for _, loc in errors}
+            locs = {_patched_parent(loc, patched) or loc for _, loc in errors}
             data = _patched(data, locs)
             if data is None:
                 return None, _unique(diagnostics), patched
@@ -98,6 +101,16 @@ def _validate_shape(doc: Document) -> tuple[Runbook | None, list[Diagnostic], se
         else:
             return runbook, _unique(diagnostics), patched
     return None, _unique(diagnostics), patched
+
+
+def _within(loc: Loc, places: set[Loc]) -> bool:
+    return any(loc[: len(place)] == place for place in places)
+
+
+def _patched_parent(loc: Loc, patched: set[Loc]) -> Loc | None:
+    """For an error inside the patched place P, the place holding P."""
+    inside = [place for place in patched if loc[: len(place)] == place]
+    return min(inside, key=len)[:-1] if inside else None
 
 
 def _unique(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
@@ -118,7 +131,8 @@ def _diagnostic(doc: Document, error: Any, loc: Loc) -> Diagnostic:
         )
     if kind == "missing":
         return doc.diagnostic("missing-key", f"`{loc[-1]}` is required", loc)
-    return doc.diagnostic("invalid", message, loc)
+    about_key = kind == "invalid_key" or tuple(error["loc"])[-1:] == ("[key]",)
+    return doc.diagnostic("invalid", message, loc, key=about_key)
 
 
 def _data_loc(data: Any, loc: Loc, kind: str) -> Loc:
@@ -126,6 +140,9 @@ def _data_loc(data: Any, loc: Loc, kind: str) -> Loc:
     out: list[str | int] = []
     for index, part in enumerate(loc):
         last = index == len(loc) - 1
+        if isinstance(data, Mapping) and part not in data:
+            # pydantic names a key that is neither text nor an integer (None, 1.5) by its repr
+            part = next((key for key in data if repr(key) == part), part)
         if isinstance(data, Mapping) and part in data:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and part < len(data):

@@ -9,7 +9,14 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from ..actions import DrillBehaviour
 from .durations import Duration
@@ -21,6 +28,16 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
 """A name usable in templates as ``inputs.<name>``."""
 
 RESERVED_INPUTS = frozenset({"mode", "alert", "incident"})
+
+
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_INPUTS:
+        raise ValueError(f"the input name `{name}` is reserved by Siaga")
+    return name
+
+
+InputName = Annotated[Identifier, AfterValidator(_not_reserved)]
+"""An input's name: an identifier that is not one of Siaga's own template names."""
 
 
 class _Model(BaseModel):
@@ -52,8 +69,8 @@ class Input(_Model):
 
     type: InputType = InputType.STRING
     description: str = ""
-    default: Scalar | None = None
     enum: list[Scalar] | None = Field(default=None, min_length=1)
+    default: Scalar | None = None  # after `type` and `enum`, which its validator reads
 
     @property
     def required(self) -> bool:
@@ -61,7 +78,10 @@ class Input(_Model):
 
     def coerce(self, value: Any) -> Scalar:
         """Coerce a value (often text from a command line or an alert) to this input's type."""
-        kind = self.type
+        return self._coerce(self.type, self.enum, value)
+
+    @staticmethod
+    def _coerce(kind: InputType, enum: list[Scalar] | None, value: Any) -> Scalar:
         if kind is InputType.BOOLEAN:
             if isinstance(value, bool):
                 result: Scalar = value
@@ -89,19 +109,25 @@ class Input(_Model):
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError(f"expected a string, got {value!r}")
             result = str(value)
-        if self.enum is not None and result not in self.enum:
-            choices = ", ".join(map(str, self.enum))
+        if enum is not None and result not in enum:
+            choices = ", ".join(map(str, enum))
             raise ValueError(f"{result!r} is not one of: {choices}")
         return result
 
-    @model_validator(mode="after")
-    def _default_fits(self) -> Input:
-        if self.enum is not None:
-            for choice in self.enum:
-                self.coerce(choice)
-        if self.default is not None:
-            self.coerce(self.default)
-        return self
+    @field_validator("enum")
+    @classmethod
+    def _choices_fit(cls, enum: list[Scalar] | None, info: ValidationInfo) -> list[Scalar] | None:
+        if enum is not None and "type" in info.data:
+            for choice in enum:
+                cls._coerce(info.data["type"], enum, choice)
+        return enum
+
+    @field_validator("default")
+    @classmethod
+    def _default_fits(cls, default: Scalar | None, info: ValidationInfo) -> Scalar | None:
+        if default is not None and "type" in info.data:
+            cls._coerce(info.data["type"], info.data.get("enum"), default)
+        return default
 
 
 class Impact(_Model):
@@ -149,18 +175,19 @@ class Approval(_Model):
     quorum: int = Field(default=1, ge=1)
     distinct_roles: bool = False
     timeout: Duration | None = None
+    safe_by_default: bool = False  # before `on_timeout`, whose validator reads it
     on_timeout: Literal["reject", "approve", "fail"] = "reject"
-    safe_by_default: bool = False
     reject: Literal["any", "majority"] = "any"
 
-    @model_validator(mode="after")
-    def _approve_on_timeout_is_explicit(self) -> Approval:
-        if self.on_timeout == "approve" and not self.safe_by_default:
+    @field_validator("on_timeout")
+    @classmethod
+    def _approve_on_timeout_is_explicit(cls, on_timeout: str, info: ValidationInfo) -> str:
+        if on_timeout == "approve" and info.data.get("safe_by_default") is False:
             raise ValueError(
                 "on_timeout: approve needs safe_by_default: true on the same approval, "
                 "so that approving without a person is a stated choice"
             )
-        return self
+        return on_timeout
 
 
 class Undo(_Model):
@@ -216,18 +243,10 @@ class Runbook(_Model):
     impact: Impact = Field(default_factory=Impact)
     roles: dict[Slug, list[Slug]] = Field(default_factory=dict)
     chain_of_command: list[Slug] = Field(default_factory=list)
-    inputs: dict[Identifier, Input] = Field(default_factory=dict)
+    inputs: dict[InputName, Input] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
     drill: Drill = Field(default_factory=Drill)
     steps: list[Step] = Field(min_length=1)
-
-    @field_validator("inputs")
-    @classmethod
-    def _no_reserved_inputs(cls, inputs: dict[str, Input]) -> dict[str, Input]:
-        taken = sorted(RESERVED_INPUTS & set(inputs))
-        if taken:
-            raise ValueError(f"input names {', '.join(taken)} are reserved by Siaga")
-        return inputs
 
     def step(self, step_id: str) -> Step:
         return next(step for step in self.steps if step.id == step_id)

@@ -115,13 +115,21 @@ class _Builder:
         raise YamlSyntaxError(self._error("yaml-syntax", f"unexpected YAML node {node.id}", node, loc))
 
     def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
-        self.constructor.flatten_mapping(node)
+        own = {id(key) for key, _ in node.value}
+        self.constructor.flatten_mapping(node)  # `<<: *anchor` merges come first, then own keys
         out: dict[Any, Any] = {}
+        merged: set[Any] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
                 raise YamlSyntaxError(self._error("yaml-syntax", "a key must be a plain value", key_node, loc))
             key = _scalar(self.constructor.construct_object(key_node, deep=True))
-            if key in out:
+            if id(key_node) not in own:
+                if key in out:
+                    continue  # an earlier merge wins over a later one
+                merged.add(key)
+            elif key in merged:
+                merged.discard(key)  # a mapping's own key overrides a merged one
+            elif key in out:
                 raise YamlSyntaxError(
                     self._error("duplicate-key", f"key `{key}` appears twice in this mapping", key_node, (*loc, key))
                 )
