@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from hypothesis import given
@@ -475,6 +476,24 @@ def test_a_role_is_assumed_with_sts(moto: Moto, connections: dict) -> None:
         preview = run(rds.preview_failover(rds.RdsFailover(cluster=cluster, target=first), context(with_role)))
     assert calls == ["AssumeRole", "DescribeDBClusters"]
     assert "already is the writer" in preview["summary"]
+
+
+def test_the_session_factory_gets_the_secret_keys_and_the_step_region(moto: Moto, connections: dict) -> None:
+    moto.client("rds", region="ap-southeast-3").create_db_cluster(
+        DBClusterIdentifier="jakarta-ledger", Engine="aurora-postgresql", MasterUsername="siaga",
+        MasterUserPassword="not-a-real-password",
+    )
+    made: list[dict[str, Any]] = []
+
+    def factory(**options: Any) -> boto3.Session:
+        made.append(options)
+        return boto3.Session(**options)
+
+    params = rds.RdsFailover(cluster="jakarta-ledger", target="none", region="ap-southeast-3")
+    preview = run(rds.preview_failover(params, context(connections), session_factory=factory))
+    assert preview["region"] == "ap-southeast-3" and "would fail" in preview["summary"]
+    assert made == [{"profile_name": None, "region_name": "ap-southeast-3",
+                     "aws_access_key_id": KEY_ID, "aws_secret_access_key": SECRET}]
 
 
 def test_a_connection_with_half_a_key_pair_is_refused(connections: dict) -> None:

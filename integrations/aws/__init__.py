@@ -38,7 +38,8 @@ from ._client import AwsConnection, AwsError, AwsParams, SessionFactory
 __all__ = ["ACTIONS", "PREVIEWS", "AwsConnection", "AwsError", "AwsParams", "SessionFactory"]
 
 Preview = Callable[[Any, ActionContext], Awaitable[dict[str, Any]]]
-"""Reads what an action would change and says so: ``{"summary": "This will ...", ...}``."""
+"""Reads what an action would change and says so: ``{"summary": "This will ...", ...}``; raises
+ActionFailed when AWS cannot be read (an unknown cluster or zone)."""
 
 ACTIONS = (
     ActionSpec(
