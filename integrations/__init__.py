@@ -2,7 +2,7 @@
 
 from siaga.actions import ActionRegistry
 
-from . import apprise_notify, basic, fanout, outbox, pagerduty, slack, smtp, teams, webhook
+from . import apprise_notify, aws, basic, fanout, outbox, pagerduty, slack, smtp, teams, webhook
 
 __all__ = ["default_registry"]
 
@@ -11,6 +11,7 @@ def default_registry() -> ActionRegistry:
     """Every action Siaga ships."""
     return ActionRegistry.of([
         *basic.ACTIONS, *outbox.ACTIONS, *webhook.ACTIONS,
+        *aws.ACTIONS,
         *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
         *fanout.ACTIONS,
     ])
