@@ -42,7 +42,7 @@ from botocore.exceptions import (
 from pydantic import Field, model_validator
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from siaga.actions import ActionContext, ActionFailed, ActionParams, Connection, Mode
+from siaga.actions import ActionContext, ActionFailed, ActionParams, Connection
 from siaga.secrets import REDACTOR
 
 T = TypeVar("T")
@@ -179,11 +179,9 @@ class Aws:
 
 
 def connection_for(params: AwsParams, context: ActionContext) -> AwsConnection:
-    """The step's connection; in a drill, a `production: true` one is swapped for its `sandbox`."""
-    connection = context.connection(AwsConnection, params.connection)
-    if context.mode is Mode.DRILL and connection.production and connection.sandbox:
-        connection = context.connection(AwsConnection, connection.sandbox)
-    return connection
+    """The step's connection (in a drill, ActionContext.connection swaps a `production: true`
+    one for its `sandbox`, or refuses it)."""
+    return context.connection(AwsConnection, params.connection)
 
 
 def _assume_role(

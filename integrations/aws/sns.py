@@ -6,7 +6,7 @@ and a MessageGroupId of the incident (or run). A standard topic cannot deduplica
 whose outcome is unknown is left to a person (`siaga ledger`), never sent blindly twice.
 
 In a drill the subject and message carry ``[DRILL]``; a `production: true` connection is never
-published to in a drill: its `sandbox` connection is, or, without one, nothing is sent.
+published to in a drill: its `sandbox` connection is, or, without one, the call is recorded.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import re
 import boto3
 from pydantic import BaseModel, ConfigDict, Field
 
-from siaga.actions import ActionContext, Mode
+from siaga.actions import ActionContext
 
-from ._client import Aws, AwsParams, SessionFactory, connection_for, deduplication_id
+from ._client import Aws, AwsParams, SessionFactory, deduplication_id
 
 
 class SnsPublish(AwsParams):
@@ -49,10 +49,6 @@ async def publish(
     params: SnsPublish, context: ActionContext, *, session_factory: SessionFactory = boto3.Session
 ) -> PublishResult:
     fifo = params.topic_arn.endswith(".fifo")
-    connection = connection_for(params, context)
-    if context.mode is Mode.DRILL and connection.production:
-        return PublishResult(topic_arn=params.topic_arn, published=False, fifo=fifo,
-                             note="drill: the connection is production and names no sandbox; nothing was sent")
     aws = await Aws.connect(params, context, ["sns"], session_factory)
     request: dict[str, str] = {"TopicArn": params.topic_arn, "Message": params.message}
     if params.subject:
