@@ -1,0 +1,242 @@
+"""The alert receiver end to end: `siaga up` (Prefect server, runner, receiver) as a user starts it,
+Alertmanager-shaped webhooks posted to it, incidents read back from the receiver and runs counted
+through the Prefect API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .test_stack import Stack, clean_env, free_port
+
+TOKEN = "s3cret-token-for-tests"
+RUNBOOK = "gateway-alert"
+RUNBOOK_YAML = f"""
+runbook: {RUNBOOK}
+title: Gateway errors from Alertmanager
+severity: sev2
+roles: {{ops: [eko]}}
+inputs:
+  region: {{type: string, default: nowhere}}
+triggers:
+  - source: alertmanager
+    match: {{alertname: GatewayErrors}}
+    group_by: [region]
+    inputs: {{region: "{{{{ alert.labels.region }}}}"}}
+steps:
+  - id: hello
+    action: note
+    with: {{text: "gateway errors in {{{{ inputs.region }}}}, incident {{{{ incident.id }}}}"}}
+"""
+
+
+class Receiver:
+    def __init__(self, stack: Stack, url: str) -> None:
+        self.stack, self.url = stack, url
+
+    def post(self, body: Any, token: str | None = TOKEN, *, raw: bytes | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if raw is not None:
+            return httpx.post(f"{self.url}/hooks/alertmanager", content=raw, headers=headers, timeout=10)
+        return httpx.post(f"{self.url}/hooks/alertmanager", json=body, headers=headers, timeout=10)
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until the worker has done everything posted so far, runs started included."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health = httpx.get(f"{self.url}/healthz", timeout=5).json()
+            if health["queued"] == 0 and not health["busy"]:
+                if all(i["flow_run_id"] for i in self.incidents(state="open")):
+                    return
+            assert time.monotonic() < deadline, health
+            time.sleep(0.2)
+
+    def incidents(self, **params: str) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.url}/incidents", params=params, timeout=10).json()
+
+    def runs(self) -> list[dict[str, Any]]:
+        return httpx.post(
+            f"{self.stack.api}/flow_runs/filter", json={"flows": {"name": {"any_": [RUNBOOK]}}, "limit": 200}
+        ).json()
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    home = tmp_path_factory.mktemp("receiver-home")
+    folder = home / "runbooks"
+    folder.mkdir()
+    (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
+    port, receiver_port = free_port(), free_port()
+    env = {**clean_env(home), "SIAGA_ALERTMANAGER_TOKEN": TOKEN}
+    output = home / "up.log"
+    with output.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port", str(receiver_port),
+             "--runbooks", str(folder)],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+    deadline = time.monotonic() + 180
+    while "Siaga is up" not in output.read_text():
+        assert process.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, output.read_text()
+        time.sleep(0.5)
+    assert f"Alert receiver: http://127.0.0.1:{receiver_port}" in output.read_text()
+    try:
+        yield Receiver(Stack(process, output, f"http://127.0.0.1:{port}/api", env), f"http://127.0.0.1:{receiver_port}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def am_alert(region: str, status: str = "firing", *, fingerprint: str | None = None,
+             starts_at: str = "2026-11-24T03:00:00Z") -> dict[str, Any]:
+    """One alert as Alertmanager's webhook sends it."""
+    return {
+        "status": status,
+        "labels": {"alertname": "GatewayErrors", "region": region, "severity": "critical"},
+        "annotations": {"summary": f"5xx at the gateway in {region}"},
+        "startsAt": starts_at,
+        "endsAt": "2026-11-24T03:10:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example/graph",
+        "fingerprint": fingerprint or f"fp-{region}",
+    }
+
+
+def webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
+    """Alertmanager's webhook body (version 4) around `alerts`."""
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="GatewayErrors"}',
+        "truncatedAlerts": 0,
+        "status": "firing" if firing else "resolved",
+        "receiver": "siaga",
+        "groupLabels": {"alertname": "GatewayErrors"},
+        "commonLabels": {"alertname": "GatewayErrors"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example",
+        "alerts": list(alerts),
+    }
+
+
+def region() -> str:
+    return f"r-{uuid.uuid4().hex[:8]}"
+
+
+def of_group(incidents: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [i for i in incidents if i["group_key"] == json.dumps([name])]
+
+
+def test_alerts_open_one_incident_and_start_its_runbook_once(receiver: Receiver) -> None:
+    r = region()
+    before = len(receiver.runs())
+    answer = receiver.post(webhook(am_alert(r), am_alert(r, fingerprint=f"fp-{r}-2")))
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"accepted": 2}
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), r)
+    assert incident["state"] == "open" and incident["alerts"] == 2 and incident["severity"] == "sev2"
+    assert incident["inputs"] == {"region": r}
+
+    # Alertmanager re-sends the group, now with a third alert: still one incident, one run
+    assert receiver.post(webhook(am_alert(r), am_alert(r, fingerprint=f"fp-{r}-2"))).status_code == 202
+    assert receiver.post(webhook(am_alert(r), am_alert(r, fingerprint=f"fp-{r}-3"))).status_code == 202
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), r)
+    assert incident["alerts"] == 3
+    runs = receiver.runs()
+    assert len(runs) == before + 1
+    (run,) = [run for run in runs if run["id"] == incident["flow_run_id"]]
+    assert incident["id"] in run["name"]
+    assert run["idempotency_key"] == incident["id"]
+    assert run["parameters"]["region"] == r
+    assert run["parameters"]["incident"]["id"] == incident["id"]
+    assert run["parameters"]["incident"]["runbook"] == RUNBOOK
+    assert run["parameters"]["alert"]["labels"]["region"] == r
+
+    deadline = time.monotonic() + 120
+    while (state := httpx.get(f"{receiver.stack.api}/flow_runs/{run['id']}").json()["state"]["type"]) != "COMPLETED":
+        assert state not in ("FAILED", "CRASHED", "CANCELLED") and time.monotonic() < deadline, state
+        time.sleep(0.5)
+
+    detail = httpx.get(f"{receiver.url}/incidents/{incident['id']}").json()
+    assert {a["fingerprint"] for a in detail["alert_list"]} == {f"fp-{r}", f"fp-{r}-2", f"fp-{r}-3"}
+
+    # resolved, two in one webhook and the last one later: the incident resolves with the last
+    receiver.post(webhook(am_alert(r, "resolved"), am_alert(r, "resolved", fingerprint=f"fp-{r}-2")))
+    receiver.settle()
+    assert of_group(receiver.incidents(), r)[0]["state"] == "open"
+    receiver.post(webhook(am_alert(r, "resolved", fingerprint=f"fp-{r}-3")))
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), r)
+    assert incident["state"] == "resolved" and incident["resolved_at"]
+    assert len(receiver.runs()) == before + 1
+
+
+def test_a_missing_or_wrong_token_is_refused_and_nothing_is_recorded(receiver: Receiver) -> None:
+    r = region()
+    for token in (None, "wrong", ""):
+        answer = receiver.post(webhook(am_alert(r)), token=token)
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["www-authenticate"] == "Bearer"
+    answer = httpx.post(f"{receiver.url}/hooks/alertmanager", json=webhook(am_alert(r)),
+                        headers={"Authorization": f"Basic {TOKEN}"})
+    assert answer.status_code == 401
+    receiver.settle()
+    assert of_group(receiver.incidents(), r) == []
+    listed = receiver.stack.siaga("incidents", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert not [i for i in json.loads(listed.stdout) if r in i["group_key"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        (b"{not json", 400, "not JSON"),
+        (b"[1, 2]", 422, "not a JSON object"),
+        (b'{"version": "4"}', 422, "alerts"),
+        (json.dumps(webhook({**am_alert("x"), "status": "burning"})).encode(), 422, "status"),
+        (json.dumps(webhook({**am_alert("x"), "labels": ["a"]})).encode(), 422, "labels"),
+        (json.dumps(webhook({**am_alert("x"), "startsAt": "yesterday"})).encode(), 422, "startsAt"),
+        (json.dumps(webhook({**am_alert("x"), "fingerprint": 7})).encode(), 422, "fingerprint"),
+        (b"\xff\xfe", 400, "not JSON"),
+    ],
+)
+def test_a_malformed_body_is_refused_with_a_reason(receiver: Receiver, body: bytes, status: int, reason: str) -> None:
+    answer = receiver.post(None, raw=body)
+    assert answer.status_code == status, answer.text
+    assert reason in answer.json()["detail"]
+
+
+def test_other_sources_and_unknown_incidents(receiver: Receiver) -> None:
+    assert httpx.post(f"{receiver.url}/hooks/nagios", json={}).status_code == 404
+    assert httpx.get(f"{receiver.url}/incidents/inc-nope").status_code == 404
+    assert httpx.get(f"{receiver.url}/incidents", params={"state": "weird"}).status_code == 422
+
+
+def test_30_concurrent_webhooks_lose_no_run_and_start_none_twice(receiver: Receiver) -> None:
+    groups = [region() for _ in range(10)]
+    before = len(receiver.runs())
+    bodies = [webhook(am_alert(g)) for g in groups for _ in range(3)]
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda body: receiver.post(body).status_code, bodies))
+    assert answers == [202] * 30
+    receiver.settle(timeout=120)
+    incidents = [i for g in groups for i in of_group(receiver.incidents(), g)]
+    assert len(incidents) == 10 and all(i["alerts"] == 1 for i in incidents)
+    runs = receiver.runs()
+    assert len(runs) == before + 10
+    started = {run["parameters"]["incident"]["id"] for run in runs if run["parameters"].get("incident")}
+    assert {i["id"] for i in incidents} <= started
+    assert {i["flow_run_id"] for i in incidents} <= {run["id"] for run in runs}
