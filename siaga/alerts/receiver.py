@@ -2,8 +2,9 @@
 
 Endpoints:
 
-* ``POST /hooks/alertmanager``: an Alertmanager webhook (``Authorization: Bearer <token>``).
-  Other sources (grafana, sns, pagerduty, generic) answer 501 until their signature checks land.
+* ``POST /hooks/alertmanager``: an Alertmanager webhook (``Authorization: Bearer <token>``),
+  parsed by `siaga.alerts.parsers.parse` and proven by `siaga.alerts.signatures.verify`. Other
+  sources (grafana, cloudwatch, pagerduty, generic) answer 501 until their configuration lands.
 * ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
 * ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -51,6 +51,8 @@ from siaga.incidents import get_incident, list_incidents, note_run_failure, pend
 from siaga.runbook import Runbook
 
 from .model import Alert, BadPayload
+from .parsers import parse
+from .signatures import AuthError, SourceAuth, Unauthenticated, verify
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
 
@@ -61,7 +63,6 @@ DEFAULT_PORT = 8787
 MAX_BODY = 10 * 1024 * 1024
 QUEUE_SIZE = 10_000
 RESCAN_SECONDS = 15.0
-SOURCES = ("alertmanager", "grafana", "sns", "pagerduty", "generic")
 
 StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
 """Start an incident's run (idempotently, keyed by the incident id); return the flow run id."""
@@ -69,18 +70,25 @@ StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
 
 @dataclass(frozen=True)
 class ReceiverConfig:
-    alertmanager_token: str | None = None
+    sources: Mapping[str, SourceAuth] = field(default_factory=dict)
+    """How each served source proves its webhooks; a source not here answers 501."""
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
         env = os.environ if environ is None else environ
+        token = env.get("SIAGA_ALERTMANAGER_TOKEN") or None
         return cls(
-            alertmanager_token=env.get("SIAGA_ALERTMANAGER_TOKEN") or None,
+            sources={"alertmanager": SourceAuth(bearer_token=token)},
             host=env.get("SIAGA_RECEIVER_HOST") or DEFAULT_HOST,
             port=int(env.get("SIAGA_RECEIVER_PORT") or DEFAULT_PORT),
         )
+
+    @property
+    def alertmanager_token(self) -> str | None:
+        auth = self.sources.get("alertmanager")
+        return auth.bearer_token.get_secret_value() if auth and auth.bearer_token else None
 
 
 @dataclass(frozen=True)
@@ -164,24 +172,6 @@ class Worker:
                 delay = min(delay * 2, 5.0)
 
 
-def _authenticate_bearer(request: Request, token: str | None) -> None:
-    given = request.headers.get("authorization", "")
-    scheme, _, credentials = given.partition(" ")
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if token is None:
-        raise HTTPException(401, "no token is configured for this source (SIAGA_ALERTMANAGER_TOKEN)", challenge)
-    if scheme.lower() != "bearer" or not credentials:
-        raise HTTPException(401, "a bearer token is required", challenge)
-    if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
-        raise HTTPException(401, "the bearer token is wrong", challenge)
-
-
-def _parse(source: str, payload: Mapping[str, Any]) -> list[Alert]:
-    from .parsers import parse
-
-    return parse(source, payload)
-
-
 def create_app(
     runbooks: Mapping[str, Runbook],
     config: ReceiverConfig,
@@ -219,11 +209,9 @@ def create_app(
 
     @app.post("/hooks/{source}", status_code=202)
     async def hook(source: str, request: Request) -> JSONResponse:
-        if source not in SOURCES:
-            raise HTTPException(404, f"no source `{source}`; sources: {', '.join(SOURCES)}")
-        if source != "alertmanager":
-            raise HTTPException(501, f"the {source} webhook is not available yet")
-        _authenticate_bearer(request, config.alertmanager_token)
+        auth = config.sources.get(source)
+        if auth is None:
+            raise HTTPException(501, f"the receiver does not serve `{source}` webhooks (yet)")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
@@ -231,13 +219,18 @@ def create_app(
         if len(body) > MAX_BODY:
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
         try:
+            verify(source, request.headers, body, auth, datetime.now(UTC))
+        except AuthError as exc:
+            challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+            raise HTTPException(exc.status_code, exc.reason, challenge) from None
+        try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPException(400, f"the body is not JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise HTTPException(422, "the body is not a JSON object")
         try:
-            alerts = _parse(source, payload)
+            alerts = parse(source, payload)
         except BadPayload as exc:
             raise HTTPException(422, str(exc)) from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
