@@ -4,13 +4,16 @@ through the Prefect API."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +243,108 @@ def test_30_concurrent_webhooks_lose_no_run_and_start_none_twice(receiver: Recei
     started = {run["parameters"]["incident"]["id"] for run in runs if run["parameters"].get("incident")}
     assert {i["id"] for i in incidents} <= started
     assert {i["flow_run_id"] for i in incidents} <= {run["id"] for run in runs}
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: siaga
+  group_by: [alertname, region]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: siaga
+    webhook_configs:
+      - url: {url}/hooks/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: {token}
+"""
+
+
+@pytest.fixture(scope="module")
+def alertmanager(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's Alertmanager on loopback, sending its webhooks to the receiver; yields its URL."""
+    if ALERTMANAGER is None:
+        pytest.skip("no Alertmanager binary: apt-get install -y prometheus-alertmanager")
+    folder = tmp_path_factory.mktemp("alertmanager")
+    (folder / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG.format(url=receiver.url, token=TOKEN))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (folder / "alertmanager.log").open("w") as log:
+        process = subprocess.Popen(
+            [ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (folder / "alertmanager.log").read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, (folder / "alertmanager.log").read_text()
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def fire(alertmanager: str, region: str, instances: list[str], *, ended: bool = False) -> None:
+    """Post alerts to Alertmanager's v2 API, as Prometheus does."""
+    now = datetime.now(UTC)
+    alerts = [
+        {
+            "labels": {"alertname": "GatewayErrors", "region": region, "instance": instance, "severity": "critical"},
+            "annotations": {"summary": f"5xx at the gateway in {region}"},
+            "startsAt": STARTS[region, instance].isoformat(),
+            **({"endsAt": now.isoformat()} if ended else {"endsAt": (now + timedelta(minutes=5)).isoformat()}),
+            "generatorURL": "http://prometheus.example/graph",
+        }
+        for instance in instances
+    ]
+    answer = httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+STARTS: dict[tuple[str, str], datetime] = {}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return value
+
+
+def test_a_real_alertmanager_opens_one_incident_and_one_run(receiver: Receiver, alertmanager: str) -> None:
+    r = region()
+    instances = ["gw-1", "gw-2", "gw-3"]
+    for instance in instances:
+        STARTS[r, instance] = datetime.now(UTC).replace(microsecond=0)
+    before = len(receiver.runs())
+    fire(alertmanager, r, instances[:2])
+    wait_for(lambda: of_group(receiver.incidents(), r), what="the incident")
+    fire(alertmanager, r, instances)  # Prometheus re-sends every evaluation; a third instance joins
+    incident = wait_for(
+        lambda: [i for i in of_group(receiver.incidents(), r) if i["alerts"] == 3 and i["flow_run_id"]],
+        what="the third alert to join",
+    )[0]
+    receiver.settle()
+    assert len(of_group(receiver.incidents(), r)) == 1
+    assert len(receiver.runs()) == before + 1
+    run = httpx.get(f"{receiver.stack.api}/flow_runs/{incident['flow_run_id']}").json()
+    assert run["parameters"]["region"] == r and run["parameters"]["incident"]["id"] == incident["id"]
+
+    fire(alertmanager, r, instances, ended=True)
+    wait_for(lambda: of_group(receiver.incidents(), r)[0]["state"] == "resolved", what="the incident to resolve")
+    assert len(receiver.runs()) == before + 1
