@@ -206,7 +206,7 @@ async def _start_receiver(
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
-    server = _EmbeddedServer(uvicorn.Config(create_app(catalog.runbooks, config), log_level="warning", lifespan="on"))
+    server = _EmbeddedServer(uvicorn.Config(create_app(catalog.runbooks, config, notify=echo), log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="siaga-receiver")
     while not server.started:
         if task.done():

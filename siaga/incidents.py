@@ -183,6 +183,9 @@ def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: date
     ).scalars().all()
     resolved = []
     for incident_id in touched:
+        # PostgreSQL: one resolver at a time per incident, so two last alerts resolved at once
+        # cannot each see the other still firing (SQLite has one writer anyway)
+        connection.execute(select(incidents.c.id).where(incidents.c.id == incident_id).with_for_update())
         _link(connection, incident_id, alert_id)
         still_firing = connection.execute(
             select(func.count())

@@ -145,3 +145,46 @@ def test_a_threshold_trigger_opens_on_the_count_th_alert_then_joins(store) -> No
     opened = post(5, NOW)
     assert len(opened) == 1
     assert post(6, NOW + timedelta(hours=1)) == opened
+
+
+def test_inputs_are_coerced_to_the_runbooks_types_or_left_out() -> None:
+    typed = Runbook.model_validate(
+        {
+            "runbook": "typed",
+            "title": "typed",
+            "severity": "sev3",
+            "roles": {"ops": ["eko"]},
+            "inputs": {"replicas": {"type": "integer", "default": 1}, "zone": {"type": "string", "default": "a", "enum": ["a", "b"]}},
+            "triggers": [{"source": "alertmanager", "inputs": {"replicas": "{{ alert.labels.n }}", "zone": "{{ alert.labels.zone }}"}}],
+            "steps": [{"id": "note", "action": "note", "with": {"text": "hi"}}],
+        }
+    )
+    (route,) = routes([typed], alert(n="3", zone="z"))
+    assert route.inputs == {"replicas": 3}
+    assert "zone" in route.problems[0]
+
+
+def test_the_worker_retries_a_run_that_did_not_start_and_records_it_once(store) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from siaga.alerts.receiver import Batch, Worker
+
+    calls: list[str] = []
+
+    async def flaky_start(incident) -> str:  # type: ignore[no-untyped-def]
+        calls.append(incident["id"])
+        if len(calls) < 3:
+            raise ConnectionError("503 database is locked")
+        return f"run-of-{incident['id']}"
+
+    async def go() -> None:
+        worker = Worker(CATALOG, store, flaky_start, attempts=3, first_delay=0)
+        task = asyncio.create_task(worker.run())
+        worker.queue.put_nowait(Batch("alertmanager", [alert("a"), alert("a"), alert("b", fingerprint="x")], NOW))
+        await worker.queue.join()
+        task.cancel()
+
+    asyncio.run(go())
+    incidents = list_incidents(store)
+    assert len(incidents) == 2 and all(i["flow_run_id"] == f"run-of-{i['id']}" for i in incidents)
+    assert len(calls) == 4  # two failures and a success for the first incident, one for the second

@@ -106,10 +106,14 @@ class Worker:
     engine: Engine
     start_run: StartRun
     queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    notify: Callable[[str], None] | None = None
+    """Told, in one line each, of incidents opened and resolved and runs started (`siaga up`)."""
     busy: bool = False
     processed: int = 0
     attempts: int = 6
     first_delay: float = 0.25
+    _not_before: dict[str, float] = field(default_factory=dict)
+    """Incidents whose run failed to start: not retried before this (monotonic) time."""
 
     async def run(self) -> None:
         await self._start_pending()
@@ -130,22 +134,34 @@ class Worker:
                 self.busy = False
                 self.queue.task_done()
 
+    def _tell(self, message: str) -> None:
+        log.info(message)
+        if self.notify:
+            self.notify(message)
+
     async def _record(self, batch: Batch) -> None:
         for alert in batch.alerts:
-            outcome = await self._retry(
-                f"recording alert {alert.fingerprint}",
-                lambda alert=alert: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
-                (OperationalError,),
-            )
+            try:
+                outcome = await self._retry(
+                    f"recording alert {alert.fingerprint}",
+                    lambda alert=alert: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
+                    (OperationalError,),
+                )
+            except Exception:  # one bad alert must not cost the rest of the batch
+                log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
+                continue
             for problem in outcome.problems:
                 log.warning("alert %s: %s", alert.fingerprint, problem)
             for incident_id in outcome.opened:
-                log.info("incident %s opened by alert %s", incident_id, alert.fingerprint)
+                self._tell(f"incident {incident_id} opened by {alert.source} alert {alert.labels.get('alertname', alert.fingerprint)}")
             for incident_id in outcome.resolved:
-                log.info("incident %s resolved", incident_id)
+                self._tell(f"incident {incident_id} resolved")
 
     async def _start_pending(self) -> None:
+        loop = asyncio.get_running_loop()
         for incident in await asyncio.to_thread(pending_runs, self.engine):
+            if self._not_before.get(incident["id"], 0.0) > loop.time():
+                continue  # failed lately: the rescan retries it later, and the queue moves on
             try:
                 flow_run_id = await self._retry(
                     f"starting the run of incident {incident['id']}",
@@ -155,9 +171,12 @@ class Worker:
             except Exception as exc:
                 log.error("incident %s: its run did not start: %s", incident["id"], exc)
                 await asyncio.to_thread(note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}")
+                failures = incident["run_attempts"] + 1
+                self._not_before[incident["id"]] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
                 continue
+            self._not_before.pop(incident["id"], None)
             await asyncio.to_thread(set_flow_run, self.engine, incident["id"], str(flow_run_id))
-            log.info("incident %s: run %s started", incident["id"], flow_run_id)
+            self._tell(f"incident {incident['id']}: {incident['runbook_id']} run {flow_run_id} started")
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[Any]], errors: tuple[type[BaseException], ...]) -> Any:
         delay = self.first_delay
@@ -177,6 +196,7 @@ def create_app(
     config: ReceiverConfig,
     engine: Engine | None = None,
     start_run: StartRun | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The receiver app; its lifespan runs the worker."""
     if engine is None:
@@ -187,7 +207,7 @@ def create_app(
         from siaga.flows.running import start_incident_run
 
         start_run = start_incident_run
-    worker = Worker(runbooks, engine, start_run)
+    worker = Worker(runbooks, engine, start_run, notify=notify)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -63,9 +63,10 @@ def group_key(trigger: Trigger, alert: Alert) -> str:
     return json.dumps([alert.labels.get(name, "") for name in trigger.group_by], separators=(",", ":"))
 
 
-def render_inputs(trigger: Trigger, alert: Alert) -> tuple[dict[str, Any], list[str]]:
-    """The trigger's `inputs` templates rendered over ``alert``; and a message per input that
-    did not render (a label the alert lacks, a broken template)."""
+def render_inputs(trigger: Trigger, alert: Alert, runbook: Runbook | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The trigger's `inputs` templates rendered over ``alert`` (and coerced to the type of the
+    runbook's input, given the runbook); and a message per input left out: a label the alert
+    lacks, a broken template, a value the input does not take (its default applies)."""
     context = {"alert": alert.template_context()}
     rendered: dict[str, Any] = {}
     problems: list[str] = []
@@ -78,6 +79,13 @@ def render_inputs(trigger: Trigger, alert: Alert) -> tuple[dict[str, Any], list[
         if value is None:
             problems.append(f"input `{name}` ({template!r}) is undefined for this alert")
             continue
+        spec = runbook.inputs.get(name) if runbook else None
+        if spec is not None:
+            try:
+                value = spec.coerce(value)
+            except ValueError as exc:
+                problems.append(f"input `{name}` = {value!r} is left out: {exc}")
+                continue
         rendered[name] = value
     return rendered, problems
 
@@ -89,7 +97,7 @@ def routes(runbooks: Iterable[Runbook], alert: Alert) -> list[Route]:
         for index, trigger in enumerate(runbook.triggers):
             if not matches(trigger, alert):
                 continue
-            inputs, problems = render_inputs(trigger, alert)
+            inputs, problems = render_inputs(trigger, alert, runbook)
             found.append(
                 Route(
                     runbook_id=runbook.id,
