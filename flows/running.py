@@ -202,8 +202,13 @@ async def start_incident_run(incident: Mapping[str, Any]) -> str:
     """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
     idempotency key, so a retry returns the run the first call created. Return the run id."""
     runbook_id = incident["runbook_id"]
+    if not PREFECT_API_URL.value():
+        raise StackUnavailable("PREFECT_API_URL is not set: no Prefect server to start runs on")
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
+        try:
+            deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
+        except ObjectNotFound:
+            raise StackUnavailable(f"runbook {runbook_id} is not deployed on {PREFECT_API_URL.value()}") from None
         run = await client.create_flow_run_from_deployment(
             deployment.id,
             parameters=incident_parameters(incident),
