@@ -149,23 +149,24 @@ def open_or_join(
     return incident_id, opened
 
 
-def _recent_times(connection: Connection, route: Route, runbook: Runbook, now: datetime) -> list[datetime]:
-    """When the firing alerts of `route`'s trigger and group arrived within its threshold window."""
+def _recent(connection: Connection, route: Route, runbook: Runbook, now: datetime) -> dict[int, datetime]:
+    """The firing alerts of `route`'s trigger and group that arrived within its threshold window:
+    row id -> arrival time."""
     assert route.threshold is not None
     trigger = runbook.triggers[route.trigger_index]
     rows = connection.execute(
-        select(alerts.c.fingerprint, alerts.c.labels, alerts.c.received_at).where(
+        select(alerts.c.id, alerts.c.fingerprint, alerts.c.labels, alerts.c.received_at).where(
             alerts.c.source == trigger.source,
             alerts.c.status == str(AlertStatus.FIRING),
             alerts.c.received_at >= now - route.threshold.within - timedelta(seconds=1),
         )
     ).all()
-    times = []
-    for fingerprint, labels, received_at in rows:
+    recent = {}
+    for alert_id, fingerprint, labels, received_at in rows:
         candidate = Alert(source=trigger.source, fingerprint=fingerprint, status=AlertStatus.FIRING, labels=labels)
         if matches(trigger, candidate) and group_key(trigger, candidate) == route.group_key:
-            times.append(_utc(received_at))
-    return [t for t in times if t is not None]
+            recent[alert_id] = _utc(received_at) or now
+    return recent
 
 
 def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: datetime) -> list[str]:
@@ -223,13 +224,22 @@ def process(engine: Engine, runbooks: Mapping[str, Runbook], alert: Alert, now: 
         for route in routes(runbooks.values(), alert):
             runbook = runbooks[route.runbook_id]
             outcome.problems.extend(f"{route.runbook_id}: {p}" for p in route.problems)
+            counted: dict[int, datetime] = {}
             if route.threshold is not None:
                 already = connection.execute(
                     select(incidents.c.id).where(incidents.c.open_key == f"{route.runbook_id} {route.group_key}")
                 ).first()
-                if not already and not threshold_reached(route.threshold, _recent_times(connection, route, runbook, now), now):
-                    continue
+                if not already:
+                    counted = _recent(connection, route, runbook, now)
+                    if not threshold_reached(route.threshold, list(counted.values()), now):
+                        continue
             incident_id, opened = open_or_join(connection, route, alert, alert_id, runbook, now)
+            since = now - route.threshold.within if route.threshold else now
+            for earlier, at in counted.items():  # the alerts that reached the threshold belong to it too
+                if earlier != alert_id and since <= at <= now and _link(connection, incident_id, earlier):
+                    connection.execute(
+                        update(incidents).where(incidents.c.id == incident_id).values(alerts=incidents.c.alerts + 1)
+                    )
             (outcome.opened if opened else outcome.joined).append(incident_id)
         return outcome
 

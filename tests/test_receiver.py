@@ -5,6 +5,8 @@ through the Prefect API."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import shutil
 import subprocess
@@ -42,6 +44,26 @@ steps:
     with: {{text: "gateway errors in {{{{ inputs.region }}}}, incident {{{{ incident.id }}}}"}}
 """
 
+STORM = "social-storm"
+SOCIAL_SECRET = "social-hmac-secret"
+STORM_YAML = f"""
+runbook: {STORM}
+title: Angry posts about payments
+severity: sev3
+roles: {{comms: [gita]}}
+inputs:
+  topic: {{type: string, default: unknown}}
+triggers:
+  - source: social
+    group_by: [topic]
+    inputs: {{topic: "{{{{ alert.labels.topic }}}}"}}
+    threshold: {{count: 3, within: 10m, match: {{sentiment: negative}}}}
+steps:
+  - id: hello
+    action: note
+    with: {{text: "posts about {{{{ inputs.topic }}}}"}}
+"""
+
 
 class Receiver:
     def __init__(self, stack: Stack, url: str) -> None:
@@ -67,9 +89,9 @@ class Receiver:
     def incidents(self, **params: str) -> list[dict[str, Any]]:
         return httpx.get(f"{self.url}/incidents", params=params, timeout=10).json()
 
-    def runs(self) -> list[dict[str, Any]]:
+    def runs(self, runbook: str = RUNBOOK) -> list[dict[str, Any]]:
         return httpx.post(
-            f"{self.stack.api}/flow_runs/filter", json={"flows": {"name": {"any_": [RUNBOOK]}}, "limit": 200}
+            f"{self.stack.api}/flow_runs/filter", json={"flows": {"name": {"any_": [runbook]}}, "limit": 200}
         ).json()
 
 
@@ -79,8 +101,9 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     folder = home / "runbooks"
     folder.mkdir()
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
+    (folder / f"{STORM}.yaml").write_text(STORM_YAML)
     port, receiver_port = free_port(), free_port()
-    env = {**clean_env(home), "SIAGA_ALERTMANAGER_TOKEN": TOKEN}
+    env = {**clean_env(home), "SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": f"old-secret,{SOCIAL_SECRET}"}
     output = home / "up.log"
     with output.open("w") as log:
         process = subprocess.Popen(
@@ -223,7 +246,8 @@ def test_a_malformed_body_is_refused_with_a_reason(receiver: Receiver, body: byt
 
 
 def test_other_sources_and_unknown_incidents(receiver: Receiver) -> None:
-    assert httpx.post(f"{receiver.url}/hooks/nagios", json={}).status_code == 501
+    assert httpx.post(f"{receiver.url}/hooks/nagios", json={}).status_code == 404
+    assert httpx.post(f"{receiver.url}/hooks/cloudwatch", json={}).status_code == 501
     assert httpx.get(f"{receiver.url}/incidents/inc-nope").status_code == 404
     assert httpx.get(f"{receiver.url}/incidents", params={"state": "weird"}).status_code == 422
 
@@ -243,6 +267,50 @@ def test_30_concurrent_webhooks_lose_no_run_and_start_none_twice(receiver: Recei
     started = {run["parameters"]["incident"]["id"] for run in runs if run["parameters"].get("incident")}
     assert {i["id"] for i in incidents} <= started
     assert {i["flow_run_id"] for i in incidents} <= {run["id"] for run in runs}
+
+
+def signed(body: bytes, secret: str = SOCIAL_SECRET) -> dict[str, str]:
+    """The headers of a generic signed webhook (what Siaga's own http.request sends)."""
+    stamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-Siaga-Timestamp": stamp, "X-Siaga-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+def test_a_signed_generic_source_opens_a_threshold_incident_on_the_third_post(receiver: Receiver) -> None:
+    topic = region()
+    url = f"{receiver.url}/hooks/social"
+    before = len(receiver.runs(STORM))
+
+    def post(n: int, sentiment: str = "negative") -> httpx.Response:
+        body = json.dumps({"labels": {"sentiment": sentiment, "topic": topic, "post": str(n)}}).encode()
+        return httpx.post(url, content=body, headers=signed(body))
+
+    assert post(1).status_code == 202
+    assert post(2).status_code == 202
+    assert post(3, sentiment="positive").status_code == 202
+    receiver.settle()
+    assert of_group(receiver.incidents(), topic) == []
+
+    body = json.dumps({"labels": {"sentiment": "negative", "topic": topic, "post": "4"}}).encode()
+    headers = signed(body)
+    assert httpx.post(url, content=body, headers=headers).status_code == 202
+    replayed = httpx.post(url, content=body, headers=headers)
+    assert replayed.status_code == 403 and "replay" in replayed.json()["detail"]
+    unsigned = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    assert unsigned.status_code == 401
+    forged = httpx.post(url, content=body, headers=signed(body, secret="guess"))
+    assert forged.status_code == 401
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), topic)
+    assert incident["runbook_id"] == STORM and incident["alerts"] == 3  # the three negative posts
+    assert post(5).status_code == 202
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), topic)
+    assert incident["alerts"] == 4
+    runs = receiver.runs(STORM)
+    assert len(runs) == before + 1
+    (run,) = [r for r in runs if r["id"] == incident["flow_run_id"]]
+    assert run["parameters"]["topic"] == topic
 
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

@@ -144,6 +144,7 @@ def test_a_threshold_trigger_opens_on_the_count_th_alert_then_joins(store) -> No
     assert post(4, NOW - timedelta(minutes=1)) == []
     opened = post(5, NOW)
     assert len(opened) == 1
+    assert get_incident(store, opened[0])["alerts"] == 3  # posts 2, 4 and 5: the ones in the window
     assert post(6, NOW + timedelta(hours=1)) == opened
 
 

@@ -2,9 +2,10 @@
 
 Endpoints:
 
-* ``POST /hooks/alertmanager``: an Alertmanager webhook (``Authorization: Bearer <token>``),
-  parsed by `siaga.alerts.parsers.parse` and proven by `siaga.alerts.signatures.verify`. Other
-  sources (grafana, cloudwatch, pagerduty, generic) answer 501 until their configuration lands.
+* ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
+  signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (with an in-memory
+  replay guard) and parsed by `siaga.alerts.parsers.parse`. ``cloudwatch`` (SNS) answers 501 for
+  now: certificate fetching and subscription confirmation are not wired yet.
 * ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
 * ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
 
@@ -26,6 +27,12 @@ Configuration, from the environment:
 * ``SIAGA_ALERTMANAGER_TOKEN``: the bearer token Alertmanager sends (its webhook receiver's
   ``http_config: {authorization: {credentials: ...}}``). Without it, /hooks/alertmanager refuses
   every request.
+* ``SIAGA_GRAFANA_TOKEN`` and/or ``SIAGA_GRAFANA_HMAC_SECRET`` (and
+  ``SIAGA_GRAFANA_TIMESTAMP_HEADER`` if the contact point signs a timestamp).
+* ``SIAGA_PAGERDUTY_HMAC_SECRET``: the webhook subscription's signing secret.
+* ``SIAGA_HOOK_SECRET_<NAME>``: serves the generic source ``<name>`` (lowercased) at
+  ``/hooks/<name>``, signed ``X-Siaga-Timestamp`` / ``X-Siaga-Signature: sha256=...``.
+* Secrets may be comma-separated lists (rotation: any one is accepted).
 * ``SIAGA_RECEIVER_HOST`` / ``SIAGA_RECEIVER_PORT``: where `siaga receiver` and `siaga up` listen
   (default 127.0.0.1:8787).
 """
@@ -51,8 +58,8 @@ from siaga.incidents import get_incident, list_incidents, note_run_failure, pend
 from siaga.runbook import Runbook
 
 from .model import Alert, BadPayload
-from .parsers import parse
-from .signatures import AuthError, SourceAuth, Unauthenticated, verify
+from .parsers import SOURCES, parse
+from .signatures import AuthError, MemoryReplayGuard, SourceAuth, Unauthenticated, replay_key, verify
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
 
@@ -63,6 +70,9 @@ DEFAULT_PORT = 8787
 MAX_BODY = 10 * 1024 * 1024
 QUEUE_SIZE = 10_000
 RESCAN_SECONDS = 15.0
+
+GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
+BUILT_IN = frozenset(SOURCES)
 
 StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
 """Start an incident's run (idempotently, keyed by the incident id); return the flow run id."""
@@ -78,9 +88,26 @@ class ReceiverConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
         env = os.environ if environ is None else environ
-        token = env.get("SIAGA_ALERTMANAGER_TOKEN") or None
+
+        def secrets(name: str) -> list[str]:
+            return [part.strip() for part in (env.get(name) or "").split(",") if part.strip()]
+
+        sources = {
+            "alertmanager": SourceAuth(bearer_token=env.get("SIAGA_ALERTMANAGER_TOKEN") or None),
+            "grafana": SourceAuth(
+                bearer_token=env.get("SIAGA_GRAFANA_TOKEN") or None,
+                hmac_secrets=secrets("SIAGA_GRAFANA_HMAC_SECRET"),
+                timestamp_header=env.get("SIAGA_GRAFANA_TIMESTAMP_HEADER") or None,
+            ),
+            "pagerduty": SourceAuth(hmac_secrets=secrets("SIAGA_PAGERDUTY_HMAC_SECRET")),
+        }
+        for key in env:
+            if key.startswith(GENERIC_PREFIX) and len(key) > len(GENERIC_PREFIX):
+                name = key.removeprefix(GENERIC_PREFIX).lower()
+                if name not in sources and name not in BUILT_IN:
+                    sources[name] = SourceAuth(hmac_secrets=secrets(key))
         return cls(
-            sources={"alertmanager": SourceAuth(bearer_token=token)},
+            sources=sources,
             host=env.get("SIAGA_RECEIVER_HOST") or DEFAULT_HOST,
             port=int(env.get("SIAGA_RECEIVER_PORT") or DEFAULT_PORT),
         )
@@ -208,6 +235,7 @@ def create_app(
 
         start_run = start_incident_run
     worker = Worker(runbooks, engine, start_run, notify=notify)
+    replay_guard = MemoryReplayGuard()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -231,7 +259,9 @@ def create_app(
     async def hook(source: str, request: Request) -> JSONResponse:
         auth = config.sources.get(source)
         if auth is None:
-            raise HTTPException(501, f"the receiver does not serve `{source}` webhooks (yet)")
+            if source in BUILT_IN:  # cloudwatch: SNS certificates and subscription confirmation
+                raise HTTPException(501, f"the receiver does not serve `{source}` webhooks yet")
+            raise HTTPException(404, f"no source `{source}` is configured (set {GENERIC_PREFIX}{source.upper()})")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
@@ -239,7 +269,7 @@ def create_app(
         if len(body) > MAX_BODY:
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
         try:
-            verify(source, request.headers, body, auth, datetime.now(UTC))
+            verify(source, request.headers, body, auth, datetime.now(UTC), replay_guard=replay_guard)
         except AuthError as exc:
             challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
             raise HTTPException(exc.status_code, exc.reason, challenge) from None
@@ -259,6 +289,9 @@ def create_app(
         try:
             worker.queue.put_nowait(batch)
         except asyncio.QueueFull:
+            key = replay_key(source, request.headers, body, auth)
+            if key:
+                replay_guard.release(key)  # the sender will retry this very delivery
             raise HTTPException(503, "the receiver is busy; retry", {"Retry-After": "5"}) from None
         return JSONResponse({"accepted": len(alerts)}, status_code=202)
 
