@@ -85,8 +85,10 @@ def record_alert(connection: Connection, alert: Alert, now: datetime) -> tuple[i
         "raw": alert.raw,
         "received_at": now,
     }
-    result = connection.execute(_insert(connection, alerts).values(**values))
-    new = result.rowcount == 1
+    # RETURNING rather than rowcount: the row comes back only if this INSERT made it
+    inserted = connection.execute(_insert(connection, alerts).values(**values).returning(alerts.c.id)).first()
+    if inserted is not None:
+        return inserted[0], True
     alert_id = connection.execute(
         select(alerts.c.id).where(
             alerts.c.source == alert.source,
@@ -95,7 +97,7 @@ def record_alert(connection: Connection, alert: Alert, now: datetime) -> tuple[i
             alerts.c.status == str(alert.status),
         )
     ).scalar_one()
-    return alert_id, new
+    return alert_id, False
 
 
 def _same_episode(alert: Alert, status: AlertStatus) -> Any:
@@ -108,10 +110,12 @@ def _same_episode(alert: Alert, status: AlertStatus) -> Any:
 
 
 def _link(connection: Connection, incident_id: str, alert_id: int) -> bool:
-    result = connection.execute(
-        _insert(connection, incident_alerts).values(incident_id=incident_id, alert_id=alert_id)
-    )
-    return result.rowcount == 1
+    inserted = connection.execute(
+        _insert(connection, incident_alerts)
+        .values(incident_id=incident_id, alert_id=alert_id)
+        .returning(incident_alerts.c.alert_id)
+    ).first()
+    return inserted is not None
 
 
 def open_or_join(
@@ -135,8 +139,9 @@ def open_or_join(
             run_attempts=0,
             alerts=0,
         )
+        .returning(incidents.c.id)
     )
-    opened = result.rowcount == 1
+    opened = result.first() is not None
     incident_id = (
         candidate
         if opened
