@@ -189,3 +189,15 @@ def test_the_worker_retries_a_run_that_did_not_start_and_records_it_once(store) 
     incidents = list_incidents(store)
     assert len(incidents) == 2 and all(i["flow_run_id"] == f"run-of-{i['id']}" for i in incidents)
     assert len(calls) == 4  # two failures and a success for the first incident, one for the second
+
+
+def test_routing_is_pure() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, siaga.alerts.routing; "
+        "print(sorted(m for m in ('prefect', 'fastapi', 'httpx', 'sqlalchemy', 'uvicorn', 'boto3') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
