@@ -143,12 +143,12 @@ class Worker:
     """Incidents whose run failed to start: not retried before this (monotonic) time."""
 
     async def run(self) -> None:
-        await self._start_pending()
+        await self._rescan()
         while True:
             try:
                 batch = await asyncio.wait_for(self.queue.get(), timeout=RESCAN_SECONDS)
             except TimeoutError:
-                await self._start_pending()
+                await self._rescan()
                 continue
             self.busy = True
             try:
@@ -160,6 +160,13 @@ class Worker:
                 self.processed += 1
                 self.busy = False
                 self.queue.task_done()
+
+    async def _rescan(self) -> None:
+        """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""
+        try:
+            await self._start_pending()
+        except Exception:  # the store is down: try again at the next rescan
+            log.exception("rescanning incidents whose run did not start failed")
 
     def _tell(self, message: str) -> None:
         log.info(message)
