@@ -64,6 +64,12 @@ from .signatures import AuthError, MemoryReplayGuard, SourceAuth, Unauthenticate
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
 
 log = logging.getLogger("siaga.receiver")
+log.propagate = False  # the `siaga` logger may carry Prefect's API handler, for flow runs only
+if not log.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s siaga.receiver: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
@@ -169,9 +175,10 @@ class Worker:
             log.exception("rescanning incidents whose run did not start failed")
 
     def _tell(self, message: str) -> None:
-        log.info(message)
         if self.notify:
             self.notify(message)
+        else:
+            log.info(message)
 
     async def _record(self, batch: Batch) -> None:
         for alert in batch.alerts:
