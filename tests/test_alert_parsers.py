@@ -139,8 +139,9 @@ def test_cloudwatch_alarm_fires() -> None:
 
 def test_cloudwatch_ok_resolves_the_same_fingerprint() -> None:
     (firing,) = parse("cloudwatch", load("cloudwatch_alarm"))
-    ok = alarm_payload(NewStateValue="OK", OldStateValue="ALARM",
-                       StateChangeTime="2026-11-24T03:50:00.000+0000")
+    ok = alarm_payload(
+        NewStateValue="OK", OldStateValue="ALARM", StateChangeTime="2026-11-24T03:50:00.000+0000"
+    )
     (resolved,) = parse("cloudwatch", ok)
     assert resolved.status is AlertStatus.RESOLVED
     assert resolved.fingerprint == firing.fingerprint
@@ -204,8 +205,14 @@ def test_pagerduty_triggered_and_resolved() -> None:
 
 def test_pagerduty_other_events_carry_no_alert() -> None:
     assert parse("pagerduty", load("pagerduty_acknowledged")) == []
-    ping = {"event": {"id": "x", "event_type": "pagey.ping", "occurred_at": "2026-11-24T00:00:00Z",
-                      "data": {"message": "Hello from your friend Pagey!", "type": "ping"}}}
+    ping = {
+        "event": {
+            "id": "x",
+            "event_type": "pagey.ping",
+            "occurred_at": "2026-11-24T00:00:00Z",
+            "data": {"message": "Hello from your friend Pagey!", "type": "ping"},
+        }
+    }
     assert parse("pagerduty", ping) == []
 
 
@@ -296,22 +303,67 @@ def test_parse_body() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
 # Keys the parsers read, so random objects hit the interesting paths more often.
 known_keys = st.sampled_from(
-    ["alerts", "labels", "annotations", "status", "fingerprint", "startsAt", "endsAt", "starts_at",
-     "ends_at", "version", "Type", "Message", "event", "event_type", "data", "id", "type",
-     "occurred_at", "created_at", "service", "priority", "title", "AlarmName", "NewStateValue",
-     "AWSAccountId", "Region", "Trigger", "Dimensions", "StateChangeTime", "SubscribeURL"]
+    [
+        "alerts",
+        "labels",
+        "annotations",
+        "status",
+        "fingerprint",
+        "startsAt",
+        "endsAt",
+        "starts_at",
+        "ends_at",
+        "version",
+        "Type",
+        "Message",
+        "event",
+        "event_type",
+        "data",
+        "id",
+        "type",
+        "occurred_at",
+        "created_at",
+        "service",
+        "priority",
+        "title",
+        "AlarmName",
+        "NewStateValue",
+        "AWSAccountId",
+        "Region",
+        "Trigger",
+        "Dimensions",
+        "StateChangeTime",
+        "SubscribeURL",
+    ]
 )
 keyed_objects = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=12)
-    | st.sampled_from(["firing", "resolved", "ALARM", "OK", "incident.triggered",
-                       "incident.resolved", "Notification", "0001-01-01T00:00:00Z",
-                       "2026-11-24T03:12:40Z", "2026-13-45T99:99:99Z", "4"]),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "firing",
+            "resolved",
+            "ALARM",
+            "OK",
+            "incident.triggered",
+            "incident.resolved",
+            "Notification",
+            "0001-01-01T00:00:00Z",
+            "2026-11-24T03:12:40Z",
+            "2026-13-45T99:99:99Z",
+            "4",
+        ]
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(known_keys, inner, max_size=5),
     max_leaves=25,
 )
@@ -397,3 +449,41 @@ def test_any_body_is_alerts_or_bad_payload(source: str, body: bytes) -> None:
         parse_body(source, body)
     except BadPayload:
         pass
+
+
+def test_pagerduty_reopened_is_a_new_episode() -> None:
+    (first,) = parse("pagerduty", load("pagerduty_triggered"))
+    payload = load("pagerduty_triggered")
+    payload["event"].update(event_type="incident.reopened", occurred_at="2026-11-24T05:00:00Z")
+    (reopened,) = parse("pagerduty", payload)
+    assert reopened.fingerprint == first.fingerprint
+    assert reopened.status is AlertStatus.FIRING
+    assert reopened.starts_at == datetime(2026, 11, 24, 5, tzinfo=UTC)
+    assert reopened.episode != first.episode
+
+
+# --- the pure core stays pure ----------------------------------------------------------------
+
+
+def test_parsers_and_signatures_load_no_framework_or_network_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, siaga.alerts.parsers, siaga.alerts.signatures, siaga.alerts;"
+        "print(','.join(m for m in ('prefect', 'httpx', 'boto3', 'fastapi', 'cryptography',"
+        " 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_exports_match_all() -> None:
+    import siaga.alerts as package
+    from siaga.alerts import parsers, signatures
+
+    for module in (package, parsers, signatures):
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__
+    assert {"Alert", "AlertStatus", "BadPayload", "parse", "verify", "SourceAuth"} <= set(
+        package.__all__
+    )

@@ -4,7 +4,7 @@ Public surface (stable; the receiver app builds on it)::
 
     parse(source: str, payload: Mapping) -> list[Alert]
     parse_body(source: str, body: bytes) -> list[Alert]      # JSON-decodes, then `parse`
-    sns_subscribe_url(payload: Mapping) -> str | None        # the URL that confirms an SNS subscription
+    sns_subscribe_url(payload: Mapping) -> str | None        # URL confirming an SNS subscription
     SOURCES: frozenset[str]                                  # the built-in source names
     generic_fingerprint(labels: Mapping[str, str]) -> str
 
@@ -170,7 +170,7 @@ def _parse_alertmanager(payload: Mapping[str, Any], source: str = "alertmanager"
     """
     version = payload.get("version")
     if version is not None and str(version) != "4":
-        raise BadPayload(f"version: unsupported webhook version {version!r} (expected \"4\")")
+        raise BadPayload(f'version: unsupported webhook version {version!r} (expected "4")')
     alerts = _list(_field(payload, "alerts", ""), "alerts")
     common = {
         "receiver": payload.get("receiver"),
@@ -181,7 +181,9 @@ def _parse_alertmanager(payload: Mapping[str, Any], source: str = "alertmanager"
     for i, item in enumerate(alerts):
         path = f"alerts[{i}]"
         record = _mapping(item, path)
-        labels = _str_map(_mapping(_field(record, "labels", path), f"{path}.labels"), f"{path}.labels")
+        labels = _str_map(
+            _mapping(_field(record, "labels", path), f"{path}.labels"), f"{path}.labels"
+        )
         fingerprint = record.get("fingerprint")
         if fingerprint is None:
             fingerprint = generic_fingerprint(labels)
@@ -247,7 +249,9 @@ def _parse_cloudwatch(payload: Mapping[str, Any]) -> list[Alert]:
     try:
         alarm = json.loads(message)
     except (ValueError, RecursionError):
-        raise BadPayload("Message: not JSON (is this SNS topic carrying CloudWatch alarms?)") from None
+        raise BadPayload(
+            "Message: not JSON (is this SNS topic carrying CloudWatch alarms?)"
+        ) from None
     alarm = _mapping(alarm, "Message")
     name = _str(_field(alarm, "AlarmName", "Message"), "Message.AlarmName")
     state = _str(_field(alarm, "NewStateValue", "Message"), "Message.NewStateValue")
@@ -282,7 +286,7 @@ def _parse_cloudwatch(payload: Mapping[str, Any]) -> list[Alert]:
     subject = _opt_str(payload, "Subject", "")
     if subject:
         annotations["title"] = subject
-    identity = "\x1f".join((account, region, name))
+    identity = f"{account}\x1f{region}\x1f{name}"
     return [
         _alert(
             source="cloudwatch",
@@ -327,6 +331,8 @@ def _parse_pagerduty(payload: Mapping[str, Any]) -> list[Alert]:
     """A PagerDuty webhook (v3): one event per delivery.
 
     ``incident.triggered`` and ``incident.reopened`` are firing, ``incident.resolved`` is resolved;
+    `starts_at` is the incident's `created_at`, except for a reopened incident, whose new episode
+    starts when it was reopened (`occurred_at`), so it is not taken for a repeat of the first one;
     every other event (acknowledged, annotated, escalated, ..., service.*, pagey.ping) yields
     nothing: it neither opens nor closes an episode. The fingerprint is the incident id.
     """
@@ -342,7 +348,7 @@ def _parse_pagerduty(payload: Mapping[str, Any]) -> list[Alert]:
         raise BadPayload(f"event.data.type: expected 'incident' for {event_type}, got {kind!r}")
     incident_id = _str(_field(data, "id", "event.data"), "event.data.id")
     occurred = _time(_field(event, "occurred_at", "event"), "event.occurred_at")
-    created = _opt_time(data, "created_at", "event.data")
+    created = _opt_time(data, "created_at", "event.data") or occurred
     labels = {"incident_id": incident_id}
     for key in ("urgency", "status", "number", "incident_key"):
         value = data.get(key)
@@ -371,8 +377,7 @@ def _parse_pagerduty(payload: Mapping[str, Any]) -> list[Alert]:
             status=status,
             labels=labels,
             annotations=annotations,
-            # A reopened incident is the same PagerDuty incident: its episode is the incident.
-            starts_at=created or (occurred if status is AlertStatus.FIRING else None),
+            starts_at=occurred if event_type == "incident.reopened" else created,
             ends_at=occurred if status is AlertStatus.RESOLVED else None,
             raw={"event_id": event.get("id"), "event_type": event_type, "data": dict(data)},
         )

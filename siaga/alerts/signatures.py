@@ -5,10 +5,11 @@ Public surface (stable; the receiver app builds on it)::
     verify(source: str, headers: Mapping[str, str], body: bytes, config: SourceAuth, now: datetime,
            fetch_certificate: Callable[[str], bytes] | None = None,
            *, replay_guard: ReplayGuard | None = None) -> None
-    replay_key(source: str, headers: Mapping[str, str], body: bytes, config: SourceAuth) -> str | None
+    replay_key(source: str, headers: Mapping[str, str], body: bytes,
+               config: SourceAuth) -> str | None
     SourceAuth                      # per-source configuration, secrets already resolved
     AuthError                       # base; `.reason` and `.status_code`
-      Unauthenticated (401)         # no proof, or a proof that fails: missing, wrong, tampered, stale
+      Unauthenticated (401)         # no proof, or one that fails: missing, wrong, tampered, stale
       Forbidden (403)               # proven, but refused: TopicArn or certificate host not
                                     # allowed, or a delivery already seen (replay)
     ReplayGuard, MemoryReplayGuard  # "seen this delivery within the window?"
@@ -63,7 +64,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
     "AuthError",
@@ -132,16 +133,32 @@ class SourceAuth(BaseModel):
     )
     window: timedelta = Field(
         default=timedelta(minutes=5),
+        gt=timedelta(0),
         description="How far a signed timestamp may be from now, and how long deliveries are "
         "remembered against replay.",
     )
     allowed_cert_hosts: list[str] | None = Field(
         default=None,
-        description="Hosts SNS signing certificates may come from; default sns.<region>.amazonaws.com.",
+        description="Hosts SNS signing certificates may come from; default "
+        "sns.<region>.amazonaws.com.",
     )
     allowed_topic_arns: list[str] = Field(
         default_factory=list, description="SNS topics accepted; none allowed when empty."
     )
+
+    @field_validator("hmac_secrets")
+    @classmethod
+    def _no_empty_secret(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        if any(not s.get_secret_value() for s in secrets):
+            raise ValueError("an HMAC secret must not be empty")
+        return secrets
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _no_empty_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError("the bearer token must not be empty")
+        return token
 
 
 # --- replay guard ----------------------------------------------------------------------------
@@ -230,7 +247,11 @@ def _timestamp(h: dict[str, str], name: str, config: SourceAuth, now: datetime, 
     value = value.strip()
     if not value.isascii() or not value.isdigit() or len(value) > 12:
         raise Unauthenticated(f"{source}: {name} is not Unix seconds")
-    _within_window(datetime.fromtimestamp(int(value), UTC), config, now, source)
+    try:
+        moment = datetime.fromtimestamp(int(value), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise Unauthenticated(f"{source}: {name} is out of range") from None
+    _within_window(moment, config, now, source)
     return value
 
 
@@ -420,7 +441,9 @@ def _verify_sns(
 
     message = _sns_message(body)
     version = message.get("SignatureVersion")
-    algorithm = {"1": hashes.SHA1, "2": hashes.SHA256}.get(version) if isinstance(version, str) else None
+    algorithm = (
+        {"1": hashes.SHA1, "2": hashes.SHA256}.get(version) if isinstance(version, str) else None
+    )
     if algorithm is None:
         raise Unauthenticated(f"cloudwatch: unsupported SNS SignatureVersion {version!r}")
     signature_b64 = message.get("Signature")
@@ -437,7 +460,8 @@ def _verify_sns(
     try:
         pem = fetch_certificate(url)
         certificate = x509.load_pem_x509_certificate(pem)
-    except Exception as exc:  # noqa: BLE001: any fetch or decode failure means "not proven"
+    # Whatever the injected fetcher or the decoder raises, the message is not proven.
+    except Exception as exc:  # noqa: BLE001
         raise Unauthenticated(
             f"cloudwatch: could not load the signing certificate at {url}: {type(exc).__name__}"
         ) from None
@@ -450,7 +474,9 @@ def _verify_sns(
     try:
         key.verify(signature, to_sign, padding.PKCS1v15(), algorithm())
     except InvalidSignature:
-        raise Unauthenticated("cloudwatch: SNS signature does not match (altered message?)") from None
+        raise Unauthenticated(
+            "cloudwatch: SNS signature does not match (altered message?)"
+        ) from None
     topic = message.get("TopicArn")
     if topic not in config.allowed_topic_arns:
         raise Forbidden(f"cloudwatch: TopicArn {topic!r} is not an allowed topic")
@@ -460,7 +486,7 @@ def _verify_sns(
 def _sns_time(value: object) -> datetime:
     if isinstance(value, str):
         try:
-            stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            stamp = datetime.fromisoformat(value)
         except ValueError:
             stamp = None
         if stamp is not None and stamp.tzinfo is not None:
