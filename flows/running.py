@@ -179,3 +179,41 @@ def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 __all__ = ["flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]
+
+
+def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of an incident's run: the inputs its trigger rendered, ``alert`` (the
+    template context of the alert that opened it) and ``incident``."""
+    opened_at = incident["opened_at"]
+    return {
+        **incident["inputs"],
+        "mode": "live",
+        "alert": incident["alert"],
+        "incident": {
+            "id": incident["id"],
+            "runbook": incident["runbook_id"],
+            "group_key": incident["group_key"],
+            "opened_at": opened_at.isoformat() if hasattr(opened_at, "isoformat") else opened_at,
+        },
+    }
+
+
+async def start_incident_run(incident: Mapping[str, Any]) -> str:
+    """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
+    idempotency key, so a retry returns the run the first call created. Return the run id."""
+    runbook_id = incident["runbook_id"]
+    if not PREFECT_API_URL.value():
+        raise StackUnavailable("PREFECT_API_URL is not set: no Prefect server to start runs on")
+    async with get_client() as client:
+        try:
+            deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
+        except ObjectNotFound:
+            raise StackUnavailable(f"runbook {runbook_id} is not deployed on {PREFECT_API_URL.value()}") from None
+        run = await client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters=incident_parameters(incident),
+            name=f"{runbook_id}-{incident['id']}",
+            tags=["live", "incident", incident["id"]],
+            idempotency_key=incident["id"],
+        )
+        return str(run.id)

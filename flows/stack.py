@@ -1,8 +1,9 @@
 """`siaga up`: the embedded stack on one machine.
 
 A Prefect server on SQLite (UI and API on 127.0.0.1:4200, data under the Siaga home), the
-zombie-run automation that marks runs whose process died as Crashed, and a runner serving one
-deployment per runbook (with its drill schedule). An already running server named by
+zombie-run automation that marks runs whose process died as Crashed, a runner serving one
+deployment per runbook (with its drill schedule), and the alert receiver (127.0.0.1:8787) in the
+same asyncio loop as the runner. An already running server named by
 ``PREFECT_API_URL`` is reused instead of starting one.
 """
 
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import uvicorn
 from prefect import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
@@ -52,6 +55,9 @@ class StackOptions:
     runbooks: Path = Path("runbooks")
     drill: str | None = None
     exit_after_drill: bool = False
+    receiver: bool = True
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = 8787
 
 
 def run_stack(options: StackOptions, echo: Echo = print) -> int:
@@ -148,6 +154,7 @@ async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Ec
     runner = Runner(name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False)
     for runbook in catalog.runbooks.values():
         await runner.aadd_deployment(await deployment(runbook))
+    receiver, receiver_task = await _start_receiver(catalog, options, echo) if options.receiver else (None, None)
     ui = api_url.removesuffix("/api")
     echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served. Prefect UI: {ui}")
     echo("Press Ctrl-C to stop.")
@@ -166,6 +173,10 @@ async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Ec
     if drill_task and drill_task in done:
         code = drill_task.result()
     echo("Stopping Siaga...")
+    if receiver and receiver_task:
+        receiver.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(receiver_task, timeout=10)
     await runner.astop()
     for task in (runner_task, drill_task):
         if task and not task.done():
@@ -173,6 +184,39 @@ async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Ec
             with contextlib.suppress(asyncio.CancelledError, SystemExit, Exception):
                 await task
     return code
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn in the stack's loop: the stack handles Ctrl-C, so uvicorn leaves the signals alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _start_receiver(
+    catalog: Catalog, options: StackOptions, echo: Echo
+) -> tuple[_EmbeddedServer, asyncio.Task[None]]:
+    """Serve the alert receiver in this loop; raise StackUnavailable if its port is taken."""
+    from siaga.alerts.receiver import ReceiverConfig, create_app
+
+    config = ReceiverConfig.from_env()
+    host, port = options.receiver_host, options.receiver_port
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
+    server = _EmbeddedServer(uvicorn.Config(create_app(catalog.runbooks, config, notify=echo), log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="siaga-receiver")
+    while not server.started:
+        if task.done():
+            task.result()
+            raise StackUnavailable("the alert receiver stopped while starting")
+        await asyncio.sleep(0.05)
+    echo(f"Alert receiver: http://{host}:{port} (Alertmanager webhook: http://{host}:{port}/hooks/alertmanager)")
+    if not config.alertmanager_token:
+        echo("warning: SIAGA_ALERTMANAGER_TOKEN is not set: the receiver refuses every Alertmanager webhook")
+    return server, task
 
 
 async def _drill(options: StackOptions, echo: Echo) -> int:

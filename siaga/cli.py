@@ -1,4 +1,4 @@
-"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up``.
+"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -213,8 +213,47 @@ def cmd_up(args: argparse.Namespace) -> int:
         runbooks=Path(args.runbooks) if args.runbooks else runbook_folder(),
         drill=args.drill,
         exit_after_drill=args.exit_after_drill,
+        receiver=not args.no_receiver,
+        receiver_host=args.receiver_host,
+        receiver_port=args.receiver_port,
     )
     return run_stack(options, echo=out.print)
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .alerts.receiver import ReceiverConfig, create_app
+
+    folder = Path(args.runbooks) if args.runbooks else runbook_folder()
+    catalog = Catalog.load(folder, _registry())
+    _print_diagnostics(catalog.problems)
+    config = ReceiverConfig.from_env()
+    if not config.alertmanager_token:
+        err.print("warning: SIAGA_ALERTMANAGER_TOKEN is not set: the receiver refuses every Alertmanager webhook")
+    host, port = args.host or config.host, args.port or config.port
+    out.print(f"Alert receiver: http://{host}:{port} ({len(catalog.runbooks)} runbooks from {folder})")
+    uvicorn.run(create_app(catalog.runbooks, config), host=host, port=port, log_level="info")
+    return OK
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from .incidents import list_incidents
+    from .store import engine
+
+    rows = list_incidents(engine(), args.state, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return OK
+    table = Table("incident", "runbook", "group", "state", "severity", "alerts", "opened", "resolved", "run")
+    for r in rows:
+        run = r["flow_run_id"] or (f"not started: {r['run_error'][:60]}" if r["run_error"] else "starting")
+        table.add_row(
+            r["id"], r["runbook_id"], r["group_key"], r["state"], r["severity"] or "", str(r["alerts"]),
+            f"{r['opened_at']:%Y-%m-%d %H:%M:%S}", f"{r['resolved_at']:%Y-%m-%d %H:%M:%S}" if r["resolved_at"] else "", run,
+        )
+    out.print(table)
+    return OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,7 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
     p.add_argument("--drill", metavar="RUNBOOK", help="once up, start a drill of this runbook and follow it")
     p.add_argument("--exit-after-drill", action="store_true", help="stop the stack when that drill ends")
+    p.add_argument("--receiver-host", default="127.0.0.1", help="where the alert receiver listens")
+    p.add_argument("--receiver-port", type=int, default=8787)
+    p.add_argument("--no-receiver", action="store_true", help="do not start the alert receiver")
     p.set_defaults(handler=cmd_up)
+
+    p = commands.add_parser("receiver", help="serve the alert receiver alone (webhooks in, incidents and runs out)")
+    p.add_argument("--host", help="default $SIAGA_RECEIVER_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, help="default $SIAGA_RECEIVER_PORT or 8787")
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.set_defaults(handler=cmd_receiver)
+
+    p = commands.add_parser("incidents", help="list incidents opened by alerts, newest first")
+    p.add_argument("--state", choices=["open", "resolved"])
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_incidents)
     return parser
 
 

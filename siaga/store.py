@@ -1,7 +1,13 @@
 """Siaga's own store: SQLite in WAL mode under the data folder by default, any SQLAlchemy URL
 (PostgreSQL for scale-out) through ``SIAGA_DATABASE_URL``.
 
-Tables: `side_effects` (the side-effect ledger). Later: alerts, incidents, gates, audit trail.
+Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
+(what the alert receiver recorded and opened). Later: gates, audit trail.
+
+One open incident per (runbook, group key): `incidents.open_key` holds the key while the incident is
+open and NULL once it is resolved, under a unique constraint. SQLite and PostgreSQL both treat NULLs
+as distinct in a unique constraint, so resolved incidents never collide and two receivers racing to
+open the same incident cannot both succeed.
 """
 
 from __future__ import annotations
@@ -10,7 +16,21 @@ import os
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import JSON, Column, DateTime, Engine, MetaData, String, Table, Text, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 
 from .home import siaga_home
 
@@ -29,6 +49,54 @@ side_effects = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(40), nullable=False),
+    Column("fingerprint", String(200), nullable=False),
+    Column("starts_at", DateTime(timezone=True)),
+    # `starts_at` as ISO text, "" when the source gave none: the unique constraint needs a
+    # non-NULL value, since NULLs never collide.
+    Column("episode", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # firing | resolved
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("raw", JSON, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),  # on a firing alert: when it was resolved
+    UniqueConstraint("source", "fingerprint", "episode", "status", name="uq_alerts_notification"),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("runbook_id", String(100), nullable=False),
+    Column("group_key", String(500), nullable=False),
+    # runbook_id + " " + group_key while open, NULL once resolved: one open incident per key
+    Column("open_key", String(700), unique=True),
+    Column("state", String(16), nullable=False),  # open | resolved
+    Column("severity", String(16)),
+    Column("priority", String(16)),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("inputs", JSON, nullable=False),
+    Column("alert", JSON),  # the template context of the alert that opened it
+    Column("flow_run_id", String(64)),
+    Column("run_attempts", Integer, nullable=False, default=0),
+    Column("run_error", Text),
+    Column("alerts", Integer, nullable=False, default=0),
+)
+
+incident_alerts = Table(
+    "incident_alerts",
+    metadata,
+    Column("incident_id", String(40), ForeignKey("incidents.id"), primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
+)
+"""Which alerts belong to which incident (one alert may start several runbooks)."""
 
 
 def database_url(home: Path | None = None) -> str:

@@ -54,7 +54,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     output = home / "up.log"
     with output.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--runbooks", str(RUNBOOKS)],
+            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port", str(free_port()),
+             "--runbooks", str(RUNBOOKS)],
             stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
         )
     deadline = time.monotonic() + 180
@@ -161,7 +162,8 @@ def test_up_reuses_the_server_named_by_prefect_api_url(prefect_api: str, tmp_pat
     output = tmp_path / "up.log"
     with output.open("w") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "siaga.cli", "up", "--runbooks", str(folder), "--drill", "tiny", "--exit-after-drill"],
+            [sys.executable, "-m", "siaga.cli", "up", "--runbooks", str(folder), "--drill", "tiny", "--exit-after-drill",
+             "--receiver-port", str(free_port())],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
     try:

@@ -1,0 +1,325 @@
+"""The alert receiver: a FastAPI app that takes webhooks, opens incidents and starts runbooks once.
+
+Endpoints:
+
+* ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
+  signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (with an in-memory
+  replay guard) and parsed by `siaga.alerts.parsers.parse`. ``cloudwatch`` (SNS) answers 501 for
+  now: certificate fetching and subscription confirmation are not wired yet.
+* ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
+* ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
+
+A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
+re-sends the whole batch. The request only authenticates and parses; the batch goes onto one queue,
+and a single worker records its alerts, opens or joins incidents, and starts each new incident's
+run, one at a time (on the SQLite default, concurrent writers and concurrent run creation lose work
+to "database is locked"). Database and Prefect calls are retried; an incident whose run could not be
+started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id makes a retry
+return the same run). A batch queued but not yet recorded when the process dies is lost; Alertmanager
+re-sends firing alerts every ``repeat_interval``.
+
+Answers: 202 accepted; 401 a missing or wrong credential (nothing recorded); 400 a body that is
+not JSON; 413 a body over 10 MiB; 422 a payload that is not what the source sends, with the reason;
+503 a full queue (with Retry-After). Never 500 on bad input.
+
+Configuration, from the environment:
+
+* ``SIAGA_ALERTMANAGER_TOKEN``: the bearer token Alertmanager sends (its webhook receiver's
+  ``http_config: {authorization: {credentials: ...}}``). Without it, /hooks/alertmanager refuses
+  every request.
+* ``SIAGA_GRAFANA_TOKEN`` and/or ``SIAGA_GRAFANA_HMAC_SECRET`` (and
+  ``SIAGA_GRAFANA_TIMESTAMP_HEADER`` if the contact point signs a timestamp).
+* ``SIAGA_PAGERDUTY_HMAC_SECRET``: the webhook subscription's signing secret.
+* ``SIAGA_HOOK_SECRET_<NAME>``: serves the generic source ``<name>`` (lowercased) at
+  ``/hooks/<name>``, signed ``X-Siaga-Timestamp`` / ``X-Siaga-Signature: sha256=...``.
+* Secrets may be comma-separated lists (rotation: any one is accepted).
+* ``SIAGA_RECEIVER_HOST`` / ``SIAGA_RECEIVER_PORT``: where `siaga receiver` and `siaga up` listen
+  (default 127.0.0.1:8787).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from siaga.incidents import get_incident, list_incidents, note_run_failure, pending_runs, process, set_flow_run
+from siaga.runbook import Runbook
+
+from .model import Alert, BadPayload
+from .parsers import SOURCES, parse
+from .signatures import AuthError, MemoryReplayGuard, SourceAuth, Unauthenticated, replay_key, verify
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
+
+log = logging.getLogger("siaga.receiver")
+log.propagate = False  # the `siaga` logger may carry Prefect's API handler, for flow runs only
+if not log.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s siaga.receiver: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+MAX_BODY = 10 * 1024 * 1024
+QUEUE_SIZE = 10_000
+RESCAN_SECONDS = 15.0
+
+GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
+BUILT_IN = frozenset(SOURCES)
+
+StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
+"""Start an incident's run (idempotently, keyed by the incident id); return the flow run id."""
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    sources: Mapping[str, SourceAuth] = field(default_factory=dict)
+    """How each served source proves its webhooks; a source not here answers 501."""
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
+        env = os.environ if environ is None else environ
+
+        def secrets(name: str) -> list[str]:
+            return [part.strip() for part in (env.get(name) or "").split(",") if part.strip()]
+
+        sources = {
+            "alertmanager": SourceAuth(bearer_token=env.get("SIAGA_ALERTMANAGER_TOKEN") or None),
+            "grafana": SourceAuth(
+                bearer_token=env.get("SIAGA_GRAFANA_TOKEN") or None,
+                hmac_secrets=secrets("SIAGA_GRAFANA_HMAC_SECRET"),
+                timestamp_header=env.get("SIAGA_GRAFANA_TIMESTAMP_HEADER") or None,
+            ),
+            "pagerduty": SourceAuth(hmac_secrets=secrets("SIAGA_PAGERDUTY_HMAC_SECRET")),
+        }
+        for key in env:
+            if key.startswith(GENERIC_PREFIX) and len(key) > len(GENERIC_PREFIX):
+                name = key.removeprefix(GENERIC_PREFIX).lower()
+                if name not in sources and name not in BUILT_IN:
+                    sources[name] = SourceAuth(hmac_secrets=secrets(key))
+        return cls(
+            sources=sources,
+            host=env.get("SIAGA_RECEIVER_HOST") or DEFAULT_HOST,
+            port=int(env.get("SIAGA_RECEIVER_PORT") or DEFAULT_PORT),
+        )
+
+    @property
+    def alertmanager_token(self) -> str | None:
+        auth = self.sources.get("alertmanager")
+        return auth.bearer_token.get_secret_value() if auth and auth.bearer_token else None
+
+
+@dataclass(frozen=True)
+class Batch:
+    source: str
+    alerts: list[Alert]
+    received_at: datetime
+
+
+@dataclass
+class Worker:
+    """The one consumer of the queue: records, routes, and starts runs serially."""
+
+    runbooks: Mapping[str, Runbook]
+    engine: Engine
+    start_run: StartRun
+    queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    notify: Callable[[str], None] | None = None
+    """Told, in one line each, of incidents opened and resolved and runs started (`siaga up`)."""
+    busy: bool = False
+    processed: int = 0
+    attempts: int = 6
+    first_delay: float = 0.25
+    _not_before: dict[str, float] = field(default_factory=dict)
+    """Incidents whose run failed to start: not retried before this (monotonic) time."""
+
+    async def run(self) -> None:
+        await self._rescan()
+        while True:
+            try:
+                batch = await asyncio.wait_for(self.queue.get(), timeout=RESCAN_SECONDS)
+            except TimeoutError:
+                await self._rescan()
+                continue
+            self.busy = True
+            try:
+                await self._record(batch)
+                await self._start_pending()
+            except Exception:  # the worker must outlive any one batch
+                log.exception("alert batch from %s failed", batch.source)
+            finally:
+                self.processed += 1
+                self.busy = False
+                self.queue.task_done()
+
+    async def _rescan(self) -> None:
+        """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""
+        try:
+            await self._start_pending()
+        except Exception:  # the store is down: try again at the next rescan
+            log.exception("rescanning incidents whose run did not start failed")
+
+    def _tell(self, message: str) -> None:
+        if self.notify:
+            self.notify(message)
+        else:
+            log.info(message)
+
+    async def _record(self, batch: Batch) -> None:
+        for alert in batch.alerts:
+            try:
+                outcome = await self._retry(
+                    f"recording alert {alert.fingerprint}",
+                    lambda alert=alert: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
+                    (OperationalError,),
+                )
+            except Exception:  # one bad alert must not cost the rest of the batch
+                log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
+                continue
+            for problem in outcome.problems:
+                log.warning("alert %s: %s", alert.fingerprint, problem)
+            for incident_id in outcome.opened:
+                self._tell(f"incident {incident_id} opened by {alert.source} alert {alert.labels.get('alertname', alert.fingerprint)}")
+            for incident_id in outcome.resolved:
+                self._tell(f"incident {incident_id} resolved")
+
+    async def _start_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        for incident in await asyncio.to_thread(pending_runs, self.engine):
+            if self._not_before.get(incident["id"], 0.0) > loop.time():
+                continue  # failed lately: the rescan retries it later, and the queue moves on
+            try:
+                flow_run_id = await self._retry(
+                    f"starting the run of incident {incident['id']}",
+                    lambda incident=incident: self.start_run(incident),
+                    (Exception,),
+                )
+            except Exception as exc:
+                log.error("incident %s: its run did not start: %s", incident["id"], exc)
+                await asyncio.to_thread(note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}")
+                failures = incident["run_attempts"] + 1
+                self._not_before[incident["id"]] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
+                continue
+            self._not_before.pop(incident["id"], None)
+            await asyncio.to_thread(set_flow_run, self.engine, incident["id"], str(flow_run_id))
+            self._tell(f"incident {incident['id']}: {incident['runbook_id']} run {flow_run_id} started")
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[Any]], errors: tuple[type[BaseException], ...]) -> Any:
+        delay = self.first_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await call()
+            except errors as exc:
+                if attempt == self.attempts:
+                    raise
+                log.warning("%s failed (attempt %d of %d), retrying in %.2f s: %s", what, attempt, self.attempts, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def create_app(
+    runbooks: Mapping[str, Runbook],
+    config: ReceiverConfig,
+    engine: Engine | None = None,
+    start_run: StartRun | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The receiver app; its lifespan runs the worker."""
+    if engine is None:
+        from siaga.store import engine as store_engine
+
+        engine = store_engine()
+    if start_run is None:
+        from siaga.flows.running import start_incident_run
+
+        start_run = start_incident_run
+    worker = Worker(runbooks, engine, start_run, notify=notify)
+    replay_guard = MemoryReplayGuard()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker.queue = asyncio.Queue(QUEUE_SIZE)  # bound to the serving loop
+        task = asyncio.create_task(worker.run(), name="siaga-receiver-worker")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="Siaga alert receiver", lifespan=lifespan)
+    app.state.worker = worker
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "queued": worker.queue.qsize(), "busy": worker.busy, "processed": worker.processed}
+
+    @app.post("/hooks/{source}", status_code=202)
+    async def hook(source: str, request: Request) -> JSONResponse:
+        auth = config.sources.get(source)
+        if auth is None:
+            if source in BUILT_IN:  # cloudwatch: SNS certificates and subscription confirmation
+                raise HTTPException(501, f"the receiver does not serve `{source}` webhooks yet")
+            raise HTTPException(404, f"no source `{source}` is configured (set {GENERIC_PREFIX}{source.upper()})")
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
+        try:
+            verify(source, request.headers, body, auth, datetime.now(UTC), replay_guard=replay_guard)
+        except AuthError as exc:
+            challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+            raise HTTPException(exc.status_code, exc.reason, challenge) from None
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPException(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise HTTPException(422, "the body is not a JSON object")
+        try:
+            alerts = parse(source, payload)
+        except BadPayload as exc:
+            raise HTTPException(422, str(exc)) from None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise HTTPException(422, f"not a {source} payload: {exc}") from None
+        batch = Batch(source, alerts, datetime.now(UTC))
+        try:
+            worker.queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            key = replay_key(source, request.headers, body, auth)
+            if key:
+                replay_guard.release(key)  # the sender will retry this very delivery
+            raise HTTPException(503, "the receiver is busy; retry", {"Retry-After": "5"}) from None
+        return JSONResponse({"accepted": len(alerts)}, status_code=202)
+
+    @app.get("/incidents")
+    async def incidents(state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        if state not in (None, "open", "resolved"):
+            raise HTTPException(422, "state is open or resolved")
+        return await asyncio.to_thread(list_incidents, engine, state, max(1, min(limit, 1000)))
+
+    @app.get("/incidents/{incident_id}")
+    async def incident(incident_id: str) -> dict[str, Any]:
+        found = await asyncio.to_thread(get_incident, engine, incident_id)
+        if found is None:
+            raise HTTPException(404, f"no incident {incident_id}")
+        return found
+
+    return app

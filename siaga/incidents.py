@@ -1,0 +1,329 @@
+"""Alerts and incidents in Siaga's store: record an alert once, open or join its incidents, resolve.
+
+Every function takes a connection inside a transaction (or an engine) and the time `now`; the
+receiver's worker calls `process` once per alert, in one transaction, so an alert is recorded
+together with the incidents it opened or joined, or not at all.
+
+* A repeat of a notification (same source, fingerprint, start and status) is recorded once and
+  changes nothing else.
+* One open incident per (runbook, group key): opening inserts with ``ON CONFLICT DO NOTHING`` on the
+  unique `open_key` and reads back the winner, so concurrent receivers (PostgreSQL) join one incident.
+* A resolved notification marks its firing alert resolved; an incident whose firing alerts are all
+  resolved is resolved, and its key is free for the next episode.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .alerts.model import Alert, AlertStatus
+from .alerts.routing import Route, group_key, matches, routes, threshold_reached
+from .runbook import Runbook
+from .store import alerts, incident_alerts, incidents
+
+__all__ = [
+    "Outcome",
+    "get_incident",
+    "list_incidents",
+    "note_run_failure",
+    "pending_runs",
+    "process",
+    "set_flow_run",
+]
+
+
+@dataclass
+class Outcome:
+    """What one alert did."""
+
+    alert_id: int
+    new: bool
+    opened: list[str] = field(default_factory=list)
+    joined: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; everything here is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _insert(connection: Connection, table: Any):  # type: ignore[no-untyped-def]
+    """An INSERT that does nothing on a unique conflict (SQLite and PostgreSQL)."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"the incident store needs SQLite or PostgreSQL, not {dialect}")
+
+
+def _episode(alert: Alert) -> str:
+    return alert.episode[1]
+
+
+def record_alert(connection: Connection, alert: Alert, now: datetime) -> tuple[int, bool]:
+    """Record `alert` once; return its row id and whether this call recorded it."""
+    values = {
+        "source": alert.source,
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "episode": _episode(alert),
+        "status": str(alert.status),
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "raw": alert.raw,
+        "received_at": now,
+    }
+    # RETURNING rather than rowcount: the row comes back only if this INSERT made it
+    inserted = connection.execute(_insert(connection, alerts).values(**values).returning(alerts.c.id)).first()
+    if inserted is not None:
+        return inserted[0], True
+    alert_id = connection.execute(
+        select(alerts.c.id).where(
+            alerts.c.source == alert.source,
+            alerts.c.fingerprint == alert.fingerprint,
+            alerts.c.episode == _episode(alert),
+            alerts.c.status == str(alert.status),
+        )
+    ).scalar_one()
+    return alert_id, False
+
+
+def _same_episode(alert: Alert, status: AlertStatus) -> Any:
+    return and_(
+        alerts.c.source == alert.source,
+        alerts.c.fingerprint == alert.fingerprint,
+        alerts.c.episode == _episode(alert),
+        alerts.c.status == str(status),
+    )
+
+
+def _link(connection: Connection, incident_id: str, alert_id: int) -> bool:
+    inserted = connection.execute(
+        _insert(connection, incident_alerts)
+        .values(incident_id=incident_id, alert_id=alert_id)
+        .returning(incident_alerts.c.alert_id)
+    ).first()
+    return inserted is not None
+
+
+def open_or_join(
+    connection: Connection, route: Route, alert: Alert, alert_id: int, runbook: Runbook, now: datetime
+) -> tuple[str, bool]:
+    """The open incident of `route.key`, opened now if there is none; and whether it was opened."""
+    open_key = f"{route.runbook_id} {route.group_key}"
+    candidate = f"inc-{uuid.uuid4().hex[:16]}"
+    result = connection.execute(
+        _insert(connection, incidents).values(
+            id=candidate,
+            runbook_id=route.runbook_id,
+            group_key=route.group_key,
+            open_key=open_key,
+            state="open",
+            severity=str(runbook.severity),
+            priority=alert.labels.get("priority"),
+            opened_at=now,
+            inputs=route.inputs,
+            alert=alert.template_context(),
+            run_attempts=0,
+            alerts=0,
+        )
+        .returning(incidents.c.id)
+    )
+    opened = result.first() is not None
+    incident_id = (
+        candidate
+        if opened
+        else connection.execute(select(incidents.c.id).where(incidents.c.open_key == open_key)).scalar_one()
+    )
+    if _link(connection, incident_id, alert_id):
+        connection.execute(
+            update(incidents).where(incidents.c.id == incident_id).values(alerts=incidents.c.alerts + 1)
+        )
+    return incident_id, opened
+
+
+def _recent(connection: Connection, route: Route, runbook: Runbook, now: datetime) -> dict[int, datetime]:
+    """The firing alerts of `route`'s trigger and group that arrived within its threshold window:
+    row id -> arrival time."""
+    assert route.threshold is not None
+    trigger = runbook.triggers[route.trigger_index]
+    rows = connection.execute(
+        select(alerts.c.id, alerts.c.fingerprint, alerts.c.labels, alerts.c.received_at).where(
+            alerts.c.source == trigger.source,
+            alerts.c.status == str(AlertStatus.FIRING),
+            alerts.c.received_at >= now - route.threshold.within - timedelta(seconds=1),
+        )
+    ).all()
+    recent = {}
+    for alert_id, fingerprint, labels, received_at in rows:
+        candidate = Alert(source=trigger.source, fingerprint=fingerprint, status=AlertStatus.FIRING, labels=labels)
+        if matches(trigger, candidate) and group_key(trigger, candidate) == route.group_key:
+            recent[alert_id] = _utc(received_at) or now
+    return recent
+
+
+def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: datetime) -> list[str]:
+    """Mark the firing alert of this episode resolved; resolve the open incidents it belonged to
+    whose firing alerts are now all resolved. Return those incidents' ids."""
+    connection.execute(
+        update(alerts).where(_same_episode(alert, AlertStatus.FIRING), alerts.c.resolved_at.is_(None)).values(resolved_at=now)
+    )
+    touched = connection.execute(
+        select(incidents.c.id)
+        .join(incident_alerts, incident_alerts.c.incident_id == incidents.c.id)
+        .join(alerts, alerts.c.id == incident_alerts.c.alert_id)
+        .where(_same_episode(alert, AlertStatus.FIRING), incidents.c.state == "open")
+        .distinct()
+    ).scalars().all()
+    resolved = []
+    for incident_id in touched:
+        # PostgreSQL: one resolver at a time per incident, so two last alerts resolved at once
+        # cannot each see the other still firing (SQLite has one writer anyway)
+        connection.execute(select(incidents.c.id).where(incidents.c.id == incident_id).with_for_update())
+        _link(connection, incident_id, alert_id)
+        still_firing = connection.execute(
+            select(func.count())
+            .select_from(incident_alerts.join(alerts, alerts.c.id == incident_alerts.c.alert_id))
+            .where(
+                incident_alerts.c.incident_id == incident_id,
+                alerts.c.status == str(AlertStatus.FIRING),
+                alerts.c.resolved_at.is_(None),
+            )
+        ).scalar_one()
+        if still_firing == 0:
+            connection.execute(
+                update(incidents)
+                .where(incidents.c.id == incident_id, incidents.c.state == "open")
+                .values(state="resolved", resolved_at=now, open_key=None)
+            )
+            resolved.append(incident_id)
+    return resolved
+
+
+def process(engine: Engine, runbooks: Mapping[str, Runbook], alert: Alert, now: datetime) -> Outcome:
+    """Record `alert` and open, join or resolve its incidents, in one transaction."""
+    with engine.begin() as connection:
+        alert_id, new = record_alert(connection, alert, now)
+        outcome = Outcome(alert_id=alert_id, new=new)
+        if not new:
+            return outcome
+        if alert.status is AlertStatus.RESOLVED:
+            outcome.resolved = resolve_alert(connection, alert, alert_id, now)
+            return outcome
+        if connection.execute(select(alerts.c.id).where(_same_episode(alert, AlertStatus.RESOLVED))).first():
+            # the resolved notification came first: this episode is over
+            connection.execute(update(alerts).where(alerts.c.id == alert_id).values(resolved_at=now))
+            return outcome
+        for route in routes(runbooks.values(), alert):
+            runbook = runbooks[route.runbook_id]
+            outcome.problems.extend(f"{route.runbook_id}: {p}" for p in route.problems)
+            counted: dict[int, datetime] = {}
+            if route.threshold is not None:
+                already = connection.execute(
+                    select(incidents.c.id).where(incidents.c.open_key == f"{route.runbook_id} {route.group_key}")
+                ).first()
+                if not already:
+                    counted = _recent(connection, route, runbook, now)
+                    if not threshold_reached(route.threshold, list(counted.values()), now):
+                        continue
+            incident_id, opened = open_or_join(connection, route, alert, alert_id, runbook, now)
+            since = now - route.threshold.within if route.threshold else now
+            for earlier, at in counted.items():  # the alerts that reached the threshold belong to it too
+                if earlier != alert_id and since <= at <= now and _link(connection, incident_id, earlier):
+                    connection.execute(
+                        update(incidents).where(incidents.c.id == incident_id).values(alerts=incidents.c.alerts + 1)
+                    )
+            (outcome.opened if opened else outcome.joined).append(incident_id)
+        return outcome
+
+
+def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
+    """Open incidents whose run has not been started yet, oldest first."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(incidents)
+            .where(incidents.c.state == "open", incidents.c.flow_run_id.is_(None), incidents.c.run_attempts < max_attempts)
+            .order_by(incidents.c.opened_at)
+        ).mappings().all()
+    return [_incident(row) for row in rows]
+
+
+def set_flow_run(engine: Engine, incident_id: str, flow_run_id: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(incidents)
+            .where(incidents.c.id == incident_id)
+            .values(flow_run_id=flow_run_id, run_error=None, run_attempts=incidents.c.run_attempts + 1)
+        )
+
+
+def note_run_failure(engine: Engine, incident_id: str, error: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(incidents)
+            .where(incidents.c.id == incident_id)
+            .values(run_error=error[:2000], run_attempts=incidents.c.run_attempts + 1)
+        )
+
+
+def _incident(row: Mapping[str, Any]) -> dict[str, Any]:
+    incident = dict(row)
+    incident.pop("open_key", None)
+    for name in ("opened_at", "resolved_at"):
+        incident[name] = _utc(incident[name])
+    return incident
+
+
+def list_incidents(engine: Engine, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """The newest incidents first."""
+    query = select(incidents).order_by(incidents.c.opened_at.desc()).limit(limit)
+    if state:
+        query = query.where(incidents.c.state == state)
+    with engine.connect() as connection:
+        return [_incident(row) for row in connection.execute(query).mappings().all()]
+
+
+def get_incident(engine: Engine, incident_id: str) -> dict[str, Any] | None:
+    """The incident with its alerts, or None."""
+    with engine.connect() as connection:
+        row = connection.execute(select(incidents).where(incidents.c.id == incident_id)).mappings().first()
+        if row is None:
+            return None
+        linked = connection.execute(
+            select(alerts)
+            .join(incident_alerts, incident_alerts.c.alert_id == alerts.c.id)
+            .where(incident_alerts.c.incident_id == incident_id)
+            .order_by(alerts.c.id)
+        ).mappings().all()
+    incident = _incident(row)
+    incident["alert_list"] = [
+        {
+            "id": a["id"],
+            "source": a["source"],
+            "fingerprint": a["fingerprint"],
+            "status": a["status"],
+            "starts_at": _utc(a["starts_at"]),
+            "received_at": _utc(a["received_at"]),
+            "resolved_at": _utc(a["resolved_at"]),
+            "labels": a["labels"],
+            "annotations": a["annotations"],
+        }
+        for a in linked
+    ]
+    return incident
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,418 @@
+"""The alert receiver end to end: `siaga up` (Prefect server, runner, receiver) as a user starts it,
+Alertmanager-shaped webhooks posted to it, incidents read back from the receiver and runs counted
+through the Prefect API."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .test_stack import Stack, clean_env, free_port
+
+TOKEN = "s3cret-token-for-tests"
+RUNBOOK = "gateway-alert"
+RUNBOOK_YAML = f"""
+runbook: {RUNBOOK}
+title: Gateway errors from Alertmanager
+severity: sev2
+roles: {{ops: [eko]}}
+inputs:
+  region: {{type: string, default: nowhere}}
+triggers:
+  - source: alertmanager
+    match: {{alertname: GatewayErrors}}
+    group_by: [region]
+    inputs: {{region: "{{{{ alert.labels.region }}}}"}}
+steps:
+  - id: hello
+    action: note
+    with: {{text: "gateway errors in {{{{ inputs.region }}}}, incident {{{{ incident.id }}}}"}}
+"""
+
+STORM = "social-storm"
+SOCIAL_SECRET = "social-hmac-secret"
+STORM_YAML = f"""
+runbook: {STORM}
+title: Angry posts about payments
+severity: sev3
+roles: {{comms: [gita]}}
+inputs:
+  topic: {{type: string, default: unknown}}
+triggers:
+  - source: social
+    group_by: [topic]
+    inputs: {{topic: "{{{{ alert.labels.topic }}}}"}}
+    threshold: {{count: 3, within: 10m, match: {{sentiment: negative}}}}
+steps:
+  - id: hello
+    action: note
+    with: {{text: "posts about {{{{ inputs.topic }}}}"}}
+"""
+
+
+class Receiver:
+    def __init__(self, stack: Stack, url: str) -> None:
+        self.stack, self.url = stack, url
+
+    def post(self, body: Any, token: str | None = TOKEN, *, raw: bytes | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if raw is not None:
+            return httpx.post(f"{self.url}/hooks/alertmanager", content=raw, headers=headers, timeout=10)
+        return httpx.post(f"{self.url}/hooks/alertmanager", json=body, headers=headers, timeout=10)
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until the worker has done everything posted so far, runs started included."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health = httpx.get(f"{self.url}/healthz", timeout=5).json()
+            if health["queued"] == 0 and not health["busy"]:
+                if all(i["flow_run_id"] for i in self.incidents(state="open")):
+                    return
+            assert time.monotonic() < deadline, health
+            time.sleep(0.2)
+
+    def incidents(self, **params: str) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.url}/incidents", params=params, timeout=10).json()
+
+    def runs(self, runbook: str = RUNBOOK) -> list[dict[str, Any]]:
+        return httpx.post(
+            f"{self.stack.api}/flow_runs/filter", json={"flows": {"name": {"any_": [runbook]}}, "limit": 200}
+        ).json()
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    home = tmp_path_factory.mktemp("receiver-home")
+    folder = home / "runbooks"
+    folder.mkdir()
+    (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
+    (folder / f"{STORM}.yaml").write_text(STORM_YAML)
+    port, receiver_port = free_port(), free_port()
+    env = {**clean_env(home), "SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": f"old-secret,{SOCIAL_SECRET}"}
+    output = home / "up.log"
+    with output.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port", str(receiver_port),
+             "--runbooks", str(folder)],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+    deadline = time.monotonic() + 180
+    while "Siaga is up" not in output.read_text():
+        assert process.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, output.read_text()
+        time.sleep(0.5)
+    assert f"Alert receiver: http://127.0.0.1:{receiver_port}" in output.read_text()
+    try:
+        yield Receiver(Stack(process, output, f"http://127.0.0.1:{port}/api", env), f"http://127.0.0.1:{receiver_port}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def am_alert(region: str, status: str = "firing", *, fingerprint: str | None = None,
+             starts_at: str = "2026-11-24T03:00:00Z") -> dict[str, Any]:
+    """One alert as Alertmanager's webhook sends it."""
+    return {
+        "status": status,
+        "labels": {"alertname": "GatewayErrors", "region": region, "severity": "critical"},
+        "annotations": {"summary": f"5xx at the gateway in {region}"},
+        "startsAt": starts_at,
+        "endsAt": "2026-11-24T03:10:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example/graph",
+        "fingerprint": fingerprint or f"fp-{region}",
+    }
+
+
+def webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
+    """Alertmanager's webhook body (version 4) around `alerts`."""
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="GatewayErrors"}',
+        "truncatedAlerts": 0,
+        "status": "firing" if firing else "resolved",
+        "receiver": "siaga",
+        "groupLabels": {"alertname": "GatewayErrors"},
+        "commonLabels": {"alertname": "GatewayErrors"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example",
+        "alerts": list(alerts),
+    }
+
+
+def region() -> str:
+    return f"r-{uuid.uuid4().hex[:8]}"
+
+
+def of_group(incidents: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [i for i in incidents if i["group_key"] == json.dumps([name])]
+
+
+def test_alerts_open_one_incident_and_start_its_runbook_once(receiver: Receiver) -> None:
+    r = region()
+    before = len(receiver.runs())
+    answer = receiver.post(webhook(am_alert(r), am_alert(r, fingerprint=f"fp-{r}-2")))
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"accepted": 2}
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), r)
+    assert incident["state"] == "open" and incident["alerts"] == 2 and incident["severity"] == "sev2"
+    assert incident["inputs"] == {"region": r}
+
+    # Alertmanager re-sends the group, now with a third alert: still one incident, one run
+    assert receiver.post(webhook(am_alert(r), am_alert(r, fingerprint=f"fp-{r}-2"))).status_code == 202
+    assert receiver.post(webhook(am_alert(r), am_alert(r, fingerprint=f"fp-{r}-3"))).status_code == 202
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), r)
+    assert incident["alerts"] == 3
+    runs = receiver.runs()
+    assert len(runs) == before + 1
+    (run,) = [run for run in runs if run["id"] == incident["flow_run_id"]]
+    assert incident["id"] in run["name"]
+    assert run["idempotency_key"] == incident["id"]
+    assert run["parameters"]["region"] == r
+    assert run["parameters"]["incident"]["id"] == incident["id"]
+    assert run["parameters"]["incident"]["runbook"] == RUNBOOK
+    assert run["parameters"]["alert"]["labels"]["region"] == r
+
+    deadline = time.monotonic() + 120
+    while (state := httpx.get(f"{receiver.stack.api}/flow_runs/{run['id']}").json()["state"]["type"]) != "COMPLETED":
+        assert state not in ("FAILED", "CRASHED", "CANCELLED") and time.monotonic() < deadline, state
+        time.sleep(0.5)
+
+    detail = httpx.get(f"{receiver.url}/incidents/{incident['id']}").json()
+    assert {a["fingerprint"] for a in detail["alert_list"]} == {f"fp-{r}", f"fp-{r}-2", f"fp-{r}-3"}
+
+    # resolved, two in one webhook and the last one later: the incident resolves with the last
+    receiver.post(webhook(am_alert(r, "resolved"), am_alert(r, "resolved", fingerprint=f"fp-{r}-2")))
+    receiver.settle()
+    assert of_group(receiver.incidents(), r)[0]["state"] == "open"
+    receiver.post(webhook(am_alert(r, "resolved", fingerprint=f"fp-{r}-3")))
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), r)
+    assert incident["state"] == "resolved" and incident["resolved_at"]
+    assert len(receiver.runs()) == before + 1
+
+
+def test_a_missing_or_wrong_token_is_refused_and_nothing_is_recorded(receiver: Receiver) -> None:
+    r = region()
+    for token in (None, "wrong", ""):
+        answer = receiver.post(webhook(am_alert(r)), token=token)
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["www-authenticate"] == "Bearer"
+    answer = httpx.post(f"{receiver.url}/hooks/alertmanager", json=webhook(am_alert(r)),
+                        headers={"Authorization": f"Basic {TOKEN}"})
+    assert answer.status_code == 401
+    receiver.settle()
+    assert of_group(receiver.incidents(), r) == []
+    listed = receiver.stack.siaga("incidents", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert not [i for i in json.loads(listed.stdout) if r in i["group_key"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        (b"{not json", 400, "not JSON"),
+        (b"[1, 2]", 422, "not a JSON object"),
+        (b'{"version": "4"}', 422, "alerts"),
+        (json.dumps(webhook({**am_alert("x"), "status": "burning"})).encode(), 422, "status"),
+        (json.dumps(webhook({**am_alert("x"), "labels": ["a"]})).encode(), 422, "labels"),
+        (json.dumps(webhook({**am_alert("x"), "startsAt": "yesterday"})).encode(), 422, "startsAt"),
+        (json.dumps(webhook({**am_alert("x"), "fingerprint": 7})).encode(), 422, "fingerprint"),
+        (b"\xff\xfe", 400, "not JSON"),
+    ],
+)
+def test_a_malformed_body_is_refused_with_a_reason(receiver: Receiver, body: bytes, status: int, reason: str) -> None:
+    answer = receiver.post(None, raw=body)
+    assert answer.status_code == status, answer.text
+    assert reason in answer.json()["detail"]
+
+
+def test_other_sources_and_unknown_incidents(receiver: Receiver) -> None:
+    assert httpx.post(f"{receiver.url}/hooks/nagios", json={}).status_code == 404
+    assert httpx.post(f"{receiver.url}/hooks/cloudwatch", json={}).status_code == 501
+    assert httpx.get(f"{receiver.url}/incidents/inc-nope").status_code == 404
+    assert httpx.get(f"{receiver.url}/incidents", params={"state": "weird"}).status_code == 422
+
+
+def test_30_concurrent_webhooks_lose_no_run_and_start_none_twice(receiver: Receiver) -> None:
+    groups = [region() for _ in range(10)]
+    before = len(receiver.runs())
+    bodies = [webhook(am_alert(g)) for g in groups for _ in range(3)]
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda body: receiver.post(body).status_code, bodies))
+    assert answers == [202] * 30
+    receiver.settle(timeout=120)
+    incidents = [i for g in groups for i in of_group(receiver.incidents(), g)]
+    assert len(incidents) == 10 and all(i["alerts"] == 1 for i in incidents)
+    runs = receiver.runs()
+    assert len(runs) == before + 10
+    started = {run["parameters"]["incident"]["id"] for run in runs if run["parameters"].get("incident")}
+    assert {i["id"] for i in incidents} <= started
+    assert {i["flow_run_id"] for i in incidents} <= {run["id"] for run in runs}
+
+
+def signed(body: bytes, secret: str = SOCIAL_SECRET) -> dict[str, str]:
+    """The headers of a generic signed webhook (what Siaga's own http.request sends)."""
+    stamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-Siaga-Timestamp": stamp, "X-Siaga-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+def test_a_signed_generic_source_opens_a_threshold_incident_on_the_third_post(receiver: Receiver) -> None:
+    topic = region()
+    url = f"{receiver.url}/hooks/social"
+    before = len(receiver.runs(STORM))
+
+    def post(n: int, sentiment: str = "negative") -> httpx.Response:
+        body = json.dumps({"labels": {"sentiment": sentiment, "topic": topic, "post": str(n)}}).encode()
+        return httpx.post(url, content=body, headers=signed(body))
+
+    assert post(1).status_code == 202
+    assert post(2).status_code == 202
+    assert post(3, sentiment="positive").status_code == 202
+    receiver.settle()
+    assert of_group(receiver.incidents(), topic) == []
+
+    body = json.dumps({"labels": {"sentiment": "negative", "topic": topic, "post": "4"}}).encode()
+    headers = signed(body)
+    assert httpx.post(url, content=body, headers=headers).status_code == 202
+    replayed = httpx.post(url, content=body, headers=headers)
+    assert replayed.status_code == 403 and "replay" in replayed.json()["detail"]
+    unsigned = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    assert unsigned.status_code == 401
+    forged = httpx.post(url, content=body, headers=signed(body, secret="guess"))
+    assert forged.status_code == 401
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), topic)
+    assert incident["runbook_id"] == STORM and incident["alerts"] == 3  # the three negative posts
+    assert post(5).status_code == 202
+    receiver.settle()
+    (incident,) = of_group(receiver.incidents(), topic)
+    assert incident["alerts"] == 4
+    runs = receiver.runs(STORM)
+    assert len(runs) == before + 1
+    (run,) = [r for r in runs if r["id"] == incident["flow_run_id"]]
+    assert run["parameters"]["topic"] == topic
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: siaga
+  group_by: [alertname, region]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: siaga
+    webhook_configs:
+      - url: {url}/hooks/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: {token}
+"""
+
+
+@pytest.fixture(scope="module")
+def alertmanager(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's Alertmanager on loopback, sending its webhooks to the receiver; yields its URL."""
+    if ALERTMANAGER is None:
+        pytest.skip("no Alertmanager binary: apt-get install -y prometheus-alertmanager")
+    folder = tmp_path_factory.mktemp("alertmanager")
+    (folder / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG.format(url=receiver.url, token=TOKEN))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (folder / "alertmanager.log").open("w") as log:
+        process = subprocess.Popen(
+            [ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (folder / "alertmanager.log").read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, (folder / "alertmanager.log").read_text()
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def fire(alertmanager: str, region: str, instances: list[str], *, ended: bool = False) -> None:
+    """Post alerts to Alertmanager's v2 API, as Prometheus does."""
+    now = datetime.now(UTC)
+    alerts = [
+        {
+            "labels": {"alertname": "GatewayErrors", "region": region, "instance": instance, "severity": "critical"},
+            "annotations": {"summary": f"5xx at the gateway in {region}"},
+            "startsAt": STARTS[region, instance].isoformat(),
+            **({"endsAt": now.isoformat()} if ended else {"endsAt": (now + timedelta(minutes=5)).isoformat()}),
+            "generatorURL": "http://prometheus.example/graph",
+        }
+        for instance in instances
+    ]
+    answer = httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+STARTS: dict[tuple[str, str], datetime] = {}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return value
+
+
+def test_a_real_alertmanager_opens_one_incident_and_one_run(receiver: Receiver, alertmanager: str) -> None:
+    r = region()
+    instances = ["gw-1", "gw-2", "gw-3"]
+    for instance in instances:
+        STARTS[r, instance] = datetime.now(UTC).replace(microsecond=0)
+    before = len(receiver.runs())
+    fire(alertmanager, r, instances[:2])
+    wait_for(lambda: of_group(receiver.incidents(), r), what="the incident")
+    fire(alertmanager, r, instances)  # Prometheus re-sends every evaluation; a third instance joins
+    incident = wait_for(
+        lambda: [i for i in of_group(receiver.incidents(), r) if i["alerts"] == 3 and i["flow_run_id"]],
+        what="the third alert to join",
+    )[0]
+    receiver.settle()
+    assert len(of_group(receiver.incidents(), r)) == 1
+    assert len(receiver.runs()) == before + 1
+    run = httpx.get(f"{receiver.stack.api}/flow_runs/{incident['flow_run_id']}").json()
+    assert run["parameters"]["region"] == r and run["parameters"]["incident"]["id"] == incident["id"]
+
+    fire(alertmanager, r, instances, ended=True)
+    wait_for(lambda: of_group(receiver.incidents(), r)[0]["state"] == "resolved", what="the incident to resolve")
+    assert len(receiver.runs()) == before + 1

@@ -1,0 +1,203 @@
+"""Routing and dedup: which runbook an alert starts, its incident key, inputs, thresholds; and the
+store keeping one open incident per key, each notification once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from siaga.alerts import Alert, AlertStatus
+from siaga.alerts.routing import group_key, matches, routes, threshold_reached
+from siaga.incidents import get_incident, list_incidents, process
+from siaga.runbook.models import Runbook, Threshold, Trigger
+from siaga.store import alerts, engine
+
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+STARTED = datetime(2026, 11, 24, 2, 55, tzinfo=UTC)
+
+
+def runbook(id: str, *triggers: dict) -> Runbook:
+    return Runbook.model_validate(
+        {
+            "runbook": id,
+            "title": id,
+            "severity": "sev1",
+            "roles": {"ops": ["eko"]},
+            "inputs": {"region": {"type": "string", "default": "ap-southeast-3"}},
+            "triggers": list(triggers),
+            "steps": [{"id": "note", "action": "note", "with": {"text": "hi"}}],
+        }
+    )
+
+
+GATEWAY = runbook(
+    "gateway",
+    {
+        "source": "alertmanager",
+        "match": {"alertname": "GatewayErrors"},
+        "group_by": ["region"],
+        "inputs": {"region": "{{ alert.labels.region }}"},
+    },
+)
+STORM = runbook(
+    "storm",
+    {"source": "generic", "group_by": ["topic"], "threshold": {"count": 3, "within": "10m", "match": {"sentiment": "negative"}}},
+)
+
+
+def alert(region: str = "ap-southeast-1", *, fingerprint: str | None = None, status: str = "firing",
+          starts_at: datetime = STARTED, source: str = "alertmanager", **labels: str) -> Alert:
+    labels = {"alertname": "GatewayErrors", "region": region, **labels}
+    return Alert(
+        source=source,
+        fingerprint=fingerprint or f"fp-{region}",
+        status=AlertStatus(status),
+        labels=labels,
+        starts_at=starts_at,
+    )
+
+
+def test_a_trigger_matches_on_source_and_every_label() -> None:
+    trigger = GATEWAY.triggers[0]
+    assert matches(trigger, alert())
+    assert not matches(trigger, alert(alertname="Other"))
+    assert not matches(trigger, alert(source="grafana"))
+
+
+def test_the_incident_key_is_the_runbook_and_the_group_by_values() -> None:
+    (route,) = routes([GATEWAY, STORM], alert("ap-southeast-1"))
+    assert route.key == ("gateway", '["ap-southeast-1"]')
+    assert route.inputs == {"region": "ap-southeast-1"}
+    assert group_key(GATEWAY.triggers[0], alert("x")) != route.group_key
+    missing = Alert(source="alertmanager", fingerprint="f", status=AlertStatus.FIRING, labels={"alertname": "GatewayErrors"})
+    (route,) = routes([GATEWAY], missing)
+    assert route.group_key == '[""]'
+    assert route.inputs == {} and "region" in route.problems[0]
+
+
+def test_a_runbook_is_routed_once_however_many_of_its_triggers_match() -> None:
+    twice = runbook("twice", {"source": "alertmanager"}, {"source": "alertmanager", "match": {"region": "a"}})
+    assert [r.trigger_index for r in routes([twice], alert("a"))] == [0]
+
+
+def test_threshold_counts_within_the_window_ending_now() -> None:
+    threshold = Threshold(count=3, within=timedelta(minutes=10))
+    recent = [NOW - timedelta(minutes=m) for m in (1, 5)]
+    assert not threshold_reached(threshold, recent, NOW)
+    assert threshold_reached(threshold, [*recent, NOW], NOW)
+    assert not threshold_reached(threshold, [*recent, NOW - timedelta(minutes=11)], NOW)
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return engine(f"sqlite:///{tmp_path / 'siaga.db'}")
+
+
+CATALOG = {"gateway": GATEWAY, "storm": STORM}
+
+
+def test_one_open_incident_per_key_and_each_notification_recorded_once(store) -> None:  # type: ignore[no-untyped-def]
+    first = process(store, CATALOG, alert("ap-southeast-1"), NOW)
+    assert first.new and len(first.opened) == 1
+    again = process(store, CATALOG, alert("ap-southeast-1"), NOW)
+    assert not again.new and not again.opened and not again.joined
+    other_fp = process(store, CATALOG, alert("ap-southeast-1", fingerprint="fp-2"), NOW)
+    assert other_fp.joined == first.opened
+    other_group = process(store, CATALOG, alert("ap-southeast-3"), NOW)
+    assert other_group.opened and other_group.opened != first.opened
+    incident = get_incident(store, first.opened[0])
+    assert incident and incident["alerts"] == 2 and incident["inputs"] == {"region": "ap-southeast-1"}
+    with store.connect() as c:
+        assert c.execute(select(func.count()).select_from(alerts)).scalar_one() == 3
+
+
+def test_an_incident_resolves_when_all_its_alerts_resolve_and_the_key_is_free_again(store) -> None:  # type: ignore[no-untyped-def]
+    opened = process(store, CATALOG, alert(), NOW).opened[0]
+    process(store, CATALOG, alert(fingerprint="fp-2"), NOW)
+    assert process(store, CATALOG, alert(status="resolved"), NOW).resolved == []
+    assert process(store, CATALOG, alert(fingerprint="fp-2", status="resolved"), NOW).resolved == [opened]
+    assert get_incident(store, opened)["state"] == "resolved"
+    refired = process(store, CATALOG, alert(starts_at=NOW), NOW + timedelta(minutes=1))
+    assert refired.opened and refired.opened != [opened]
+    assert [i["state"] for i in list_incidents(store)] == ["open", "resolved"]
+
+
+def test_a_resolved_notification_that_came_first_ends_the_episode(store) -> None:  # type: ignore[no-untyped-def]
+    process(store, CATALOG, alert(status="resolved"), NOW)
+    assert not process(store, CATALOG, alert(), NOW).opened
+    assert list_incidents(store) == []
+
+
+def test_a_threshold_trigger_opens_on_the_count_th_alert_then_joins(store) -> None:  # type: ignore[no-untyped-def]
+    def post(n: int, at: datetime, topic: str = "fees") -> list[str]:
+        a = Alert(source="generic", fingerprint=f"post-{topic}-{n}", status=AlertStatus.FIRING,
+                  labels={"sentiment": "negative", "topic": topic})
+        outcome = process(store, CATALOG, a, at)
+        return outcome.opened + outcome.joined
+
+    assert post(1, NOW - timedelta(minutes=20)) == []
+    assert post(2, NOW - timedelta(minutes=5)) == []
+    assert post(3, NOW - timedelta(minutes=1), topic="other") == []
+    assert post(4, NOW - timedelta(minutes=1)) == []
+    opened = post(5, NOW)
+    assert len(opened) == 1
+    assert get_incident(store, opened[0])["alerts"] == 3  # posts 2, 4 and 5: the ones in the window
+    assert post(6, NOW + timedelta(hours=1)) == opened
+
+
+def test_inputs_are_coerced_to_the_runbooks_types_or_left_out() -> None:
+    typed = Runbook.model_validate(
+        {
+            "runbook": "typed",
+            "title": "typed",
+            "severity": "sev3",
+            "roles": {"ops": ["eko"]},
+            "inputs": {"replicas": {"type": "integer", "default": 1}, "zone": {"type": "string", "default": "a", "enum": ["a", "b"]}},
+            "triggers": [{"source": "alertmanager", "inputs": {"replicas": "{{ alert.labels.n }}", "zone": "{{ alert.labels.zone }}"}}],
+            "steps": [{"id": "note", "action": "note", "with": {"text": "hi"}}],
+        }
+    )
+    (route,) = routes([typed], alert(n="3", zone="z"))
+    assert route.inputs == {"replicas": 3}
+    assert "zone" in route.problems[0]
+
+
+def test_the_worker_retries_a_run_that_did_not_start_and_records_it_once(store) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from siaga.alerts.receiver import Batch, Worker
+
+    calls: list[str] = []
+
+    async def flaky_start(incident) -> str:  # type: ignore[no-untyped-def]
+        calls.append(incident["id"])
+        if len(calls) < 3:
+            raise ConnectionError("503 database is locked")
+        return f"run-of-{incident['id']}"
+
+    async def go() -> None:
+        worker = Worker(CATALOG, store, flaky_start, attempts=3, first_delay=0)
+        task = asyncio.create_task(worker.run())
+        worker.queue.put_nowait(Batch("alertmanager", [alert("a"), alert("a"), alert("b", fingerprint="x")], NOW))
+        await worker.queue.join()
+        task.cancel()
+
+    asyncio.run(go())
+    incidents = list_incidents(store)
+    assert len(incidents) == 2 and all(i["flow_run_id"] == f"run-of-{i['id']}" for i in incidents)
+    assert len(calls) == 4  # two failures and a success for the first incident, one for the second
+
+
+def test_routing_is_pure() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, siaga.alerts.routing; "
+        "print(sorted(m for m in ('prefect', 'fastapi', 'httpx', 'sqlalchemy', 'uvicorn', 'boto3') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
