@@ -13,6 +13,14 @@ REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
 
 
+def missing(what: str, install: str) -> None:
+    """Skip a test whose outside program is missing; in CI (which installs it) fail instead."""
+    message = f"no {what}: {install}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must install it)")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def siaga_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test session writes its outbox, logs and Prefect data to a fresh folder."""

@@ -19,6 +19,7 @@ import pytest
 from siaga.alerts import Alert, AlertStatus
 from siaga.incidents import get_incident, list_incidents, process
 
+from .conftest import missing
 from .test_routing import CATALOG, STARTED
 from .test_stack import free_port
 
@@ -32,7 +33,7 @@ def _as_postgres(command: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     if BIN is None:
-        pytest.skip("no PostgreSQL server binaries: apt-get install -y postgresql")
+        missing("PostgreSQL server binaries", "apt-get install -y postgresql")
     pytest.importorskip("psycopg", reason="no psycopg: pip install 'psycopg[binary]'")
     folder = Path(tempfile.mkdtemp(prefix="siaga-pg-"))
     if os.geteuid() == 0:

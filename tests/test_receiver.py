@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .conftest import missing
 from .test_stack import Stack, clean_env, free_port
 
 TOKEN = "s3cret-token-for-tests"
@@ -336,7 +337,7 @@ receivers:
 def alertmanager(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's Alertmanager on loopback, sending its webhooks to the receiver; yields its URL."""
     if ALERTMANAGER is None:
-        pytest.skip("no Alertmanager binary: apt-get install -y prometheus-alertmanager")
+        missing("Alertmanager binary", "apt-get install -y prometheus-alertmanager")
     folder = tmp_path_factory.mktemp("alertmanager")
     (folder / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG.format(url=receiver.url, token=TOKEN))
     port = free_port()
