@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from siaga.actions import ActionContext, ActionFailed, ActionSpec
 from siaga.ledger import Claim, Entry, Ledger
 from siaga.logs import get_logger
+from siaga.secrets import REDACTOR
 
 log = get_logger("siaga.effects")
 
@@ -53,11 +54,11 @@ async def call_once(spec: ActionSpec, params: BaseModel, context: ActionContext,
             result = await spec.run(params, context)
         except ActionFailed as exc:
             if exc.changed is False or spec.provider_idempotent:
-                ledger.failed(key, str(exc))
+                ledger.failed(key, REDACTOR.text(str(exc)))
             raise
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json", by_alias=True)
-    ledger.done(key, result)
+    ledger.done(key, REDACTOR(result))  # the ledger is printed by `siaga ledger --json`
     return result, None
 
 
@@ -83,7 +84,7 @@ async def _settle_unknown(
         if found is not None:
             if isinstance(found, BaseModel):
                 found = found.model_dump(mode="json", by_alias=True)
-            ledger.done(key, found)
+            ledger.done(key, REDACTOR(found))
             log.info("side effect found in place at the provider", key=key, action=spec.name)
             return Claim.DONE, found, FOUND_IN_PLACE
         log.info("side effect not in place at the provider: acting again", key=key, action=spec.name)
