@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from siaga.actions import ActionContext, ActionFailed, ActionSpec
+from siaga.actions import ActionContext, ActionFailed, ActionSpec, CannotReconcile
 from siaga.ledger import Claim, Entry, Ledger
 from siaga.logs import get_logger
 from siaga.secrets import REDACTOR
@@ -79,19 +79,24 @@ async def _settle_unknown(
             break  # our own earlier attempt, or a dead caller's intent that is now ours
     if spec.provider_idempotent:
         return Claim.NEW, None, None
+    why = "this action cannot check the provider"
     if spec.reconcile is not None:
-        found = await spec.reconcile(params, context)
-        if found is not None:
+        try:
+            found = await spec.reconcile(params, context)
+        except CannotReconcile as exc:
+            why = str(exc)
+        else:
+            if found is None:
+                log.info("side effect not in place at the provider: acting again", key=key, action=spec.name)
+                return Claim.NEW, None, None
             if isinstance(found, BaseModel):
                 found = found.model_dump(mode="json", by_alias=True)
             ledger.done(key, REDACTOR(found))
             log.info("side effect found in place at the provider", key=key, action=spec.name)
             return Claim.DONE, found, FOUND_IN_PLACE
-        log.info("side effect not in place at the provider: acting again", key=key, action=spec.name)
-        return Claim.NEW, None, None
     raise ActionFailed(
         f"{spec.name} may already have acted: an earlier attempt of this step stopped before "
-        "recording its outcome, and this action cannot check the provider",
+        f"recording its outcome, and {why}",
         retryable=False,
         todo=f"check at the provider whether {spec.name} took effect, then run "
         f"`siaga ledger --resolve {key} --done` (it did) or `--retry` (it did not) and run the step again",
