@@ -1,6 +1,7 @@
 """HTTP calls to providers: retries where they are safe, and errors that say what happened.
 
-* 429 and 503 changed nothing: they are retried, honouring ``Retry-After``;
+* 429 (and whatever else a provider answers when it throttles, `throttled`) and 503 changed
+  nothing: they are retried, honouring ``Retry-After`` (seconds or an HTTP date);
 * other 5xx and timeouts may have acted: retried only when the provider deduplicates by our
   idempotency key (`idempotent=True`), else left to the side-effect ledger;
 * connection refused never reached the provider: retried with backoff and jitter;
@@ -9,7 +10,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -32,7 +35,14 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 async def send(
@@ -45,9 +55,11 @@ async def send(
     attempts: int = 4,
     max_wait: float = 60.0,
     describe: Describe = _text,
+    throttled: Collection[int] = (429,),
     **kwargs: Any,
 ) -> httpx.Response:
-    """Send the request; return a successful response or raise ActionFailed."""
+    """Send the request; return a successful response or raise ActionFailed. `throttled` are the
+    statuses the provider answers when it rate-limits (Statuspage also uses 420)."""
 
     def transient(error: BaseException) -> bool:
         return isinstance(error, ActionFailed) and error.retryable and (error.changed is False or idempotent)
@@ -62,12 +74,18 @@ async def send(
     )
     async for attempt in retrying:
         with attempt:
-            return await _once(client, method, url, provider, describe, **kwargs)
+            return await _once(client, method, url, provider, describe, throttled, **kwargs)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _once(
-    client: httpx.AsyncClient, method: str, url: str, provider: str, describe: Describe, **kwargs: Any
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    provider: str,
+    describe: Describe,
+    throttled: Collection[int],
+    **kwargs: Any,
 ) -> httpx.Response:
     try:
         response = await client.request(method, url, **kwargs)
@@ -81,7 +99,7 @@ async def _once(
         return response
     status = response.status_code
     message = f"{provider} answered {status} to {method} {url}: {describe(response)}"
-    if status == 429 or status == 503:
+    if status in throttled or status == 503:
         raise ActionFailed(message, retryable=True, changed=False, retry_after=_retry_after(response))
     if status >= 500:
         raise ActionFailed(message, retryable=True, changed=None)
