@@ -2,11 +2,13 @@
 
 from siaga.actions import ActionRegistry
 
-from . import basic, outbox, webhook
+from . import basic, outbox, payments, webhook
 
 __all__ = ["default_registry"]
 
 
 def default_registry() -> ActionRegistry:
     """Every action Siaga ships."""
-    return ActionRegistry.of([*basic.ACTIONS, *outbox.ACTIONS, *webhook.ACTIONS])
+    return ActionRegistry.of(
+        [*basic.ACTIONS, *outbox.ACTIONS, *payments.ACTIONS, *webhook.ACTIONS]
+    )
