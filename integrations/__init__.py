@@ -2,7 +2,7 @@
 
 from siaga.actions import ActionRegistry
 
-from . import basic, outbox, payments, webhook
+from . import basic, outbox, payments, statuspage, webhook
 
 __all__ = ["default_registry"]
 
@@ -10,5 +10,5 @@ __all__ = ["default_registry"]
 def default_registry() -> ActionRegistry:
     """Every action Siaga ships."""
     return ActionRegistry.of(
-        [*basic.ACTIONS, *outbox.ACTIONS, *payments.ACTIONS, *webhook.ACTIONS]
+        [*basic.ACTIONS, *outbox.ACTIONS, *payments.ACTIONS, *statuspage.ACTIONS, *webhook.ACTIONS]
     )
