@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from sqlalchemy import JSON, Column, DateTime, Engine, MetaData, String, Table, Text, create_engine, event
+from sqlalchemy.exc import DatabaseError
 
 from .home import siaga_home
 
@@ -52,5 +53,10 @@ def engine(url: str | None = None) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    metadata.create_all(created)
+    try:
+        metadata.create_all(created)
+    except DatabaseError:
+        # Another process created the tables between our check and our CREATE (two flow runs
+        # starting on a fresh store): they are there now, which a second pass confirms.
+        metadata.create_all(created)
     return created

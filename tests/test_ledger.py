@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from siaga.ledger import Claim, Ledger
@@ -47,3 +49,24 @@ def test_a_silent_intent_is_taken_over_once_and_only_as_seen(tmp_path: Path) -> 
     assert not book.take_over("k", "run-3", seen), "the second taker must wait for the first"
     entry = book.get("k")
     assert entry is not None and entry.run_id == "run-2" and entry.state == "intent"
+
+
+
+
+def test_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Flow runs starting together on a new install race to create the tables."""
+    count = 8
+    code = (
+        "import os, sys, time; from pathlib import Path; from siaga.store import engine; "
+        "ready = Path(sys.argv[2]); (ready / str(os.getpid())).touch(); "
+        f"[time.sleep(0.005) for _ in iter(lambda: len(list(ready.iterdir())) < {count}, False)]; "
+        "engine(sys.argv[1])"
+    )
+    (tmp_path / "ready").mkdir()
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, url, str(tmp_path / "ready")], stderr=subprocess.PIPE)
+        for _ in range(count)
+    ]
+    errors = [child.communicate(timeout=60)[1].decode() for child in children]
+    assert [e[-300:] for c, e in zip(children, errors, strict=True) if c.returncode != 0] == []
