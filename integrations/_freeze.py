@@ -15,13 +15,17 @@ from siaga.actions import ActionParams
 class MerchantScope(ActionParams):
     """Only these merchants (for Stripe: connected account ids, ``acct_...``)."""
 
-    merchants: list[str] = Field(min_length=1, description="Merchant ids (Stripe: connected account ids).")
+    merchants: list[str] = Field(
+        min_length=1, description="Merchant ids (Stripe: connected account ids)."
+    )
 
 
 class PaymentMethodScope(ActionParams):
     """Only payments by this method."""
 
-    payment_method: str = Field(min_length=1, description="A payment method: card, qris, ewallet...")
+    payment_method: str = Field(
+        min_length=1, description="A payment method: card, qris, ewallet..."
+    )
 
 
 Scope = Literal["all", "payouts"] | MerchantScope | PaymentMethodScope
@@ -41,7 +45,9 @@ class FreezeParams(ActionParams):
     """Freeze money movement in a scope, with a reason."""
 
     scope: Scope = Field(description=_SCOPE_HELP)
-    reason: str = Field(min_length=1, description="Why: sent to the provider and kept in the run's record.")
+    reason: str = Field(
+        min_length=1, description="Why: sent to the provider and kept in the run's record."
+    )
     connection: str | None = Field(default=None, description=_CONNECTION_HELP)
 
 

@@ -57,7 +57,14 @@ from ._freeze import (
     scope_value,
 )
 
-__all__ = ["DEFAULT_BODY", "BasicAuth", "BasicCredentials", "BearerAuth", "HeaderAuth", "PaymentSwitch"]
+__all__ = [
+    "DEFAULT_BODY",
+    "BasicAuth",
+    "BasicCredentials",
+    "BearerAuth",
+    "HeaderAuth",
+    "PaymentSwitch",
+]
 
 PROVIDER = "payment_switch"
 _SECRET = r"^secret://"
@@ -114,12 +121,17 @@ class PaymentSwitch(Connection):
     status_path: str | None = Field(
         default="/status", description="Where the freezes in force are listed; null if nowhere."
     )
-    preview_path: str | None = Field(default="/preview", description="Where a freeze is previewed; null if nowhere.")
+    preview_path: str | None = Field(
+        default="/preview", description="Where a freeze is previewed; null if nowhere."
+    )
     auth: BearerAuth | BasicAuth | HeaderAuth | None = None
-    headers: dict[str, str] = Field(default_factory=dict, description="Further headers, sent as they are.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Further headers, sent as they are."
+    )
     body: Any = Field(default_factory=lambda: dict(DEFAULT_BODY), description="The body template.")
     frozen_when: str | None = Field(
-        default=None, description="An expression telling from `status` whether `scope` is frozen (by `key`)."
+        default=None,
+        description="An expression telling from `status` whether `scope` is frozen (by `key`).",
     )
     timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for the switch.")
 
@@ -128,22 +140,40 @@ class PaymentSwitch(Connection):
 
 
 async def freeze(
-    conn: PaymentSwitch, name: str, params: FreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: PaymentSwitch,
+    name: str,
+    params: FreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any]:
     response = await _change(conn, name, "freeze", params.scope, params.reason, None, context, http)
-    return _result(name, "freeze", params.scope, params.reason, context, response=_content(response))
+    return _result(
+        name, "freeze", params.scope, params.reason, context, response=_content(response)
+    )
 
 
 async def unfreeze(
-    conn: PaymentSwitch, name: str, params: UnfreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: PaymentSwitch,
+    name: str,
+    params: UnfreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any]:
-    response = await _change(conn, name, "unfreeze", params.scope, params.reason, params.freeze_key, context, http)
-    result = _result(name, "unfreeze", params.scope, params.reason, context, response=_content(response))
+    response = await _change(
+        conn, name, "unfreeze", params.scope, params.reason, params.freeze_key, context, http
+    )
+    result = _result(
+        name, "unfreeze", params.scope, params.reason, context, response=_content(response)
+    )
     return {**result, "freeze_key": params.freeze_key}
 
 
 async def freeze_in_place(
-    conn: PaymentSwitch, name: str, params: FreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: PaymentSwitch,
+    name: str,
+    params: FreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any] | None:
     """The freeze's result if the switch lists this step's freeze as in force, else None."""
     status = await _status(conn, name, params.scope, context, http)
@@ -153,7 +183,11 @@ async def freeze_in_place(
 
 
 async def unfreeze_in_place(
-    conn: PaymentSwitch, name: str, params: UnfreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: PaymentSwitch,
+    name: str,
+    params: UnfreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any] | None:
     """The unfreeze's result if the switch lists no freeze of the scope (or of `freeze_key`)."""
     status = await _status(conn, name, params.scope, context, http)
@@ -164,7 +198,11 @@ async def unfreeze_in_place(
 
 
 async def preview(
-    conn: PaymentSwitch, name: str, params: PreviewParams, context: ActionContext, http: httpx.AsyncClient
+    conn: PaymentSwitch,
+    name: str,
+    params: PreviewParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> Preview:
     if conn.preview_path is None:
         raise ActionFailed(
@@ -173,15 +211,22 @@ async def preview(
             todo=f"set `preview_path` of connection {name!r} in connections.yaml, or remove the preview step",
         )
     response = await _http.send(
-        http, "GET", conn.url(conn.preview_path), provider=f"payment switch {name!r}", idempotent=True,
-        describe=_describe, params=_query(params.scope), headers=_auth_headers(conn, context),
+        http,
+        "GET",
+        conn.url(conn.preview_path),
+        provider=f"payment switch {name!r}",
+        idempotent=True,
+        describe=_describe,
+        params=_query(params.scope),
+        headers=_auth_headers(conn, context),
     )
     data = _json(response, name, "preview")
     try:
         return _preview(name, params.scope, data)
     except (TypeError, ValueError) as exc:
         raise ActionFailed(
-            f"payment switch {name!r}: its preview is not what Siaga reads ({exc})", changed=False,
+            f"payment switch {name!r}: its preview is not what Siaga reads ({exc})",
+            changed=False,
             todo="make the switch's preview answer {merchants, pending_payouts, value, currency}",
         ) from None
 
@@ -213,7 +258,8 @@ async def _change(
         body = render_value(conn.body, values)
     except (TemplateError, TypeError, ValueError) as exc:
         raise ActionFailed(
-            f"payment switch {name!r}: its body template does not render: {exc}", changed=False,
+            f"payment switch {name!r}: its body template does not render: {exc}",
+            changed=False,
             todo=f"fix `body:` of connection {name!r} in connections.yaml",
         ) from None
     content = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
@@ -225,8 +271,13 @@ async def _change(
     }
     path = conn.freeze_path if action == "freeze" else conn.unfreeze_path
     return await _http.send(
-        http, conn.method, conn.url(path), provider=f"payment switch {name!r}", describe=_describe,
-        content=content.encode(), headers=headers,
+        http,
+        conn.method,
+        conn.url(path),
+        provider=f"payment switch {name!r}",
+        describe=_describe,
+        content=content.encode(),
+        headers=headers,
     )
 
 
@@ -234,10 +285,18 @@ async def _status(
     conn: PaymentSwitch, name: str, scope: Scope, context: ActionContext, http: httpx.AsyncClient
 ) -> Any:
     if conn.status_path is None:
-        raise CannotReconcile(f"payment switch {name!r} has no status_path to ask whether it took effect")
+        raise CannotReconcile(
+            f"payment switch {name!r} has no status_path to ask whether it took effect"
+        )
     response = await _http.send(
-        http, "GET", conn.url(conn.status_path), provider=f"payment switch {name!r}", idempotent=True,
-        describe=_describe, params=_query(scope), headers=_auth_headers(conn, context),
+        http,
+        "GET",
+        conn.url(conn.status_path),
+        provider=f"payment switch {name!r}",
+        idempotent=True,
+        describe=_describe,
+        params=_query(scope),
+        headers=_auth_headers(conn, context),
     )
     return _json(response, name, "status")
 
@@ -245,19 +304,26 @@ async def _status(
 def _frozen(conn: PaymentSwitch, name: str, status: Any, scope: Scope, key: str | None) -> bool:
     """Whether `status` lists `scope` as frozen: by `key`, or by anyone if `key` is None."""
     if conn.frozen_when:
-        values = {"status": status, "scope": scope_value(scope), "scope_kind": scope_kind(scope), "key": key}
+        values = {
+            "status": status,
+            "scope": scope_value(scope),
+            "scope_kind": scope_kind(scope),
+            "key": key,
+        }
         try:
             return evaluate_condition(conn.frozen_when, values)
         except (TemplateError, TypeError, ValueError) as exc:
             raise ActionFailed(
-                f"payment switch {name!r}: frozen_when does not evaluate: {exc}", changed=False,
+                f"payment switch {name!r}: frozen_when does not evaluate: {exc}",
+                changed=False,
                 todo=f"fix `frozen_when:` of connection {name!r} in connections.yaml",
             ) from None
     entries = status.get("freezes", status.get("frozen")) if isinstance(status, dict) else status
     if not isinstance(entries, list):
         raise ActionFailed(
-            f"payment switch {name!r}: its status lists no `freezes`", changed=False,
-            todo=f"make the status answer {{\"freezes\": [...]}} or set `frozen_when` of connection {name!r}",
+            f"payment switch {name!r}: its status lists no `freezes`",
+            changed=False,
+            todo=f'make the status answer {{"freezes": [...]}} or set `frozen_when` of connection {name!r}',
         )
     for entry in entries:
         if not isinstance(entry, dict) or entry.get("active", True) is False:
@@ -273,7 +339,7 @@ def _frozen(conn: PaymentSwitch, name: str, status: Any, scope: Scope, key: str 
 
 def _preview(name: str, scope: Scope, data: Any) -> Preview:
     if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
+        raise TypeError("expected a JSON object")
     merchants = data.get("merchants")
     ids: list[str] = []
     count = data.get("merchant_count")
@@ -287,7 +353,13 @@ def _preview(name: str, scope: Scope, data: Any) -> Preview:
         pending = len(pending)
     raw = data.get("value")
     if isinstance(raw, list):
-        value = [Amount(currency=str(v["currency"]).upper(), amount=decimal_text(v.get("amount", v.get("value")))) for v in raw]
+        value = [
+            Amount(
+                currency=str(v["currency"]).upper(),
+                amount=decimal_text(v.get("amount", v.get("value"))),
+            )
+            for v in raw
+        ]
     elif raw is not None:
         value = [Amount(currency=str(data.get("currency", "")).upper(), amount=decimal_text(raw))]
     else:
@@ -298,8 +370,13 @@ def _preview(name: str, scope: Scope, data: Any) -> Preview:
         f"{_count(pending, 'pending payout')} worth {amounts_text(value)}"
     )
     return Preview(
-        provider=PROVIDER, connection=name, scope=what, merchant_count=None if count is None else int(count),
-        merchants=ids[:100], pending_payouts=None if pending is None else int(pending), value=value,
+        provider=PROVIDER,
+        connection=name,
+        scope=what,
+        merchant_count=None if count is None else int(count),
+        merchants=ids[:100],
+        pending_payouts=None if pending is None else int(pending),
+        value=value,
         summary=summary,
     )
 
@@ -328,7 +405,9 @@ def _auth_headers(conn: PaymentSwitch, context: ActionContext) -> dict[str, str]
         user = auth.basic.username
         user = context.secret(user) if is_secret_reference(user) else user
         token = base64.b64encode(f"{user}:{context.secret(auth.basic.password)}".encode()).decode()
-        REDACTOR.add(auth.basic.password.removeprefix("secret://"), token)  # an echoed header stays hidden
+        REDACTOR.add(
+            auth.basic.password.removeprefix("secret://"), token
+        )  # an echoed header stays hidden
         return {"Authorization": f"Basic {token}"}
     return {}
 
@@ -352,7 +431,8 @@ def _json(response: httpx.Response, name: str, what: str) -> Any:
         return response.json()
     except ValueError:
         raise ActionFailed(
-            f"payment switch {name!r}: its {what} answer is not JSON: {response.text[:200]}", changed=False,
+            f"payment switch {name!r}: its {what} answer is not JSON: {response.text[:200]}",
+            changed=False,
             todo=f"check the {what}_path of connection {name!r}",
         ) from None
 
@@ -365,7 +445,13 @@ def _content(response: httpx.Response) -> Any:
 
 
 def _result(
-    name: str, action: str, scope: Scope, reason: str, context: ActionContext, *, response: Any = None,
+    name: str,
+    action: str,
+    scope: Scope,
+    reason: str,
+    context: ActionContext,
+    *,
+    response: Any = None,
     reconciled: bool = False,
 ) -> dict[str, Any]:
     return {

@@ -24,7 +24,14 @@ import httpx
 from siaga.actions import ActionContext, ActionFailed, ActionSpec, Connection, Risk
 
 from . import payment_switch, stripe_connect
-from ._freeze import FreezeParams, MerchantScope, PaymentMethodScope, Preview, PreviewParams, UnfreezeParams
+from ._freeze import (
+    FreezeParams,
+    MerchantScope,
+    PaymentMethodScope,
+    Preview,
+    PreviewParams,
+    UnfreezeParams,
+)
 from .payment_switch import PaymentSwitch
 from .stripe_connect import StripeConnection
 
@@ -46,21 +53,27 @@ _PROVIDERS: dict[str, tuple[type[Connection], ModuleType]] = {
 }
 
 
-async def freeze(params: FreezeParams, context: ActionContext, *, client: httpx.AsyncClient | None = None) -> dict[str, Any]:
+async def freeze(
+    params: FreezeParams, context: ActionContext, *, client: httpx.AsyncClient | None = None
+) -> dict[str, Any]:
     name, conn, provider = _connection(context, params.connection)
     async with _client(client, conn) as http:
         result: dict[str, Any] = await provider.freeze(conn, name, params, context, http)
     return result
 
 
-async def unfreeze(params: UnfreezeParams, context: ActionContext, *, client: httpx.AsyncClient | None = None) -> dict[str, Any]:
+async def unfreeze(
+    params: UnfreezeParams, context: ActionContext, *, client: httpx.AsyncClient | None = None
+) -> dict[str, Any]:
     name, conn, provider = _connection(context, params.connection)
     async with _client(client, conn) as http:
         result: dict[str, Any] = await provider.unfreeze(conn, name, params, context, http)
     return result
 
 
-async def preview(params: PreviewParams, context: ActionContext, *, client: httpx.AsyncClient | None = None) -> Preview:
+async def preview(
+    params: PreviewParams, context: ActionContext, *, client: httpx.AsyncClient | None = None
+) -> Preview:
     name, conn, provider = _connection(context, params.connection)
     async with _client(client, conn) as http:
         result: Preview = await provider.preview(conn, name, params, context, http)
@@ -70,14 +83,20 @@ async def preview(params: PreviewParams, context: ActionContext, *, client: http
 async def reconcile_freeze(params: FreezeParams, context: ActionContext) -> dict[str, Any] | None:
     name, conn, provider = _connection(context, params.connection)
     async with _client(None, conn) as http:
-        found: dict[str, Any] | None = await provider.freeze_in_place(conn, name, params, context, http)
+        found: dict[str, Any] | None = await provider.freeze_in_place(
+            conn, name, params, context, http
+        )
     return found
 
 
-async def reconcile_unfreeze(params: UnfreezeParams, context: ActionContext) -> dict[str, Any] | None:
+async def reconcile_unfreeze(
+    params: UnfreezeParams, context: ActionContext
+) -> dict[str, Any] | None:
     name, conn, provider = _connection(context, params.connection)
     async with _client(None, conn) as http:
-        found: dict[str, Any] | None = await provider.unfreeze_in_place(conn, name, params, context, http)
+        found: dict[str, Any] | None = await provider.unfreeze_in_place(
+            conn, name, params, context, http
+        )
     return found
 
 
@@ -93,14 +112,16 @@ def _connection(context: ActionContext, name: str | None) -> tuple[str, Any, Mod
             name = defaults[0]
         else:
             raise ActionFailed(
-                f"{'no' if not candidates else 'several'} payments connections ({kinds}) configured", changed=False,
+                f"{'no' if not candidates else 'several'} payments connections ({kinds}) configured",
+                changed=False,
                 todo="name one with the step's `connection:` parameter, or configure exactly one "
                 "(or mark one `default: true`) in connections.yaml",
             )
     kind = (context.connections.get(name) or {}).get("type")
     if name in context.connections and kind not in _PROVIDERS:
         raise ActionFailed(
-            f"connection {name!r} is of type {kind!r}; the payments actions take {kinds}", changed=False,
+            f"connection {name!r} is of type {kind!r}; the payments actions take {kinds}",
+            changed=False,
             todo="name a payments connection in the step's `connection:` parameter",
         )
     model, provider = _PROVIDERS.get(str(kind), _PROVIDERS["payment_switch"])

@@ -32,7 +32,15 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field
 
-from siaga.actions import ActionContext, ActionFailed, ActionParams, ActionSpec, Connection, Mode, Risk
+from siaga.actions import (
+    ActionContext,
+    ActionFailed,
+    ActionParams,
+    ActionSpec,
+    Connection,
+    Mode,
+    Risk,
+)
 
 from . import _http
 
@@ -48,10 +56,14 @@ THROTTLED = (420, 429)
 """Statuspage answers 420 or 429 when a token goes past its rate limit (1 request a second)."""
 
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
-ComponentStatus = Literal["operational", "under_maintenance", "degraded_performance", "partial_outage", "major_outage"]
+ComponentStatus = Literal[
+    "operational", "under_maintenance", "degraded_performance", "partial_outage", "major_outage"
+]
 Impact = Literal["none", "maintenance", "minor", "major", "critical"]
 
-_CONNECTION_HELP = "The `statuspage` connection to use; default: the only one, or the one marked `default: true`."
+_CONNECTION_HELP = (
+    "The `statuspage` connection to use; default: the only one, or the one marked `default: true`."
+)
 _INCIDENT_HELP = (
     "The Statuspage incident id; default: the unresolved incident Siaga opened for this Siaga "
     "incident (or this run)."
@@ -62,7 +74,9 @@ class StatuspageConnection(Connection):
     """One Statuspage page, reached with an API key."""
 
     type: Literal["statuspage"] = "statuspage"
-    page_id: str = Field(min_length=1, description="The page's id (on the API page of the Statuspage manager).")
+    page_id: str = Field(
+        min_length=1, description="The page's id (on the API page of the Statuspage manager)."
+    )
     api_key: str = Field(pattern=r"^secret://", description="secret://NAME of the API key.")
     base_url: str = Field(default="https://api.statuspage.io/v1", pattern=r"^https?://")
     timeout: float = Field(default=15.0, gt=0, description="Seconds to wait for Statuspage.")
@@ -74,12 +88,18 @@ class CreateIncident(ActionParams):
     name: str = Field(min_length=1, max_length=255, description="The incident's title.")
     body: str = Field(default="", max_length=25000, description="The first update's text.")
     status: IncidentStatus = "investigating"
-    impact: Impact | None = Field(default=None, description="Overrides the impact Statuspage works out.")
-    component_ids: list[str] = Field(default_factory=list, description="Components the incident affects.")
+    impact: Impact | None = Field(
+        default=None, description="Overrides the impact Statuspage works out."
+    )
+    component_ids: list[str] = Field(
+        default_factory=list, description="Components the incident affects."
+    )
     components: dict[str, ComponentStatus] = Field(
         default_factory=dict, description="New status by component id, e.g. {abc123: major_outage}."
     )
-    notify: bool = Field(default=True, description="Notify the page's subscribers (never in drills).")
+    notify: bool = Field(
+        default=True, description="Notify the page's subscribers (never in drills)."
+    )
     connection: str | None = Field(default=None, description=_CONNECTION_HELP)
 
 
@@ -92,7 +112,9 @@ class UpdateIncident(ActionParams):
     name: str | None = Field(default=None, max_length=255, description="A new title.")
     impact: Impact | None = None
     components: dict[str, ComponentStatus] = Field(default_factory=dict)
-    notify: bool = Field(default=True, description="Notify the page's subscribers (never in drills).")
+    notify: bool = Field(
+        default=True, description="Notify the page's subscribers (never in drills)."
+    )
     connection: str | None = Field(default=None, description=_CONNECTION_HELP)
 
 
@@ -101,15 +123,21 @@ class ResolveIncident(ActionParams):
 
     incident_id: str | None = Field(default=None, description=_INCIDENT_HELP)
     body: str = Field(default="", max_length=25000, description="The closing update's text.")
-    operational: bool = Field(default=True, description="Set the incident's components back to operational.")
-    notify: bool = Field(default=True, description="Notify the page's subscribers (never in drills).")
+    operational: bool = Field(
+        default=True, description="Set the incident's components back to operational."
+    )
+    notify: bool = Field(
+        default=True, description="Notify the page's subscribers (never in drills)."
+    )
     connection: str | None = Field(default=None, description=_CONNECTION_HELP)
 
 
 class _Page:
     """One page of the Statuspage API."""
 
-    def __init__(self, conn: StatuspageConnection, context: ActionContext, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, conn: StatuspageConnection, context: ActionContext, http: httpx.AsyncClient
+    ) -> None:
         self.conn = conn
         self.http = http
         self.headers = {"Authorization": f"OAuth {context.secret(conn.api_key)}"}
@@ -117,10 +145,20 @@ class _Page:
     def _url(self, path: str = "") -> str:
         return f"{self.conn.base_url.rstrip('/')}/pages/{quote(self.conn.page_id, safe='')}{path}"
 
-    async def call(self, method: str, path: str, *, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+    async def call(
+        self, method: str, path: str, *, body: Any = None, query: dict[str, Any] | None = None
+    ) -> Any:
         response = await _http.send(
-            self.http, method, self._url(path), provider="Statuspage", describe=describe, throttled=THROTTLED,
-            idempotent=method == "GET", headers=self.headers, params=query, json=body,
+            self.http,
+            method,
+            self._url(path),
+            provider="Statuspage",
+            describe=describe,
+            throttled=THROTTLED,
+            idempotent=method == "GET",
+            headers=self.headers,
+            params=query,
+            json=body,
         )
         return response.json()
 
@@ -129,7 +167,9 @@ class _Page:
         found: list[dict[str, Any]] = []
         page = 1
         while True:
-            batch = await self.call("GET", "/incidents/unresolved", query={"page": page, "per_page": 100})
+            batch = await self.call(
+                "GET", "/incidents/unresolved", query={"page": page, "per_page": 100}
+            )
             found += batch
             if len(batch) < 100:
                 return found
@@ -157,7 +197,9 @@ async def create_incident(
     if params.components:
         incident["components"] = dict(params.components)
     async with _client(client, conn) as http:
-        created = await _Page(conn, context, http).call("POST", "/incidents", body={"incident": incident})
+        created = await _Page(conn, context, http).call(
+            "POST", "/incidents", body={"incident": incident}
+        )
     return _result(created)
 
 
@@ -190,7 +232,9 @@ async def update_incident(
     async with _client(client, conn) as http:
         page = _Page(conn, context, http)
         incident_id = params.incident_id or await _ours(page, context)
-        updated = await page.call("PATCH", f"/incidents/{quote(incident_id, safe='')}", body={"incident": change})
+        updated = await page.call(
+            "PATCH", f"/incidents/{quote(incident_id, safe='')}", body={"incident": change}
+        )
     return _result(updated)
 
 
@@ -203,7 +247,9 @@ async def reconcile_update(params: UpdateIncident, context: ActionContext) -> di
         incident = await page.incident(incident_id)
     if params.status and incident.get("status") != params.status:
         return None
-    if params.body and not any(u.get("body") == params.body for u in incident.get("incident_updates") or []):
+    if params.body and not any(
+        u.get("body") == params.body for u in incident.get("incident_updates") or []
+    ):
         return None
     return {**_result(incident), "reconciled": True}
 
@@ -212,7 +258,10 @@ async def resolve(
     params: ResolveIncident, context: ActionContext, *, client: httpx.AsyncClient | None = None
 ) -> dict[str, Any]:
     conn = context.connection(StatuspageConnection, params.connection)
-    change: dict[str, Any] = {"status": "resolved", "deliver_notifications": _notify(params.notify, context)}
+    change: dict[str, Any] = {
+        "status": "resolved",
+        "deliver_notifications": _notify(params.notify, context),
+    }
     if params.body:
         change["body"] = params.body
     async with _client(client, conn) as http:
@@ -224,11 +273,15 @@ async def resolve(
             if ids:
                 change["components"] = {i: "operational" for i in ids}
                 change["component_ids"] = ids
-        resolved = await page.call("PATCH", f"/incidents/{quote(incident_id, safe='')}", body={"incident": change})
+        resolved = await page.call(
+            "PATCH", f"/incidents/{quote(incident_id, safe='')}", body={"incident": change}
+        )
     return _result(resolved)
 
 
-async def reconcile_resolve(params: ResolveIncident, context: ActionContext) -> dict[str, Any] | None:
+async def reconcile_resolve(
+    params: ResolveIncident, context: ActionContext
+) -> dict[str, Any] | None:
     """The incident if it is resolved already; with no id given, resolved once none of this
     Siaga incident's status incidents is still unresolved."""
     conn = context.connection(StatuspageConnection, params.connection)
@@ -240,7 +293,9 @@ async def reconcile_resolve(params: ResolveIncident, context: ActionContext) -> 
                 return None
             return {"id": None, "status": "resolved", "reconciled": True}
         incident = await page.incident(params.incident_id)
-    return {**_result(incident), "reconciled": True} if incident.get("status") == "resolved" else None
+    return (
+        {**_result(incident), "reconciled": True} if incident.get("status") == "resolved" else None
+    )
 
 
 async def _ours(page: _Page, context: ActionContext) -> str:
@@ -249,9 +304,14 @@ async def _ours(page: _Page, context: ActionContext) -> str:
     ours = [i for i in await page.unresolved() if _siaga(i).get("incident") == marker]
     if len(ours) == 1:
         return str(ours[0]["id"])
-    what = "no unresolved incident" if not ours else f"{len(ours)} unresolved incidents ({', '.join(i['id'] for i in ours)})"
+    what = (
+        "no unresolved incident"
+        if not ours
+        else f"{len(ours)} unresolved incidents ({', '.join(i['id'] for i in ours)})"
+    )
     raise ActionFailed(
-        f"Statuspage page {page.conn.page_id} has {what} opened by Siaga for {marker}", changed=False,
+        f"Statuspage page {page.conn.page_id} has {what} opened by Siaga for {marker}",
+        changed=False,
         todo="give the step's `incident_id` (e.g. \"{{ steps['<create step>'].output.id }}\")",
     )
 
@@ -306,7 +366,9 @@ def describe(response: httpx.Response) -> str:
 
 
 @asynccontextmanager
-async def _client(given: httpx.AsyncClient | None, conn: StatuspageConnection) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(
+    given: httpx.AsyncClient | None, conn: StatuspageConnection
+) -> AsyncIterator[httpx.AsyncClient]:
     if given is not None:
         yield given
         return

@@ -59,7 +59,24 @@ FREEZE_REASON = "siaga_freeze_reason"
 
 _SCHEDULE_FIELDS = ("weekly_anchor", "monthly_anchor", "weekly_payout_days", "monthly_payout_days")
 _ZERO_DECIMAL = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
 )  # Stripe's zero-decimal currencies: amounts are already in major units
 
 
@@ -67,7 +84,10 @@ class StripeConnection(Connection):
     """A Stripe platform account, reached with its secret key."""
 
     type: Literal["stripe"] = "stripe"
-    api_key: str = Field(pattern=r"^secret://", description="secret://NAME of the secret (sk_...) or restricted (rk_...) key.")
+    api_key: str = Field(
+        pattern=r"^secret://",
+        description="secret://NAME of the secret (sk_...) or restricted (rk_...) key.",
+    )
     base_url: str = Field(default="https://api.stripe.com", pattern=r"^https?://")
     api_version: str = Field(default="2024-06-20", description="Sent as Stripe-Version.")
     timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for Stripe.")
@@ -76,7 +96,9 @@ class StripeConnection(Connection):
 class _Stripe:
     """Stripe's REST API as the payments actions use it."""
 
-    def __init__(self, conn: StripeConnection, context: ActionContext, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, conn: StripeConnection, context: ActionContext, http: httpx.AsyncClient
+    ) -> None:
         self.conn = conn
         self.http = http
         self.headers = {
@@ -87,20 +109,34 @@ class _Stripe:
     def _url(self, path: str) -> str:
         return self.conn.base_url.rstrip("/") + path
 
-    async def get(self, path: str, query: Mapping[str, Any] | None = None, account: str | None = None) -> Any:
+    async def get(
+        self, path: str, query: Mapping[str, Any] | None = None, account: str | None = None
+    ) -> Any:
         headers = {**self.headers, **({"Stripe-Account": account} if account else {})}
         response = await _http.send(
-            self.http, "GET", self._url(path), provider="Stripe", idempotent=True, describe=describe,
-            params=dict(query or {}), headers=headers,
+            self.http,
+            "GET",
+            self._url(path),
+            provider="Stripe",
+            idempotent=True,
+            describe=describe,
+            params=dict(query or {}),
+            headers=headers,
         )
         return response.json()
 
-    async def list(self, path: str, query: Mapping[str, Any] | None = None, account: str | None = None) -> list[Any]:
+    async def list(
+        self, path: str, query: Mapping[str, Any] | None = None, account: str | None = None
+    ) -> list[Any]:
         """Every item of a list endpoint, page by page (``limit``, ``starting_after``, ``has_more``)."""
         items: list[Any] = []
         after: str | None = None
         while True:
-            page = await self.get(path, {**(query or {}), "limit": 100, **({"starting_after": after} if after else {})}, account)
+            page = await self.get(
+                path,
+                {**(query or {}), "limit": 100, **({"starting_after": after} if after else {})},
+                account,
+            )
             data = page.get("data") or []
             items.extend(data)
             if not page.get("has_more") or not data:
@@ -110,14 +146,24 @@ class _Stripe:
     async def update(self, path: str, form: list[tuple[str, str]], idempotency_key: str) -> Any:
         headers = {**self.headers, "Idempotency-Key": idempotency_key}
         response = await _http.send(
-            self.http, "POST", self._url(path), provider="Stripe", idempotent=True, describe=describe,
-            data=dict(form), headers=headers,
+            self.http,
+            "POST",
+            self._url(path),
+            provider="Stripe",
+            idempotent=True,
+            describe=describe,
+            data=dict(form),
+            headers=headers,
         )
         return response.json()
 
 
 async def freeze(
-    conn: StripeConnection, name: str, params: FreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: StripeConnection,
+    name: str,
+    params: FreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any]:
     api = _Stripe(conn, context, http)
     key = context.idempotency_key
@@ -125,52 +171,89 @@ async def freeze(
     done = list(plan.frozen)
     for account in plan.to_freeze:
         previous = _restorable(_schedule(account))
-        form = _form({
-            "settings": {"payouts": {"schedule": {"interval": "manual"}}},
-            "metadata": {FREEZE_KEY: key, PREVIOUS_SCHEDULE: json.dumps(previous), FREEZE_REASON: params.reason[:500]},
-        })
+        form = _form(
+            {
+                "settings": {"payouts": {"schedule": {"interval": "manual"}}},
+                "metadata": {
+                    FREEZE_KEY: key,
+                    PREVIOUS_SCHEDULE: json.dumps(previous),
+                    FREEZE_REASON: params.reason[:500],
+                },
+            }
+        )
         try:
-            await api.update(f"/v1/accounts/{quote(account['id'], safe='')}", form, _account_key(key, account["id"]))
+            await api.update(
+                f"/v1/accounts/{quote(account['id'], safe='')}",
+                form,
+                _account_key(key, account["id"]),
+            )
         except ActionFailed as exc:
-            raise _partly(exc, "froze", [d["account"] for d in done[len(plan.frozen):]], account["id"]) from None
+            raise _partly(
+                exc, "froze", [d["account"] for d in done[len(plan.frozen) :]], account["id"]
+            ) from None
         done.append({"account": account["id"], "previous": previous})
     return _freeze_result(name, params, context, done, plan.untouched)
 
 
 async def freeze_in_place(
-    conn: StripeConnection, name: str, params: FreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: StripeConnection,
+    name: str,
+    params: FreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any] | None:
     """The freeze's result if every account in scope is on manual payouts, else None."""
     api = _Stripe(conn, context, http)
     plan = _freeze_plan(await _accounts(api, params.scope, "freeze"), context.idempotency_key)
     if plan.to_freeze:
         return None
-    return {**_freeze_result(name, params, context, plan.frozen, plan.untouched), "reconciled": True}
+    return {
+        **_freeze_result(name, params, context, plan.frozen, plan.untouched),
+        "reconciled": True,
+    }
 
 
 async def unfreeze(
-    conn: StripeConnection, name: str, params: UnfreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: StripeConnection,
+    name: str,
+    params: UnfreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any]:
     api = _Stripe(conn, context, http)
     plan = _unfreeze_plan(await _accounts(api, params.scope, "unfreeze"), params.freeze_key)
     restored: list[dict[str, Any]] = []
     for account, schedule in plan.to_restore:
-        form = _form({
-            "settings": {"payouts": {"schedule": schedule}},
-            "metadata": {FREEZE_KEY: "", PREVIOUS_SCHEDULE: "", FREEZE_REASON: ""},  # "" deletes a key
-        })
+        form = _form(
+            {
+                "settings": {"payouts": {"schedule": schedule}},
+                "metadata": {
+                    FREEZE_KEY: "",
+                    PREVIOUS_SCHEDULE: "",
+                    FREEZE_REASON: "",
+                },  # "" deletes a key
+            }
+        )
         try:
             await api.update(
-                f"/v1/accounts/{quote(account['id'], safe='')}", form, _account_key(context.idempotency_key, account["id"])
+                f"/v1/accounts/{quote(account['id'], safe='')}",
+                form,
+                _account_key(context.idempotency_key, account["id"]),
             )
         except ActionFailed as exc:
-            raise _partly(exc, "restored", [r["account"] for r in restored], account["id"]) from None
+            raise _partly(
+                exc, "restored", [r["account"] for r in restored], account["id"]
+            ) from None
         restored.append({"account": account["id"], "schedule": schedule})
     return _unfreeze_result(name, params, context, restored, plan.left_alone)
 
 
 async def unfreeze_in_place(
-    conn: StripeConnection, name: str, params: UnfreezeParams, context: ActionContext, http: httpx.AsyncClient
+    conn: StripeConnection,
+    name: str,
+    params: UnfreezeParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> dict[str, Any] | None:
     """The unfreeze's result if no account in scope is still frozen by Siaga, else None."""
     api = _Stripe(conn, context, http)
@@ -181,7 +264,11 @@ async def unfreeze_in_place(
 
 
 async def preview(
-    conn: StripeConnection, name: str, params: PreviewParams, context: ActionContext, http: httpx.AsyncClient
+    conn: StripeConnection,
+    name: str,
+    params: PreviewParams,
+    context: ActionContext,
+    http: httpx.AsyncClient,
 ) -> Preview:
     api = _Stripe(conn, context, http)
     accounts = await _accounts(api, params.scope, "freeze")
@@ -193,19 +280,31 @@ async def preview(
         for entry in [*balance.get("available", []), *balance.get("pending", [])]:
             currency = str(entry["currency"]).lower()
             totals[currency] = totals.get(currency, 0) + int(entry["amount"])
-        pending_payouts += len(await api.list("/v1/payouts", {"status": "pending"}, account=account["id"]))
+        pending_payouts += len(
+            await api.list("/v1/payouts", {"status": "pending"}, account=account["id"])
+        )
     value = [Amount(currency=c.upper(), amount=_major(c, totals[c])) for c in sorted(totals)]
     manual = len(accounts) - len(affected)
     summary = (
         f"Pausing payouts of {len(affected)} connected account{'s' if len(affected) != 1 else ''} would hold "
         f"{amounts_text(value)} (available and pending balance); "
         f"{pending_payouts} payout{'s' if pending_payouts != 1 else ''} already created would still be paid"
-        + (f"; {manual} account{'s' if manual != 1 else ''} already on manual payouts" if manual else "")
+        + (
+            f"; {manual} account{'s' if manual != 1 else ''} already on manual payouts"
+            if manual
+            else ""
+        )
     )
     return Preview(
-        provider=PROVIDER, connection=name, scope=describe_scope(params.scope), merchant_count=len(affected),
-        merchants=[a["id"] for a in affected][:100], pending_payouts=pending_payouts, value=value,
-        summary=summary, details={"already_manual": [a["id"] for a in accounts if a not in affected][:100]},
+        provider=PROVIDER,
+        connection=name,
+        scope=describe_scope(params.scope),
+        merchant_count=len(affected),
+        merchants=[a["id"] for a in affected][:100],
+        pending_payouts=pending_payouts,
+        value=value,
+        summary=summary,
+        details={"already_manual": [a["id"] for a in accounts if a not in affected][:100]},
     )
 
 
@@ -244,9 +343,16 @@ def _unfreeze_plan(accounts: list[dict[str, Any]], freeze_key: str | None) -> _U
             continue  # not frozen by Siaga (or by another freeze): not ours to lift
         previous = _previous(metadata)
         if _schedule(account).get("interval") != "manual":
-            plan.left_alone.append({"account": account["id"], "why": "its payout schedule was changed by hand since the freeze"})
+            plan.left_alone.append(
+                {
+                    "account": account["id"],
+                    "why": "its payout schedule was changed by hand since the freeze",
+                }
+            )
         elif not previous.get("interval"):
-            plan.left_alone.append({"account": account["id"], "why": f"its {PREVIOUS_SCHEDULE} metadata is unreadable"})
+            plan.left_alone.append(
+                {"account": account["id"], "why": f"its {PREVIOUS_SCHEDULE} metadata is unreadable"}
+            )
         else:
             plan.to_restore.append((account, previous))
     return plan
@@ -256,7 +362,8 @@ async def _accounts(api: _Stripe, scope: Scope, action: str) -> list[dict[str, A
     kind = scope_kind(scope)
     if kind in ("all", "payment_method"):
         raise ActionFailed(
-            f"a stripe connection can {action} payouts only, not {describe_scope(scope)}", changed=False,
+            f"a stripe connection can {action} payouts only, not {describe_scope(scope)}",
+            changed=False,
             todo="use scope `payouts` or `{merchants: [acct_...]}` with this connection, "
             "or a payment_switch connection for this scope",
         )
@@ -314,11 +421,18 @@ def _partly(error: ActionFailed, verb: str, done: list[str], failed_at: str) -> 
     """`error`, saying which accounts this attempt had already changed."""
     if not done:
         message = f"{error} (account {failed_at}; no account was changed by this attempt)"
-        return ActionFailed(message, retryable=error.retryable, changed=error.changed, todo=error.todo,
-                            retry_after=error.retry_after)
+        return ActionFailed(
+            message,
+            retryable=error.retryable,
+            changed=error.changed,
+            todo=error.todo,
+            retry_after=error.retry_after,
+        )
     return ActionFailed(
         f"{error} (account {failed_at}; this attempt had already {verb} {', '.join(done)})",
-        retryable=error.retryable, changed=True, retry_after=error.retry_after,
+        retryable=error.retryable,
+        changed=True,
+        retry_after=error.retry_after,
         todo=(error.todo + "; " if error.todo else "")
         + f"running the step again skips the accounts already {verb}",
     )
@@ -336,7 +450,11 @@ def describe(response: httpx.Response) -> str:
 
 
 def _freeze_result(
-    name: str, params: FreezeParams, context: ActionContext, frozen: list[dict[str, Any]], untouched: list[str]
+    name: str,
+    params: FreezeParams,
+    context: ActionContext,
+    frozen: list[dict[str, Any]],
+    untouched: list[str],
 ) -> dict[str, Any]:
     return {
         "provider": PROVIDER,
@@ -352,7 +470,10 @@ def _freeze_result(
 
 
 def _unfreeze_result(
-    name: str, params: UnfreezeParams, context: ActionContext, restored: list[dict[str, Any]],
+    name: str,
+    params: UnfreezeParams,
+    context: ActionContext,
+    restored: list[dict[str, Any]],
     left_alone: list[dict[str, str]],
 ) -> dict[str, Any]:
     return {

@@ -84,7 +84,8 @@ class StandIn:
     def calls(self, method: str | None = None, path: str | None = None) -> list[Request]:
         with self.lock:
             return [
-                r for r in self.requests
+                r
+                for r in self.requests
                 if (method is None or r.method == method) and (path is None or r.path == path)
             ]
 
@@ -95,7 +96,10 @@ class StandIn:
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         request = Request(
-            handler.command, parts.path, parse_qs(parts.query), dict(handler.headers.items()),
+            handler.command,
+            parts.path,
+            parse_qs(parts.query),
+            dict(handler.headers.items()),
             handler.rfile.read(length) if length else b"",
         )
         with self.lock:
@@ -137,7 +141,9 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out as two writes on a kept-alive socket
+            disable_nagle_algorithm = (
+                True  # headers and body go out as two writes on a kept-alive socket
+            )
 
             def _any(self) -> None:
                 owner._handle(self)
@@ -150,7 +156,9 @@ class StandIn:
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         thread.start()
         try:
             yield self
@@ -195,7 +203,11 @@ class KillSwitch(StandIn):
             body = request.json()
             if not body.get("reason"):
                 return 422, {"error": "a freeze needs a reason"}, {}
-            entry = {"scope": body["scope"], "key": body.get("idempotency_key"), "reason": body["reason"]}
+            entry = {
+                "scope": body["scope"],
+                "key": body.get("idempotency_key"),
+                "reason": body["reason"],
+            }
             with self.lock:
                 self.freezes.append(entry)
                 self.active.append(entry)
@@ -208,8 +220,10 @@ class KillSwitch(StandIn):
             with self.lock:
                 self.unfreezes.append(body)
                 self.active = [
-                    a for a in self.active
-                    if a["scope"] != body["scope"] or (body.get("freeze_key") and a["key"] != body["freeze_key"])
+                    a
+                    for a in self.active
+                    if a["scope"] != body["scope"]
+                    or (body.get("freeze_key") and a["key"] != body["freeze_key"])
                 ]
             return 200, {"unfrozen": True, **echo}, {}
         if request.method == "GET" and request.path == "/status" and self.has_status:
@@ -218,27 +232,43 @@ class KillSwitch(StandIn):
         if request.method == "GET" and request.path == "/preview":
             kind = request.arg("scope")
             chosen = {
-                k: v for k, v in self.merchants.items()
+                k: v
+                for k, v in self.merchants.items()
                 if kind in ("all", "payouts")
                 or (kind == "merchants" and k in request.query.get("merchant", []))
                 or (kind == "payment_method" and request.arg("payment_method") in v["methods"])
             }
             total = sum(float(v["value"]) for v in chosen.values())
-            return 200, {
-                "merchants": sorted(chosen),
-                "pending_payouts": sum(v["pending_payouts"] for v in chosen.values()),
-                "value": f"{total:.2f}",
-                "currency": "IDR",
-            }, {}
+            return (
+                200,
+                {
+                    "merchants": sorted(chosen),
+                    "pending_payouts": sum(v["pending_payouts"] for v in chosen.values()),
+                    "value": f"{total:.2f}",
+                    "currency": "IDR",
+                },
+                {},
+            )
         return 404, {"error": f"no route {request.method} {request.path}"}, {}
 
 
 # --- Stripe -------------------------------------------------------------------------------------
 
 
-def stripe_error(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None) -> Reply:
-    error = {"type": type, "message": message, **({"code": code} if code else {}), **({"param": param} if param else {})}
+def stripe_error(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+) -> Reply:
+    error = {
+        "type": type,
+        "message": message,
+        **({"code": code} if code else {}),
+        **({"param": param} if param else {}),
+    }
     return Reply(status, {"error": error})
 
 
@@ -254,14 +284,25 @@ class FakeStripe(StandIn):
         self.updates: list[tuple[str, dict[str, str]]] = []  # updates that took effect
         self.replays: dict[str, tuple[str, Answer]] = {}
 
-    def add_account(self, account_id: str, interval: str = "daily", *, available: int = 0, pending: int = 0,
-                    currency: str = "usd", pending_payouts: int = 0, **schedule: Any) -> None:
+    def add_account(
+        self,
+        account_id: str,
+        interval: str = "daily",
+        *,
+        available: int = 0,
+        pending: int = 0,
+        currency: str = "usd",
+        pending_payouts: int = 0,
+        **schedule: Any,
+    ) -> None:
         self.accounts[account_id] = {
             "id": account_id,
             "object": "account",
             "type": "custom",
             "metadata": {},
-            "settings": {"payouts": {"schedule": {"delay_days": 2, "interval": interval, **schedule}}},
+            "settings": {
+                "payouts": {"schedule": {"delay_days": 2, "interval": interval, **schedule}}
+            },
         }
         self.balances[account_id] = {
             "object": "balance",
@@ -280,25 +321,44 @@ class FakeStripe(StandIn):
     def route(self, request: Request) -> Answer:
         presented = request.header("Authorization") or ""
         if presented != f"Bearer {self.api_key}":
-            reply = stripe_error(401, f"Invalid API Key provided: {presented.removeprefix('Bearer ')}")
+            reply = stripe_error(
+                401, f"Invalid API Key provided: {presented.removeprefix('Bearer ')}"
+            )
             return reply.status, reply.body, {}
         parts = request.path.strip("/").split("/")
         if request.method == "GET" and parts == ["v1", "accounts"]:
-            return 200, self._page(sorted(self.accounts.values(), key=lambda a: a["id"]), request, "/v1/accounts"), {}
+            return (
+                200,
+                self._page(
+                    sorted(self.accounts.values(), key=lambda a: a["id"]), request, "/v1/accounts"
+                ),
+                {},
+            )
         if parts[:2] == ["v1", "accounts"] and len(parts) == 3:
             account = self.accounts.get(parts[2])
             if account is None:
-                reply = stripe_error(404, f"No such account: '{parts[2]}'", code="resource_missing", param="account")
+                reply = stripe_error(
+                    404, f"No such account: '{parts[2]}'", code="resource_missing", param="account"
+                )
                 return reply.status, reply.body, {}
             if request.method == "GET":
                 return 200, account, {}
             if request.method == "POST":
                 return self._update(account, request)
         if request.method == "GET" and parts == ["v1", "balance"]:
-            return 200, self.balances.get(request.header("Stripe-Account") or "", {"available": [], "pending": []}), {}
+            return (
+                200,
+                self.balances.get(
+                    request.header("Stripe-Account") or "", {"available": [], "pending": []}
+                ),
+                {},
+            )
         if request.method == "GET" and parts == ["v1", "payouts"]:
-            found = [p for p in self.payouts.get(request.header("Stripe-Account") or "", [])
-                     if request.arg("status") in (None, p["status"])]
+            found = [
+                p
+                for p in self.payouts.get(request.header("Stripe-Account") or "", [])
+                if request.arg("status") in (None, p["status"])
+            ]
             return 200, self._page(found, request, "/v1/payouts"), {}
         reply = stripe_error(404, f"Unrecognized request URL ({request.method}: {request.path})")
         return reply.status, reply.body, {}
@@ -307,7 +367,7 @@ class FakeStripe(StandIn):
         limit = int(request.arg("limit", "10") or 10)
         after = request.arg("starting_after")
         if after:
-            items = items[[i["id"] for i in items].index(after) + 1:]
+            items = items[[i["id"] for i in items].index(after) + 1 :]
         return {"object": "list", "url": url, "has_more": len(items) > limit, "data": items[:limit]}
 
     def _update(self, account: dict[str, Any], request: Request) -> Answer:
@@ -317,22 +377,35 @@ class FakeStripe(StandIn):
             if key and key in self.replays:
                 body, answer = self.replays[key]
                 if body != request.body.decode():
-                    reply = stripe_error(400, "Keys for idempotent requests can only be used with the same "
-                                         "parameters they were first used with.", type="idempotency_error")
+                    reply = stripe_error(
+                        400,
+                        "Keys for idempotent requests can only be used with the same "
+                        "parameters they were first used with.",
+                        type="idempotency_error",
+                    )
                     return reply.status, reply.body, {}
                 return answer[0], answer[1], {"Idempotent-Replayed": "true"}
             schedule = account["settings"]["payouts"]["schedule"]
             prefix = "settings[payouts][schedule]["
             for name, value in form.items():
                 if name.startswith(prefix):
-                    field_name = name[len(prefix):].split("]")[0]
-                    if field_name == "interval" and value not in ("daily", "weekly", "monthly", "manual"):
-                        reply = stripe_error(400, f"Invalid interval: {value}", code="parameter_invalid_string",
-                                             param="settings[payouts][schedule][interval]")
+                    field_name = name[len(prefix) :].split("]")[0]
+                    if field_name == "interval" and value not in (
+                        "daily",
+                        "weekly",
+                        "monthly",
+                        "manual",
+                    ):
+                        reply = stripe_error(
+                            400,
+                            f"Invalid interval: {value}",
+                            code="parameter_invalid_string",
+                            param="settings[payouts][schedule][interval]",
+                        )
                         return reply.status, reply.body, {}
                     schedule[field_name] = value
                 elif name.startswith("metadata["):
-                    meta_key = name[len("metadata["):-1]
+                    meta_key = name[len("metadata[") : -1]
                     if value == "":
                         account["metadata"].pop(meta_key, None)
                     else:
@@ -370,9 +443,16 @@ class FakeStatuspage(StandIn):
         if request.method == "POST" and not rest:
             return self._create(request.json().get("incident") or {})
         if request.method == "GET" and rest == ["unresolved"]:
-            page, per_page = int(request.arg("page", "1") or 1), int(request.arg("per_page", "100") or 100)
-            open_ = [self.incidents[i] for i in reversed(self.order) if self.incidents[i]["status"] != "resolved"]
-            return 200, open_[(page - 1) * per_page: page * per_page], {}
+            page, per_page = (
+                int(request.arg("page", "1") or 1),
+                int(request.arg("per_page", "100") or 100),
+            )
+            open_ = [
+                self.incidents[i]
+                for i in reversed(self.order)
+                if self.incidents[i]["status"] != "resolved"
+            ]
+            return 200, open_[(page - 1) * per_page : page * per_page], {}
         if len(rest) == 1 and rest[0] in self.incidents:
             if request.method == "GET":
                 return 200, self.incidents[rest[0]], {}
@@ -418,17 +498,27 @@ class FakeStatuspage(StandIn):
         return 200, incident, {}
 
     def _apply(self, incident: dict[str, Any], spec: dict[str, Any], now: str) -> None:
-        statuses = {i: "operational" for i in spec.get("component_ids") or []}  # affected, status as is
+        statuses = {
+            i: "operational" for i in spec.get("component_ids") or []
+        }  # affected, status as is
         statuses.update(spec.get("components") or {})
         for component_id, status in statuses.items():
             current = next((c for c in incident["components"] if c["id"] == component_id), None)
             if current is None:
-                incident["components"].append({"id": component_id, "name": component_id, "status": status})
+                incident["components"].append(
+                    {"id": component_id, "name": component_id, "status": status}
+                )
             elif component_id in (spec.get("components") or {}):
                 current["status"] = status
         if spec.get("body") or "status" in spec:
-            incident["incident_updates"].insert(0, {
-                "id": secrets.token_hex(6), "incident_id": incident["id"], "status": incident["status"],
-                "body": spec.get("body", ""), "created_at": now,
-                "deliver_notifications": spec.get("deliver_notifications", True),
-            })
+            incident["incident_updates"].insert(
+                0,
+                {
+                    "id": secrets.token_hex(6),
+                    "incident_id": incident["id"],
+                    "status": incident["status"],
+                    "body": spec.get("body", ""),
+                    "created_at": now,
+                    "deliver_notifications": spec.get("deliver_notifications", True),
+                },
+            )

@@ -51,8 +51,6 @@ def test_a_silent_intent_is_taken_over_once_and_only_as_seen(tmp_path: Path) -> 
     assert entry is not None and entry.run_id == "run-2" and entry.state == "intent"
 
 
-
-
 def test_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
     """Flow runs starting together on a new install race to create the tables."""
     count = 8
@@ -65,7 +63,9 @@ def test_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> 
     (tmp_path / "ready").mkdir()
     url = f"sqlite:///{tmp_path / 'store.db'}"
     children = [
-        subprocess.Popen([sys.executable, "-c", code, url, str(tmp_path / "ready")], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, str(tmp_path / "ready")], stderr=subprocess.PIPE
+        )
         for _ in range(count)
     ]
     errors = [child.communicate(timeout=60)[1].decode() for child in children]

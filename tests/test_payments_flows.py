@@ -82,24 +82,35 @@ def switch() -> Iterator[KillSwitch]:
 
 
 def switch_connection(switch: KillSwitch, **overrides: Any) -> dict[str, Any]:
-    return {"type": "payment_switch", "base_url": switch.url, "auth": {"bearer": "secret://switch-token"}, **overrides}
+    return {
+        "type": "payment_switch",
+        "base_url": switch.url,
+        "auth": {"bearer": "secret://switch-token"},
+        **overrides,
+    }
 
 
-def use_connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connections: dict[str, Any]) -> None:
+def use_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connections: dict[str, Any]
+) -> None:
     path = tmp_path / "connections.yaml"
     path.write_text(json.dumps({"connections": connections}))  # JSON is YAML
     monkeypatch.setenv("SIAGA_CONNECTIONS", str(path))
 
 
 def compiled(text: str) -> Any:
-    return compile_runbook(parse_runbook(textwrap.dedent(text), default_registry(), file="test.yaml"))
+    return compile_runbook(
+        parse_runbook(textwrap.dedent(text), default_registry(), file="test.yaml")
+    )
 
 
 async def outcome(state: Any) -> tuple[Any, list[TaskRun], Any]:
     result = await state.aresult(raise_on_failure=False)
     async with get_client() as client:
         runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
         )
     return state, sorted(runs, key=lambda r: r.start_time or r.expected_start_time), result
 
@@ -115,7 +126,11 @@ def run(text: str, **parameters: Any) -> tuple[Any, list[TaskRun], Any]:
 
 def logged(run_id: Any, event: str) -> list[dict[str, Any]]:
     lines = log_file(Path(os.environ["SIAGA_HOME"])).read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e.get("run_id") == str(run_id) and e.get("event") == event]
+    return [
+        e
+        for e in map(json.loads, lines)
+        if e.get("run_id") == str(run_id) and e.get("event") == event
+    ]
 
 
 # --- kill -9 between the provider's answer and the ledger's record ------------------------------
@@ -133,18 +148,24 @@ class Rerun:
     result: Any
 
 
-def start_held(runbook: Path, incident: str, switch: KillSwitch, prefect_api: str) -> subprocess.Popen[bytes]:
+def start_held(
+    runbook: Path, incident: str, switch: KillSwitch, prefect_api: str
+) -> subprocess.Popen[bytes]:
     """Run `runbook` in a subprocess; the switch applies its freeze and holds back the answer."""
     switch.hold = True
     return subprocess.Popen(
         [sys.executable, "-m", "tests.run_incident", str(runbook), incident],
-        cwd=REPO, env={**os.environ, "PREFECT_API_URL": prefect_api},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
 @pytest.fixture(scope="module")
-def killed_then_rerun(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Rerun]]:
+def killed_then_rerun(
+    prefect_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Rerun]]:
     """Two incidents' freezes, one through a switch with a status endpoint and one through a switch
     without: each run is killed with -9 once its freeze has reached the switch, before the ledger
     has its outcome; then each incident is run again. Both at once, to wait out the dead runs'
@@ -155,23 +176,37 @@ def killed_then_rerun(prefect_api: str, tmp_path_factory: pytest.TempPathFactory
         blind = stack.enter_context(KillSwitch(SWITCH_TOKEN, status=False).running())
         assert isinstance(seeing, KillSwitch) and isinstance(blind, KillSwitch)
         env = stack.enter_context(pytest.MonkeyPatch.context())
-        (folder / "connections.yaml").write_text(json.dumps({"connections": {
-            "switch": switch_connection(seeing), "blind-switch": switch_connection(blind, status_path=None),
-        }}))
+        (folder / "connections.yaml").write_text(
+            json.dumps(
+                {
+                    "connections": {
+                        "switch": switch_connection(seeing),
+                        "blind-switch": switch_connection(blind, status_path=None),
+                    }
+                }
+            )
+        )
         env.setenv("SIAGA_CONNECTIONS", str(folder / "connections.yaml"))
         cases = {
             "inc-1": (seeing, FREEZE.format(id="kill-freeze", retries=0, connection="switch")),
-            "inc-2": (blind, FREEZE.format(id="kill-freeze-blind", retries=2, connection="blind-switch")),
+            "inc-2": (
+                blind,
+                FREEZE.format(id="kill-freeze-blind", retries=2, connection="blind-switch"),
+            ),
         }
         children = {}
         for incident, (switch, text) in cases.items():
             (folder / f"{incident}.yaml").write_text(text)
-            children[incident] = start_held(folder / f"{incident}.yaml", incident, switch, prefect_api)
+            children[incident] = start_held(
+                folder / f"{incident}.yaml", incident, switch, prefect_api
+            )
         try:
             for incident, (switch, _) in cases.items():
                 if not switch.freeze_arrived.wait(90):
                     children[incident].kill()
-                    pytest.fail(f"no freeze reached the switch: {children[incident].communicate()[0].decode()[-3000:]}")
+                    pytest.fail(
+                        f"no freeze reached the switch: {children[incident].communicate()[0].decode()[-3000:]}"
+                    )
                 children[incident].send_signal(signal.SIGKILL)
                 assert children[incident].wait(10) == -signal.SIGKILL
         finally:
@@ -186,9 +221,12 @@ def killed_then_rerun(prefect_api: str, tmp_path_factory: pytest.TempPathFactory
             assert entry is not None and entry.state == "intent", "the ledger holds the intent only"
 
         async def rerun_both() -> list[tuple[Any, list[TaskRun], Any]]:
-            states = await asyncio.gather(*(
-                compiled(text)(incident={"id": incident}, return_state=True) for incident, (_, text) in cases.items()
-            ))
+            states = await asyncio.gather(
+                *(
+                    compiled(text)(incident={"id": incident}, return_state=True)
+                    for incident, (_, text) in cases.items()
+                )
+            )
             return [await outcome(state) for state in states]
 
         reruns = asyncio.run(rerun_both())
@@ -198,10 +236,14 @@ def killed_then_rerun(prefect_api: str, tmp_path_factory: pytest.TempPathFactory
         }
 
 
-def test_a_freeze_killed_before_its_record_is_reconciled_not_repeated(killed_then_rerun: dict[str, Rerun]) -> None:
+def test_a_freeze_killed_before_its_record_is_reconciled_not_repeated(
+    killed_then_rerun: dict[str, Rerun],
+) -> None:
     rerun = killed_then_rerun["inc-1"]
     assert rerun.state.is_completed(), rerun.result
-    assert len(rerun.switch.freezes) == 1 and len(rerun.switch.calls("POST", "/freeze")) == 1, "exactly one freeze"
+    assert len(rerun.switch.freezes) == 1 and len(rerun.switch.calls("POST", "/freeze")) == 1, (
+        "exactly one freeze"
+    )
     assert rerun.switch.calls("GET", "/status"), "the rerun asked the switch"
     assert rerun.runs[0].state.name == "Completed"
     [completed] = logged(rerun.state.state_details.flow_run_id, "step completed")
@@ -223,7 +265,10 @@ def test_a_freeze_killed_before_its_record_without_a_status_endpoint_asks_a_pers
     assert len(rerun.switch.freezes) == 1
 
     # The person checks the switch, says it took effect; the next run goes on without a freeze.
-    assert cli.main(["ledger", "--resolve", rerun.key, "--done", "--note", "switch shows the freeze"]) == 0
+    assert (
+        cli.main(["ledger", "--resolve", rerun.key, "--done", "--note", "switch shows the freeze"])
+        == 0
+    )
     state, _, result = run(rerun.runbook, incident={"id": "inc-2"})
     assert state.is_completed(), result
     assert len(rerun.switch.calls("POST", "/freeze")) == 1
@@ -232,15 +277,17 @@ def test_a_freeze_killed_before_its_record_without_a_status_endpoint_asks_a_pers
 # --- duplicate runs of one incident at once -------------------------------------------------------
 
 
-def test_duplicate_runs_of_one_incident_freeze_once(switch: KillSwitch, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_duplicate_runs_of_one_incident_freeze_once(
+    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_connections(tmp_path, monkeypatch, {"switch": switch_connection(switch)})
     switch.fail("POST", "/freeze", Slow(3))  # longer than a heartbeat: the second run sees it alive
     flow = compiled(FREEZE.format(id="duplicate-freeze", retries=0, connection="switch"))
 
     async def both() -> list[tuple[Any, list[TaskRun], Any]]:
         states = await asyncio.gather(
-            flow(incident={"id": "inc-3"}, return_state=True), flow(incident={"id": "inc-3"}, return_state=True)
+            flow(incident={"id": "inc-3"}, return_state=True),
+            flow(incident={"id": "inc-3"}, return_state=True),
         )
         return [await outcome(s) for s in states]
 
@@ -248,29 +295,41 @@ def test_duplicate_runs_of_one_incident_freeze_once(switch: KillSwitch, tmp_path
     assert first[0].is_completed() and second[0].is_completed(), (first[2], second[2])
     assert first[0].state_details.flow_run_id != second[0].state_details.flow_run_id
     assert len(switch.calls("POST", "/freeze")) == 1 and len(switch.freezes) == 1
-    notes = sorted(str(logged(o[0].state_details.flow_run_id, "step completed")[0]["note"]) for o in (first, second))
+    notes = sorted(
+        str(logged(o[0].state_details.flow_run_id, "step completed")[0]["note"])
+        for o in (first, second)
+    )
     assert notes == ["None", ALREADY_DONE], "one run froze, the other waited for its result"
 
 
 # --- Prefect retries ------------------------------------------------------------------------------
 
 
-def test_a_prefect_retry_after_a_503_freezes_once(switch: KillSwitch, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_prefect_retry_after_a_503_freezes_once(
+    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_connections(tmp_path, monkeypatch, {"switch": switch_connection(switch)})
     unavailable = Reply(503, {"error": "switch restarting"}, {"Retry-After": "0"})
     switch.fail("POST", "/freeze", *[unavailable] * 4)  # more than one attempt's HTTP retries
-    state, runs, result = run(FREEZE.format(id="retry-freeze", retries=2, connection="switch"), incident={"id": "inc-4"})
+    state, runs, result = run(
+        FREEZE.format(id="retry-freeze", retries=2, connection="switch"), incident={"id": "inc-4"}
+    )
     assert state.is_completed(), result
     assert runs[0].run_count == 2, "Prefect retried the step once"
     assert len(switch.calls("POST", "/freeze")) == 5 and len(switch.freezes) == 1
 
 
-def test_a_prefect_retry_after_a_500_that_froze_reconciles(switch: KillSwitch, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_prefect_retry_after_a_500_that_froze_reconciles(
+    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_connections(tmp_path, monkeypatch, {"switch": switch_connection(switch)})
-    switch.fail("POST", "/freeze", Reply(500, {"error": "timeout writing the audit log"}, after=True))
-    state, runs, result = run(FREEZE.format(id="retry-freeze-500", retries=2, connection="switch"), incident={"id": "inc-5"})
+    switch.fail(
+        "POST", "/freeze", Reply(500, {"error": "timeout writing the audit log"}, after=True)
+    )
+    state, runs, result = run(
+        FREEZE.format(id="retry-freeze-500", retries=2, connection="switch"),
+        incident={"id": "inc-5"},
+    )
     assert state.is_completed(), result
     assert runs[0].run_count == 2
     assert len(switch.calls("POST", "/freeze")) == 1 and len(switch.freezes) == 1
@@ -292,25 +351,43 @@ def test_the_example_runbook_validates() -> None:
     assert default_registry()["payments.freeze"].undo == "payments.unfreeze"
 
 
-def test_a_failed_fail_over_lifts_the_freeze(switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_fail_over_lifts_the_freeze(
+    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with FakeStatuspage(STATUSPAGE_KEY).running() as page, webhook_server() as router:
         assert isinstance(page, FakeStatuspage)
         router.answer("/failover", (409, {"error": "standby route not provisioned"}))
-        use_connections(tmp_path, monkeypatch, {
-            "switch": switch_connection(switch),
-            "status": {"type": "statuspage", "base_url": f"{page.url}/v1", "page_id": page.page_id,
-                       "api_key": "secret://statuspage-key"},
-        })
-        state, runs, result = run(FIXTURE.read_text(), failover_url=f"{router.url}/failover",
-                                  incident={"id": "inc-6"})
+        use_connections(
+            tmp_path,
+            monkeypatch,
+            {
+                "switch": switch_connection(switch),
+                "status": {
+                    "type": "statuspage",
+                    "base_url": f"{page.url}/v1",
+                    "page_id": page.page_id,
+                    "api_key": "secret://statuspage-key",
+                },
+            },
+        )
+        state, _, result = run(
+            FIXTURE.read_text(), failover_url=f"{router.url}/failover", incident={"id": "inc-6"}
+        )
         assert state.is_failed()
         order = [(r.method, r.path) for r in switch.requests]
         assert order == [("GET", "/preview"), ("POST", "/freeze"), ("POST", "/unfreeze")]
-        freeze, unfreeze = switch.calls("POST", "/freeze")[0].json(), switch.calls("POST", "/unfreeze")[0].json()
+        freeze, unfreeze = (
+            switch.calls("POST", "/freeze")[0].json(),
+            switch.calls("POST", "/unfreeze")[0].json(),
+        )
         assert freeze["reason"] == (
             "Acquirer outage; Freezing payouts would hold 3 merchants, 5 pending payouts worth IDR 1550000.50"
         )
-        assert (unfreeze["action"], unfreeze["scope"], unfreeze["reason"]) == ("unfreeze", "payouts", freeze["reason"])
+        assert (unfreeze["action"], unfreeze["scope"], unfreeze["reason"]) == (
+            "unfreeze",
+            "payouts",
+            freeze["reason"],
+        )
         assert unfreeze["idempotency_key"] == "inc-6:undo-freeze-payouts"
         assert switch.active == [], "payouts flow again"
         assert [i["name"] for i in page.created()] == ["Merchant payouts delayed"]
@@ -366,15 +443,29 @@ def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
     stripe.add_account("acct_1", "weekly", weekly_anchor="monday", available=5000)
     page = FakeStatuspage(STATUSPAGE_KEY)
     with switch.running(), stripe.running(), page.running(), webhook_server() as recorder:
-        stripe_connection = {"type": "stripe", "base_url": stripe.url, "api_key": "secret://stripe-key"}
-        use_connections(tmp_path, monkeypatch, {
-            "switch": switch_connection(switch),
-            "stripe": stripe_connection,
-            "stripe-revoked": {**stripe_connection, "api_key": "secret://stripe-bad-key"},
-            "status": {"type": "statuspage", "base_url": f"{page.url}/v1", "page_id": page.page_id,
-                       "api_key": "secret://statuspage-key"},
-        })
-        state, runs, result = run(CANARY_RUN.replace("{recorder}", recorder.url), incident={"id": "inc-canary"})
+        stripe_connection = {
+            "type": "stripe",
+            "base_url": stripe.url,
+            "api_key": "secret://stripe-key",
+        }
+        use_connections(
+            tmp_path,
+            monkeypatch,
+            {
+                "switch": switch_connection(switch),
+                "stripe": stripe_connection,
+                "stripe-revoked": {**stripe_connection, "api_key": "secret://stripe-bad-key"},
+                "status": {
+                    "type": "statuspage",
+                    "base_url": f"{page.url}/v1",
+                    "page_id": page.page_id,
+                    "api_key": "secret://statuspage-key",
+                },
+            },
+        )
+        state, runs, result = run(
+            CANARY_RUN.replace("{recorder}", recorder.url), incident={"id": "inc-canary"}
+        )
         [shown] = recorder.calls("POST", "/outputs")
         assert state.is_failed(), "the revoked key fails the last step"
         assert stripe.interval("acct_1") == "weekly", "the failure undid the Stripe freeze"
@@ -388,7 +479,9 @@ def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
             )
             for _ in range(60):  # run logs reach the API in batches, the flow's own last
-                logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+                logs = await client.read_logs(
+                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+                )
                 if any("Finished in state Failed" in log.message for log in logs):
                     break
                 await asyncio.sleep(0.25)
@@ -408,8 +501,12 @@ def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
     for where, text in places.items():
         for canary in CANARIES:
             assert canary not in text, f"{canary} leaked into {where}"
-    assert "[secret:switch-token]" in places["step outputs"], "the echoed token was redacted, not lost"
+    assert "[secret:switch-token]" in places["step outputs"], (
+        "the echoed token was redacted, not lost"
+    )
     assert '"acct_1"' in places["step outputs"] and "preview-stripe" in places["step outputs"]
     assert "Invalid API Key provided: [secret:stripe-bad-key]" in places["error and summary"]
     assert len(artifacts) >= 2 and len(ledger) >= 4
-    assert any("step failed" in log.message for log in api_logs), "Siaga's own lines reached Prefect"
+    assert any("step failed" in log.message for log in api_logs), (
+        "Siaga's own lines reached Prefect"
+    )
