@@ -153,7 +153,7 @@ class _Page:
             method,
             self._url(path),
             provider="Statuspage",
-            describe=describe,
+            describe=_describe,
             throttled=THROTTLED,
             idempotent=method == "GET",
             headers=self.headers,
@@ -347,7 +347,7 @@ def _result(incident: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def describe(response: httpx.Response) -> str:
+def _describe(response: httpx.Response) -> str:
     """Statuspage's message: ``{"message": ...}`` (its ErrorEntity) or ``{"error": ... }``."""
     try:
         data = response.json()

@@ -119,7 +119,7 @@ class _Stripe:
             self._url(path),
             provider="Stripe",
             idempotent=True,
-            describe=describe,
+            describe=_describe,
             params=dict(query or {}),
             headers=headers,
         )
@@ -151,7 +151,7 @@ class _Stripe:
             self._url(path),
             provider="Stripe",
             idempotent=True,
-            describe=describe,
+            describe=_describe,
             data=dict(form),
             headers=headers,
         )
@@ -438,7 +438,7 @@ def _partly(error: ActionFailed, verb: str, done: list[str], failed_at: str) -> 
     )
 
 
-def describe(response: httpx.Response) -> str:
+def _describe(response: httpx.Response) -> str:
     """Stripe's error: ``{"error": {"type", "code", "message", "param"}}``."""
     try:
         error = response.json()["error"]
