@@ -2,7 +2,20 @@
 
 from siaga.actions import ActionRegistry
 
-from . import apprise_notify, aws, basic, fanout, outbox, pagerduty, slack, smtp, teams, webhook
+from . import (
+    apprise_notify,
+    aws,
+    basic,
+    fanout,
+    outbox,
+    pagerduty,
+    payments,
+    slack,
+    smtp,
+    statuspage,
+    teams,
+    webhook,
+)
 
 __all__ = ["default_registry"]
 
@@ -12,6 +25,7 @@ def default_registry() -> ActionRegistry:
     return ActionRegistry.of([
         *basic.ACTIONS, *outbox.ACTIONS, *webhook.ACTIONS,
         *aws.ACTIONS,
+        *payments.ACTIONS, *statuspage.ACTIONS,
         *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
         *fanout.ACTIONS,
     ])

@@ -1,6 +1,7 @@
 """HTTP calls to providers: retries where they are safe, and errors that say what happened.
 
-* 429 and 503 changed nothing: they are retried, honouring ``Retry-After``;
+* 429 (and whatever else a provider answers when it throttles, `throttled`) and 503 changed
+  nothing: they are retried, honouring ``Retry-After`` (seconds or an HTTP date);
 * other 5xx and timeouts may have acted: retried only when the provider deduplicates by our
   idempotency key (`idempotent=True`), else left to the side-effect ledger;
 * connection refused never reached the provider: retried with backoff and jitter;
@@ -9,7 +10,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -32,7 +35,14 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 async def send(
@@ -46,10 +56,12 @@ async def send(
     max_wait: float = 60.0,
     describe: Describe = _text,
     shown_url: str | None = None,
+    throttled: Collection[int] = (429,),
     **kwargs: Any,
 ) -> httpx.Response:
     """Send the request; return a successful response or raise ActionFailed. Error messages name
-    the URL as `shown_url` where given: say "the Slack webhook" when the URL itself is a secret."""
+    the URL as `shown_url` where given: say "the Slack webhook" when the URL itself is a secret.
+    `throttled` are the statuses the provider answers when it rate-limits (Statuspage also 420)."""
 
     def transient(error: BaseException) -> bool:
         return isinstance(error, ActionFailed) and error.retryable and (error.changed is False or idempotent)
@@ -64,12 +76,18 @@ async def send(
     )
     async for attempt in retrying:
         with attempt:
-            return await _once(client, method, url, provider, describe, shown_url or url, **kwargs)
+            return await _once(client, method, url, provider, describe, shown_url or url, throttled, **kwargs)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _once(
-    client: httpx.AsyncClient, method: str, url: str, provider: str, describe: Describe, shown: str,
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    provider: str,
+    describe: Describe,
+    shown: str,
+    throttled: Collection[int],
     **kwargs: Any,
 ) -> httpx.Response:
     try:
@@ -84,7 +102,7 @@ async def _once(
         return response
     status = response.status_code
     message = f"{provider} answered {status} to {method} {shown}: {describe(response)}"
-    if status == 429 or status == 503:
+    if status in throttled or status == 503:
         raise ActionFailed(message, retryable=True, changed=False, retry_after=_retry_after(response))
     if status >= 500:
         raise ActionFailed(message, retryable=True, changed=None)

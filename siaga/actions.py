@@ -75,6 +75,12 @@ class ProductionInDrill(ActionFailed):
         self.connection = connection
 
 
+class CannotReconcile(Exception):
+    """Raised by an action's `reconcile` when the connection in use gives it no way to check the
+    provider (a kill switch without a status endpoint): a person must then settle the call, as
+    for an action without `reconcile`. The message says why."""
+
+
 class Risk(StrEnum):
     """How much an action can change the world, from reading it to destroying part of it."""
 
@@ -211,8 +217,9 @@ class ActionSpec:
     message_fields: tuple[str, ...] = ()
     """The parameters holding outgoing text (message, subject): prefixed ``[DRILL]`` in drills."""
     reconcile: ActionFunction | None = None
-    """Checks the provider for this call's effect: its result if already in place, else None.
-    Used when an earlier attempt may have acted but recorded no outcome."""
+    """Checks the provider for this call's effect: its result if already in place, else None;
+    raises CannotReconcile when the connection offers no way to check. Used when an earlier
+    attempt may have acted but recorded no outcome."""
     provider_idempotent: bool = False
     """The provider deduplicates by our idempotency key, so calling again is always safe."""
 

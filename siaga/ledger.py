@@ -6,7 +6,9 @@ and a duplicate run of the same incident all find what was already done:
 * no entry: this caller claims the key (an *intent* row) and makes the call;
 * *done*: the call was made; its recorded result is returned and nothing is called again;
 * *intent* left by a caller that never wrote an outcome (a crash between the call and the write):
-  the outcome is unknown, so the action must check the provider before acting again;
+  the outcome is unknown, so the action must check the provider before acting again. A caller
+  in flight keeps its intent's ``updated_at`` moving (`touch`), so others can tell a live call
+  from a dead one, and one of them at most `take_over`s a dead one;
 * *failed*: the call failed without changing anything; it may be made again.
 """
 
@@ -80,12 +82,39 @@ class Ledger:
             if row.state == "done":
                 return Claim.DONE, row.result
             if row.state == "failed":
-                db.execute(
+                claimed = db.execute(
                     update(side_effects).where(side_effects.c.key == key, side_effects.c.state == "failed")
                     .values(state="intent", action=action, params_hash=digest, run_id=run_id, error=None, updated_at=now)
                 )
-                return Claim.NEW, None
+                # Two callers may both have read `failed`: only the one whose update landed goes ahead.
+                return (Claim.NEW, None) if claimed.rowcount == 1 else (Claim.UNKNOWN, None)
             return Claim.UNKNOWN, None
+
+    def touch(self, key: str, run_id: str) -> bool:
+        """The heartbeat of `run_id`'s call in flight: its intent is still alive."""
+        with self.engine.begin() as db:
+            touched = db.execute(
+                update(side_effects)
+                .where(side_effects.c.key == key, side_effects.c.state == "intent", side_effects.c.run_id == run_id)
+                .values(updated_at=datetime.now(UTC))
+            )
+        return touched.rowcount == 1
+
+    def take_over(self, key: str, run_id: str, seen: Entry) -> bool:
+        """Make `run_id` the owner of the intent `seen`, whose caller fell silent; true for at most
+        one of several callers trying at once, and false if the intent moved on since it was seen."""
+        with self.engine.begin() as db:
+            taken = db.execute(
+                update(side_effects)
+                .where(
+                    side_effects.c.key == key,
+                    side_effects.c.state == "intent",
+                    side_effects.c.run_id == seen.run_id,
+                    side_effects.c.updated_at == seen.updated_at,
+                )
+                .values(run_id=run_id, updated_at=datetime.now(UTC))
+            )
+        return taken.rowcount == 1
 
     def done(self, key: str, result: Any) -> None:
         self._settle(key, "done", result=result)

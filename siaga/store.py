@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.exc import DatabaseError
 
 from .home import siaga_home
 
@@ -120,5 +121,10 @@ def engine(url: str | None = None) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    metadata.create_all(created)
+    try:
+        metadata.create_all(created)
+    except DatabaseError:
+        # Another process created the tables between our check and our CREATE (two flow runs
+        # starting on a fresh store): they are there now, which a second pass confirms.
+        metadata.create_all(created)
     return created
