@@ -46,7 +46,13 @@ def test_a_killed_runner_leaves_a_crashed_run_not_a_running_one(tmp_path: Path) 
             time.sleep(0.5)
         server_pid = json.loads((home / "stack.json").read_text())["server_pid"]
         deployment = httpx.get(f"{api}/deployments/name/long-wait/siaga").json()
-        run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {}}).json()
+        for _ in range(10):  # SQLite answers 503 "database is locked" while the server is busy
+            created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {}})
+            if created.status_code != 503:
+                break
+            time.sleep(1)
+        assert created.status_code == 201, created.text
+        run = created.json()
         while httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]["type"] != "RUNNING":
             assert time.monotonic() < deadline
             time.sleep(0.5)
