@@ -121,10 +121,13 @@ def engine(url: str | None = None) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    try:
-        metadata.create_all(created)
-    except DatabaseError:
-        # Another process created the tables between our check and our CREATE (two flow runs
-        # starting on a fresh store): they are there now, which a second pass confirms.
-        metadata.create_all(created)
+    for attempt in range(len(metadata.tables) + 1):
+        try:
+            metadata.create_all(created)
+            break
+        except DatabaseError:
+            # Another process created a table between our check and our CREATE (two flow runs
+            # starting on a fresh store): it is there now; the next pass checks the rest.
+            if attempt == len(metadata.tables):
+                raise
     return created
