@@ -165,7 +165,7 @@ MESSAGES: dict[str, list[str]] = {
     "self_dependency": ["step `first` cannot run after itself"],
     "cycle": ["steps wait for each other in a cycle: a -> b -> a"],
     "bad_parameter_type": ["valid list"],
-    "undo_unknown_action": ["no action is named `http.unfreeze`"],
+    "undo_unknown_action": ["no action is named `http.reqest`"],
     "quorum_too_high": ["quorum 3 needs more people than the 2 in roles incident-commander"],
     "template_syntax": ["template does not parse"],
     "template_too_deep": ["nested too deeply"],
