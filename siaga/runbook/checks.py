@@ -113,7 +113,10 @@ def _check_params(
         for error in exc.errors():
             where = tuple(error["loc"])
             kind = error["type"]
-            if kind not in {"missing", "extra_forbidden"} and is_template(_value_at(params, where)):
+            # Any prefix: a union's errors name its members below the value (scope.literal[...]).
+            if kind not in {"missing", "extra_forbidden"} and any(
+                is_template(_value_at(params, where[:n])) for n in range(1, len(where) + 1)
+            ):
                 continue
             place = (*loc, *where)
             if kind == "extra_forbidden":
