@@ -9,13 +9,8 @@ failure: there is no silent fallback then.
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import cache
 from typing import Literal, TypeVar
 
-import certifi
 import httpx
 from pydantic import BaseModel, Field
 
@@ -64,20 +59,3 @@ async def to_outbox(
     return "outbox", str(entry["id"])
 
 
-@cache
-def _verified() -> ssl.SSLContext:
-    """httpx's default certificate check, built once: building it takes ~30 ms of the event loop,
-    which a fanout would otherwise spend once per channel, one after the other."""
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-@asynccontextmanager
-async def http_client(
-    given: httpx.AsyncClient | None, timeout: float
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The caller's client (left open), else a client of our own for this call."""
-    if given is not None:
-        yield given
-        return
-    async with httpx.AsyncClient(timeout=timeout, verify=_verified()) as own:
-        yield own

@@ -26,7 +26,8 @@ from pydantic import Field, model_validator
 from siaga.actions import ActionContext, ActionFailed, ActionParams, ActionSpec, Connection, Risk
 
 from . import _http
-from ._notify import Delivery, configured, http_client, to_outbox
+from ._http import http_client
+from ._notify import Delivery, configured, to_outbox
 
 __all__ = [
     "ACTIONS",

@@ -14,8 +14,6 @@ crash between the provider's answer and the ledger's record, a freeze is looked 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +21,7 @@ import httpx
 
 from siaga.actions import ActionContext, ActionFailed, ActionSpec, Connection, Risk
 
+from ._http import http_client
 from . import payment_switch, stripe_connect
 from ._freeze import (
     FreezeParams,
@@ -57,7 +56,7 @@ async def freeze(
     params: FreezeParams, context: ActionContext, *, client: httpx.AsyncClient | None = None
 ) -> dict[str, Any]:
     name, conn, provider = _connection(context, params.connection)
-    async with _client(client, conn) as http:
+    async with http_client(client, conn.timeout) as http:
         result: dict[str, Any] = await provider.freeze(conn, name, params, context, http)
     return result
 
@@ -66,7 +65,7 @@ async def unfreeze(
     params: UnfreezeParams, context: ActionContext, *, client: httpx.AsyncClient | None = None
 ) -> dict[str, Any]:
     name, conn, provider = _connection(context, params.connection)
-    async with _client(client, conn) as http:
+    async with http_client(client, conn.timeout) as http:
         result: dict[str, Any] = await provider.unfreeze(conn, name, params, context, http)
     return result
 
@@ -75,14 +74,14 @@ async def preview(
     params: PreviewParams, context: ActionContext, *, client: httpx.AsyncClient | None = None
 ) -> Preview:
     name, conn, provider = _connection(context, params.connection)
-    async with _client(client, conn) as http:
+    async with http_client(client, conn.timeout) as http:
         result: Preview = await provider.preview(conn, name, params, context, http)
     return result
 
 
 async def reconcile_freeze(params: FreezeParams, context: ActionContext) -> dict[str, Any] | None:
     name, conn, provider = _connection(context, params.connection)
-    async with _client(None, conn) as http:
+    async with http_client(None, conn.timeout) as http:
         found: dict[str, Any] | None = await provider.freeze_in_place(
             conn, name, params, context, http
         )
@@ -93,7 +92,7 @@ async def reconcile_unfreeze(
     params: UnfreezeParams, context: ActionContext
 ) -> dict[str, Any] | None:
     name, conn, provider = _connection(context, params.connection)
-    async with _client(None, conn) as http:
+    async with http_client(None, conn.timeout) as http:
         found: dict[str, Any] | None = await provider.unfreeze_in_place(
             conn, name, params, context, http
         )
@@ -126,15 +125,6 @@ def _connection(context: ActionContext, name: str | None) -> tuple[str, Any, Mod
         )
     model, provider = _PROVIDERS.get(str(kind), _PROVIDERS["payment_switch"])
     return name, context.connection(model, name), provider
-
-
-@asynccontextmanager
-async def _client(given: httpx.AsyncClient | None, conn: Any) -> AsyncIterator[httpx.AsyncClient]:
-    if given is not None:
-        yield given
-        return
-    async with httpx.AsyncClient(timeout=conn.timeout) as http:
-        yield http
 
 
 ACTIONS = (

@@ -24,8 +24,6 @@ sandbox page or substitute ``statuspage.*: record`` in the runbook.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -42,6 +40,7 @@ from siaga.actions import (
     Risk,
 )
 
+from ._http import http_client
 from . import _http
 
 __all__ = [
@@ -196,7 +195,7 @@ async def create_incident(
         incident["component_ids"] = sorted({*params.component_ids, *params.components})
     if params.components:
         incident["components"] = dict(params.components)
-    async with _client(client, conn) as http:
+    async with http_client(client, conn.timeout) as http:
         created = await _Page(conn, context, http).call(
             "POST", "/incidents", body={"incident": incident}
         )
@@ -206,7 +205,7 @@ async def create_incident(
 async def reconcile_create(params: CreateIncident, context: ActionContext) -> dict[str, Any] | None:
     """The incident this step opened, if it is there (unresolved) with this step's key."""
     conn = context.connection(StatuspageConnection, params.connection)
-    async with _client(None, conn) as http:
+    async with http_client(None, conn.timeout) as http:
         for incident in await _Page(conn, context, http).unresolved():
             if _siaga(incident).get("key") == context.idempotency_key:
                 return {**_result(incident), "reconciled": True}
@@ -229,7 +228,7 @@ async def update_incident(
     if params.components:
         change["components"] = dict(params.components)
         change["component_ids"] = sorted(params.components)
-    async with _client(client, conn) as http:
+    async with http_client(client, conn.timeout) as http:
         page = _Page(conn, context, http)
         incident_id = params.incident_id or await _ours(page, context)
         updated = await page.call(
@@ -241,7 +240,7 @@ async def update_incident(
 async def reconcile_update(params: UpdateIncident, context: ActionContext) -> dict[str, Any] | None:
     """The incident if it already shows this update (its status, and an update with its text)."""
     conn = context.connection(StatuspageConnection, params.connection)
-    async with _client(None, conn) as http:
+    async with http_client(None, conn.timeout) as http:
         page = _Page(conn, context, http)
         incident_id = params.incident_id or await _ours(page, context)
         incident = await page.incident(incident_id)
@@ -264,7 +263,7 @@ async def resolve(
     }
     if params.body:
         change["body"] = params.body
-    async with _client(client, conn) as http:
+    async with http_client(client, conn.timeout) as http:
         page = _Page(conn, context, http)
         incident_id = params.incident_id or await _ours(page, context)
         if params.operational:
@@ -285,7 +284,7 @@ async def reconcile_resolve(
     """The incident if it is resolved already; with no id given, resolved once none of this
     Siaga incident's status incidents is still unresolved."""
     conn = context.connection(StatuspageConnection, params.connection)
-    async with _client(None, conn) as http:
+    async with http_client(None, conn.timeout) as http:
         page = _Page(conn, context, http)
         if params.incident_id is None:
             marker = _marker(context)["incident"]
@@ -363,17 +362,6 @@ def _describe(response: httpx.Response) -> str:
             if value:
                 return json.dumps(value)[:300]
     return response.text[:300]
-
-
-@asynccontextmanager
-async def _client(
-    given: httpx.AsyncClient | None, conn: StatuspageConnection
-) -> AsyncIterator[httpx.AsyncClient]:
-    if given is not None:
-        yield given
-        return
-    async with httpx.AsyncClient(timeout=conn.timeout) as http:
-        yield http
 
 
 ACTIONS = (
