@@ -40,8 +40,8 @@ from siaga.actions import (
     Risk,
 )
 
-from ._http import http_client
 from . import _http
+from ._http import http_client
 
 __all__ = [
     "ACTIONS",
