@@ -35,7 +35,7 @@ def test_a_killed_runner_leaves_a_crashed_run_not_a_running_one(tmp_path: Path) 
     api = f"http://127.0.0.1:{port}/api"
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen(
-        [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--runbooks", str(folder)],
+        [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--runbooks", str(folder), "--no-receiver"],
         stdout=log, stderr=subprocess.STDOUT, env=clean_env(home), start_new_session=True,
     )
     server_pid = None
