@@ -51,17 +51,19 @@ def runbook_text(url: str) -> str:
 
 
 def hand_written(url: str):
+    """What an engineer would write by hand: one task per call, one HTTP client for the flow."""
+
     @task(cache_policy=NO_CACHE, persist_result=False)
-    async def call(i: int) -> dict:
-        async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.post(f"{url}/{i}", json={"step": i}, headers={"Idempotency-Key": f"run:{i}"})
-            response.raise_for_status()
-            return {"status": response.status_code, "body": response.json()}
+    async def call(client: httpx.AsyncClient, i: int) -> dict:
+        response = await client.post(f"{url}/{i}", json={"step": i}, headers={"Idempotency-Key": f"run:{i}"})
+        response.raise_for_status()
+        return {"status": response.status_code, "body": response.json()}
 
     @flow(name="hand-written", persist_result=False)
     async def hand() -> None:
-        for i in range(STEPS):
-            await call.with_options(name=f"call-{i}")(i)
+        async with httpx.AsyncClient(timeout=10) as client:
+            for i in range(STEPS):
+                await call.with_options(name=f"call-{i}")(client, i)
 
     return hand
 

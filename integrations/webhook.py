@@ -21,6 +21,8 @@ from siaga.actions import ActionContext, ActionFailed, ActionParams, ActionSpec,
 from siaga.runbook.durations import Duration
 from siaga.secrets import SecretNotFound, resolve_secret
 
+from ._http import http_client
+
 
 class Signing(ActionParams):
     """HMAC-SHA256 signing of the request body with a secret."""
@@ -78,7 +80,7 @@ async def request(
         headers[params.sign.timestamp_header] = stamp
         headers[params.sign.header] = signature(secret, stamp, body)
     timeout = params.timeout.total_seconds()
-    async with client or httpx.AsyncClient(timeout=timeout) as http:
+    async with http_client(client, timeout) as http:
         try:
             response = await http.request(params.method, params.url, content=body, headers=headers)
         except httpx.TransportError as exc:

@@ -26,6 +26,22 @@ steps:
 """
 
 
+def stop_group(pid: int) -> None:
+    """Stop the process group the orphaned Prefect server leads: TERM, then KILL."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
 def test_a_killed_runner_leaves_a_crashed_run_not_a_running_one(tmp_path: Path) -> None:
     folder = tmp_path / "runbooks"
     folder.mkdir()
@@ -73,8 +89,5 @@ def test_a_killed_runner_leaves_a_crashed_run_not_a_running_one(tmp_path: Path) 
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
         if server_pid:
-            try:
-                os.killpg(server_pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            stop_group(server_pid)
         log.close()
