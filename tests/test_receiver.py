@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from .conftest import missing
-from .test_stack import Stack, clean_env, free_port
+from .test_stack import Stack, clean_env, free_port, stop
 
 TOKEN = "s3cret-token-for-tests"
 RUNBOOK = "gateway-alert"
@@ -121,9 +121,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     try:
         yield Receiver(Stack(process, output, f"http://127.0.0.1:{port}/api", env), f"http://127.0.0.1:{receiver_port}")
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def am_alert(region: str, status: str = "firing", *, fingerprint: str | None = None,

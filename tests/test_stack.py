@@ -36,6 +36,17 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """Stop `siaga up` as a person would (Ctrl-C), so that it stops its Prefect server too."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Stack:
     def __init__(self, process: subprocess.Popen[str], output: Path, api: str, env: dict[str, str]) -> None:
         self.process, self.output, self.api, self.env = process, output, api, env
@@ -67,9 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield stack
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_a_drill_through_the_cli_runs_on_the_stack(stack: Stack) -> None:
