@@ -32,13 +32,27 @@ def run(text: str, **parameters: Any) -> tuple[Any, list[TaskRun], Any]:
     async def go() -> tuple[Any, list[TaskRun], Any]:
         state = await flow(**parameters, return_state=True)
         result = await state.aresult(raise_on_failure=False)
-        async with get_client() as client:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-            )
+        runs = await settled_task_runs(state.state_details.flow_run_id)
         return state, sorted(runs, key=lambda r: r.start_time or r.expected_start_time), result
 
     return asyncio.run(go())
+
+
+async def settled_task_runs(flow_run_id: Any) -> list[TaskRun]:
+    """The flow run's task runs once the server has recorded them all: Prefect records task-run
+    states from events, a moment after the flow returns."""
+    seen: list[TaskRun] = []
+    async with get_client() as client:
+        for _ in range(50):
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            final = all(r.state is not None and r.state.is_final() for r in runs)
+            if final and {r.id for r in runs} == {r.id for r in seen}:
+                return runs
+            seen = runs
+            await asyncio.sleep(0.3)
+    return seen
 
 
 def by_name(task_runs: list[TaskRun]) -> dict[str, TaskRun]:
