@@ -121,7 +121,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     try:
         yield Receiver(Stack(process, output, f"http://127.0.0.1:{port}/api", env), f"http://127.0.0.1:{receiver_port}")
     finally:
-        stop(process)
+        stop(process, home)
 
 
 def am_alert(region: str, status: str = "firing", *, fingerprint: str | None = None,

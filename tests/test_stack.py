@@ -36,8 +36,9 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def stop(process: subprocess.Popen[str]) -> None:
-    """Stop `siaga up` as a person would (Ctrl-C), so that it stops its Prefect server too."""
+def stop(process: subprocess.Popen[str], home: Path | None = None) -> None:
+    """Stop `siaga up` as a person would (Ctrl-C), so that it stops its Prefect server too; if it
+    had to be killed, stop the server its stack.json names."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -45,6 +46,15 @@ def stop(process: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    noted = home / "stack.json" if home else None
+    if noted and noted.exists():
+        server = json.loads(noted.read_text()).get("server_pid")
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(server, signum) if server else None
+            except ProcessLookupError:
+                break
+            time.sleep(3)
 
 
 class Stack:
@@ -78,7 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield stack
     finally:
-        stop(process)
+        stop(process, home)
 
 
 def test_a_drill_through_the_cli_runs_on_the_stack(stack: Stack) -> None:
