@@ -15,21 +15,21 @@ from siaga.home import prepare_prefect_environment
 
 prepare_prefect_environment()  # Prefect's data under the Siaga home, before Prefect is imported
 
-import httpx  # noqa: E402
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+import httpx
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.testing.utilities import prefect_test_harness
+from siaga.flows import compile_runbook
+from siaga.integrations import default_registry
 
-from siaga.flows import compile_runbook  # noqa: E402
-from siaga.integrations import default_registry  # noqa: E402
-from siaga.runbook import parse_runbook  # noqa: E402
+from siaga.runbook import parse_runbook
 
 STEPS = 20
 ROUNDS = 7
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = b'{"ok": true}'
         self.send_response(200)

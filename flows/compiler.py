@@ -9,32 +9,32 @@ from __future__ import annotations
 
 import inspect
 import re
-from functools import cache
-from datetime import UTC, datetime
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Literal
 
 from prefect import Flow, Task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import ObjectNotFound
 from prefect.client.schemas.objects import TaskRun
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
+from siaga.integrations import default_registry
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
 from siaga.connections import load_connections
 from siaga.home import runbook_folder, siaga_home
 from siaga.ledger import Ledger
-from siaga.secrets import REDACTOR
-from siaga.store import engine
-from siaga.integrations import default_registry
 from siaga.runbook.models import Input, Runbook, Step
 from siaga.runbook.plan import plan_runbook
+from siaga.secrets import REDACTOR
+from siaga.store import engine
 
 from .execution import Attempt, Execution, RunInfo
-from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 from .prefect_logs import attach_run_logs
+from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 
 __all__ = ["RunbookFailed", "compile_runbook", "flow_attribute"]
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from siaga.integrations import default_registry
+
 from siaga.catalog import Catalog, RunbookNotFound, find_runbook
 from siaga.home import runbook_folder
-from siaga.integrations import default_registry
 
 from .compiler import compile_runbook, flow_attribute
 

@@ -32,7 +32,6 @@ from siaga.runbook import Runbook
 from .compiler import RunbookFailed, _artifact_key, compile_runbook
 from .deployments import DEPLOYMENT
 
-
 Echo = Callable[[str], None] | None
 
 

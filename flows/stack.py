@@ -32,11 +32,11 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
-from siaga.home import siaga_home, stack_file
-from siaga.integrations import default_registry
 from siaga.errors import StackUnavailable
+from siaga.home import siaga_home, stack_file
 
 from .deployments import deployment
 from .running import flow_run_url, follow_run, start_run

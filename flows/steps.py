@@ -24,11 +24,11 @@ from siaga.actions import (
     Risk,
 )
 from siaga.ledger import Ledger
-from siaga.secrets import REDACTOR
 from siaga.logs import get_logger
 from siaga.runbook.diagnostics import format_path
 from siaga.runbook.models import Runbook, Step
 from siaga.runbook.templates import TemplateError, evaluate_condition, render_value
+from siaga.secrets import REDACTOR
 
 from .effects import call_once
 

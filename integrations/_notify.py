@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-import httpx
 from pydantic import BaseModel, Field
 
 from siaga.actions import ActionContext, Connection

@@ -21,7 +21,6 @@ import httpx
 
 from siaga.actions import ActionContext, ActionFailed, ActionSpec, Connection, Risk
 
-from ._http import http_client
 from . import payment_switch, stripe_connect
 from ._freeze import (
     FreezeParams,
@@ -31,6 +30,7 @@ from ._freeze import (
     PreviewParams,
     UnfreezeParams,
 )
+from ._http import http_client
 from .payment_switch import PaymentSwitch
 from .stripe_connect import StripeConnection
 

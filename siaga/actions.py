@@ -181,8 +181,8 @@ class ActionContext:
                 what = "no" if not candidates else "several"
                 raise ActionFailed(
                     f"{what} `type: {kind}` connections configured", changed=False,
-                    todo=f"name one with the step's `connection:` parameter, or configure exactly one "
-                    f"(or mark one `default: true`) in connections.yaml",
+                    todo="name one with the step's `connection:` parameter, or configure exactly one "
+                    "(or mark one `default: true`) in connections.yaml",
                 )
             raw = candidates[name]
         if self.mode is Mode.DRILL and raw.get("production"):

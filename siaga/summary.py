@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-
 _DEFAULT_TODO = "find the cause in its logs, then finish the step by hand or run the runbook again"
 
 

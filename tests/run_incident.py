@@ -10,6 +10,7 @@ from pathlib import Path
 
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
+
 from siaga.runbook import parse_runbook
 
 

@@ -31,13 +31,13 @@ import pytest
 from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
-
-from siaga.actions import ActionContext, ActionFailed, DrillBehaviour, Mode
 from siaga.flows.compiler import compile_runbook
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
 from siaga.integrations.aws import PREVIEWS, dynamodb, rds, route53, s3, sns
 from siaga.integrations.aws._client import AwsError, deduplication_id, derived_name, failure
+
+from siaga.actions import ActionContext, ActionFailed, DrillBehaviour, Mode
 from siaga.ledger import Claim, Ledger
 from siaga.runbook import parse_runbook
 from siaga.store import engine
@@ -663,7 +663,12 @@ steps:
 async def _prefect_record(flow_run_id: Any) -> list[str]:
     """The run's logs, artifacts and task run results as Prefect's API returns them."""
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     async with get_client() as client:
         for _ in range(60):  # the run's logs reach the server in batches, after the run ends

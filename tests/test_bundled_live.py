@@ -13,14 +13,13 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-from siaga.catalog import Catalog
 from siaga.flows.compiler import compile_runbook
 from siaga.integrations import default_registry
+
+from siaga.catalog import Catalog
 
 from .conftest import REPO, RUNBOOKS
 from .moto_server import KEY_ID, REGION, SECRET, Moto, moto_server

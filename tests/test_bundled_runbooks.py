@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
-
-from siaga.catalog import Catalog
 from siaga.flows.compiler import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
+
+from siaga.catalog import Catalog
 from siaga.runbook import Runbook
 from siaga.runbook.schema import runbook_schema
 

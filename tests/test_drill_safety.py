@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
+
 from siaga.runbook import parse_runbook
 
 from .provider_servers import providers

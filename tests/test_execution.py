@@ -10,15 +10,14 @@ import time
 from typing import Any
 
 import pytest
-from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import TaskRun
-
 from siaga.flows import RunbookFailed, compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
+
 from siaga.runbook import parse_runbook
 
+from .prefect_runs import settled_task_runs
 from .webhook_server import webhook_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -36,23 +35,6 @@ def run(text: str, **parameters: Any) -> tuple[Any, list[TaskRun], Any]:
         return state, sorted(runs, key=lambda r: r.start_time or r.expected_start_time), result
 
     return asyncio.run(go())
-
-
-async def settled_task_runs(flow_run_id: Any) -> list[TaskRun]:
-    """The flow run's task runs once the server has recorded them all: Prefect records task-run
-    states from events, a moment after the flow returns."""
-    seen: list[TaskRun] = []
-    async with get_client() as client:
-        for _ in range(50):
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            )
-            final = all(r.state is not None and r.state.is_final() for r in runs)
-            if final and {r.id for r in runs} == {r.id for r in seen}:
-                return runs
-            seen = runs
-            await asyncio.sleep(0.3)
-    return seen
 
 
 def by_name(task_runs: list[TaskRun]) -> dict[str, TaskRun]:

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from siaga.actions import ActionContext, ActionFailed, CannotReconcile, Mode
 from siaga.integrations import default_registry
 from siaga.integrations.payments import (
     FreezeParams,
@@ -24,6 +22,8 @@ from siaga.integrations.payments import (
     unfreeze,
 )
 from siaga.integrations.stripe_connect import FREEZE_KEY, PREVIOUS_SCHEDULE
+
+from siaga.actions import ActionContext, ActionFailed, CannotReconcile, Mode
 
 from .payment_standins import Drop, FakeStripe, KillSwitch, Reply, Slow, stripe_error
 

@@ -23,17 +23,15 @@ from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import TaskRun
-
-from siaga import cli
 from siaga.flows import compile_runbook
 from siaga.flows.effects import ALREADY_DONE, FOUND_IN_PLACE
 from siaga.integrations import default_registry
+
+from siaga import cli
 from siaga.ledger import Ledger
 from siaga.logs import log_file
 from siaga.runbook import parse_runbook
@@ -41,6 +39,7 @@ from siaga.store import engine
 
 from .conftest import REPO
 from .payment_standins import FakeStatuspage, FakeStripe, KillSwitch, Reply, Slow
+from .prefect_runs import settled_task_runs
 from .webhook_server import webhook_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -106,12 +105,7 @@ def compiled(text: str) -> Any:
 
 async def outcome(state: Any) -> tuple[Any, list[TaskRun], Any]:
     result = await state.aresult(raise_on_failure=False)
-    async with get_client() as client:
-        runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
+    runs = await settled_task_runs(state.state_details.flow_run_id)
     return state, sorted(runs, key=lambda r: r.start_time or r.expected_start_time), result
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from prefect import get_client
 from ruamel.yaml import YAML
-
-from siaga.catalog import Catalog
 from siaga.flows.deployments import prefect_yaml
 from siaga.integrations import default_registry
+
+from siaga.catalog import Catalog
 
 from .conftest import REPO, RUNBOOKS
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from siaga.alerts import Alert, AlertStatus
 from siaga.alerts.routing import group_key, matches, routes, threshold_reached
 from siaga.incidents import get_incident, list_incidents, process
-from siaga.runbook.models import Runbook, Threshold, Trigger
+from siaga.runbook.models import Runbook, Threshold
 from siaga.store import alerts, engine
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
-
 from siaga.integrations import default_registry
+
 from siaga.runbook import Runbook, RunbookError, parse_runbook, plan_runbook
 
 REGISTRY = default_registry()

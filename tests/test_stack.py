@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
-from siaga.integrations import default_registry
 
 from .conftest import RUNBOOKS
 

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.integrations import default_registry
 from siaga.integrations.statuspage import (
     CreateIncident,
@@ -20,6 +18,8 @@ from siaga.integrations.statuspage import (
     resolve,
     update_incident,
 )
+
+from siaga.actions import ActionContext, ActionFailed, Mode
 
 from .payment_standins import Drop, FakeStatuspage, Reply
 

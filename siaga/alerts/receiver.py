@@ -54,12 +54,26 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from siaga.incidents import get_incident, list_incidents, note_run_failure, pending_runs, process, set_flow_run
+from siaga.incidents import (
+    get_incident,
+    list_incidents,
+    note_run_failure,
+    pending_runs,
+    process,
+    set_flow_run,
+)
 from siaga.runbook import Runbook
 
 from .model import Alert, BadPayload
 from .parsers import SOURCES, parse
-from .signatures import AuthError, MemoryReplayGuard, SourceAuth, Unauthenticated, replay_key, verify
+from .signatures import (
+    AuthError,
+    MemoryReplayGuard,
+    SourceAuth,
+    Unauthenticated,
+    replay_key,
+    verify,
+)
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
 

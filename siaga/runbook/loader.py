@@ -143,9 +143,7 @@ def _data_loc(data: Any, loc: Loc, kind: str) -> Loc:
         if isinstance(data, Mapping) and part not in data:
             # pydantic names a key that is neither text nor an integer (None, 1.5) by its repr
             part = next((key for key in data if repr(key) == part), part)
-        if isinstance(data, Mapping) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+        if isinstance(data, Mapping) and part in data or isinstance(data, list) and isinstance(part, int) and part < len(data):
             data = data[part]
         elif last and kind in {"missing", "extra_forbidden"}:
             pass
