@@ -2,7 +2,8 @@
 (PostgreSQL for scale-out) through ``SIAGA_DATABASE_URL``.
 
 Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
-(what the alert receiver recorded and opened). Later: gates, audit trail.
+(what the alert receiver recorded and opened); `audit_records` (the hash-chained audit trail, see
+`siaga.audit`). Later: gates.
 
 One open incident per (runbook, group key): `incidents.open_key` holds the key while the incident is
 open and NULL once it is resolved, under a unique constraint. SQLite and PostgreSQL both treat NULLs
@@ -98,6 +99,25 @@ incident_alerts = Table(
     Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
 )
 """Which alerts belong to which incident (one alert may start several runbooks)."""
+
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("chain", String(120), nullable=False),  # the incident id, or "run:<flow run id>"
+    Column("seq", Integer, nullable=False),  # 1, 2, ... within the chain
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(60), nullable=False),
+    Column("incident_id", String(40)),
+    Column("run_id", String(64)),
+    Column("actor", String(200)),
+    Column("channel", String(100)),
+    Column("data", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("chain", "seq", name="uq_audit_records_chain_seq"),
+)
+"""Append-only: Siaga's code inserts here and never updates or deletes (see `siaga.audit`)."""
 
 
 def database_url(home: Path | None = None) -> str:
