@@ -7,6 +7,7 @@ the step's retries and timeout; the scheduling between steps is `execution.Execu
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from prefect.states import Completed, State
 from siaga.integrations import default_registry
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
+from siaga.audit import arecord, chain_of, decision_rows, timeline_markdown, trail
 from siaga.connections import load_connections
 from siaga.home import runbook_folder, siaga_home
 from siaga.ledger import Ledger
@@ -62,7 +64,9 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
 
     async def run_step(step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any]) -> Attempt:
         state = await step_tasks[step.id](template_context, context, return_state=True, wait_for=wait_for)
-        return await _attempt(state)
+        attempt = await _attempt(state)
+        await _publish_timeline(runbook.id, context.incident_id, context.run_id)
+        return attempt
 
     async def run_undo(step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
         state = await undo_tasks[step.id](template_context, context, return_state=True)
@@ -89,7 +93,22 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             connections=load_connections(runbook_folder()),
             secret_source=prefect_secret,
         )
+        incident_id = str(incident["id"]) if incident and incident.get("id") else None
+        await arecord(
+            "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+            run_name=run.run_name, mode=str(mode), inputs=inputs,
+        )
         summary = await Execution(plan, registry, run, run_step, run_undo).execute()
+        await arecord(
+            "run.finished", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+            mode=str(mode), outcome="ok" if summary.ok else "failed", note=summary.headline(),
+        )
+        records = await _publish_timeline(runbook.id, incident_id, run.run_id)
+        decisions = decision_rows(records)
+        if decisions:
+            await acreate_table_artifact(
+                key=_artifact_key(f"{runbook.id}-decisions"), table=decisions, description="Approval gate decisions"
+            )
         await acreate_markdown_artifact(
             key=_artifact_key(f"{runbook.id}-summary"),
             markdown=summary.to_markdown(),
@@ -218,6 +237,17 @@ async def _attempt(state: State[Any]) -> Attempt:
 
 def _artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
+
+
+async def _publish_timeline(runbook_id: str, incident_id: str | None, run_id: str) -> list[Any]:
+    """Publish (a new version of) the run's timeline, drawn from its audit records; return them."""
+    records = await asyncio.to_thread(trail().records, chain_of(incident_id, run_id), run_id)
+    await acreate_markdown_artifact(
+        key=_artifact_key(f"{runbook_id}-timeline"),
+        markdown=REDACTOR.text(timeline_markdown(records, f"Timeline of run {run_id}")),
+        description=f"Audit trail of this run: {len(records)} records, chain {chain_of(incident_id, run_id)}",
+    )
+    return records
 
 
 def _publish(runbook_id: str) -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from siaga.actions import ActionContext, ActionFailed, ActionRegistry, ActionSpec, Mode, Risk
+from siaga.audit import arecord
 from siaga.runbook.models import Step
 from siaga.runbook.plan import Plan
 from siaga.summary import Outcome, RunSummary, StepRecord, UndoRecord
@@ -181,11 +182,18 @@ class Execution:
             record = self._records[step_id]
             context = self.template_context()
             context["step"] = {"id": step_id, "output": record.output}
-            attempt = await self._run_undo(step, context, self.action_context(f"undo-{step_id}"))
+            action_context = self.action_context(f"undo-{step_id}")
+            attempt = await self._run_undo(step, context, action_context)
             if attempt.result is None:
                 record.undo = UndoRecord(step.undo.action, Outcome.FAILED, _describe(attempt.error))
             else:
                 record.undo = UndoRecord(step.undo.action, _OUTCOMES[attempt.result.status])
+            await arecord(
+                "step.undone" if attempt.result is not None else "step.undo_failed",
+                incident_id=action_context.incident_id, run_id=self.run.run_id, runbook=self.plan.runbook.id,
+                step=step_id, action=step.undo.action, mode=str(self.run.mode), outcome=str(record.undo.outcome),
+                error=record.undo.error, output=attempt.result.output if attempt.result else None,
+            )
 
 
 def _describe(error: BaseException | None) -> str:

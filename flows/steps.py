@@ -23,6 +23,7 @@ from siaga.actions import (
     ProductionInDrill,
     Risk,
 )
+from siaga.audit import arecord, record
 from siaga.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.runbook.diagnostics import format_path
@@ -150,8 +151,15 @@ async def run_step(
     """The whole of one step, logged: condition, parameters, drill behaviour, action. Errors
     leave with secrets redacted from their messages."""
     bound = log.bind(runbook=runbook.id, run_id=action_context.run_id, step=step.id, action=spec.name)
+
+    trail = {
+        "incident_id": action_context.incident_id, "run_id": action_context.run_id,
+        "runbook": runbook.id, "step": step.id, "action": spec.name, "mode": str(action_context.mode),
+    }
+
     started = time.perf_counter()
     bound.info("step started", mode=str(action_context.mode))
+    await arecord("step.started", **trail)
     try:
         if step.when is not None:
             try:
@@ -161,16 +169,23 @@ async def run_step(
             if not go:
                 result = StepResult("skipped", note=f"when: {step.when} was false")
                 bound.info("step skipped", reason=result.note, duration_s=_since(started))
+                await arecord("step.skipped", **trail, outcome="skipped", note=result.note, duration_s=_since(started))
                 return result
         params = render_params(spec, step.with_, template_context, "with")
         result = await perform(spec, params, action_context, drill_behaviour(runbook, spec), ledger)
     except BaseException as exc:
         error = redacted(exc)
         bound.error("step failed", error=f"{type(error).__name__}: {error}", duration_s=_since(started))
+        # written in place, not awaited: a step cancelled by its timeout may not await any more
+        record("step.failed", **trail, outcome="failed", error=f"{type(error).__name__}: {error}", duration_s=_since(started))
         if error is exc:
             raise
         raise error from None
     bound.info(f"step {result.status}", outcome=result.status, note=result.note, duration_s=_since(started))
+    await arecord(
+        "step.skipped" if result.status == "skipped" else "step.finished", **trail,
+        outcome=result.status, note=result.note, output=result.output, duration_s=_since(started),
+    )
     return result
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .alerts.model import Alert, AlertStatus
 from .alerts.routing import Route, group_key, matches, routes, threshold_reached
+from .audit import AuditTrail
 from .runbook import Runbook
 from .store import alerts, incident_alerts, incidents
 
@@ -219,8 +220,12 @@ def process(engine: Engine, runbooks: Mapping[str, Runbook], alert: Alert, now: 
         outcome = Outcome(alert_id=alert_id, new=new)
         if not new:
             return outcome
+        trail = AuditTrail(engine, clock=lambda: now)
         if alert.status is AlertStatus.RESOLVED:
             outcome.resolved = resolve_alert(connection, alert, alert_id, now)
+            for incident_id in outcome.resolved:
+                _audit_alert(trail, connection, incident_id, alert, alert_id)
+                trail.append("incident.resolved", incident_id=incident_id, connection=connection)
             return outcome
         if connection.execute(select(alerts.c.id).where(_same_episode(alert, AlertStatus.RESOLVED))).first():
             # the resolved notification came first: this episode is over
@@ -246,7 +251,24 @@ def process(engine: Engine, runbooks: Mapping[str, Runbook], alert: Alert, now: 
                         update(incidents).where(incidents.c.id == incident_id).values(alerts=incidents.c.alerts + 1)
                     )
             (outcome.opened if opened else outcome.joined).append(incident_id)
+            _audit_alert(trail, connection, incident_id, alert, alert_id)
+            if opened:
+                trail.append(
+                    "incident.opened", incident_id=incident_id, connection=connection,
+                    data={"runbook": route.runbook_id, "group_key": route.group_key,
+                          "severity": str(runbook.severity), "inputs": route.inputs},
+                )
         return outcome
+
+
+def _audit_alert(trail: AuditTrail, connection: Connection, incident_id: str, alert: Alert, alert_id: int) -> None:
+    """The incident's record of an alert that opened, joined or resolved it (part of the alert's
+    transaction: no incident changes without its record)."""
+    trail.append(
+        "alert.received", incident_id=incident_id, connection=connection, channel=alert.source,
+        data={"alert_id": alert_id, "source": alert.source, "fingerprint": alert.fingerprint,
+              "status": str(alert.status), "labels": dict(alert.labels)},
+    )
 
 
 def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
@@ -261,11 +283,17 @@ def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]
 
 
 def set_flow_run(engine: Engine, incident_id: str, flow_run_id: str) -> None:
+    """Note the run started for the incident, with its audit record, in one transaction."""
     with engine.begin() as connection:
-        connection.execute(
+        runbook_id = connection.execute(
             update(incidents)
             .where(incidents.c.id == incident_id)
             .values(flow_run_id=flow_run_id, run_error=None, run_attempts=incidents.c.run_attempts + 1)
+            .returning(incidents.c.runbook_id)
+        ).scalar_one_or_none()
+        AuditTrail(engine).append(
+            "incident.run_started", incident_id=incident_id, run_id=flow_run_id, connection=connection,
+            data={"runbook": runbook_id},
         )
 
 

@@ -30,7 +30,7 @@ GENESIS = "0" * 64
 
 def _plain(value: Any) -> Any:
     """JSON for what `json` does not know: datetimes as ISO 8601 in UTC, enums by value,
-    pydantic models by their JSON dump, sets sorted."""
+    pydantic models by their JSON dump, sets sorted, anything else as text."""
     if isinstance(value, datetime):
         return utc_iso(value)
     if isinstance(value, date):
@@ -44,7 +44,9 @@ def _plain(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json", by_alias=True)
-    raise TypeError(f"{type(value).__name__} cannot go into an audit record")
+    # Anything else as its text: a record is never lost to an odd value, and since the store
+    # keeps the JSON that was hashed (see `plain`), the text is what verification sees.
+    return str(value)
 
 
 def utc_iso(moment: datetime) -> str:
