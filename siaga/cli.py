@@ -1,4 +1,4 @@
-"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents``.
+"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents | audit``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -256,6 +256,79 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return OK
 
 
+# --- siaga audit ---------------------------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import read_export, timeline_markdown, trail, verify
+
+    audit = trail()
+    if args.audit_command == "verify":
+        if args.file:
+            try:
+                with open(args.file, encoding="utf-8") as lines:
+                    records, head = read_export(lines)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise BadInput(f"{args.file} is not a readable audit export: {exc}") from None
+            breach = verify(records, head=args.head or head)
+            chains = {records[0].chain: (len(records), records[-1].hash)} if records else {}
+        else:
+            names = [args.incident] if args.incident else audit.chains()
+            if args.incident and not audit.count(args.incident):
+                raise BadInput(f"no audit records for {args.incident}")
+            breach = audit.verify(args.incident, head=args.head)
+            chains = {name: audit.head(name) for name in names}
+        if breach is not None:
+            err.print(f"BROKEN {breach}", markup=False)
+            return RUN_FAILED
+        for name, (count, head_hash) in chains.items():
+            out.print(f"OK {name}: {count} records, head {head_hash}", markup=False)
+        if not chains:
+            out.print("OK: the audit trail is empty")
+        return OK
+    if not audit.count(args.incident):
+        raise BadInput(f"no audit records for {args.incident}")
+    if args.audit_command == "export":
+        if args.output and args.output != "-":
+            head = audit.export(args.incident, Path(args.output))
+            err.print(f"wrote {args.output}: chain {args.incident}, head {head}", markup=False)
+        else:
+            audit.export(args.incident, sys.stdout)
+        return OK
+    records = audit.records(args.incident)
+    if args.markdown:
+        print(timeline_markdown(records, f"Audit trail of {args.incident}"), end="")
+        return OK
+    from .audit.render import describe
+
+    table = Table("#", "time (UTC)", "event", "run", "by", "details", title=f"Audit trail of {args.incident}")
+    for r in records:
+        by = " / ".join(part for part in (r.actor, r.channel) if part)
+        table.add_row(str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.kind, (r.run_id or "")[:8], by, describe(r))
+    out.print(table)
+    out.print(f"head {records[-1].hash}", markup=False)
+    return OK
+
+
+def _add_audit_parser(commands: Any) -> None:
+    p = commands.add_parser("audit", help="the hash-chained audit trail: verify, export, show an incident's records")
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    q = audit.add_parser("verify", help="check every chain (or one); name the first record that does not match")
+    q.add_argument("--incident", metavar="ID", help="only this incident's chain (or run:<flow run id>)")
+    q.add_argument("--file", metavar="EXPORT", help="check an export written by `siaga audit export` instead")
+    q.add_argument("--head", metavar="HASH", help="the head hash you kept: the chain must end there")
+    q = audit.add_parser("export", help="write an incident's chain as JSON lines, ending with its head hash")
+    q.add_argument("incident", metavar="INCIDENT", help="incident id (or run:<flow run id>)")
+    q.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+    q = audit.add_parser("show", help="an incident's timeline")
+    q.add_argument("incident", metavar="INCIDENT", help="incident id (or run:<flow run id>)")
+    q.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    p.set_defaults(handler=cmd_audit)
+
+
+# --- end of siaga audit ----------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -323,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_incidents)
+
+    _add_audit_parser(commands)
     return parser
 
 
