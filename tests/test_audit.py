@@ -1,0 +1,226 @@
+"""The audit trail: the hash chain (pure), the store (SQLite, PostgreSQL), tampering caught and
+named, concurrent appenders in many processes keep one chain, secrets never reach it, and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from siaga.audit import AuditTrail, canonical_json, read_export, record, trail, verify
+from siaga.audit.chain import GENESIS, AuditRecord
+from siaga.cli import main
+from siaga.secrets import resolve_secret
+from siaga.store import engine
+
+from .audit_writers import run_writers
+from .test_incidents_postgres import postgres_url  # noqa: F401 (the fixture: Debian PostgreSQL on loopback)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Engine:
+    return engine(f"sqlite:///{tmp_path / 'siaga.db'}")
+
+
+def filled(store: Engine, chain: str = "inc-tamper", count: int = 8) -> tuple[AuditTrail, list[AuditRecord]]:
+    audit = AuditTrail(store)
+    records = [
+        audit.append("step.finished", incident_id=chain, run_id="run-1", actor="eko", data={"step": f"s{i}", "note": "freeze payouts"})
+        for i in range(1, count + 1)
+    ]
+    return audit, records
+
+
+# --- the chain, pure -------------------------------------------------------------------------------
+
+
+def test_canonical_json_is_sorted_compact_utf8_with_utc_times() -> None:
+    at = datetime(2026, 11, 24, 17, 0, tzinfo=UTC).astimezone()
+    assert canonical_json({"b": 1, "a": ["é", at]}) == '{"a":["é","2026-11-24T17:00:00.000000+00:00"],"b":1}'
+
+
+def test_the_hash_covers_the_previous_hash_and_the_canonical_record() -> None:
+    record = AuditRecord(id="r1", chain="inc-1", seq=1, at=datetime(2026, 1, 1, tzinfo=UTC), kind="run.started", data={"x": 1})
+    sealed = record.sealed()
+    expected = hashlib.sha256((GENESIS + canonical_json(record.body())).encode()).hexdigest()
+    assert sealed.hash == expected
+    assert "hash" not in record.body() and "seq" not in record.body()
+
+
+def chain_of(n: int) -> list[AuditRecord]:
+    records, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        record = AuditRecord(id=f"r{seq}", chain="c", seq=seq, at=datetime(2026, 1, 1, tzinfo=UTC), kind="k", data={"n": seq}, prev_hash=prev).sealed()
+        records.append(record)
+        prev = record.hash
+    return records
+
+
+def test_verify_names_the_first_changed_missing_or_moved_record() -> None:
+    records = chain_of(5)
+    assert verify(records) is None
+    changed = [*records[:2], AuditRecord(**{**records[2].__dict__, "data": {"n": 33}}), *records[3:]]
+    assert (verify(changed).seq, verify(changed).id) == (3, "r3")
+    assert "changed" in verify(changed).reason
+    gap = verify([*records[:2], *records[3:]])
+    assert (gap.seq, gap.id) == (4, "r4") and "record 3 removed" in gap.reason
+    swapped = [records[0], AuditRecord(**{**records[2].__dict__, "seq": 2}), AuditRecord(**{**records[1].__dict__, "seq": 3}), *records[3:]]
+    moved = verify(swapped)
+    assert (moved.seq, moved.id) == (2, "r3") and "prev hash" in moved.reason
+    assert verify(records[:4], head=records[4].hash) is not None
+    assert verify(records, head=records[4].hash) is None
+
+
+# --- the store: tampering with the database's rows -------------------------------------------------
+
+
+def test_a_changed_byte_in_a_row_is_named(store: Engine) -> None:
+    audit, records = filled(store)
+    assert audit.verify() is None
+    with store.begin() as db:
+        db.execute(text("UPDATE audit_records SET data = replace(data, 'payouts', 'pay0uts') WHERE seq = 5"))
+    breach = audit.verify()
+    assert breach is not None
+    assert (breach.chain, breach.seq, breach.id) == ("inc-tamper", 5, records[4].id)
+    assert "changed" in breach.reason
+    assert f"record 5 (id {records[4].id})" in str(breach)
+
+
+def test_a_deleted_row_is_named(store: Engine) -> None:
+    audit, records = filled(store)
+    with store.begin() as db:
+        db.execute(text("DELETE FROM audit_records WHERE seq = 4"))
+    breach = audit.verify("inc-tamper")
+    assert breach is not None
+    assert (breach.seq, breach.id) == (5, records[4].id)
+    assert "sequence gap: record 4 removed" in breach.reason
+
+
+def test_two_swapped_rows_are_named(store: Engine) -> None:
+    audit, records = filled(store)
+    with store.begin() as db:
+        db.execute(text("UPDATE audit_records SET seq = -1 WHERE seq = 3"))
+        db.execute(text("UPDATE audit_records SET seq = 3 WHERE seq = 4"))
+        db.execute(text("UPDATE audit_records SET seq = 4 WHERE seq = -1"))
+    breach = audit.verify()
+    assert breach is not None
+    assert (breach.seq, breach.id) == (3, records[3].id)  # record 4 now stands third
+    assert "out of place" in breach.reason
+
+
+def test_the_newest_rows_deleted_show_against_the_exported_head(store: Engine, tmp_path: Path) -> None:
+    audit, records = filled(store)
+    export = tmp_path / "inc-tamper.jsonl"
+    head = audit.export("inc-tamper", export)
+    assert head == records[-1].hash
+    exported, exported_head = read_export(export.read_text().splitlines())
+    assert exported == records and exported_head == head
+    assert verify(exported, head=exported_head) is None
+    with store.begin() as db:
+        db.execute(text("DELETE FROM audit_records WHERE seq >= 7"))
+    assert audit.verify() is None  # consistent in itself ...
+    breach = audit.verify("inc-tamper", head=head)  # ... but not with the head kept elsewhere
+    assert breach is not None and "not at the head" in breach.reason
+
+
+def test_an_edited_export_is_caught(store: Engine) -> None:
+    audit, _ = filled(store)
+    buffer = io.StringIO()
+    audit.export("inc-tamper", buffer)
+    lines = buffer.getvalue().splitlines()
+    lines[1] = lines[1].replace('"actor": "eko"', '"actor": "ek0"')
+    records, head = read_export(lines)
+    breach = verify(records, head=head)
+    assert breach is not None and breach.seq == 2
+
+
+def test_records_keep_their_exact_content_through_the_store(store: Engine) -> None:
+    audit = AuditTrail(store)
+    written = audit.append(
+        "gate.decision", incident_id="inc-1", run_id="r", actor="dewi", channel="slack",
+        data={"decision": "approve", "amount": 1.1, "nested": {"z": [1, "ü", None], "a": True}, "at": datetime(2026, 1, 1, 3, tzinfo=UTC)},
+    )
+    assert audit.records("inc-1") == [written]
+    assert written.data["at"] == "2026-01-01T03:00:00.000000+00:00"
+    assert audit.verify() is None
+
+
+# --- concurrency: many processes append to one chain -----------------------------------------------
+
+
+def test_ten_processes_appending_to_one_sqlite_chain_keep_it_whole(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'siaga.db'}"
+    run_writers(url, "inc-busy", writers=10, count=30)
+    audit = AuditTrail(engine(url))
+    records = audit.records("inc-busy")
+    assert [r.seq for r in records] == list(range(1, 301))
+    assert audit.verify() is None
+    for writer in range(10):  # each writer's records in the order it wrote them
+        assert [r.data["i"] for r in records if r.data["writer"] == writer] == list(range(30))
+
+
+def test_ten_processes_appending_to_one_postgresql_chain_keep_it_whole(postgres_url: str) -> None:  # noqa: F811
+    run_writers(postgres_url, "inc-busy-pg", writers=10, count=30)
+    audit = AuditTrail(engine(postgres_url))
+    records = audit.records("inc-busy-pg")
+    assert [r.seq for r in records] == list(range(1, 301))
+    assert audit.verify("inc-busy-pg") is None
+    for writer in range(10):
+        assert [r.data["i"] for r in records if r.data["writer"] == writer] == list(range(30))
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+def test_a_resolved_secret_never_reaches_the_trail_or_its_export(store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = "canary-4f1d9a7e-trail"
+    monkeypatch.setenv("SIAGA_SECRET_AUDIT_CANARY", canary)
+    assert resolve_secret("secret://audit-canary") == canary
+    audit = AuditTrail(store)
+    audit.append("step.failed", incident_id="inc-secret", actor=f"bot {canary}",
+                 data={"error": f"POST https://x/?token={canary} failed", "output": {"list": [canary]}})
+    with store.connect() as db:
+        rows = json.dumps([list(map(str, row)) for row in db.execute(text("SELECT * FROM audit_records"))])
+    buffer = io.StringIO()
+    audit.export("inc-secret", buffer)
+    assert canary not in rows and canary not in buffer.getvalue()
+    assert "[secret:audit-canary]" in buffer.getvalue()
+    assert audit.verify() is None
+
+
+# --- record() and the CLI --------------------------------------------------------------------------
+
+
+def test_record_appends_to_the_incident_chain_or_the_run_chain_and_cli_verifies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("SIAGA_DATABASE_URL", url)
+    record("incident.opened", incident_id="inc-cli", runbook="payment-gateway-outage")
+    record("step.started", incident_id="inc-cli", run_id="run-9", step="page")
+    record("run.started", incident_id=None, run_id="run-manual", runbook="drill")
+    audit = trail()
+    assert audit.chains() == ["inc-cli", "run:run-manual"]
+    assert [r.kind for r in audit.records("inc-cli")] == ["incident.opened", "step.started"]
+
+    assert main(["audit", "verify"]) == 0
+    output = capsys.readouterr().out
+    assert f"OK inc-cli: 2 records, head {audit.head('inc-cli')[1]}" in output
+
+    export = tmp_path / "inc-cli.jsonl"
+    assert main(["audit", "export", "inc-cli", "-o", str(export)]) == 0
+    assert json.loads(export.read_text().splitlines()[-1]) == {"chain": "inc-cli", "records": 2, "head": audit.head("inc-cli")[1]}
+    assert main(["audit", "verify", "--file", str(export)]) == 0
+    assert main(["audit", "show", "inc-cli"]) == 0
+    assert "incident.opened" in capsys.readouterr().out
+    assert main(["audit", "export", "inc-none"]) == 2
+
+    with engine(url).begin() as db:
+        db.execute(text("UPDATE audit_records SET kind = 'step.startex' WHERE chain = 'inc-cli' AND seq = 2"))
+    assert main(["audit", "verify", "--incident", "inc-cli"]) == 1
+    assert "BROKEN chain inc-cli: record 2" in capsys.readouterr().err
