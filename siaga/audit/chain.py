@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import PurePath
@@ -86,10 +86,18 @@ class AuditRecord:
 
     def body(self) -> dict[str, Any]:
         """What the hash covers: everything but the hash itself and the position `seq`."""
-        fields = asdict(self)
-        del fields["hash"], fields["seq"]
-        fields["at"] = utc_iso(self.at)
-        return fields
+        return {
+            "id": self.id,
+            "chain": self.chain,
+            "at": utc_iso(self.at),
+            "kind": self.kind,
+            "incident_id": self.incident_id,
+            "run_id": self.run_id,
+            "actor": self.actor,
+            "channel": self.channel,
+            "data": self.data,
+            "prev_hash": self.prev_hash,
+        }
 
     def expected_hash(self) -> str:
         return record_hash(self.prev_hash, self.body())
