@@ -7,20 +7,34 @@ import dataclasses
 import hashlib
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
-from siaga.audit import AuditTrail, canonical_json, read_export, record, trail, verify
+from siaga.audit import (
+    AuditTrail,
+    canonical_json,
+    decision_rows,
+    read_export,
+    record,
+    timeline_markdown,
+    trail,
+    verify,
+)
 from siaga.audit.chain import GENESIS, AuditRecord
 from siaga.cli import main
+from siaga.incidents import process, set_flow_run
 from siaga.secrets import resolve_secret
 from siaga.store import engine
 
 from .audit_writers import run_writers
 from .test_incidents_postgres import postgres_url  # noqa: F401 (the fixture: Debian PostgreSQL on loopback)
+from .test_routing import CATALOG
+from .test_routing import alert as routing_alert
 
 
 @pytest.fixture
@@ -75,6 +89,22 @@ def test_verify_names_the_first_changed_missing_or_moved_record() -> None:
     assert (moved.seq, moved.id) == (2, "r3") and "prev hash" in moved.reason
     assert verify(records[:4], head=records[4].hash) is not None
     assert verify(records, head=records[4].hash) is None
+
+
+def test_gate_records_render_as_a_decisions_table_and_all_records_as_a_timeline() -> None:
+    at = datetime(2026, 11, 24, 3, 4, 5, tzinfo=UTC)
+    records = [
+        AuditRecord(id="1", chain="c", seq=1, at=at, kind="step.started", data={"step": "freeze"}),
+        AuditRecord(id="2", chain="c", seq=2, at=at, kind="gate.decision", actor="dewi", channel="slack",
+                    data={"gate": "freeze", "decision": "approve", "evidence_hash": "ab12"}, hash="f" * 64),
+    ]
+    assert decision_rows(records) == [{
+        "gate": "freeze", "event": "decision", "decision": "approve", "by": "dewi",
+        "when": "2026-11-24T03:04:05+00:00", "evidence": "ab12", "record": "2 ffffffffffff",
+    }]
+    markdown = timeline_markdown(records)
+    assert "| 2 | 03:04:05.000 | `gate.decision` | dewi / slack | decision: approve |" in markdown
+    assert markdown.rstrip().endswith(f"hash `{'f' * 64}`.")
 
 
 # --- the store: tampering with the database's rows -------------------------------------------------
@@ -175,16 +205,56 @@ def test_ten_processes_appending_to_one_postgresql_chain_keep_it_whole(postgres_
         assert [r.data["i"] for r in records if r.data["writer"] == writer] == list(range(30))
 
 
+# --- alerts and incidents -------------------------------------------------------------------------
+
+
+def test_alerts_incidents_and_their_runs_are_recorded_on_the_incident_chain(store: Engine) -> None:
+    now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    incident = process(store, CATALOG, routing_alert(fingerprint="a"), now).opened[0]
+    process(store, CATALOG, routing_alert(fingerprint="b"), now)
+    set_flow_run(store, incident, "flow-run-1")
+    process(store, CATALOG, routing_alert(fingerprint="a", status="resolved"), now)
+    process(store, CATALOG, routing_alert(fingerprint="b", status="resolved"), now)
+    records = AuditTrail(store).records(incident)
+    assert [(r.kind, r.data.get("fingerprint")) for r in records] == [
+        ("alert.received", "a"),
+        ("incident.opened", None),
+        ("alert.received", "b"),
+        ("incident.run_started", None),
+        ("alert.received", "b"),
+        ("incident.resolved", None),
+    ]
+    assert records[1].data["runbook"] == "gateway" and records[3].run_id == "flow-run-1"
+    assert records[4].data["status"] == "resolved" and records[0].channel == "alertmanager"
+    assert AuditTrail(store).verify() is None
+
+
+def test_concurrent_receivers_on_postgresql_keep_the_incident_chain_whole(postgres_url: str) -> None:  # noqa: F811
+    store, now = engine(postgres_url), datetime.now(UTC)
+    alerts = [routing_alert("pg-audit", fingerprint=f"pga-{n}") for n in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(lambda a: process(store, CATALOG, a, now), alerts))
+    (incident,) = [i for o in outcomes for i in o.opened]
+    records = AuditTrail(store).records(incident)
+    kinds = [r.kind for r in records]
+    assert kinds.count("alert.received") == 20 and kinds.count("incident.opened") == 1
+    assert [r.seq for r in records] == list(range(1, 22))
+    assert AuditTrail(store).verify(incident) is None
+
+
 # --- secrets ---------------------------------------------------------------------------------------
 
 
 def test_a_resolved_secret_never_reaches_the_trail_or_its_export(store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Params(BaseModel):
+        token: str
+
     canary = "canary-4f1d9a7e-trail"
     monkeypatch.setenv("SIAGA_SECRET_AUDIT_CANARY", canary)
     assert resolve_secret("secret://audit-canary") == canary
     audit = AuditTrail(store)
     audit.append("step.failed", incident_id="inc-secret", actor=f"bot {canary}",
-                 data={"error": f"POST https://x/?token={canary} failed", "output": {"list": [canary]}})
+                 data={"error": f"POST https://x/?token={canary} failed", "output": {"list": [canary]}, "params": Params(token=canary)})
     with store.connect() as db:
         rows = json.dumps([list(map(str, row)) for row in db.execute(text("SELECT * FROM audit_records"))])
     buffer = io.StringIO()

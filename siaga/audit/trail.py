@@ -87,7 +87,7 @@ class AuditTrail:
             run_id=run_id,
             actor=REDACTOR(actor),
             channel=channel,
-            data=plain(REDACTOR(dict(data or {}))),
+            data=REDACTOR(plain(dict(data or {}))),  # plain first: then every value is text the redactor sees
         )
         if connection is not None:
             return self._append_within(connection, draft)
