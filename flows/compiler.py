@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
@@ -62,16 +63,6 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
     step_tasks = {step.id: _step_task(runbook, step, registry) for step in runbook.steps}
     undo_tasks = {step.id: _undo_task(runbook, step, registry) for step in runbook.steps if step.undo}
 
-    async def run_step(step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any]) -> Attempt:
-        state = await step_tasks[step.id](template_context, context, return_state=True, wait_for=wait_for)
-        attempt = await _attempt(state)
-        await _publish_timeline(runbook.id, context.incident_id, context.run_id)
-        return attempt
-
-    async def run_undo(step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
-        state = await undo_tasks[step.id](template_context, context, return_state=True)
-        return await _attempt(state)
-
     async def run_runbook(**parameters: Any) -> dict[str, Any]:
         attach_run_logs()
         mode = Mode(parameters.pop("mode", Mode.LIVE))
@@ -94,6 +85,18 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             secret_source=prefect_secret,
         )
         incident_id = str(incident["id"]) if incident and incident.get("id") else None
+        timeline = Timeline(runbook.id, incident_id, run.run_id)
+
+        async def run_step(step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any]) -> Attempt:
+            state = await step_tasks[step.id](template_context, context, return_state=True, wait_for=wait_for)
+            attempt = await _attempt(state)
+            await timeline.publish(final=False)
+            return attempt
+
+        async def run_undo(step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
+            state = await undo_tasks[step.id](template_context, context, return_state=True)
+            return await _attempt(state)
+
         await arecord(
             "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
             run_name=run.run_name, mode=str(mode), inputs=inputs,
@@ -103,7 +106,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             "run.finished", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
             mode=str(mode), outcome="ok" if summary.ok else "failed", note=summary.headline(),
         )
-        records = await _publish_timeline(runbook.id, incident_id, run.run_id)
+        records = await timeline.publish(final=True)
         decisions = decision_rows(records)
         if decisions:
             await acreate_table_artifact(
@@ -239,15 +242,30 @@ def _artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
 
 
-async def _publish_timeline(runbook_id: str, incident_id: str | None, run_id: str) -> list[Any]:
-    """Publish (a new version of) the run's timeline, drawn from its audit records; return them."""
-    records = await asyncio.to_thread(trail().records, chain_of(incident_id, run_id), run_id)
-    await acreate_markdown_artifact(
-        key=_artifact_key(f"{runbook_id}-timeline"),
-        markdown=REDACTOR.text(timeline_markdown(records, f"Timeline of run {run_id}")),
-        description=f"Audit trail of this run: {len(records)} records, chain {chain_of(incident_id, run_id)}",
-    )
-    return records
+class Timeline:
+    """The run's timeline artifact, drawn from its audit records: published again after a step at
+    most every `EVERY` seconds (each version is an API call and a read of the trail), and always
+    at the end."""
+
+    EVERY = 2.0
+
+    def __init__(self, runbook_id: str, incident_id: str | None, run_id: str) -> None:
+        self.runbook_id, self.run_id = runbook_id, run_id
+        self.chain = chain_of(incident_id, run_id)
+        self.published = float("-inf")
+
+    async def publish(self, *, final: bool) -> list[Any]:
+        """Publish a new version (if due, or `final`); return the records it shows (none if not due)."""
+        if not final and time.monotonic() - self.published < self.EVERY:
+            return []
+        self.published = time.monotonic()
+        records = await asyncio.to_thread(trail().records, self.chain, self.run_id)
+        await acreate_markdown_artifact(
+            key=_artifact_key(f"{self.runbook_id}-timeline"),
+            markdown=REDACTOR.text(timeline_markdown(records, f"Timeline of run {self.run_id}")),
+            description=f"Audit trail of this run: {len(records)} records, chain {self.chain}",
+        )
+        return records
 
 
 def _publish(runbook_id: str) -> Any:
