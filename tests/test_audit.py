@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
@@ -35,6 +36,7 @@ from .audit_writers import run_writers
 from .test_incidents_postgres import postgres_url  # noqa: F401 (the fixture: Debian PostgreSQL on loopback)
 from .test_routing import CATALOG
 from .test_routing import alert as routing_alert
+from .test_stack import free_port
 
 
 @pytest.fixture
@@ -262,6 +264,16 @@ def test_a_resolved_secret_never_reaches_the_trail_or_its_export(store: Engine, 
     assert canary not in rows and canary not in buffer.getvalue()
     assert "[secret:audit-canary]" in buffer.getvalue()
     assert audit.verify() is None
+
+
+def test_record_says_loudly_when_the_trail_cannot_take_a_record_and_the_caller_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIAGA_DATABASE_URL", f"postgresql+psycopg://siaga@127.0.0.1:{free_port()}/nowhere")
+    with structlog.testing.capture_logs() as logs:
+        record("step.started", incident_id="inc-lost", run_id="run-1", step="freeze")
+    (entry,) = [e for e in logs if e["event"] == "audit record NOT written"]
+    assert entry["log_level"] == "error"
+    assert (entry["kind"], entry["chain"]) == ("step.started", "inc-lost")
+    assert "OperationalError" in entry["error"]
 
 
 # --- record() and the CLI --------------------------------------------------------------------------
