@@ -32,6 +32,7 @@ from siaga.flows.effects import ALREADY_DONE, FOUND_IN_PLACE
 from siaga.integrations import default_registry
 
 from siaga import cli
+from siaga.audit import trail
 from siaga.ledger import Ledger
 from siaga.logs import log_file
 from siaga.runbook import parse_runbook
@@ -491,7 +492,9 @@ def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
         "artifacts": json.dumps([a.data for a in artifacts], default=str),
         "Prefect logs": "\n".join(log.message for log in api_logs),
         "ledger": json.dumps([(e.result, e.error) for e in ledger], default=str),
+        "audit trail": json.dumps([r.as_json() for r in trail().records("inc-canary")], ensure_ascii=False),
     }
+    assert '"step.failed"' in places["audit trail"], "the trail holds the run"
     for where, text in places.items():
         for canary in CANARIES:
             assert canary not in text, f"{canary} leaked into {where}"
