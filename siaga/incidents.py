@@ -177,7 +177,8 @@ def _recent(connection: Connection, route: Route, runbook: Runbook, now: datetim
 
 def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: datetime) -> list[str]:
     """Mark the firing alert of this episode resolved; resolve the open incidents it belonged to
-    whose firing alerts are now all resolved. Return those incidents' ids."""
+    whose firing alerts are now all resolved (each open one records the alert in its audit trail).
+    Return those incidents' ids."""
     connection.execute(
         update(alerts).where(_same_episode(alert, AlertStatus.FIRING), alerts.c.resolved_at.is_(None)).values(resolved_at=now)
     )
@@ -189,11 +190,13 @@ def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: date
         .distinct()
     ).scalars().all()
     resolved = []
+    trail = AuditTrail(connection.engine, clock=lambda: now)
     for incident_id in touched:
         # PostgreSQL: one resolver at a time per incident, so two last alerts resolved at once
         # cannot each see the other still firing (SQLite has one writer anyway)
         connection.execute(select(incidents.c.id).where(incidents.c.id == incident_id).with_for_update())
         _link(connection, incident_id, alert_id)
+        _audit_alert(trail, connection, incident_id, alert, alert_id)
         still_firing = connection.execute(
             select(func.count())
             .select_from(incident_alerts.join(alerts, alerts.c.id == incident_alerts.c.alert_id))
@@ -209,6 +212,7 @@ def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: date
                 .where(incidents.c.id == incident_id, incidents.c.state == "open")
                 .values(state="resolved", resolved_at=now, open_key=None)
             )
+            trail.append("incident.resolved", incident_id=incident_id, connection=connection)
             resolved.append(incident_id)
     return resolved
 
@@ -220,17 +224,14 @@ def process(engine: Engine, runbooks: Mapping[str, Runbook], alert: Alert, now: 
         outcome = Outcome(alert_id=alert_id, new=new)
         if not new:
             return outcome
-        trail = AuditTrail(engine, clock=lambda: now)
         if alert.status is AlertStatus.RESOLVED:
             outcome.resolved = resolve_alert(connection, alert, alert_id, now)
-            for incident_id in outcome.resolved:
-                _audit_alert(trail, connection, incident_id, alert, alert_id)
-                trail.append("incident.resolved", incident_id=incident_id, connection=connection)
             return outcome
         if connection.execute(select(alerts.c.id).where(_same_episode(alert, AlertStatus.RESOLVED))).first():
             # the resolved notification came first: this episode is over
             connection.execute(update(alerts).where(alerts.c.id == alert_id).values(resolved_at=now))
             return outcome
+        trail = AuditTrail(engine, clock=lambda: now)
         for route in routes(runbooks.values(), alert):
             runbook = runbooks[route.runbook_id]
             outcome.problems.extend(f"{route.runbook_id}: {p}" for p in route.problems)

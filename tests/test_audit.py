@@ -223,7 +223,8 @@ def test_alerts_incidents_and_their_runs_are_recorded_on_the_incident_chain(stor
         ("incident.opened", None),
         ("alert.received", "b"),
         ("incident.run_started", None),
-        ("alert.received", "b"),
+        ("alert.received", "a"),  # resolved, while b still fires
+        ("alert.received", "b"),  # resolved: the last one
         ("incident.resolved", None),
     ]
     assert records[1].data["runbook"] == "gateway" and records[3].run_id == "flow-run-1"
