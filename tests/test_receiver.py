@@ -212,6 +212,15 @@ def test_alerts_open_one_incident_and_start_its_runbook_once(receiver: Receiver)
     assert incident["state"] == "resolved" and incident["resolved_at"]
     assert len(receiver.runs()) == before + 1
 
+    # one audit chain for the incident, written by the receiver and by its run (two processes)
+    verified = receiver.stack.siaga("audit", "verify", "--incident", incident["id"])
+    assert verified.returncode == 0 and verified.stdout.startswith(f"OK {incident['id']}: "), verified.stderr
+    exported = receiver.stack.siaga("audit", "export", incident["id"]).stdout.splitlines()
+    kinds = [json.loads(line)["kind"] for line in exported[:-1]]
+    assert kinds[:3] == ["alert.received", "incident.opened", "alert.received"]
+    assert {"incident.run_started", "run.started", "step.started", "step.finished", "run.finished"} <= set(kinds)
+    assert kinds[-1] == "incident.resolved" and kinds.count("alert.received") == 6
+
 
 def test_a_missing_or_wrong_token_is_refused_and_nothing_is_recorded(receiver: Receiver) -> None:
     r = region()
