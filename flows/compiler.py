@@ -22,10 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import Cancelled, Completed, State
 from siaga.integrations import default_registry
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
+from siaga.approvals.records import GateRecords
 from siaga.audit import arecord, chain_of, decision_rows, timeline_markdown, trail
 from siaga.connections import load_connections
 from siaga.home import runbook_folder, siaga_home
@@ -34,8 +35,10 @@ from siaga.runbook.models import Input, Runbook, Step
 from siaga.runbook.plan import plan_runbook
 from siaga.secrets import REDACTOR
 from siaga.store import engine
+from siaga.team import find_roster
 
 from .execution import Attempt, Execution, RunInfo
+from .gates import Gatekeeper
 from .prefect_logs import attach_run_logs
 from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 
@@ -63,6 +66,22 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
     step_tasks = {step.id: _step_task(runbook, step, registry) for step in runbook.steps}
     undo_tasks = {step.id: _undo_task(runbook, step, registry) for step in runbook.steps if step.undo}
 
+    timelines: dict[str, Timeline] = {}  # run id -> its timeline, while it runs in this process
+
+    async def run_step(
+        step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any],
+        approved_hash: str | None = None,
+    ) -> Attempt:
+        state = await step_tasks[step.id](template_context, context, approved_hash, return_state=True, wait_for=wait_for)
+        attempt = await _attempt(state)
+        if context.run_id in timelines:
+            await timelines[context.run_id].publish(final=False)
+        return attempt
+
+    async def run_undo(step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
+        state = await undo_tasks[step.id](template_context, context, return_state=True)
+        return await _attempt(state)
+
     async def run_runbook(**parameters: Any) -> dict[str, Any]:
         attach_run_logs()
         mode = Mode(parameters.pop("mode", Mode.LIVE))
@@ -70,6 +89,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         if alert is None and mode is Mode.DRILL:
             alert = runbook.drill.alert  # a drill rehearses with the runbook's sample alert
         incident = parameters.pop("incident", None)
+        requested_by = parameters.pop("requested_by", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
         run = RunInfo(
             run_id=str(flow_run.get_id() or "local"),
@@ -85,26 +105,23 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             secret_source=prefect_secret,
         )
         incident_id = str(incident["id"]) if incident and incident.get("id") else None
-        timeline = Timeline(runbook.id, incident_id, run.run_id)
-
-        async def run_step(step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any]) -> Attempt:
-            state = await step_tasks[step.id](template_context, context, return_state=True, wait_for=wait_for)
-            attempt = await _attempt(state)
-            await timeline.publish(final=False)
-            return attempt
-
-        async def run_undo(step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
-            state = await undo_tasks[step.id](template_context, context, return_state=True)
-            return await _attempt(state)
-
+        timeline = timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
+        gatekeeper = Gatekeeper(
+            runbook, registry, find_roster(runbook_folder()), GateRecords(engine()),
+            requester=requested_by, incident_opened_at=_opened_at(incident),
+        )
         await arecord(
             "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
-            run_name=run.run_name, mode=str(mode), inputs=inputs,
+            run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by,
         )
-        summary = await Execution(plan, registry, run, run_step, run_undo).execute()
+        try:
+            summary = await Execution(plan, registry, run, run_step, run_undo, gatekeeper).execute()
+        finally:
+            timelines.pop(run.run_id, None)
+        outcome = "failed" if not summary.ok else "rejected" if summary.rejected else "ok"
         await arecord(
             "run.finished", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
-            mode=str(mode), outcome="ok" if summary.ok else "failed", note=summary.headline(),
+            mode=str(mode), outcome=outcome, note=summary.headline(),
         )
         records = await timeline.publish(final=True)
         decisions = decision_rows(records)
@@ -124,6 +141,9 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         )
         if not summary.ok:
             raise RunbookFailed(summary.to_text(), summary.as_dict())
+        if summary.rejected and not all(step.continue_on_error for step in runbook.steps if step.id in
+                                        {r.step_id for r in summary.rejected}):
+            return Cancelled(message=summary.to_text(), data=summary.as_dict())  # people said no
         return summary.as_dict()
 
     run_runbook.__name__ = run_runbook.__qualname__ = flow_attribute(runbook.id)
@@ -157,8 +177,21 @@ def _signature(inputs: Mapping[str, Input]) -> inspect.Signature:
         inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default="live", annotation=Literal["live", "drill"]),
         inspect.Parameter("alert", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
         inspect.Parameter("incident", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
+        inspect.Parameter("requested_by", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None),
     ]
     return inspect.Signature([*required, *optional, *fixed])
+
+
+def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:
+    """When the incident opened: the start of its impact clock."""
+    value = (incident or {}).get("opened_at")
+    if not value:
+        return None
+    try:
+        opened = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return opened if opened.tzinfo else opened.replace(tzinfo=UTC)
 
 
 def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,8 +212,10 @@ def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict
 def _step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
     spec = registry[step.action]
 
-    async def step_body(template_context: Mapping[str, Any], context: ActionContext) -> Any:
-        return _as_state(await run_step(runbook, step, spec, template_context, context, process_ledger()))
+    async def step_body(template_context: Mapping[str, Any], context: ActionContext, approved_hash: str | None = None) -> Any:
+        return _as_state(
+            await run_step(runbook, step, spec, template_context, context, process_ledger(), approved_hash)
+        )
 
     step_body.__qualname__ = step_body.__name__ = f"step_{step.id.replace('-', '_')}"
     return _task(step_body, step.id, step)
