@@ -97,15 +97,17 @@ def test_gate_records_render_as_a_decisions_table_and_all_records_as_a_timeline(
     at = datetime(2026, 11, 24, 3, 4, 5, tzinfo=UTC)
     records = [
         AuditRecord(id="1", chain="c", seq=1, at=at, kind="step.started", data={"step": "freeze"}),
-        AuditRecord(id="2", chain="c", seq=2, at=at, kind="gate.decision", actor="dewi", channel="slack",
-                    data={"gate": "freeze", "decision": "approve", "evidence_hash": "ab12"}, hash="f" * 64),
+        AuditRecord(id="2", chain="c", seq=2, at=at, kind="gate.code_sent", actor="dewi", channel="slack",
+                    data={"gate": "freeze", "params_hash": "ab12"}),
+        AuditRecord(id="3", chain="c", seq=3, at=at, kind="gate.approved", actor="dewi", channel="ui",
+                    data={"gate": "freeze", "params_hash": "ab12"}, hash="f" * 64),
     ]
     assert decision_rows(records) == [{
-        "gate": "freeze", "event": "decision", "decision": "approve", "by": "dewi",
-        "when": "2026-11-24T03:04:05+00:00", "evidence": "ab12", "record": "2 ffffffffffff",
+        "gate": "freeze", "event": "approved", "decision": "approved", "by": "dewi",
+        "when": "2026-11-24T03:04:05+00:00", "evidence": "ab12", "record": "3 ffffffffffff",
     }]
     markdown = timeline_markdown(records)
-    assert "| 2 | 03:04:05.000 | `gate.decision` | dewi / slack | decision: approve |" in markdown
+    assert "| 2 | 03:04:05.000 | `gate.code_sent` | dewi / slack |  |" in markdown
     assert markdown.rstrip().endswith(f"hash `{'f' * 64}`.")
 
 

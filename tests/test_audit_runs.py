@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,10 @@ from siaga.integrations import default_registry
 from sqlalchemy import text
 
 from siaga.audit import trail
-from siaga.runbook import parse_runbook
+from siaga.runbook import parse_roster, parse_runbook
 from siaga.store import engine
 
+from .gate_driver import ROSTER, answer, code_for, kinds, paused_run
 from .webhook_server import webhook_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -152,3 +154,51 @@ def test_a_secret_used_by_a_run_appears_nowhere_in_the_trail_its_export_or_timel
     assert "[secret:audit-run-canary]" in export.getvalue()  # the echo was there, redacted
     for where in (rows, export.getvalue(), *timelines):
         assert canary not in where
+
+
+def test_gate_events_reach_the_trail_and_the_decisions_table(siaga_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    roster = tmp_path / "roster.yaml"
+    roster.write_text(ROSTER)
+    monkeypatch.setenv("SIAGA_ROSTER", str(roster))
+    source = textwrap.dedent("""\
+        runbook: audit-gate
+        title: Audit gate
+        severity: sev2
+        roles: {finance: [citra, dewi], ops: [eko, fajar], commander: [alice]}
+        chain_of_command: [ops]
+        steps:
+          - id: freeze
+            action: outbox.send
+            with: {to: finance-desk, message: "freeze payouts"}
+            approval: {from: [ops], quorum: 1, timeout: 10m}
+        """)
+    flow = compile_runbook(parse_runbook(source, default_registry(), file="audit-gate.yaml", roster=parse_roster(ROSTER)))
+
+    async def scenario() -> tuple[Any, Any, list[Any]]:
+        running = asyncio.create_task(flow(requested_by="eko", incident={"id": "inc-audit-gate"}, return_state=True))
+        run_id, _ = await paused_run("audit-gate")
+        fajar = code_for(siaga_home, "fajar", run_id, "freeze")
+        assert (await answer(run_id, "fajar", fajar, decision="reject", comment="not without finance")).status.value == "ACCEPT"
+        state = await running
+        async with get_client() as client:
+            tables = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["audit-gate-decisions"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])
+                )
+            )
+        return run_id, state, tables
+
+    run_id, state, tables = asyncio.run(scenario())
+    assert state.is_cancelled(), state
+    records = trail().records("inc-audit-gate")
+    gate_kinds = [r.kind for r in records if r.kind.startswith("gate.")]
+    assert gate_kinds == ["gate." + kind.replace(" ", "_") for kind in kinds(run_id, "freeze")]
+    assert gate_kinds[0] == "gate.opened" and gate_kinds[-2:] == ["gate.rejected", "gate.decided"]
+    rejected = next(r for r in records if r.kind == "gate.rejected")
+    assert (rejected.actor, rejected.data["gate"], rejected.data["comment"]) == ("fajar", "freeze", "not without finance")
+    assert records[-1].kind == "run.finished" and records[-1].data["outcome"] == "rejected"
+    assert trail().verify("inc-audit-gate") is None
+    (table,) = tables
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(row["event"], row["decision"], row["by"]) for row in rows] == [("rejected", "rejected", "fajar"), ("decided", "rejected", "")]
+    assert rows[0]["evidence"] == rejected.data["params_hash"]

@@ -1,6 +1,7 @@
 """Gates in Siaga's store: the gate, its one-time codes (hashed) and every event at it.
 
-Every event is also logged (structlog JSON) so that the audit trail and reports can chain it.
+Every event is also logged (structlog JSON) and appended to the incident's audit trail
+(`siaga.audit`, kind ``gate.<event>``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from siaga.audit import AuditTrail
 from siaga.logs import get_logger
 from siaga.secrets import REDACTOR
 from siaga.store import gate_codes, gate_events, gates
@@ -112,6 +114,12 @@ class GateRecords:
                 insert(gate_events).values(
                     gate_id=gate.id, at=_now(), kind=kind, actor=actor, channel=channel, detail=clean
                 )
+            )
+            # the incident's audit trail, in the same transaction: no gate event without its record
+            AuditTrail(self.engine).append(
+                f"gate.{kind.replace(' ', '_')}", incident_id=gate.incident_id, run_id=gate.run_id,
+                actor=actor, channel=channel, connection=db,
+                data={"gate": gate.step_id, "runbook": gate.runbook_id, "params_hash": gate.params_hash, **clean},
             )
         log.info(
             f"gate {kind}", gate=gate.id, runbook=gate.runbook_id, run_id=gate.run_id, step=gate.step_id,

@@ -7,6 +7,9 @@ from typing import Any
 
 from .chain import AuditRecord, canonical_json
 
+DECISIONS = ("approved", "rejected", "refused", "locked_out", "escalated", "timed_out", "decided")
+"""The gate events a decisions table shows (not openings, codes sent or reminders)."""
+
 _SUMMARY_KEYS = ("step", "action", "outcome", "status", "mode", "note", "error", "decision", "runbook", "reason")
 
 
@@ -35,16 +38,16 @@ def timeline_markdown(records: Iterable[AuditRecord], title: str = "Timeline") -
 
 
 def decision_rows(records: Iterable[AuditRecord]) -> list[dict[str, Any]]:
-    """The ``gate.*`` records as table rows: gate, decision, by whom, when, evidence hash."""
+    """The ``gate.*`` votes and decisions as table rows: gate, decision, by whom, when, evidence hash."""
     rows = []
     for record in records:
-        if not record.kind.startswith("gate."):
+        data, event = record.data, record.kind.removeprefix("gate.")
+        if not record.kind.startswith("gate.") or event not in DECISIONS:
             continue
-        data = record.data
         rows.append({
             "gate": str(data.get("gate") or data.get("step") or ""),
-            "event": record.kind.removeprefix("gate."),
-            "decision": str(data.get("decision") or ""),
+            "event": event,
+            "decision": str(data.get("decision") or (event if event in ("approved", "rejected") else "")),
             "by": record.actor or "",
             "when": record.at.isoformat(timespec="seconds"),
             "evidence": str(data.get("evidence_hash") or data.get("params_hash") or ""),
