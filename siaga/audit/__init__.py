@@ -9,8 +9,10 @@ async code):
 `record` never raises into the caller for a trail failure (a store that is down, a value that is
 not JSON): the crisis run goes on, since stopping it would compound the crisis, but the loss is
 loud: an ERROR log line naming the record that was not written (in siaga.jsonl and, in a flow
-run, in the run's Prefect logs). Code that must not proceed unless the record is written (a gate
-acting on a decision) calls `trail().append(...)`, which raises.
+run, in the run's Prefect logs). Code that must not proceed unless the record is written calls
+`AuditTrail.append`, which raises; with ``connection=`` the record joins the caller's transaction,
+so the change and its record commit together or not at all: the receiver's incidents and gate
+events are recorded that way.
 
 Secret values known to the process are redacted before a record is hashed, so they never reach
 the trail or its exports.
