@@ -2,7 +2,8 @@
 (PostgreSQL for scale-out) through ``SIAGA_DATABASE_URL``.
 
 Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
-(what the alert receiver recorded and opened). Later: gates, audit trail.
+(what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay).
+Later: gates, audit trail.
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -106,6 +107,18 @@ incident_alerts = Table(
     Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
 )
 """Which alerts belong to which incident (one alert may start several runbooks)."""
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("source", String(40), nullable=False),
+    Column("key", String(600), nullable=False),  # `signatures.replay_key`: signature, MessageId...
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    UniqueConstraint("source", "key", name="uq_deliveries_key"),
+)
+"""Webhook deliveries seen lately (replay protection that outlives a receiver restart and is
+shared by every receiver on the database); rows are pruned once expired."""
 
 
 def database_url(home: Path | None = None) -> str:

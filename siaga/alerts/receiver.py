@@ -3,8 +3,8 @@
 Endpoints:
 
 * ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
-  signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (with an in-memory
-  replay guard) and parsed by `siaga.alerts.parsers.parse`. ``cloudwatch`` (SNS) answers 501 for
+  signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (deliveries are
+  remembered against replay in the store, across restarts and receivers) and parsed by `siaga.alerts.parsers.parse`. ``cloudwatch`` (SNS) answers 501 for
   now: certificate fetching and subscription confirmation are not wired yet.
 * ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
 * ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
@@ -66,9 +66,10 @@ from siaga.runbook import Runbook
 
 from .model import Alert, BadPayload
 from .parsers import SOURCES, parse
+from .replay import StoreReplayGuard
 from .signatures import (
     AuthError,
-    MemoryReplayGuard,
+    ReplayGuard,
     SourceAuth,
     Unauthenticated,
     replay_key,
@@ -223,7 +224,7 @@ class Worker:
                     lambda incident=incident: self.start_run(incident),
                     (Exception,),
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever start_run raised, retry later
                 log.error("incident %s: its run did not start: %s", incident["id"], exc)
                 await asyncio.to_thread(note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}")
                 failures = incident["run_attempts"] + 1
@@ -252,8 +253,10 @@ def create_app(
     engine: Engine | None = None,
     start_run: StartRun | None = None,
     notify: Callable[[str], None] | None = None,
+    replay_guard: ReplayGuard | None = None,
 ) -> FastAPI:
-    """The receiver app; its lifespan runs the worker."""
+    """The receiver app; its lifespan runs the worker. Deliveries are remembered against replay in
+    the store (`StoreReplayGuard`) unless another `replay_guard` is given."""
     if engine is None:
         from siaga.store import engine as store_engine
 
@@ -263,7 +266,8 @@ def create_app(
 
         start_run = start_incident_run
     worker = Worker(runbooks, engine, start_run, notify=notify)
-    replay_guard = MemoryReplayGuard()
+    if replay_guard is None:
+        replay_guard = StoreReplayGuard(engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -297,7 +301,8 @@ def create_app(
         if len(body) > MAX_BODY:
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
         try:
-            verify(source, request.headers, body, auth, datetime.now(UTC), replay_guard=replay_guard)
+            # In a thread: the replay guard writes to the store.
+            await asyncio.to_thread(verify, source, request.headers, body, auth, datetime.now(UTC), replay_guard=replay_guard)
         except AuthError as exc:
             challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
             raise HTTPException(exc.status_code, exc.reason, challenge) from None
@@ -319,7 +324,7 @@ def create_app(
         except asyncio.QueueFull:
             key = replay_key(source, request.headers, body, auth)
             if key:
-                replay_guard.release(key)  # the sender will retry this very delivery
+                await asyncio.to_thread(replay_guard.release, key)  # the sender will retry this very delivery
             raise HTTPException(503, "the receiver is busy; retry", {"Retry-After": "5"}) from None
         return JSONResponse({"accepted": len(alerts)}, status_code=202)
 
