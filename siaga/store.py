@@ -2,8 +2,8 @@
 (PostgreSQL for scale-out) through ``SIAGA_DATABASE_URL``.
 
 Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
-(what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay).
-Later: gates, audit trail.
+(what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay);
+`sns_subscriptions` (SNS topics confirmed). Later: gates, audit trail.
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -119,6 +119,16 @@ deliveries = Table(
 )
 """Webhook deliveries seen lately (replay protection that outlives a receiver restart and is
 shared by every receiver on the database); rows are pruned once expired."""
+
+sns_subscriptions = Table(
+    "sns_subscriptions",
+    metadata,
+    Column("topic_arn", String(300), primary_key=True),
+    Column("state", String(16), nullable=False),  # confirmed | unsubscribed
+    Column("message_id", String(100), nullable=False),  # of the SNS message that said so
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""The SNS topics the receiver confirmed a subscription to, or was told it was unsubscribed from."""
 
 
 def database_url(home: Path | None = None) -> str:

@@ -4,8 +4,7 @@ Endpoints:
 
 * ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
   signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (deliveries are
-  remembered against replay in the store, across restarts and receivers) and parsed by `siaga.alerts.parsers.parse`. ``cloudwatch`` (SNS) answers 501 for
-  now: certificate fetching and subscription confirmation are not wired yet.
+XX
 * ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
 * ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
 
@@ -18,9 +17,10 @@ started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incid
 return the same run). A batch queued but not yet recorded when the process dies is lost; Alertmanager
 re-sends firing alerts every ``repeat_interval``.
 
-Answers: 202 accepted; 401 a missing or wrong credential (nothing recorded); 400 a body that is
-not JSON; 413 a body over 10 MiB; 422 a payload that is not what the source sends, with the reason;
-503 a full queue (with Retry-After). Never 500 on bad input.
+Answers: 202 accepted (200 for an SNS subscription message); 401 a missing or wrong credential (nothing recorded); 400 a body that is
+not JSON; 403 proven but refused (a replay, a topic or host not allowed); 404 a source not configured;
+413 a body over 10 MiB; 422 a payload that is not what the source sends, with the reason; 502 an SNS
+SubscribeURL that did not confirm; 503 a full queue (with Retry-After). Never 500 on bad input.
 
 Configuration, from the environment:
 
@@ -30,6 +30,9 @@ Configuration, from the environment:
 * ``SIAGA_GRAFANA_TOKEN`` and/or ``SIAGA_GRAFANA_HMAC_SECRET`` (and
   ``SIAGA_GRAFANA_TIMESTAMP_HEADER`` if the contact point signs a timestamp).
 * ``SIAGA_PAGERDUTY_HMAC_SECRET``: the webhook subscription's signing secret.
+* ``SIAGA_SNS_TOPIC_ARNS``: the SNS topics whose messages are taken in (comma-separated); without
+  it /hooks/cloudwatch answers 404. ``SIAGA_SNS_CERT_HOSTS`` replaces the hosts certificates and
+  SubscribeURLs may be on (default ``sns.<region>.amazonaws.com``; ``host:port`` allows a port).
 * ``SIAGA_HOOK_SECRET_<NAME>``: serves the generic source ``<name>`` (lowercased) at
   ``/hooks/<name>``, signed ``X-Siaga-Timestamp`` / ``X-Siaga-Signature: sha256=...``.
 * Secrets may be comma-separated lists (rotation: any one is accepted).
@@ -49,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -65,16 +69,18 @@ from siaga.incidents import (
 from siaga.runbook import Runbook
 
 from .model import Alert, BadPayload
-from .parsers import SOURCES, parse
+from .parsers import SOURCES, parse, sns_subscribe_url
 from .replay import StoreReplayGuard
 from .signatures import (
     AuthError,
     ReplayGuard,
     SourceAuth,
     Unauthenticated,
+    check_sns_url,
     replay_key,
     verify,
 )
+from .sns import CertificateCache, confirm_subscription, record_subscription
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
 
@@ -122,6 +128,11 @@ class ReceiverConfig:
             ),
             "pagerduty": SourceAuth(hmac_secrets=secrets("SIAGA_PAGERDUTY_HMAC_SECRET")),
         }
+        if secrets("SIAGA_SNS_TOPIC_ARNS"):
+            sources["cloudwatch"] = SourceAuth(
+                allowed_topic_arns=secrets("SIAGA_SNS_TOPIC_ARNS"),
+                allowed_cert_hosts=secrets("SIAGA_SNS_CERT_HOSTS") or None,
+            )
         for key in env:
             if key.startswith(GENERIC_PREFIX) and len(key) > len(GENERIC_PREFIX):
                 name = key.removeprefix(GENERIC_PREFIX).lower()
@@ -254,9 +265,12 @@ def create_app(
     start_run: StartRun | None = None,
     notify: Callable[[str], None] | None = None,
     replay_guard: ReplayGuard | None = None,
+    sns_client: httpx.Client | None = None,
 ) -> FastAPI:
     """The receiver app; its lifespan runs the worker. Deliveries are remembered against replay in
-    the store (`StoreReplayGuard`) unless another `replay_guard` is given."""
+    the store (`StoreReplayGuard`) unless another `replay_guard` is given. `sns_client` fetches SNS
+    certificates and confirms subscriptions (default: an `httpx.Client` trusting certifi, or
+    ``SSL_CERT_FILE``)."""
     if engine is None:
         from siaga.store import engine as store_engine
 
@@ -268,6 +282,9 @@ def create_app(
     worker = Worker(runbooks, engine, start_run, notify=notify)
     if replay_guard is None:
         replay_guard = StoreReplayGuard(engine)
+    own_client = sns_client is None
+    sns_http = sns_client or httpx.Client(timeout=10.0, follow_redirects=False)
+    certificates = CertificateCache(sns_http)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -279,9 +296,12 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if own_client:
+                sns_http.close()
 
     app = FastAPI(title="Siaga alert receiver", lifespan=lifespan)
     app.state.worker = worker
+    app.state.sns_certificates = certificates
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -291,8 +311,8 @@ def create_app(
     async def hook(source: str, request: Request) -> JSONResponse:
         auth = config.sources.get(source)
         if auth is None:
-            if source in BUILT_IN:  # cloudwatch: SNS certificates and subscription confirmation
-                raise HTTPException(501, f"the receiver does not serve `{source}` webhooks yet")
+            if source == "cloudwatch":
+                raise HTTPException(404, "SNS is not configured (set SIAGA_SNS_TOPIC_ARNS)")
             raise HTTPException(404, f"no source `{source}` is configured (set {GENERIC_PREFIX}{source.upper()})")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
@@ -302,7 +322,9 @@ def create_app(
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
         try:
             # In a thread: the replay guard writes to the store.
-            await asyncio.to_thread(verify, source, request.headers, body, auth, datetime.now(UTC), replay_guard=replay_guard)
+            await asyncio.to_thread(
+                verify, source, request.headers, body, auth, datetime.now(UTC), certificates, replay_guard=replay_guard
+            )
         except AuthError as exc:
             challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
             raise HTTPException(exc.status_code, exc.reason, challenge) from None
@@ -312,6 +334,8 @@ def create_app(
             raise HTTPException(400, f"the body is not JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise HTTPException(422, "the body is not a JSON object")
+        if source == "cloudwatch" and payload.get("Type") != "Notification":
+            return await sns_subscription(payload, replay_key(source, request.headers, body, auth), auth)
         try:
             alerts = parse(source, payload)
         except BadPayload as exc:
@@ -327,6 +351,29 @@ def create_app(
                 await asyncio.to_thread(replay_guard.release, key)  # the sender will retry this very delivery
             raise HTTPException(503, "the receiver is busy; retry", {"Retry-After": "5"}) from None
         return JSONResponse({"accepted": len(alerts)}, status_code=202)
+
+    async def sns_subscription(payload: dict[str, Any], key: str | None, auth: SourceAuth) -> JSONResponse:
+        """A verified SubscriptionConfirmation (visit its SubscribeURL) or UnsubscribeConfirmation."""
+        topic, message_id, kind = payload["TopicArn"], payload["MessageId"], payload["Type"]
+        if kind == "UnsubscribeConfirmation":
+            await asyncio.to_thread(record_subscription, engine, topic, "unsubscribed", message_id, datetime.now(UTC))
+            log.info("SNS topic %s: unsubscribed", topic)
+            return JSONResponse({"unsubscribed": topic})
+        try:
+            url = check_sns_url(sns_subscribe_url(payload), auth, "SubscribeURL")
+        except BadPayload as exc:
+            raise HTTPException(422, str(exc)) from None
+        except AuthError as exc:
+            raise HTTPException(exc.status_code, exc.reason) from None
+        try:
+            await asyncio.to_thread(confirm_subscription, sns_http, url)
+        except httpx.HTTPError as exc:
+            if key:
+                await asyncio.to_thread(replay_guard.release, key)  # SNS re-sends the confirmation
+            raise HTTPException(502, f"confirming the subscription to {topic} failed: {type(exc).__name__}") from None
+        await asyncio.to_thread(record_subscription, engine, topic, "confirmed", message_id, datetime.now(UTC))
+        log.info("SNS topic %s: subscription confirmed", topic)
+        return JSONResponse({"confirmed": topic})
 
     @app.get("/incidents")
     async def incidents(state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
