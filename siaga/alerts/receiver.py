@@ -307,7 +307,14 @@ def create_app(
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "queued": worker.queue.qsize(), "busy": worker.busy, "processed": worker.processed}
 
-    @app.post("/hooks/{source}", status_code=202)
+    @app.post(
+        "/hooks/{source}",
+        status_code=202,
+        # The body is read raw (signatures cover its exact bytes); say what it is for the docs.
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "description": "the source's own webhook payload (Alertmanager, Grafana, "
+            "SNS, PagerDuty, or a generic {\"alerts\": [...]})"}}}}},
+    )
     async def hook(source: str, request: Request) -> JSONResponse:
         auth = config.sources.get(source)
         if auth is None:
