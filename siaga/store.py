@@ -3,7 +3,8 @@
 
 Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
 (what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay);
-`sns_subscriptions` (SNS topics confirmed). Later: gates, audit trail.
+`sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed).
+Later: gates, audit trail.
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -30,6 +31,7 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -129,6 +131,20 @@ sns_subscriptions = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 """The SNS topics the receiver confirmed a subscription to, or was told it was unsubscribed from."""
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(40), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # the raw webhook, as verified
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), index=True),  # NULL until its alerts are recorded
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text),
+)
+"""Webhooks taken in (answered 202) and whether they were processed: a receiver that dies with
+work queued processes the unfinished ones when it starts again (`siaga.alerts.inbox`)."""
 
 
 def database_url(home: Path | None = None) -> str:

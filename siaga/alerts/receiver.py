@@ -9,18 +9,20 @@ XX
 * ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
 
 A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
-re-sends the whole batch. The request only authenticates and parses; the batch goes onto one queue,
+re-sends the whole batch. The request only authenticates, parses and writes the raw body to the
+store's inbox (`siaga.alerts.inbox`) before it is answered; the batch goes onto one queue,
 and a single worker records its alerts, opens or joins incidents, and starts each new incident's
 run, one at a time (on the SQLite default, concurrent writers and concurrent run creation lose work
 to "database is locked"). Database and Prefect calls are retried; an incident whose run could not be
 started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id makes a retry
-return the same run). A batch queued but not yet recorded when the process dies is lost; Alertmanager
-re-sends firing alerts every ``repeat_interval``.
+return the same run). A batch queued but not yet recorded when the process dies stays unfinished in
+the inbox, and the next receiver to start processes it (recording is idempotent, so twice is safe).
 
-Answers: 202 accepted (200 for an SNS subscription message); 401 a missing or wrong credential (nothing recorded); 400 a body that is
-not JSON; 403 proven but refused (a replay, a topic or host not allowed); 404 a source not configured;
+Answers: 202 accepted (200 for an SNS subscription message); 401 a missing or wrong credential
+(nothing recorded); 400 a body that is not JSON; 403 proven but refused (a replay, a topic or host not allowed); 404 a source not configured;
 413 a body over 10 MiB; 422 a payload that is not what the source sends, with the reason; 502 an SNS
-SubscribeURL that did not confirm; 503 a full queue (with Retry-After). Never 500 on bad input.
+SubscribeURL that did not confirm; 503 a full queue or a store that cannot keep the webhook (with
+Retry-After). Never 500 on bad input.
 
 Configuration, from the environment:
 
@@ -49,14 +51,14 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from siaga.incidents import (
     get_incident,
@@ -68,6 +70,7 @@ from siaga.incidents import (
 )
 from siaga.runbook import Runbook
 
+from . import inbox
 from .model import Alert, BadPayload
 from .parsers import SOURCES, parse, sns_subscribe_url
 from .replay import StoreReplayGuard
@@ -97,6 +100,8 @@ DEFAULT_PORT = 8787
 MAX_BODY = 10 * 1024 * 1024
 QUEUE_SIZE = 10_000
 RESCAN_SECONDS = 15.0
+INBOX_KEEP = timedelta(days=1)
+"""How long processed webhooks stay in the inbox (to look into)."""
 
 GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
 BUILT_IN = frozenset(SOURCES)
@@ -155,6 +160,8 @@ class Batch:
     source: str
     alerts: list[Alert]
     received_at: datetime
+    inbox_id: int | None = None
+    """Its row in the durable inbox, marked done once the alerts are recorded."""
 
 
 @dataclass
@@ -175,6 +182,7 @@ class Worker:
     """Incidents whose run failed to start: not retried before this (monotonic) time."""
 
     async def run(self) -> None:
+        await self._take_up_inbox()
         await self._rescan()
         while True:
             try:
@@ -182,16 +190,43 @@ class Worker:
             except TimeoutError:
                 await self._rescan()
                 continue
-            self.busy = True
             try:
-                await self._record(batch)
-                await self._start_pending()
-            except Exception:  # the worker must outlive any one batch
-                log.exception("alert batch from %s failed", batch.source)
+                await self._handle(batch)
             finally:
-                self.processed += 1
-                self.busy = False
                 self.queue.task_done()
+
+    async def _handle(self, batch: Batch) -> None:
+        self.busy = True
+        try:
+            complete = await self._record(batch)
+            if batch.inbox_id is not None:
+                error = None if complete else "some alerts were not recorded"
+                await asyncio.to_thread(inbox.finish, self.engine, batch.inbox_id, datetime.now(UTC), error)
+            await self._start_pending()
+        except Exception:  # the worker must outlive any one batch
+            log.exception("alert batch from %s failed", batch.source)
+        finally:
+            self.processed += 1
+            self.busy = False
+
+    async def _take_up_inbox(self) -> None:
+        """Process the webhooks a previous receiver took in but did not finish (it died)."""
+        try:
+            await asyncio.to_thread(inbox.prune, self.engine, datetime.now(UTC) - INBOX_KEEP)
+            left = await asyncio.to_thread(inbox.unfinished, self.engine)
+        except Exception:  # the store is down: the next start tries again
+            log.exception("reading the inbox failed")
+            return
+        if left:
+            log.info("taking up %d webhooks received before a restart", len(left))
+        for delivery in left:
+            try:
+                alerts = parse(delivery.source, json.loads(delivery.body))
+            except Exception as exc:  # noqa: BLE001 - a row that no longer parses is set aside
+                log.error("inbox %d from %s no longer parses: %s", delivery.id, delivery.source, exc)
+                await asyncio.to_thread(inbox.finish, self.engine, delivery.id, datetime.now(UTC), None)
+                continue
+            await self._handle(Batch(delivery.source, alerts, delivery.received_at, delivery.id))
 
     async def _rescan(self) -> None:
         """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""
@@ -206,7 +241,9 @@ class Worker:
         else:
             log.info(message)
 
-    async def _record(self, batch: Batch) -> None:
+    async def _record(self, batch: Batch) -> bool:
+        """Record the batch's alerts; False if any of them could not be."""
+        complete = True
         for alert in batch.alerts:
             try:
                 outcome = await self._retry(
@@ -216,6 +253,7 @@ class Worker:
                 )
             except Exception:  # one bad alert must not cost the rest of the batch
                 log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
+                complete = False
                 continue
             for problem in outcome.problems:
                 log.warning("alert %s: %s", alert.fingerprint, problem)
@@ -223,6 +261,7 @@ class Worker:
                 self._tell(f"incident {incident_id} opened by {alert.source} alert {alert.labels.get('alertname', alert.fingerprint)}")
             for incident_id in outcome.resolved:
                 self._tell(f"incident {incident_id} resolved")
+        return complete
 
     async def _start_pending(self) -> None:
         loop = asyncio.get_running_loop()
@@ -349,15 +388,29 @@ def create_app(
             raise HTTPException(422, str(exc)) from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise HTTPException(422, f"not a {source} payload: {exc}") from None
-        batch = Batch(source, alerts, datetime.now(UTC))
+        received_at = datetime.now(UTC)
+        key = replay_key(source, request.headers, body, auth)
+        if worker.queue.full():
+            await refuse(key, "the receiver is busy; retry")
         try:
-            worker.queue.put_nowait(batch)
-        except asyncio.QueueFull:
-            key = replay_key(source, request.headers, body, auth)
-            if key:
-                await asyncio.to_thread(replay_guard.release, key)  # the sender will retry this very delivery
-            raise HTTPException(503, "the receiver is busy; retry", {"Retry-After": "5"}) from None
+            inbox_id = await asyncio.to_thread(inbox.put, engine, source, body, received_at)
+        except DatabaseError as exc:
+            log.error("a %s webhook was refused: the inbox could not keep it: %s", source, exc)
+            await refuse(key, "the receiver cannot store webhooks right now; retry")
+        try:
+            worker.queue.put_nowait(Batch(source, alerts, received_at, inbox_id))
+        except asyncio.QueueFull:  # filled while the inbox row was written
+            with contextlib.suppress(DatabaseError):  # if it stays, the next start does it: harmless
+                await asyncio.to_thread(inbox.drop, engine, inbox_id)
+            await refuse(key, "the receiver is busy; retry")
         return JSONResponse({"accepted": len(alerts)}, status_code=202)
+
+    async def refuse(key: str | None, reason: str) -> NoReturn:
+        """503: the delivery was not taken in, so its retry must not count as a replay."""
+        if key:
+            with contextlib.suppress(DatabaseError):
+                await asyncio.to_thread(replay_guard.release, key)
+        raise HTTPException(503, reason, {"Retry-After": "5"})
 
     async def sns_subscription(payload: dict[str, Any], key: str | None, auth: SourceAuth) -> JSONResponse:
         """A verified SubscriptionConfirmation (visit its SubscribeURL) or UnsubscribeConfirmation."""
