@@ -162,17 +162,15 @@ MIGRATION_LOCK = 0x5149_4147  # "SIAG": PostgreSQL advisory lock id held while m
 
 
 def _head() -> str | None:
-    from alembic.script import ScriptDirectory
+    from .migrations import head
 
-    from .migrations import alembic_config
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return head()
 
 
 def _current(connection: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(connection).get_current_revision()
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -54,6 +54,20 @@ def head() -> str:
     return found
 
 
+def test_the_numbered_files_name_alembics_single_head() -> None:
+    """`siaga.migrations.head` reads the newest number off the file names (no Alembic import):
+    it must be what Alembic finds, and there must be one head (two branches adding 0005 clash)."""
+    from alembic.script import ScriptDirectory
+
+    from siaga.migrations import alembic_config
+    from siaga.migrations import head as newest
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == [newest()]
+    numbers = [r.revision for r in script.walk_revisions()]
+    assert sorted(numbers) == [f"{n:04d}" for n in range(1, len(numbers) + 1)]
+
+
 def differences(store: Engine) -> list[object]:
     with store.connect() as connection:
         return compare_metadata(MigrationContext.configure(connection), metadata)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic import command
 
-from siaga.migrations import alembic_config
+from siaga.migrations import alembic_config, head
 
 
 def main(argv: list[str]) -> int:
@@ -17,10 +17,9 @@ def main(argv: list[str]) -> int:
         return 2
     from sqlalchemy import create_engine
 
-    from siaga.store import _head, upgrade
+    from siaga.store import upgrade
 
-    head = _head()
-
+    number = int(head() or 0) + 1
     with tempfile.TemporaryDirectory() as folder:
         scratch = create_engine(f"sqlite:///{Path(folder) / 'scratch.db'}")
         upgrade(scratch)
@@ -28,7 +27,7 @@ def main(argv: list[str]) -> int:
         with scratch.begin() as connection:
             config.attributes["connection"] = connection
             command.revision(
-                config, message=argv[0], autogenerate=True, rev_id=f"{int(head or 0) + 1:04d}"
+                config, message=argv[0], autogenerate=True, rev_id=f"{number:04d}"
             )
         scratch.dispose()
     return 0
