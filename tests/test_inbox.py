@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from siaga.alerts import inbox
 from siaga.store import engine
 from siaga.store import inbox as inbox_table
 
+from .postgres import fresh_database, postgres_server
 from .receiver_process import ReceiverProcess, receiver_process
 from .test_stack import free_port
 
@@ -96,10 +99,21 @@ def test_a_webhook_queued_when_the_receiver_is_killed_is_processed_after_a_resta
     assert len(done) == 2 and all(at is not None for _, at in done)
 
 
-def test_processed_webhooks_are_pruned_after_a_day(tmp_path: Path) -> None:
-    store = engine(f"sqlite:///{tmp_path / 'siaga.db'}")
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_processed_webhooks_are_pruned_after_a_day(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = f"sqlite:///{tmp_path / 'siaga.db'}" if dialect == "sqlite" else fresh_database(request.getfixturevalue("postgres"))
+    store = engine(url)
+    body = webhook("raw \xff bytes kept as sent").replace(b"raw", b"\xff")
     old = inbox.put(store, "alertmanager", b"{}", datetime(2026, 1, 1, tzinfo=UTC))
     inbox.finish(store, old, datetime(2026, 1, 1, tzinfo=UTC))
-    pending = inbox.put(store, "alertmanager", b"{}", datetime(2026, 1, 1, tzinfo=UTC))
+    pending = inbox.put(store, "alertmanager", body, datetime(2026, 1, 1, tzinfo=UTC))
+    inbox.finish(store, pending, datetime(2026, 1, 1, tzinfo=UTC), error="some alerts were not recorded")
     assert inbox.prune(store, datetime(2026, 1, 2, tzinfo=UTC)) == 1
-    assert [d.id for d in inbox.unfinished(store)] == [pending], "an unfinished webhook is never pruned"
+    (left,) = inbox.unfinished(store)
+    assert (left.id, left.body, left.attempts) == (pending, body, 1), "an unfinished webhook is kept, byte for byte"
