@@ -65,3 +65,18 @@ def fresh_database(server_url: str) -> str:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
     return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """One PostgreSQL cluster for the test session (import this fixture into a test module)."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store database on each dialect Siaga supports: a test taking it runs twice."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'siaga.db'}"
+    return fresh_database(request.getfixturevalue("postgres"))

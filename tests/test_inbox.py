@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from siaga.alerts import inbox
 from siaga.store import engine
 from siaga.store import inbox as inbox_table
 
-from .postgres import fresh_database, postgres_server
 from .receiver_process import ReceiverProcess, receiver_process
 from .test_stack import free_port
 
@@ -99,16 +96,8 @@ def test_a_webhook_queued_when_the_receiver_is_killed_is_processed_after_a_resta
     assert len(done) == 2 and all(at is not None for _, at in done)
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_processed_webhooks_are_pruned_after_a_day(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = f"sqlite:///{tmp_path / 'siaga.db'}" if dialect == "sqlite" else fresh_database(request.getfixturevalue("postgres"))
-    store = engine(url)
+def test_processed_webhooks_are_pruned_after_a_day(store_url: str) -> None:
+    store = engine(store_url)
     body = webhook("raw \xff bytes kept as sent").replace(b"raw", b"\xff")
     old = inbox.put(store, "alertmanager", b"{}", datetime(2026, 1, 1, tzinfo=UTC))
     inbox.finish(store, old, datetime(2026, 1, 1, tzinfo=UTC))

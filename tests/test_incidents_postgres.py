@@ -4,29 +4,20 @@ resolve it. Debian's postgresql on loopback; skipped without it or without psyco
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-
-import pytest
 
 from siaga.alerts import Alert, AlertStatus
 from siaga.incidents import get_incident, list_incidents, process
 
-from .postgres import postgres_server
+from .postgres import fresh_database
 from .test_routing import CATALOG, STARTED
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-def test_concurrent_alerts_open_one_incident_and_concurrent_resolutions_resolve_it(postgres_url: str) -> None:
+def test_concurrent_alerts_open_one_incident_and_concurrent_resolutions_resolve_it(postgres: str) -> None:
     from siaga.store import engine
 
-    store = engine(postgres_url)
+    store = engine(fresh_database(postgres))
     now = datetime.now(UTC)
 
     def alert(n: int, status: str = "firing") -> Alert:

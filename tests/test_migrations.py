@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,21 +26,11 @@ from siaga.store import (
     upgrade,
 )
 
-from .postgres import fresh_database, postgres_server
 
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture
+def empty_url(store_url: str) -> str:
     """The URL of an empty database, on each dialect the store supports."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'siaga.db'}"
-    return fresh_database(request.getfixturevalue("postgres"))
+    return store_url
 
 
 def head() -> str:

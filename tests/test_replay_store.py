@@ -6,7 +6,6 @@ on PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,23 +16,15 @@ from sqlalchemy import func, select
 from siaga.alerts.replay import StoreReplayGuard
 from siaga.store import deliveries, engine
 
-from .postgres import fresh_database, postgres_server
 from .receiver_process import receiver_process, signed_headers
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 SECRET = "social-secret-for-replay-tests"
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def guard(request: pytest.FixtureRequest, tmp_path: Path) -> StoreReplayGuard:
-    url = f"sqlite:///{tmp_path / 'siaga.db'}" if request.param == "sqlite" else fresh_database(request.getfixturevalue("postgres"))
-    return StoreReplayGuard(engine(url))
+@pytest.fixture
+def guard(store_url: str) -> StoreReplayGuard:
+    return StoreReplayGuard(engine(store_url))
 
 
 def rows(guard: StoreReplayGuard) -> int:
