@@ -106,3 +106,6 @@ def test_processed_webhooks_are_pruned_after_a_day(store_url: str) -> None:
     assert inbox.prune(store, datetime(2026, 1, 2, tzinfo=UTC)) == 1
     (left,) = inbox.unfinished(store)
     assert (left.id, left.body, left.attempts) == (pending, body, 1), "an unfinished webhook is kept, byte for byte"
+    for _ in range(inbox.MAX_ATTEMPTS - 1):
+        inbox.finish(store, pending, datetime(2026, 1, 1, tzinfo=UTC), error="still failing")
+    assert inbox.unfinished(store) == [], "given up on after MAX_ATTEMPTS tries"

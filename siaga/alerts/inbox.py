@@ -1,7 +1,9 @@
 """The receiver's durable inbox: a webhook is written to the store (raw body, source, when) before
 it is answered 202, and marked done once its alerts are recorded. A receiver that dies with work
 still queued finds the unfinished rows when it starts again and processes them then; recording is
-idempotent (each notification once, one open incident per key), so doing a row twice is harmless.
+idempotent (each notification once, one open incident per key), so doing a row twice is harmless;
+that also covers several receivers on one PostgreSQL database, where a receiver starting takes up
+rows another one, alive, still has queued. A row tried `MAX_ATTEMPTS` times is left for a person.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from siaga.store import inbox
 
-__all__ = ["Delivery", "drop", "finish", "prune", "put", "unfinished"]
+__all__ = ["MAX_ATTEMPTS", "Delivery", "drop", "finish", "prune", "put", "unfinished"]
+
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,11 @@ def finish(engine: Engine, delivery_id: int, now: datetime, error: str | None = 
 
 
 def unfinished(engine: Engine, limit: int = 10_000) -> list[Delivery]:
-    """Webhooks taken in and not yet done, oldest first."""
+    """Webhooks taken in and not yet done (nor given up on), oldest first."""
     query = select(inbox.c.id, inbox.c.source, inbox.c.body, inbox.c.received_at, inbox.c.attempts)
+    query = query.where(inbox.c.done_at.is_(None), inbox.c.attempts < MAX_ATTEMPTS)
     with engine.connect() as connection:
-        rows = connection.execute(query.where(inbox.c.done_at.is_(None)).order_by(inbox.c.id).limit(limit)).all()
+        rows = connection.execute(query.order_by(inbox.c.id).limit(limit)).all()
     return [Delivery(*row) for row in rows]
 
 
