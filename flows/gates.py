@@ -31,7 +31,7 @@ from prefect.input.actions import aread_flow_run_input
 from prefect.states import Paused, Running
 from pydantic import Field, create_model
 
-from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
+from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, ActionSpec, Mode
 from siaga.approvals.codes import CODE_PATTERN, Binding, params_hash
 from siaga.approvals.evidence import gate_description
 from siaga.approvals.policy import MAX_WRONG_CODES, GatePolicy, Verdict, gate_policy
@@ -99,7 +99,7 @@ class Gatekeeper:
             "summary": spec.summary,
             "params": REDACTOR(rendered),
             "undo": _undo(step),
-            "preview": await _preview(spec.name, params, context),
+            "preview": await _preview(spec, params, context),
             "rule": _rule(policy),
             "on_timeout": policy.on_timeout,
         }
@@ -374,16 +374,18 @@ def _undo(step: Step) -> dict[str, Any] | None:
     return {"action": step.undo.action, "with": step.undo.with_ if step.undo.with_ is not None else "(the step's own)"}
 
 
-async def _preview(action: str, params: Any, context: ActionContext) -> Any:
-    from siaga.integrations.aws import PREVIEWS
-
-    preview = PREVIEWS.get(action)
-    if preview is None or context.mode is Mode.DRILL:
+async def _preview(spec: ActionSpec, params: Any, context: ActionContext) -> Any:
+    """The action's own preview of what it would change, read now; in a drill, none (a drill
+    never reads production)."""
+    if spec.preview is None or context.mode is Mode.DRILL:
         return None
     try:
-        return REDACTOR(await preview(params, context))
+        result = await spec.preview(params, context)
     except Exception as exc:  # noqa: BLE001 - evidence without a preview is still evidence
         return {"preview unavailable": REDACTOR.text(str(exc))}
+    if hasattr(result, "model_dump"):
+        result = result.model_dump(mode="json")
+    return REDACTOR(result)
 
 
 def _name(roster: Roster | None, person: str) -> str:
