@@ -39,6 +39,7 @@ from siaga.errors import StackUnavailable
 from siaga.home import siaga_home, stack_file
 
 from .deployments import deployment
+from .approving import announce_gates
 from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_run
 
@@ -226,7 +227,11 @@ async def _drill(options: StackOptions, echo: Echo) -> int:
     assert options.drill
     run_id = await start_run(options.drill, {"mode": "drill"})
     echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
-    summary = await follow_run(run_id, options.drill, echo, logs=False)
+    gates = asyncio.create_task(announce_gates(run_id, echo))
+    try:
+        summary = await follow_run(run_id, options.drill, echo, logs=False)
+    finally:
+        gates.cancel()
     for step in summary["steps"]:
         detail = f": {step['error']}" if step.get("error") else ""
         echo(f"  {step['outcome']:>17}  {step['step']} ({step['action']}){detail}")
