@@ -20,10 +20,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import Cancelled, Completed, State
 from siaga.integrations import default_registry
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
+from siaga.approvals.records import GateRecords
 from siaga.connections import load_connections
 from siaga.home import runbook_folder, siaga_home
 from siaga.ledger import Ledger
@@ -31,8 +32,10 @@ from siaga.runbook.models import Input, Runbook, Step
 from siaga.runbook.plan import plan_runbook
 from siaga.secrets import REDACTOR
 from siaga.store import engine
+from siaga.team import find_roster
 
 from .execution import Attempt, Execution, RunInfo
+from .gates import Gatekeeper
 from .prefect_logs import attach_run_logs
 from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 
@@ -60,8 +63,11 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
     step_tasks = {step.id: _step_task(runbook, step, registry) for step in runbook.steps}
     undo_tasks = {step.id: _undo_task(runbook, step, registry) for step in runbook.steps if step.undo}
 
-    async def run_step(step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any]) -> Attempt:
-        state = await step_tasks[step.id](template_context, context, return_state=True, wait_for=wait_for)
+    async def run_step(
+        step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any],
+        approved_hash: str | None = None,
+    ) -> Attempt:
+        state = await step_tasks[step.id](template_context, context, approved_hash, return_state=True, wait_for=wait_for)
         return await _attempt(state)
 
     async def run_undo(step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
@@ -75,6 +81,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         if alert is None and mode is Mode.DRILL:
             alert = runbook.drill.alert  # a drill rehearses with the runbook's sample alert
         incident = parameters.pop("incident", None)
+        requested_by = parameters.pop("requested_by", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
         run = RunInfo(
             run_id=str(flow_run.get_id() or "local"),
@@ -89,7 +96,11 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             connections=load_connections(runbook_folder()),
             secret_source=prefect_secret,
         )
-        summary = await Execution(plan, registry, run, run_step, run_undo).execute()
+        gatekeeper = Gatekeeper(
+            runbook, registry, find_roster(runbook_folder()), GateRecords(engine()),
+            requester=requested_by, incident_opened_at=_opened_at(incident),
+        )
+        summary = await Execution(plan, registry, run, run_step, run_undo, gatekeeper).execute()
         await acreate_markdown_artifact(
             key=_artifact_key(f"{runbook.id}-summary"),
             markdown=summary.to_markdown(),
@@ -102,6 +113,9 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         )
         if not summary.ok:
             raise RunbookFailed(summary.to_text(), summary.as_dict())
+        if summary.rejected and not all(step.continue_on_error for step in runbook.steps if step.id in
+                                        {r.step_id for r in summary.rejected}):
+            return Cancelled(message=summary.to_text(), data=summary.as_dict())  # people said no
         return summary.as_dict()
 
     run_runbook.__name__ = run_runbook.__qualname__ = flow_attribute(runbook.id)
@@ -135,8 +149,21 @@ def _signature(inputs: Mapping[str, Input]) -> inspect.Signature:
         inspect.Parameter("mode", inspect.Parameter.KEYWORD_ONLY, default="live", annotation=Literal["live", "drill"]),
         inspect.Parameter("alert", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
         inspect.Parameter("incident", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
+        inspect.Parameter("requested_by", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None),
     ]
     return inspect.Signature([*required, *optional, *fixed])
+
+
+def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:
+    """When the incident opened: the start of its impact clock."""
+    value = (incident or {}).get("opened_at")
+    if not value:
+        return None
+    try:
+        opened = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return opened if opened.tzinfo else opened.replace(tzinfo=UTC)
 
 
 def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,8 +184,10 @@ def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict
 def _step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
     spec = registry[step.action]
 
-    async def step_body(template_context: Mapping[str, Any], context: ActionContext) -> Any:
-        return _as_state(await run_step(runbook, step, spec, template_context, context, process_ledger()))
+    async def step_body(template_context: Mapping[str, Any], context: ActionContext, approved_hash: str | None = None) -> Any:
+        return _as_state(
+            await run_step(runbook, step, spec, template_context, context, process_ledger(), approved_hash)
+        )
 
     step_body.__qualname__ = step_body.__name__ = f"step_{step.id.replace('-', '_')}"
     return _task(step_body, step.id, step)

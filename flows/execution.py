@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from siaga.actions import ActionContext, ActionFailed, ActionRegistry, ActionSpec, Mode, Risk
+from siaga.approvals.policy import Verdict
 from siaga.runbook.models import Step
 from siaga.runbook.plan import Plan
 from siaga.summary import Outcome, RunSummary, StepRecord, UndoRecord
@@ -39,7 +40,17 @@ class StepRunner(Protocol):
         template_context: Mapping[str, Any],
         action_context: ActionContext,
         wait_for: list[Any],
+        approved_hash: str | None = None,
     ) -> Awaitable[Attempt]: ...
+
+
+class GateRunner(Protocol):
+    def __call__(
+        self,
+        step: Step,
+        template_context: Mapping[str, Any],
+        action_context: ActionContext,
+    ) -> Awaitable[Verdict]: ...
 
 
 class UndoRunner(Protocol):
@@ -79,12 +90,14 @@ class Execution:
         run: RunInfo,
         run_step: StepRunner,
         run_undo: UndoRunner,
+        gate: GateRunner | None = None,
     ) -> None:
         self.plan = plan
         self.registry = registry
         self.run = run
         self._run_step = run_step
         self._run_undo = run_undo
+        self._gate = gate
         self._records = {
             step.id: StepRecord(step.id, step.action, risky=self._spec(step.action).risk in (Risk.CHANGE, Risk.DESTRUCTIVE))
             for step in plan.runbook.steps
@@ -139,8 +152,8 @@ class Execution:
                 done[step.id].set()
 
         await asyncio.gather(*(start(step) for step in self.plan.runbook.steps))
-        if self._stopping:
-            await self._undo_completed()
+        if any(record.outcome is Outcome.FAILED for record in self._records.values()):
+            await self._undo_completed()  # a rejection stops the run but undoes nothing
         runbook = self.plan.runbook
         return RunSummary(
             runbook.id,
@@ -153,7 +166,24 @@ class Execution:
     async def _step(self, step: Step, wait_for: list[Any]) -> None:
         record = self._records[step.id]
         started = time.perf_counter()
-        attempt = await self._run_step(step, self.template_context(), self.action_context(step.id), wait_for)
+        approved: str | None = None
+        if step.approval is not None and self._gate is not None:
+            verdict = await self._gate(step, self.template_context(), self.action_context(step.id))
+            if verdict.state in ("rejected", "failed"):
+                record.duration_s = round(time.perf_counter() - started, 3)
+                record.outcome = Outcome.FAILED if verdict.state == "failed" else Outcome.REJECTED
+                if verdict.state == "failed" and step.continue_on_error:
+                    record.outcome = Outcome.TOLERATED
+                record.error = verdict.reason
+                record.todo = "the approval gate failed: decide by hand whether to do this step"
+                self._finished[step.id] = {"output": None, "status": "rejected", "error": verdict.reason}
+                if not step.continue_on_error:
+                    self._stopping = True
+                return
+            approved = verdict.params_hash
+        attempt = await self._run_step(
+            step, self.template_context(), self.action_context(step.id), wait_for, approved
+        )
         record.duration_s = round(time.perf_counter() - started, 3)
         if attempt.handle is not None and attempt.result is not None:
             # Later steps wait for this one (Prefect draws the edge); a failed step tolerated by

@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+from prefect.settings import PREFECT_API_URL
 
 from siaga.actions import ActionRegistry
 from siaga.errors import StackUnavailable
@@ -31,20 +31,9 @@ from siaga.runbook import Runbook
 
 from .compiler import RunbookFailed, _artifact_key, compile_runbook
 from .deployments import DEPLOYMENT
+from .links import flow_run_url
 
 Echo = Callable[[str], None] | None
-
-
-def ui_url() -> str:
-    """The Prefect UI of the current API."""
-    configured = PREFECT_UI_URL.value()
-    if configured:
-        return str(configured).rstrip("/")
-    return str(PREFECT_API_URL.value() or "http://127.0.0.1:4200/api").rstrip("/").removesuffix("/api")
-
-
-def flow_run_url(flow_run_id: UUID | str) -> str:
-    return f"{ui_url()}/runs/flow-run/{flow_run_id}"
 
 
 def run_local(runbook: Runbook, registry: ActionRegistry, inputs: Mapping[str, Any], mode: str) -> dict[str, Any]:

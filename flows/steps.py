@@ -23,6 +23,7 @@ from siaga.actions import (
     ProductionInDrill,
     Risk,
 )
+from siaga.approvals.codes import params_hash
 from siaga.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.runbook.diagnostics import format_path
@@ -146,9 +147,11 @@ async def run_step(
     template_context: Mapping[str, Any],
     action_context: ActionContext,
     ledger: Ledger | None = None,
+    approved_hash: str | None = None,
 ) -> StepResult:
     """The whole of one step, logged: condition, parameters, drill behaviour, action. Errors
-    leave with secrets redacted from their messages."""
+    leave with secrets redacted from their messages. A step that passed an approval gate runs
+    only with the very parameters approved (`approved_hash`)."""
     bound = log.bind(runbook=runbook.id, run_id=action_context.run_id, step=step.id, action=spec.name)
     started = time.perf_counter()
     bound.info("step started", mode=str(action_context.mode))
@@ -163,6 +166,11 @@ async def run_step(
                 bound.info("step skipped", reason=result.note, duration_s=_since(started))
                 return result
         params = render_params(spec, step.with_, template_context, "with")
+        if approved_hash is not None and params_hash(params.model_dump(mode="json", by_alias=True)) != approved_hash:
+            raise StepRefused(
+                "its parameters changed after they were approved",
+                todo="run the runbook again so that the gate shows the new parameters",
+            )
         result = await perform(spec, params, action_context, drill_behaviour(runbook, spec), ledger)
     except BaseException as exc:
         error = redacted(exc)

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .actions import ActionRegistry
-from .runbook import Runbook, RunbookError, load_runbook, runbook_files
+from .runbook import Roster, Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
+from .team import find_roster
 
 
 class RunbookNotFound(LookupError):
@@ -23,12 +24,17 @@ class Catalog:
     paths: dict[str, Path] = field(default_factory=dict)
     problems: list[Diagnostic] = field(default_factory=list)
 
+    roster: Roster | None = None
+
     @classmethod
     def load(cls, folder: Path, registry: ActionRegistry) -> Catalog:
-        catalog = cls(folder)
+        try:
+            catalog = cls(folder, roster=find_roster(folder))
+        except RunbookError as exc:
+            return cls(folder, problems=list(exc.diagnostics))
         for path in runbook_files(folder) if folder.is_dir() else []:
             try:
-                runbook = load_runbook(path, registry)
+                runbook = load_runbook(path, registry, catalog.roster)
             except RunbookError as exc:
                 catalog.problems.extend(exc.diagnostics)
                 continue
@@ -50,10 +56,10 @@ def find_runbook(reference: str, folder: Path, registry: ActionRegistry) -> tupl
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise RunbookNotFound(f"no runbook file {reference}")
-        return load_runbook(path, registry), path
+        return load_runbook(path, registry, find_roster(path.parent)), path
     for candidate in (folder / f"{reference}.yaml", folder / f"{reference}.yml"):
         if candidate.is_file():
-            runbook = load_runbook(candidate, registry)
+            runbook = load_runbook(candidate, registry, find_roster(folder))
             if runbook.id == reference:
                 return runbook, candidate
     catalog = Catalog.load(folder, registry)

@@ -20,6 +20,7 @@ from .catalog import Catalog, RunbookNotFound, find_runbook
 from .errors import BadInput
 from .home import prepare_prefect_environment, runbook_folder
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
+from .team import find_roster
 from .runbook.diagnostics import Diagnostic
 
 OK, RUN_FAILED, BAD_INPUT = 0, 1, 2
@@ -47,7 +48,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in files:
         try:
-            runbook = load_runbook(path, registry)
+            runbook = load_runbook(path, registry, find_roster(path.parent))
         except RunbookError as exc:
             failed += 1
             results.append({"file": str(path), "ok": False, "errors": [d.as_dict() for d in exc.diagnostics]})

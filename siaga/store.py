@@ -2,7 +2,8 @@
 (PostgreSQL for scale-out) through ``SIAGA_DATABASE_URL``.
 
 Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
-(what the alert receiver recorded and opened). Later: gates, audit trail.
+(what the alert receiver recorded and opened); `gates`, `gate_codes` and `gate_events` (approval
+gates, their hashed one-time codes and everything that happened at them).
 
 One open incident per (runbook, group key): `incidents.open_key` holds the key while the incident is
 open and NULL once it is resolved, under a unique constraint. SQLite and PostgreSQL both treat NULLs
@@ -98,6 +99,58 @@ incident_alerts = Table(
     Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
 )
 """Which alerts belong to which incident (one alert may start several runbooks)."""
+
+gates = Table(
+    "gates",
+    metadata,
+    Column("id", String(200), primary_key=True),  # run id + ":" + step id
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("step_id", String(80), nullable=False),
+    Column("runbook_id", String(100), nullable=False),
+    Column("incident_id", String(40), index=True),
+    Column("mode", String(8), nullable=False),
+    Column("params_hash", String(64), nullable=False),
+    Column("requester", String(80)),
+    Column("state", String(16), nullable=False),  # open | approved | rejected | timed_out | failed | cancelled
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("deadline", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decision", Text),  # why it was decided so
+    Column("approvers", JSON),  # who approved it, once approved
+    Column("pause_key", String(120)),  # the Prefect pause now waiting for input
+    Column("level", Integer, nullable=False, default=1),  # chain-of-command levels reached
+    Column("evidence", JSON, nullable=False),
+    Column("host", String(200)),  # where the run waiting at the gate lives
+    Column("pid", Integer),
+)
+"""Approval gates: one per (flow run, step), kept across restarts of the run."""
+
+gate_codes = Table(
+    "gate_codes",
+    metadata,
+    Column("gate_id", String(200), ForeignKey("gates.id"), primary_key=True),
+    Column("approver", String(80), primary_key=True),
+    Column("salt", String(32), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
+    Column("wrong", Integer, nullable=False, default=0),  # wrong codes typed for this approver
+)
+"""One-time codes, stored hashed (see `siaga.approvals.codes`)."""
+
+gate_events = Table(
+    "gate_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("gate_id", String(200), ForeignKey("gates.id"), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("actor", String(80)),
+    Column("channel", String(16)),  # ui | cli | system | slack | email | pagerduty | outbox
+    Column("detail", JSON, nullable=False),
+)
+"""Everything that happened at a gate, in order: opened, code sent, approval, rejection, refused
+attempt, escalation, timeout, decision."""
 
 
 def database_url(home: Path | None = None) -> str:

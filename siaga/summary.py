@@ -15,7 +15,8 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # `when:` was false, or the drill behaviour is skip
     FAILED = "failed"
     TOLERATED = "failed, continued"  # failed with continue_on_error
-    NOT_RUN = "not run"  # an earlier failure stopped the run first
+    REJECTED = "rejected"  # its approval gate said no (or nobody said yes in time)
+    NOT_RUN = "not run"  # an earlier failure or rejection stopped the run first
 
 
 @dataclass
@@ -88,12 +89,18 @@ class RunSummary:
         return todo
 
     @property
+    def rejected(self) -> list[StepRecord]:
+        return [s for s in self.steps if s.outcome is Outcome.REJECTED]
+
+    @property
     def tolerated(self) -> list[StepRecord]:
         return [s for s in self.steps if s.outcome is Outcome.TOLERATED]
 
     def headline(self) -> str:
         if not self.ok:
             verdict = "failed"
+        elif self.rejected and any(s.outcome is Outcome.NOT_RUN for s in self.steps):
+            verdict = f"stopped: {', '.join(s.step_id for s in self.rejected)} rejected"
         elif self.tolerated:
             verdict = f"completed with {len(self.tolerated)} failed step(s) tolerated"
         else:
@@ -106,6 +113,8 @@ class RunSummary:
         lines = [self.headline() + "."]
         for step in self.failed + self.tolerated:
             lines.append(f"Failed: {step.step_id} ({step.action}): {step.error}")
+        for step in self.rejected:
+            lines.append(f"Rejected: {step.step_id} ({step.action}): {step.error}")
         undone = [s for s in self.steps if s.undo]
         for step in undone:
             assert step.undo is not None

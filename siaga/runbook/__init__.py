@@ -3,9 +3,10 @@ reading the files it is asked to read; no Prefect, no network, no clock."""
 
 from .diagnostics import Diagnostic, RunbookError
 from .durations import Duration, format_duration, parse_duration
-from .loader import load_runbook, parse_runbook, runbook_files
+from .loader import load_roster, load_runbook, parse_runbook, runbook_files
 from .models import Approval, Input, InputType, Runbook, Severity, Step, Trigger, Undo
 from .plan import Plan, plan_runbook
+from .roster import Person, Roster, parse_roster, role_members
 
 __all__ = [
     "Approval",
@@ -13,17 +14,22 @@ __all__ = [
     "Duration",
     "Input",
     "InputType",
+    "Person",
     "Plan",
     "Runbook",
+    "Roster",
     "RunbookError",
     "Severity",
     "Step",
     "Trigger",
     "Undo",
     "format_duration",
+    "load_roster",
     "load_runbook",
     "parse_duration",
+    "parse_roster",
     "parse_runbook",
     "plan_runbook",
+    "role_members",
     "runbook_files",
 ]

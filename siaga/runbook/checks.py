@@ -16,8 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from ..actions import ActionRegistry
 from .diagnostics import Diagnostic, Loc, did_you_mean
-from .models import Runbook, Step
+from .models import ROSTER_ROLE, Runbook, Step
 from .plan import find_cycle, is_upstream, step_needs
+from .roster import Roster, check_roster, role_members
 from .source import Document
 from .templates import CONTEXT_ROOTS, TemplateError, is_template, references
 
@@ -26,12 +27,16 @@ UNDO_ROOTS = frozenset({"step"})
 """An undo's templates also read `step`: the id and output of the step being undone."""
 
 
-def check_runbook(runbook: Runbook, doc: Document, registry: ActionRegistry) -> list[Diagnostic]:
-    """Every cross-field problem of `runbook`; `doc` places each one in the source."""
+def check_runbook(
+    runbook: Runbook, doc: Document, registry: ActionRegistry, roster: Roster | None = None
+) -> list[Diagnostic]:
+    """Every cross-field problem of `runbook`; `doc` places each one in the source. With a
+    `roster`, every person named must be in it and allowed the role they are given."""
     return [
         *_check_step_graph(runbook, doc),
         *_check_actions(runbook, doc, registry),
-        *_check_roles(runbook, doc),
+        *_check_roles(runbook, doc, roster),
+        *(check_roster(runbook, doc, roster) if roster is not None else ()),
         *_check_templates(runbook, doc),
         *_check_triggers(runbook, doc),
         *_check_drill(runbook, doc, registry),
@@ -144,7 +149,7 @@ def _value_at(data: Any, loc: Loc) -> Any:
     return data
 
 
-def _check_roles(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
+def _check_roles(runbook: Runbook, doc: Document, roster: Roster | None) -> Iterator[Diagnostic]:
     roles = runbook.roles
     for position, role in enumerate(runbook.chain_of_command):
         if role not in roles:
@@ -170,7 +175,9 @@ def _check_roles(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
                     (*loc, "from", position),
                     hint=did_you_mean(role, roles) or "declare it under `roles:`",
                 )
-            people.update(roles.get(role, ()))
+            if roles.get(role) == ROSTER_ROLE and roster is None:
+                all_known = False  # who holds it is only known with the roster
+            people.update(role_members(runbook, role, roster))
         if all_known and approval.quorum > len(people):  # an unknown role's people are unknown
             yield doc.diagnostic(
                 "quorum-too-high",

@@ -16,13 +16,17 @@ from ..actions import ActionRegistry
 from .checks import check_runbook
 from .diagnostics import Diagnostic, Loc, RunbookError, did_you_mean
 from .models import Runbook
+from .roster import Roster, parse_roster
 from .source import Document, YamlSyntaxError, read_yaml
 
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
 
 
-def parse_runbook(text: str, registry: ActionRegistry, *, file: str = "<runbook>") -> Runbook:
-    """Validate runbook `text`; raise RunbookError carrying every problem found."""
+def parse_runbook(
+    text: str, registry: ActionRegistry, *, file: str = "<runbook>", roster: Roster | None = None
+) -> Runbook:
+    """Validate runbook `text` (against `roster` if given); raise RunbookError carrying every
+    problem found."""
     try:
         doc = read_yaml(text, file)
     except YamlSyntaxError as exc:
@@ -34,7 +38,7 @@ def parse_runbook(text: str, registry: ActionRegistry, *, file: str = "<runbook>
     runbook, diagnostics, patched = _validate_shape(doc)
     if runbook is not None:
         diagnostics += [
-            d for d in check_runbook(runbook, doc, registry)
+            d for d in check_runbook(runbook, doc, registry, roster)
             if not any(d.loc[: len(loc)] == loc for loc in patched)
         ]
     if diagnostics:
@@ -43,14 +47,23 @@ def parse_runbook(text: str, registry: ActionRegistry, *, file: str = "<runbook>
     return runbook
 
 
-def load_runbook(path: str | Path, registry: ActionRegistry) -> Runbook:
-    """Read and validate the runbook file at `path`."""
+def load_runbook(path: str | Path, registry: ActionRegistry, roster: Roster | None = None) -> Runbook:
+    """Read and validate the runbook file at `path` (against `roster` if given)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RunbookError([Diagnostic("unreadable", f"cannot read the file: {exc}", (), str(path))]) from None
-    return parse_runbook(text, registry, file=str(path))
+    return parse_runbook(text, registry, file=str(path), roster=roster)
+
+
+def load_roster(path: str | Path) -> Roster:
+    """Read and validate the roster file at `path`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunbookError([Diagnostic("unreadable", f"cannot read the file: {exc}", (), str(path))]) from None
+    return parse_roster(text, str(path))
 
 
 def runbook_files(*paths: str | Path) -> list[Path]:

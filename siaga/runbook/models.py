@@ -27,7 +27,10 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=80)]
 Identifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
 """A name usable in templates as ``inputs.<name>``."""
 
-RESERVED_INPUTS = frozenset({"mode", "alert", "incident"})
+RESERVED_INPUTS = frozenset({"mode", "alert", "incident", "requested_by"})
+
+ROSTER_ROLE = "roster"
+"""``roles: {finance: roster}``: the role is held by everyone the roster lets hold it."""
 
 
 def _not_reserved(name: str) -> str:
@@ -241,7 +244,7 @@ class Runbook(_Model):
     description: str = ""
     severity: Severity
     impact: Impact = Field(default_factory=Impact)
-    roles: dict[Slug, list[Slug]] = Field(default_factory=dict)
+    roles: dict[Slug, list[Slug] | Literal["roster"]] = Field(default_factory=dict)
     chain_of_command: list[Slug] = Field(default_factory=list)
     inputs: dict[InputName, Input] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
