@@ -22,7 +22,7 @@ from playwright.sync_api import Page, expect
 
 from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
 from .conftest import REPO
-from .prefect_ui import open_resume_form
+from .prefect_ui import open_resume_form, run_page
 from .test_stack import clean_env, free_port
 
 pytestmark = pytest.mark.slow
@@ -130,13 +130,17 @@ def paused_run(server: Server, tmp_path: Path) -> Iterator[PausedRun]:
         run.stop()
 
 
-def test_a_person_resumes_a_paused_run_in_the_prefect_ui(server: Server, paused_run: PausedRun, page: Page) -> None:
-    form = open_resume_form(page, server.ui, paused_run.id)
-    expect(form.dialog.locator("strong", has_text="Error rate")).to_be_visible()
-    expect(form.dialog.locator("code", has_text="payments-api")).to_be_visible()
-
-    form.choose("Decision", "approve")
-    form.choose("Approver", "bob")
+@pytest.mark.parametrize("ui", ["v2", "v1"])
+def test_a_person_resumes_a_paused_run_in_the_prefect_ui(
+    server: Server, paused_run: PausedRun, page: Page, ui: str
+) -> None:
+    url = run_page(server.ui, paused_run.id) if ui == "v2" else f"{server.ui}/runs/flow-run/{paused_run.id}"
+    form = open_resume_form(page, url)
+    # the description is rendered Markdown: the bold words are an element of their own
+    expect(form.dialog.get_by_text("Error rate", exact=True)).to_be_visible()
+    expect(form.dialog.get_by_text("payments-api", exact=True)).to_be_visible()
+    assert form.choose("Decision", "approve") == ["approve", "reject"]
+    assert form.choose("Approver", "bob") == ["alice", "bob"]
     form.fill("Code", "204613")
     form.fill("Comment", "rollback looks right")
     answer = form.submit()
@@ -151,7 +155,7 @@ def test_a_person_resumes_a_paused_run_in_the_prefect_ui(server: Server, paused_
 def test_input_that_breaks_the_schema_is_refused_and_the_run_stays_paused(
     server: Server, paused_run: PausedRun, page: Page
 ) -> None:
-    form = open_resume_form(page, server.ui, paused_run.id)
+    form = open_resume_form(page, run_page(server.ui, paused_run.id))
     form.choose("Decision", "approve")
     form.choose("Approver", "alice")
     form.fill("Code", "12345")
