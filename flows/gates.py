@@ -327,11 +327,20 @@ def approval_form(approvers: list[str], description: str) -> type[RunInput]:
         "ApprovalDecision",
         __base__=RunInput,
         decision=(Literal["approve", "reject"], Field(description="Approve or reject this step.")),
-        approver=(Literal[tuple(approvers)], Field(description="Who you are (your roster id).")),  # type: ignore[valid-type]
+        approver=(Literal[tuple(approvers)], Field(description="Who you are (your roster id).",  # type: ignore[valid-type]
+                                                   json_schema_extra=_listed)),
         code=(str, Field(pattern=CODE_PATTERN, description="The 8-digit one-time code you were sent.")),
         comment=(str, Field(default="", max_length=2000, description="Why (kept in the record).")),
     )
     return model.with_initial_data(description=description)
+
+
+def _listed(schema: dict[str, Any]) -> None:
+    """Keep a single allowed approver a one-item list: pydantic writes `Literal["x"]` as
+    `{"const": "x"}`, which Prefect's UI shows as an empty field it cannot fill (v1 then sends
+    nothing) instead of a list to pick from."""
+    if "const" in schema:
+        schema["enum"] = [schema.pop("const")]
 
 
 def _verdict_of(gate: Gate) -> Verdict:
