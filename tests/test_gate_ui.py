@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from siaga.integrations.outbox import read_outbox
 
 from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
 from .gate_driver import ROSTER, code_for
-from .prefect_ui import open_resume_form
+from .prefect_ui import open_resume_form, run_page
 from .test_stack import Stack, clean_env, free_port, stop
 
 pytestmark = pytest.mark.slow
@@ -101,12 +102,12 @@ class GatedRun:
         assert created.status_code == 201, created.text
         self.id: str = created.json()["id"]
         self.scope = scope
-        self.pause_key = wait(self._paused_key)
+        self.pause_key = wait(self.paused_key)
 
     def run(self) -> dict[str, Any]:
         return httpx.get(f"{self.stack.api}/flow_runs/{self.id}").json()
 
-    def _paused_key(self) -> str | None:
+    def paused_key(self) -> str | None:
         state = self.run()["state"]
         assert state["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"), state
         return state["state_details"].get("pause_key") if state["type"] == "PAUSED" else None
@@ -139,7 +140,7 @@ class GatedRun:
 
 @pytest.fixture
 def gated_run(stack: Stack, request: pytest.FixtureRequest) -> Iterator[GatedRun]:
-    run = GatedRun(stack, f"{request.node.name[-12:]}-payouts")
+    run = GatedRun(stack, f"{uuid.uuid4().hex[:8]}-payouts")
     try:
         yield run
     finally:
@@ -148,7 +149,7 @@ def gated_run(stack: Stack, request: pytest.FixtureRequest) -> Iterator[GatedRun
 
 def test_the_named_approver_approves_in_the_browser_and_the_gated_step_runs(gated_run: GatedRun, page: Page) -> None:
     code = code_for(gated_run.home, "fajar", gated_run.id, "freeze")
-    form = open_resume_form(page, gated_run.link("fajar"))
+    form = open_resume_form(page, gated_run.link("fajar"))  # the v1 UI on Prefect 3.8
     # the evidence: the step, its exact parameters, who may decide now
     expect(form.dialog.get_by_text("Approval needed: Gated payout freeze")).to_be_visible()
     expect(form.dialog.get_by_text(f"freeze {gated_run.scope}")).to_be_visible()
@@ -173,22 +174,24 @@ def test_the_named_approver_approves_in_the_browser_and_the_gated_step_runs(gate
 def test_a_wrong_code_is_refused_and_the_run_stays_paused(gated_run: GatedRun, page: Page) -> None:
     code = code_for(gated_run.home, "fajar", gated_run.id, "freeze")
     wrong = f"{(int(code) + 1) % 10**8:08d}"
-    form = open_resume_form(page, gated_run.link("fajar"))
-    form.choose("Approver", "fajar")
+    link = gated_run.link("fajar")
+    form = open_resume_form(page, run_page(link.split("/runs/")[0], gated_run.id))  # the default v2 UI
+    assert form.choose("Approver", "fajar") == ["fajar"]
     form.choose("Decision", "approve")
     form.fill("Code", code[:7])
     refused = form.submit()
     assert (refused.http_status, refused.status) == (200, "REJECT"), refused.body  # not 8 digits: the schema says no
+    expect(page.get_by_text("Validation failed for field 'code'")).to_be_visible()
     assert gated_run.run()["state"]["state_details"]["pause_key"] == gated_run.pause_key
 
     form.fill("Code", wrong)
     answer = form.submit()
     assert (answer.http_status, answer.status) == (201, "ACCEPT"), answer.body  # well formed: the gate checks it
-    wait(lambda: (key := gated_run._paused_key()) and key != gated_run.pause_key, 30)  # paused again, new form
+    wait(lambda: (key := gated_run.paused_key()) and key != gated_run.pause_key, 30)  # paused again, new form
 
-    form = open_resume_form(page, gated_run.link("fajar"))
+    form = open_resume_form(page, link)
     expect(form.dialog.get_by_text("Refused an answer as fajar: wrong code (1 of 5).")).to_be_visible()
     time.sleep(2)
     assert gated_run.run()["state"]["type"] == "PAUSED"
     assert not gated_run.frozen()
-    assert "freeze" not in gated_run.task_states() or gated_run.task_states()["freeze"] != "COMPLETED"
+    assert gated_run.task_states().get("freeze") != "COMPLETED"
