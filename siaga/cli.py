@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     runbook, _ = find_runbook(args.runbook, Path(args.runbooks) if args.runbooks else runbook_folder(), registry)
     inputs = parse_inputs(runbook, args.input or [], drill=args.drill)
     mode = "drill" if args.drill else "live"
+    if args.as_:
+        inputs = {**inputs, "requested_by": args.as_}
     if args.local:
         from .flows.running import run_local
 
@@ -177,6 +180,41 @@ def cmd_prefect_yaml(args: argparse.Namespace) -> int:
     yaml = YAML()
     yaml.default_flow_style = False
     yaml.dump(prefect_yaml(catalog.runbooks.values()), sys.stdout)
+    return OK
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from .flows.approving import open_gates
+
+    gates = open_gates()
+    if args.json:
+        print(json.dumps(gates, indent=2))
+        return OK
+    if not gates:
+        out.print("no gate is waiting")
+        return OK
+    table = Table("run", "incident", "step", "action", "may approve", "decided", "deadline", "evidence")
+    for g in gates:
+        table.add_row(g["run_id"], g["incident"] or "", g["step"], g["action"] or "", ", ".join(g["may_approve"]),
+                      ", ".join(g["decided"]), g["deadline"], g["url"])
+    out.print(table)
+    return OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from .flows.approving import answer_gate
+
+    answered = answer_gate(args.run, args.step, args.as_, args.code, reject=args.reject, comment=args.comment or "")
+    gate = answered.gate
+    if answered.kind == "refused":
+        err.print(f"[red]refused[/red]: {answered.reason}")
+        return BAD_INPUT
+    verb = "rejected" if answered.kind == "rejected" else "approved"
+    out.print(f"{args.as_} {verb} step {gate.step_id} of run {gate.run_id}")
+    if gate.state == "open":
+        out.print("the gate is still open: it waits for more approvals")
+    else:
+        out.print(f"the gate is {gate.state}: {gate.decision}")
     return OK
 
 
@@ -257,6 +295,21 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from sqlalchemy import make_url
+
+    from .store import database_url, migrate
+
+    url = database_url()
+    before, after = migrate(url)
+    where = make_url(url).render_as_string(hide_password=True)
+    if before == after:
+        out.print(f"store {where}: already at migration {after}")
+    else:
+        out.print(f"store {where}: migrated from {before or 'nothing'} to {after}")
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -287,7 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--local", action="store_true", help="run in this process instead of on the stack of `siaga up`")
         p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
         p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+        p.add_argument("--as", dest="as_", metavar="ID", default=os.environ.get("SIAGA_USER"),
+                       help="who asks for the run (your roster id; default $SIAGA_USER): never its approver")
         p.set_defaults(handler=cmd_run, drill=drill)
+
+    p = commands.add_parser("approvals", help="the approval gates waiting for people")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_approvals)
+
+    p = commands.add_parser("approve", help="answer an approval gate (as in the UI's Resume dialog)")
+    p.add_argument("run", metavar="RUN_OR_INCIDENT", help="the flow run id, or the incident id")
+    p.add_argument("step", metavar="STEP", help="the gated step's id")
+    p.add_argument("--as", dest="as_", required=True, metavar="ID", help="your roster id")
+    p.add_argument("--code", required=True, help="the one-time code you were sent")
+    p.add_argument("--reject", action="store_true", help="reject the step instead of approving it")
+    p.add_argument("--comment", help="why (kept in the record)")
+    p.set_defaults(handler=cmd_approve)
 
     p = commands.add_parser("ledger", help="the side-effect ledger: what changed the world, and calls of unknown outcome")
     p.add_argument("--unsettled", action="store_true", help="only calls whose outcome is unknown")
@@ -324,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_incidents)
+
+    p = commands.add_parser("db", help="Siaga's own store (SIAGA_DATABASE_URL): migrations")
+    db = p.add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="bring the store to the newest migration (first use does it too)").set_defaults(handler=cmd_db)
     return parser
 
 

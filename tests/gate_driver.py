@@ -83,3 +83,67 @@ def events(run_id: Any, step: str) -> list[dict[str, Any]]:
 
 def kinds(run_id: Any, step: str) -> list[str]:
     return [e["kind"] for e in events(run_id, step)]
+
+
+async def approve_every_gate(home: Path, runbook_id: str, stop: asyncio.Event, store_url: str | None = None) -> int:
+    """Answer every gate of `runbook_id`'s runs as its people would (each person asked, in turn,
+    approves with the code they were sent) until `stop` is set; returns how many answers."""
+    records = GateRecords(engine(store_url))
+    answered = 0
+    done: set[tuple[str, str]] = set()
+    async with get_client() as client:
+        while not stop.is_set():
+            for gate in records.find(state="open"):
+                if gate.runbook_id != runbook_id or (gate.id, gate.pause_key or "") in done:
+                    continue
+                state = (await client.read_flow_run(UUID(gate.run_id))).state
+                if not (state and state.type is StateType.PAUSED and state.state_details.pause_key == gate.pause_key):
+                    continue
+                voted = {v.person for v in records.votes(gate.id)}
+                asked = [e["actor"] for e in records.events(gate.id) if e["kind"] == "code sent"]
+                person = next((p for p in asked if p not in voted), None)
+                if person is None:
+                    continue
+                await answer(UUID(gate.run_id), person, code_for(home, person, gate.run_id, gate.step_id))
+                done.add((gate.id, gate.pause_key or ""))
+                answered += 1
+            await asyncio.sleep(0.2)
+    return answered
+
+
+async def with_approvals(home: Path, runbook_id: str, work: Any, store_url: str | None = None) -> Any:
+    """Await `work` (a run of `runbook_id`) while its gates are approved as people would."""
+    stop = asyncio.Event()
+    approver = asyncio.create_task(approve_every_gate(home, runbook_id, stop, store_url))
+    try:
+        return await work
+    finally:
+        stop.set()
+        await approver
+
+
+def approving_in_background(home: Path, runbook_id: str, store_url: str | None = None) -> Any:
+    """A context manager approving `runbook_id`'s gates from a thread, for runs in other processes."""
+    import contextlib
+    import contextvars
+    import threading
+
+    @contextlib.contextmanager
+    def running() -> Any:
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        context = contextvars.copy_context()  # Prefect's settings (the API URL) live in contextvars
+        result: dict[str, Any] = {}
+
+        def go() -> None:
+            result["answers"] = loop.run_until_complete(approve_every_gate(home, runbook_id, stop, store_url))
+
+        thread = threading.Thread(target=context.run, args=(go,), daemon=True)
+        thread.start()
+        try:
+            yield result
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout=30)
+
+    return running()

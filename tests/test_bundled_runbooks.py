@@ -22,6 +22,8 @@ from siaga.catalog import Catalog
 from siaga.runbook import Runbook
 from siaga.runbook.schema import runbook_schema
 
+from .gate_driver import with_approvals
+
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
 SCHEMA_FILE = REPO / "runbook.schema.json"
@@ -74,8 +76,9 @@ def test_schema_rejects_an_unknown_step_key(schema: dict[str, Any]) -> None:
     assert any("colour" in error.message and list(error.path) == ["steps", 0] for error in errors)
 
 
-async def _drill(runbook: Runbook) -> tuple[Any, dict[str, Any]]:
-    state = await compile_runbook(runbook)(mode="drill", return_state=True)
+async def _drill(runbook: Runbook, home: Path) -> tuple[Any, dict[str, Any]]:
+    # approvals are real in drills: the gates are answered as the team would
+    state = await with_approvals(home, runbook.id, compile_runbook(runbook)(mode="drill", return_state=True))
     result = await state.aresult(raise_on_failure=False)
     return state, result if isinstance(result, dict) else {"error": repr(result)}
 
@@ -86,7 +89,7 @@ def test_drill_runs_to_completion(
     runbook_id: str, catalog: Catalog, prefect_api: str, siaga_home: Path
 ) -> None:
     runbook = catalog.runbooks[runbook_id]
-    state, summary = asyncio.run(_drill(runbook))
+    state, summary = asyncio.run(_drill(runbook, siaga_home))
     assert state.is_completed(), f"{state.name}: {state.message}"
     assert summary["ok"] and summary["mode"] == "drill"
 
@@ -105,7 +108,12 @@ def test_drill_runs_to_completion(
     assert any(outcome == "recorded" for outcome in outcomes.values())
 
     # No connections are configured: every notification went to the outbox, marked as a drill.
-    messages = [m for m in read_outbox(siaga_home) if m["run_id"] == summary["run_id"]]
+    everything = [m for m in read_outbox(siaga_home) if m["run_id"] == summary["run_id"]]
+    messages = [m for m in everything if not m["to"].startswith("person:")]
+    codes = [m for m in everything if m["to"].startswith("person:")]
+    gated = [s for s in runbook.steps if s.approval and outcomes[s.id] != "skipped"]
+    assert bool(codes) == bool(gated), "approvers of every gate got their codes"
+    assert all(m["message"].startswith("[DRILL] ") for m in codes)
     sent = [s.id for s in runbook.steps if s.action in OUTBOX_FALLBACK and outcomes[s.id] == "completed"]
     # A fanout's channels are entries of their own (`situation-report.slack`).
     assert sorted({m["step"].partition(".")[0] for m in messages}) == sorted(sent)
