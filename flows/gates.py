@@ -279,7 +279,7 @@ class Gatekeeper:
             f"({gate.evidence['action']}) of runbook {self.runbook.id}"
             + (f", incident {gate.incident_id}" if gate.incident_id else "") + ".\n"
             f"Your one-time code: {code}\n"
-            f"Decide in the Prefect UI: {flow_run_url(gate.run_id)} (Open menu, Resume), or run:\n"
+            f"Decide in the Prefect UI: {flow_run_url(gate.run_id)} (Resume), or run:\n"
             f"  siaga approve {gate.run_id} {gate.step_id} --as {person} --code {code} [--reject]\n"
             f"Deadline: {policy.deadline:%Y-%m-%d %H:%M:%S} UTC, then {policy.on_timeout}."
         )
@@ -337,8 +337,8 @@ def approval_form(approvers: list[str], description: str) -> type[RunInput]:
 
 def _listed(schema: dict[str, Any]) -> None:
     """Keep a single allowed approver a one-item list: pydantic writes `Literal["x"]` as
-    `{"const": "x"}`, which Prefect's UI shows as an empty field it cannot fill (v1 then sends
-    nothing) instead of a list to pick from."""
+    `{"const": "x"}`, which Prefect 3.8's v1 UI (the one the message's link opens) shows as an
+    empty read-only field, and its Submit then sends nothing."""
     if "const" in schema:
         schema["enum"] = [schema.pop("const")]
 

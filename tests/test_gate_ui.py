@@ -94,18 +94,19 @@ class GatedRun:
 
     def __init__(self, stack: Stack, scope: str) -> None:
         self.stack, self.home = stack, Path(stack.env["SIAGA_HOME"])
-        deployment = httpx.get(f"{stack.api}/deployments/name/{RUNBOOK}/siaga").json()
-        created = httpx.post(
+        self.http = httpx.Client(timeout=30)  # SQLite under a loaded machine answers slowly
+        deployment = self.http.get(f"{stack.api}/deployments/name/{RUNBOOK}/siaga").json()
+        created = self.http.post(
             f"{stack.api}/deployments/{deployment['id']}/create_flow_run",
             json={"parameters": {"scope": scope, "mode": "live", "requested_by": "eko"}, "tags": ["live"]},
         )
         assert created.status_code == 201, created.text
         self.id: str = created.json()["id"]
         self.scope = scope
-        self.pause_key = wait(self.paused_key)
+        self.pause_key = wait(self.paused_key, 120)
 
     def run(self) -> dict[str, Any]:
-        return httpx.get(f"{self.stack.api}/flow_runs/{self.id}").json()
+        return self.http.get(f"{self.stack.api}/flow_runs/{self.id}").json()
 
     def paused_key(self) -> str | None:
         state = self.run()["state"]
@@ -128,14 +129,16 @@ class GatedRun:
                 if e["to"] == "finance-desk" and e["message"] == f"freeze {self.scope}"]
 
     def task_states(self) -> dict[str, str]:
-        runs = httpx.post(f"{self.stack.api}/task_runs/filter",
+        runs = self.http.post(f"{self.stack.api}/task_runs/filter",
                           json={"flow_runs": {"id": {"any_": [self.id]}}}).json()
         return {r["name"]: r["state"]["type"] for r in runs if r["state"]}
 
-    def cancel(self) -> None:
+    def close(self) -> None:
+        """Cancel the run if it still waits at its gate (so `siaga up` stops promptly)."""
         if self.run()["state"]["type"] == "PAUSED":
-            httpx.post(f"{self.stack.api}/flow_runs/{self.id}/set_state",
-                       json={"state": {"type": "CANCELLED", "message": "test over"}, "force": True})
+            self.http.post(f"{self.stack.api}/flow_runs/{self.id}/set_state",
+                           json={"state": {"type": "CANCELLED", "message": "test over"}, "force": True})
+        self.http.close()
 
 
 @pytest.fixture
@@ -144,7 +147,7 @@ def gated_run(stack: Stack, request: pytest.FixtureRequest) -> Iterator[GatedRun
     try:
         yield run
     finally:
-        run.cancel()
+        run.close()
 
 
 def test_the_named_approver_approves_in_the_browser_and_the_gated_step_runs(gated_run: GatedRun, page: Page) -> None:

@@ -97,7 +97,7 @@ class PausedRun:
         self._wait(lambda: self.state() == "PAUSED")
 
     def state(self) -> str:
-        return httpx.get(f"{self.server.api}/flow_runs/{self.id}").json()["state"]["type"]
+        return httpx.get(f"{self.server.api}/flow_runs/{self.id}", timeout=30).json()["state"]["type"]
 
     def received(self) -> dict[str, str] | None:
         path = self.folder / "received.json"
