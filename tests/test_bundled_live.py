@@ -21,7 +21,9 @@ import pytest
 from siaga.flows.compiler import compile_runbook
 from siaga.integrations import default_registry
 
+from siaga.approvals.records import GateRecords
 from siaga.catalog import Catalog
+from siaga.store import engine
 
 from .conftest import REPO, RUNBOOKS
 from .gate_driver import with_approvals
@@ -180,7 +182,10 @@ def test_payment_gateway_outage_live_against_the_stand_ins(stand_ins: StandIns) 
     snapshots = s.moto.client("rds").describe_db_cluster_snapshots(
         DBClusterIdentifier="ledger-prod", SnapshotType="manual")["DBClusterSnapshots"]
     assert len(snapshots) == 1
-    assert [(r.method, r.path) for r in s.switch.requests] == [("GET", "/preview"), ("POST", "/freeze")]
+    # the runbook's preview step, the preview its approval gate shows its approvers, the freeze
+    assert [(r.method, r.path) for r in s.switch.requests] == [("GET", "/preview")] * 2 + [("POST", "/freeze")]
+    [gate] = [g for g in GateRecords(engine()).find() if g.step_id == "freeze-payouts" and g.incident_id == "INC-PGW-1"]
+    assert gate.state == "approved" and gate.evidence["preview"]["merchants"], gate.evidence
     assert [f["scope"] for f in s.switch.freezes] == ["payouts"]
     assert s.switch.freezes[0]["key"].startswith("INC-PGW-1:freeze-payouts")
     # the gateway's route points at the standby, in moto's Route 53
