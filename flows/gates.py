@@ -285,7 +285,7 @@ class Gatekeeper:
             f"({gate.evidence['action']}) of runbook {self.runbook.id}"
             + (f", incident {gate.incident_id}" if gate.incident_id else "") + ".\n"
             f"Your one-time code: {code}\n"
-            f"Decide in the Prefect UI: {flow_run_url(gate.run_id)} (Open menu, Resume), or run:\n"
+            f"Decide in the Prefect UI: {flow_run_url(gate.run_id)} (Resume), or run:\n"
             f"  siaga approve {gate.run_id} {gate.step_id} --as {person} --code {code} [--reject]\n"
             f"Deadline: {policy.deadline:%Y-%m-%d %H:%M:%S} UTC, then {policy.on_timeout}."
         )
@@ -342,11 +342,20 @@ def approval_form(approvers: list[str], description: str) -> type[RunInput]:
         "ApprovalDecision",
         __base__=RunInput,
         decision=(Literal["approve", "reject"], Field(description="Approve or reject this step.")),
-        approver=(Literal[tuple(approvers)], Field(description="Who you are (your roster id).")),  # type: ignore[valid-type]
+        approver=(Literal[tuple(approvers)], Field(description="Who you are (your roster id).",  # type: ignore[valid-type]
+                                                   json_schema_extra=_listed)),
         code=(str, Field(pattern=CODE_PATTERN, description="The 8-digit one-time code you were sent.")),
         comment=(str, Field(default="", max_length=2000, description="Why (kept in the record).")),
     )
     return model.with_initial_data(description=description)
+
+
+def _listed(schema: dict[str, Any]) -> None:
+    """Keep a single allowed approver a one-item list: pydantic writes `Literal["x"]` as
+    `{"const": "x"}`, which Prefect 3.8's v1 UI (the one the message's link opens) shows as an
+    empty read-only field, and its Submit then sends nothing."""
+    if "const" in schema:
+        schema["enum"] = [schema.pop("const")]
 
 
 def _verdict_of(gate: Gate) -> Verdict:
