@@ -17,6 +17,8 @@ from prefect.input.actions import acreate_flow_run_input
 
 from siaga.approvals.records import Gate, GateRecords
 from siaga.errors import BadInput, StackUnavailable
+from siaga.home import siaga_home
+from siaga.integrations.outbox import outbox_path
 from siaga.store import engine
 
 from .gates import CHANNEL_KEY
@@ -116,3 +118,36 @@ async def _answer(gate: Gate, person: str, code: str, reject: bool, comment: str
         if time.monotonic() > deadline:
             raise StackUnavailable("the gate did not record the answer in time: is the run still alive?")
         await asyncio.sleep(0.2)
+
+
+async def announce_gates(run_id: UUID | str, echo: Any, every: float = 1.0) -> None:
+    """Tell the person following a run what each of its gates is waiting for (until cancelled)."""
+    records = GateRecords(engine())
+    told: set[int] = set()
+    while True:
+        for gate in records.find(run_id=str(run_id)):
+            for event in records.events(gate.id):
+                if event["id"] in told:
+                    continue
+                told.add(event["id"])
+                line = _announcement(gate, event)
+                if line:
+                    echo(line)
+        await asyncio.sleep(every)
+
+
+def _announcement(gate: Gate, event: dict[str, Any]) -> str | None:
+    kind, actor, detail = event["kind"], event["actor"], event["detail"]
+    step = f"gate at `{gate.step_id}`"
+    if kind == "opened":
+        return (f"Waiting at the {step}: {detail.get('rule')}. Deadline {gate.deadline:%H:%M:%S} UTC. "
+                f"Decide in the UI ({detail.get('url')}: Open menu, Resume) or with "
+                f"`siaga approve {gate.run_id} {gate.step_id} --as ID --code CODE`.")
+    if kind == "code sent":
+        where = f"the outbox ({outbox_path(siaga_home())})" if event["channel"] == "outbox" else event["channel"]
+        return f"  a one-time code for {actor} went to {where}"
+    if kind in ("approved", "rejected", "refused", "escalated", "timed out", "decided", "revived"):
+        about = actor or ", ".join(detail.get("roles", [])) or ""
+        reason = detail.get("reason") or detail.get("comment") or ""
+        return f"  {step}: {kind} {about}{': ' + reason if reason else ''}".rstrip()
+    return None

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from prefect import Flow, Task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 from prefect.client.schemas.objects import TaskRun
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
@@ -218,7 +219,7 @@ def _step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[.
         )
 
     step_body.__qualname__ = step_body.__name__ = f"step_{step.id.replace('-', '_')}"
-    return _task(step_body, step.id, step)
+    return _task(step_body, step.id, step, once_per_run=True)
 
 
 def _undo_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
@@ -235,7 +236,15 @@ def _undo_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[.
     return _task(undo_body, f"undo-{step.id}", step, retries=step.retries)
 
 
-def _task(fn: Any, name: str, step: Step, *, retries: int | None = None) -> Task[..., Any]:
+def _task(fn: Any, name: str, step: Step, *, retries: int | None = None, once_per_run: bool = False) -> Task[..., Any]:
+    """A step's task. With `once_per_run`, a step that completed comes back from Prefect's
+    result cache (shown as Cached) when its flow run is started again from the top: a run revived
+    at an open gate (`flows/revival.py`) never does a step twice."""
+    caching: dict[str, Any] = (
+        {"cache_key_fn": _once_per_run, "persist_result": True}
+        if once_per_run
+        else {"cache_policy": NO_CACHE, "persist_result": False}
+    )
     return Task(
         fn=fn,
         name=name,
@@ -244,9 +253,12 @@ def _task(fn: Any, name: str, step: Step, *, retries: int | None = None) -> Task
         retry_delay_seconds=step.retry_delay.total_seconds(),
         timeout_seconds=step.timeout.total_seconds() if step.timeout else None,
         retry_condition_fn=_may_retry,
-        cache_policy=NO_CACHE,
-        persist_result=False,
+        **caching,
     )
+
+
+def _once_per_run(context: TaskRunContext, parameters: Mapping[str, Any]) -> str:
+    return f"siaga-{context.task_run.flow_run_id}-{context.task.name}"
 
 
 def _may_retry(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

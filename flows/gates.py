@@ -31,7 +31,7 @@ from prefect.input.actions import aread_flow_run_input
 from prefect.states import Paused, Running
 from pydantic import Field, create_model
 
-from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
+from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, ActionSpec, Mode
 from siaga.approvals.codes import CODE_PATTERN, Binding, params_hash
 from siaga.approvals.evidence import gate_description
 from siaga.approvals.policy import MAX_WRONG_CODES, GatePolicy, Verdict, gate_policy
@@ -99,7 +99,7 @@ class Gatekeeper:
             "summary": spec.summary,
             "params": REDACTOR(rendered),
             "undo": _undo(step),
-            "preview": await _preview(spec.name, params, context),
+            "preview": await _preview(spec, params, context),
             "rule": _rule(policy),
             "on_timeout": policy.on_timeout,
         }
@@ -127,6 +127,13 @@ class Gatekeeper:
     async def _loop(self, step: Step, policy: GatePolicy, context: ActionContext) -> Verdict:
         gid = gate_id(context.run_id, step.id)
         notes: list[str] = []
+        left = self.records.get(gid)
+        if left is not None and left.pause_key and not any(
+            e["detail"].get("pause") == left.pause_key for e in self.records.events(gid)
+        ):  # an answer given while the run was down
+            waiting = await _answer_at(uuid.UUID(context.run_id), left.pause_key)
+            if waiting is not None:
+                await self._consider(left, policy, *waiting, context)
         while True:
             gate = self.records.get(gid)
             assert gate is not None
@@ -168,7 +175,7 @@ class Gatekeeper:
 
     async def _pause(
         self, gate: Gate, policy: GatePolicy, step: Step, context: ActionContext, wake: datetime, notes: list[str]
-    ) -> tuple[dict[str, Any], str] | None:
+    ) -> tuple[dict[str, Any], str, str] | None:
         """Pause the run with the form until someone answers (the answer and its channel) or
         `wake` comes (None)."""
         now = self.clock()
@@ -211,23 +218,21 @@ class Gatekeeper:
                     taken = await client.set_flow_run_state(run_id, Running())
                     if taken.state is not None and taken.state.type is StateType.RUNNING:
                         break
-        answer = await aread_flow_run_input(keyset["response"], flow_run_id=run_id)
-        if not isinstance(answer, dict):
-            return None
-        channel = await aread_flow_run_input(CHANNEL_KEY.format(key=key), flow_run_id=run_id)
-        return answer, "cli" if channel == "cli" else "ui"
+        return await _answer_at(run_id, key)
 
     async def _consider(
-        self, gate: Gate, policy: GatePolicy, answer: dict[str, Any], channel: str, context: ActionContext
+        self, gate: Gate, policy: GatePolicy, answer: dict[str, Any], channel: str, pause: str, context: ActionContext
     ) -> str | None:
-        """Check and record one answer; returns a note for the next form when it was refused."""
+        """Check and record one answer (given at pause `pause`); returns a note for the next form
+        when it was refused."""
         approver = str(answer.get("approver", ""))
         choice = answer.get("decision")
         comment = str(answer.get("comment") or "")[:2000]
         now = self.clock()
 
         def refuse(reason: str) -> str:
-            self.records.event(gate, "refused", actor=approver, channel=channel, reason=reason, decision=choice)
+            self.records.event(gate, "refused", actor=approver, channel=channel, reason=reason, decision=choice,
+                               pause=pause)
             return f"Refused an answer as {approver}: {reason}."
 
         if approver and approver == self.requester:
@@ -254,7 +259,8 @@ class Gatekeeper:
                 "locked": f"locked out of this gate after {MAX_WRONG_CODES} wrong codes",
             }[check])
         kind = "approved" if choice == "approve" else "rejected"
-        self.records.event(gate, kind, actor=approver, channel=channel, roles=list(eligible[approver]), comment=comment)
+        self.records.event(gate, kind, actor=approver, channel=channel, roles=list(eligible[approver]), comment=comment,
+                           pause=pause)
         return None
 
     # --- codes and messages -----------------------------------------------------------------
@@ -279,7 +285,7 @@ class Gatekeeper:
             f"({gate.evidence['action']}) of runbook {self.runbook.id}"
             + (f", incident {gate.incident_id}" if gate.incident_id else "") + ".\n"
             f"Your one-time code: {code}\n"
-            f"Decide in the Prefect UI: {flow_run_url(gate.run_id)} (Open menu, Resume), or run:\n"
+            f"Decide in the Prefect UI: {flow_run_url(gate.run_id)} (Resume), or run:\n"
             f"  siaga approve {gate.run_id} {gate.step_id} --as {person} --code {code} [--reject]\n"
             f"Deadline: {policy.deadline:%Y-%m-%d %H:%M:%S} UTC, then {policy.on_timeout}."
         )
@@ -321,17 +327,35 @@ class Gatekeeper:
         return "none"
 
 
+async def _answer_at(run_id: uuid.UUID, key: str) -> tuple[dict[str, Any], str, str] | None:
+    """The answer given at pause `key`, the channel it came through, and the key; None if none."""
+    answer = await aread_flow_run_input(keyset_from_base_key(f"paused-{key}")["response"], flow_run_id=run_id)
+    if not isinstance(answer, dict):
+        return None
+    channel = await aread_flow_run_input(CHANNEL_KEY.format(key=key), flow_run_id=run_id)
+    return answer, "cli" if channel == "cli" else "ui", key
+
+
 def approval_form(approvers: list[str], description: str) -> type[RunInput]:
     """The resume form: every rule it can hold is in its JSON schema, which the server enforces."""
     model = create_model(
         "ApprovalDecision",
         __base__=RunInput,
         decision=(Literal["approve", "reject"], Field(description="Approve or reject this step.")),
-        approver=(Literal[tuple(approvers)], Field(description="Who you are (your roster id).")),  # type: ignore[valid-type]
+        approver=(Literal[tuple(approvers)], Field(description="Who you are (your roster id).",  # type: ignore[valid-type]
+                                                   json_schema_extra=_listed)),
         code=(str, Field(pattern=CODE_PATTERN, description="The 8-digit one-time code you were sent.")),
         comment=(str, Field(default="", max_length=2000, description="Why (kept in the record).")),
     )
     return model.with_initial_data(description=description)
+
+
+def _listed(schema: dict[str, Any]) -> None:
+    """Keep a single allowed approver a one-item list: pydantic writes `Literal["x"]` as
+    `{"const": "x"}`, which Prefect 3.8's v1 UI (the one the message's link opens) shows as an
+    empty read-only field, and its Submit then sends nothing."""
+    if "const" in schema:
+        schema["enum"] = [schema.pop("const")]
 
 
 def _verdict_of(gate: Gate) -> Verdict:
@@ -359,16 +383,18 @@ def _undo(step: Step) -> dict[str, Any] | None:
     return {"action": step.undo.action, "with": step.undo.with_ if step.undo.with_ is not None else "(the step's own)"}
 
 
-async def _preview(action: str, params: Any, context: ActionContext) -> Any:
-    from siaga.integrations.aws import PREVIEWS
-
-    preview = PREVIEWS.get(action)
-    if preview is None or context.mode is Mode.DRILL:
+async def _preview(spec: ActionSpec, params: Any, context: ActionContext) -> Any:
+    """The action's own preview of what it would change, read now; in a drill, none (a drill
+    never reads production)."""
+    if spec.preview is None or context.mode is Mode.DRILL:
         return None
     try:
-        return REDACTOR(await preview(params, context))
+        result = await spec.preview(params, context)
     except Exception as exc:  # noqa: BLE001 - evidence without a preview is still evidence
         return {"preview unavailable": REDACTOR.text(str(exc))}
+    if hasattr(result, "model_dump"):
+        result = result.model_dump(mode="json")
+    return REDACTOR(result)
 
 
 def _name(roster: Roster | None, person: str) -> str:

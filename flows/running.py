@@ -59,9 +59,16 @@ def run_on_stack(runbook: Runbook, inputs: Mapping[str, Any], mode: str, echo: E
 
 async def _run_on_stack(runbook: Runbook, inputs: dict[str, Any], mode: str, echo: Echo) -> dict[str, Any]:
     run_id = await start_run(runbook.id, {**inputs, "mode": mode})
-    if echo:
-        echo(f"Started {mode} run of {runbook.id}: {flow_run_url(run_id)}")
-    return await follow_run(run_id, runbook.id, echo)
+    if not echo:
+        return await follow_run(run_id, runbook.id, echo)
+    echo(f"Started {mode} run of {runbook.id}: {flow_run_url(run_id)}")
+    from .approving import announce_gates
+
+    gates = asyncio.create_task(announce_gates(run_id, echo))
+    try:
+        return await follow_run(run_id, runbook.id, echo)
+    finally:
+        gates.cancel()
 
 
 async def start_run(runbook_id: str, parameters: dict[str, Any]) -> UUID:

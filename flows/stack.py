@@ -39,6 +39,8 @@ from siaga.errors import StackUnavailable
 from siaga.home import siaga_home, stack_file
 
 from .deployments import deployment
+from .approving import announce_gates
+from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_run
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
@@ -166,6 +168,7 @@ async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Ec
         loop.add_signal_handler(signum, stop.set)
     code = 0
     drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
+    watcher = asyncio.create_task(watch_gates(stop))
     waiters = {asyncio.create_task(stop.wait()), runner_task}
     if drill_task and options.exit_after_drill:
         waiters.add(drill_task)
@@ -177,8 +180,9 @@ async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Ec
         receiver.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(receiver_task, timeout=10)
+    mark_interrupted()  # the runner is about to stop the runs waiting at gates: they come back
     await runner.astop()
-    for task in (runner_task, drill_task):
+    for task in (runner_task, drill_task, watcher):
         if task and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SystemExit, Exception):
@@ -223,7 +227,11 @@ async def _drill(options: StackOptions, echo: Echo) -> int:
     assert options.drill
     run_id = await start_run(options.drill, {"mode": "drill"})
     echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
-    summary = await follow_run(run_id, options.drill, echo, logs=False)
+    gates = asyncio.create_task(announce_gates(run_id, echo))
+    try:
+        summary = await follow_run(run_id, options.drill, echo, logs=False)
+    finally:
+        gates.cancel()
     for step in summary["steps"]:
         detail = f": {step['error']}" if step.get("error") else ""
         echo(f"  {step['outcome']:>17}  {step['step']} ({step['action']}){detail}")

@@ -79,6 +79,11 @@ async def preview(
     return result
 
 
+async def preview_freeze(params: FreezeParams, context: ActionContext) -> Preview:
+    """What this freeze would hold back, for the people at its approval gate."""
+    return await preview(PreviewParams(scope=params.scope, connection=params.connection), context)
+
+
 async def reconcile_freeze(params: FreezeParams, context: ActionContext) -> dict[str, Any] | None:
     name, conn, provider = _connection(context, params.connection)
     async with http_client(None, conn.timeout) as http:
@@ -143,6 +148,7 @@ ACTIONS = (
         summary="Freeze payments or payouts (all, payouts, some merchants, a payment method), with a reason.",
         undo="payments.unfreeze",
         reconcile=reconcile_freeze,
+        preview=preview_freeze,
     ),
     ActionSpec(
         name="payments.unfreeze",

@@ -222,6 +222,9 @@ class ActionSpec:
     attempt may have acted but recorded no outcome."""
     provider_idempotent: bool = False
     """The provider deduplicates by our idempotency key, so calling again is always safe."""
+    preview: ActionFunction | None = None
+    """Reads what this call would change (its blast radius) without changing it: shown to the
+    people at the step's approval gate."""
 
     @property
     def drill_behaviour(self) -> DrillBehaviour:

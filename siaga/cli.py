@@ -368,6 +368,22 @@ def _add_audit_parser(commands: Any) -> None:
 # --- end of siaga audit ----------------------------------------------------------------------------
 
 
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from sqlalchemy import make_url
+
+    from .store import database_url, migrate
+
+    url = database_url()
+    before, after = migrate(url)
+    where = make_url(url).render_as_string(hide_password=True)
+    if before == after:
+        out.print(f"store {where}: already at migration {after}")
+    else:
+        out.print(f"store {where}: migrated from {before or 'nothing'} to {after}")
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -452,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_incidents)
 
     _add_audit_parser(commands)
+
+    p = commands.add_parser("db", help="Siaga's own store (SIAGA_DATABASE_URL): migrations")
+    db = p.add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="bring the store to the newest migration (first use does it too)").set_defaults(handler=cmd_db)
     return parser
 
 

@@ -2,9 +2,15 @@
 (PostgreSQL for scale-out) through ``SIAGA_DATABASE_URL``.
 
 Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
-(what the alert receiver recorded and opened); `gates`, `gate_codes` and `gate_events` (approval
-gates, their hashed one-time codes and everything that happened at them); `audit_records` (the
-hash-chained audit trail, see `siaga.audit`).
+(what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay);
+`sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed); `gates`,
+`gate_codes` and `gate_events` (approval gates, their hashed one-time codes and everything that
+happened at them); `audit_records` (the hash-chained audit trail, see `siaga.audit`).
+
+The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
+migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
+tables, no ``alembic_version``) by stamping the baseline. A change to `metadata` needs a migration;
+a test fails otherwise.
 
 One open incident per (runbook, group key): `incidents.open_key` holds the key while the incident is
 open and NULL once it is resolved, under a unique constraint. SQLite and PostgreSQL both treat NULLs
@@ -21,10 +27,12 @@ from pathlib import Path
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     DateTime,
     Engine,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -32,6 +40,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.exc import DatabaseError
 
@@ -152,6 +162,41 @@ gate_events = Table(
 )
 """Everything that happened at a gate, in order: opened, code sent, approval, rejection, refused
 attempt, escalation, timeout, decision."""
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("source", String(40), nullable=False),
+    Column("key", String(600), nullable=False),  # `signatures.replay_key`: signature, MessageId...
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    UniqueConstraint("source", "key", name="uq_deliveries_key"),
+)
+"""Webhook deliveries seen lately (replay protection that outlives a receiver restart and is
+shared by every receiver on the database); rows are pruned once expired."""
+
+sns_subscriptions = Table(
+    "sns_subscriptions",
+    metadata,
+    Column("topic_arn", String(300), primary_key=True),
+    Column("state", String(16), nullable=False),  # confirmed | unsubscribed
+    Column("message_id", String(100), nullable=False),  # of the SNS message that said so
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""The SNS topics the receiver confirmed a subscription to, or was told it was unsubscribed from."""
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(40), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # the raw webhook, as verified
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), index=True),  # NULL until its alerts are recorded
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text),
+)
+"""Webhooks taken in (answered 202) and whether they were processed: a receiver that dies with
+work queued processes the unfinished ones when it starts again (`siaga.alerts.inbox`)."""
 
 audit_records = Table(
     "audit_records",
@@ -177,10 +222,106 @@ def database_url(home: Path | None = None) -> str:
     return os.environ.get("SIAGA_DATABASE_URL") or f"sqlite:///{(home or siaga_home()) / 'siaga.db'}"
 
 
+class StoreError(Exception):
+    """The store's database cannot be used as it is (say why, and what to do)."""
+
+
+BASELINE = "0001"
+"""The first migration: the tables Siaga created with ``create_all`` before it had migrations."""
+BASELINE_TABLES = frozenset({"side_effects", "alerts", "incidents", "incident_alerts"})
+MIGRATION_LOCK = 0x5149_4147  # "SIAG": PostgreSQL advisory lock id held while migrating
+
+
+def _head() -> str | None:
+    from .migrations import head
+
+    return head()
+
+
+def _current(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None: not versioned, or empty)."""
+    with engine.connect() as connection:
+        return _current(connection)
+
+
+def upgrade(engine: Engine) -> bool:
+    """Bring the database to the newest migration; True if anything was done.
+
+    Safe to race: on SQLite the work happens under ``BEGIN IMMEDIATE`` (a second process waits on
+    the write lock, then finds the database at head); on PostgreSQL under a transaction-scoped
+    advisory lock, with the DDL in the same transaction (PostgreSQL's DDL is transactional)."""
+    head = _head()
+    with engine.connect() as connection:
+        if _current(connection) == head:
+            return False
+    from alembic import command
+
+    from .migrations import alembic_config
+
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
+        current = _current(connection)
+        if current == head:  # another process migrated while we waited for the lock
+            connection.rollback()
+            return False
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        if current is None:
+            _adopt(connection, config)
+        command.upgrade(config, "head")
+        connection.commit()
+    return True
+
+
+def _adopt(connection: Connection, config: object) -> None:
+    """A database without ``alembic_version``: empty (migrate from scratch), or made by the
+    pre-migration ``create_all`` (stamp the baseline, then migrate on from there)."""
+    from alembic import command
+
+    existing = set(inspect(connection).get_table_names()) & set(metadata.tables)
+    if not existing:
+        return
+    if BASELINE_TABLES <= existing:
+        command.stamp(config, BASELINE)  # type: ignore[arg-type]
+        return
+    raise StoreError(
+        f"the store at {connection.engine.url.render_as_string(hide_password=True)} has some of "
+        f"Siaga's tables ({', '.join(sorted(existing))}) but not all of "
+        f"{', '.join(sorted(BASELINE_TABLES))}, and no migration version: restore it from a "
+        "backup or point SIAGA_DATABASE_URL at an empty database"
+    )
+
+
 @cache
 def engine(url: str | None = None) -> Engine:
-    """The store's engine (one per URL per process), with its tables created."""
-    url = url or database_url()
+    """The store's engine (one per URL per process), its database at the newest migration."""
+    created = _connect(url or database_url())
+    _upgrade_retrying(created)
+    return created
+
+
+def migrate(url: str | None = None) -> tuple[str | None, str | None]:
+    """Bring the store at `url` to the newest migration on purpose (``siaga db upgrade``, before
+    rolling out receivers that share a PostgreSQL database); return the revisions before and after."""
+    created = _connect(url or database_url())
+    try:
+        before = current_revision(created)
+        _upgrade_retrying(created)
+        return before, current_revision(created)
+    finally:
+        created.dispose()
+
+
+def _connect(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     created = create_engine(url, future=True)
@@ -194,13 +335,16 @@ def engine(url: str | None = None) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-    for attempt in range(len(metadata.tables) + 1):
-        try:
-            metadata.create_all(created)
-            break
-        except DatabaseError:
-            # Another process created a table between our check and our CREATE (two flow runs
-            # starting on a fresh store): it is there now; the next pass checks the rest.
-            if attempt == len(metadata.tables):
-                raise
     return created
+
+
+def _upgrade_retrying(created: Engine, attempts: int = 5) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            upgrade(created)
+            return
+        except DatabaseError:
+            # Another process holds the database (its busy timeout ran out) or created the
+            # version table between our check and our CREATE: look again; it is usually done.
+            if attempt == attempts:
+                raise

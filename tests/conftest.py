@@ -46,3 +46,7 @@ def prefect_api(siaga_home: Path) -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield str(PREFECT_API_URL.value())
+
+
+# The store's databases: `store_url` runs a test on SQLite and on PostgreSQL (one cluster a session).
+from .postgres import postgres, store_url  # noqa: F401

@@ -33,7 +33,7 @@ from siaga.secrets import resolve_secret
 from siaga.store import engine
 
 from .audit_writers import run_writers
-from .test_incidents_postgres import postgres_url  # noqa: F401 (the fixture: Debian PostgreSQL on loopback)
+from .postgres import fresh_database
 from .test_routing import CATALOG
 from .test_routing import alert as routing_alert
 from .test_stack import free_port
@@ -188,24 +188,13 @@ def test_records_keep_their_exact_content_through_the_store(store: Engine) -> No
 # --- concurrency: many processes append to one chain -----------------------------------------------
 
 
-def test_ten_processes_appending_to_one_sqlite_chain_keep_it_whole(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'siaga.db'}"
-    run_writers(url, "inc-busy", writers=10, count=30)
-    audit = AuditTrail(engine(url))
+def test_ten_processes_appending_to_one_chain_keep_it_whole(store_url: str) -> None:
+    run_writers(store_url, "inc-busy", writers=10, count=30)
+    audit = AuditTrail(engine(store_url))
     records = audit.records("inc-busy")
     assert [r.seq for r in records] == list(range(1, 301))
     assert audit.verify() is None
     for writer in range(10):  # each writer's records in the order it wrote them
-        assert [r.data["i"] for r in records if r.data["writer"] == writer] == list(range(30))
-
-
-def test_ten_processes_appending_to_one_postgresql_chain_keep_it_whole(postgres_url: str) -> None:  # noqa: F811
-    run_writers(postgres_url, "inc-busy-pg", writers=10, count=30)
-    audit = AuditTrail(engine(postgres_url))
-    records = audit.records("inc-busy-pg")
-    assert [r.seq for r in records] == list(range(1, 301))
-    assert audit.verify("inc-busy-pg") is None
-    for writer in range(10):
         assert [r.data["i"] for r in records if r.data["writer"] == writer] == list(range(30))
 
 
@@ -234,8 +223,8 @@ def test_alerts_incidents_and_their_runs_are_recorded_on_the_incident_chain(stor
     assert AuditTrail(store).verify() is None
 
 
-def test_concurrent_receivers_on_postgresql_keep_the_incident_chain_whole(postgres_url: str) -> None:  # noqa: F811
-    store, now = engine(postgres_url), datetime.now(UTC)
+def test_concurrent_receivers_on_postgresql_keep_the_incident_chain_whole(postgres: str) -> None:
+    store, now = engine(fresh_database(postgres)), datetime.now(UTC)
     alerts = [routing_alert("pg-audit", fingerprint=f"pga-{n}") for n in range(20)]
     with ThreadPoolExecutor(20) as pool:
         outcomes = list(pool.map(lambda a: process(store, CATALOG, a, now), alerts))

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from siaga.flows.compiler import compile_runbook
 from siaga.integrations import default_registry
 
+from siaga.approvals.records import GateRecords
 from siaga.catalog import Catalog
+from siaga.store import engine
 
 from .conftest import REPO, RUNBOOKS
+from .gate_driver import with_approvals
 from .moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
 from .payment_standins import FakeStatuspage, KillSwitch
 from .provider_servers import PAGERDUTY_PATH, Mailbox, Providers, providers, smtp_server
@@ -146,10 +151,11 @@ def _route(moto: Moto) -> list[str]:
 async def _run(incident: str, probe_url: str) -> tuple[Any, dict[str, Any]]:
     runbook = Catalog.load(RUNBOOKS, default_registry()).runbooks["payment-gateway-outage"]
     flow = compile_runbook(runbook)
-    state = await flow(
+    run = flow(
         mode="live", incident={"id": incident}, region=REGION, synthetics_url=probe_url,
         settle_for="1s", return_state=True,
     )
+    state = await with_approvals(Path(os.environ["SIAGA_HOME"]), runbook.id, run)  # as the team would
     result = await state.aresult(raise_on_failure=False)
     return state, result if isinstance(result, dict) else {"error": repr(result)}
 
@@ -161,7 +167,7 @@ def test_payment_gateway_outage_live_against_the_stand_ins(stand_ins: StandIns) 
     with s.moto.recording() as first_calls:
         state, summary = asyncio.run(_run("INC-PGW-1", s.probe.url))
     assert state.is_completed(), f"{state.name}: {state.message} {summary}"
-    assert "CreateDBClusterSnapshot" in first_calls and any(c.endswith("/rrset") for c in first_calls), first_calls
+    assert "CreateDBClusterSnapshot" in first_calls and any(c.startswith("POST") and "/rrset" in c for c in first_calls), first_calls
     outcomes = {row["step"]: row["outcome"] for row in summary["steps"]}
     assert set(outcomes.values()) == {"completed"}, outcomes
 
@@ -176,7 +182,10 @@ def test_payment_gateway_outage_live_against_the_stand_ins(stand_ins: StandIns) 
     snapshots = s.moto.client("rds").describe_db_cluster_snapshots(
         DBClusterIdentifier="ledger-prod", SnapshotType="manual")["DBClusterSnapshots"]
     assert len(snapshots) == 1
-    assert [(r.method, r.path) for r in s.switch.requests] == [("GET", "/preview"), ("POST", "/freeze")]
+    # the runbook's preview step, the preview its approval gate shows its approvers, the freeze
+    assert [(r.method, r.path) for r in s.switch.requests] == [("GET", "/preview")] * 2 + [("POST", "/freeze")]
+    [gate] = [g for g in GateRecords(engine()).find() if g.step_id == "freeze-payouts" and g.incident_id == "INC-PGW-1"]
+    assert gate.state == "approved" and gate.evidence["preview"]["merchants"], gate.evidence
     assert [f["scope"] for f in s.switch.freezes] == ["payouts"]
     assert s.switch.freezes[0]["key"].startswith("INC-PGW-1:freeze-payouts")
     # the gateway's route points at the standby, in moto's Route 53
@@ -194,7 +203,7 @@ def test_payment_gateway_outage_live_against_the_stand_ins(stand_ins: StandIns) 
     assert [f["scope"] for f in s.switch.freezes] == ["payouts"], "a second freeze"
     assert s.switch.calls("POST", "/freeze") == s.switch.calls("POST", "/freeze")[:1]
     assert "CreateDBClusterSnapshot" not in aws_calls, f"a second snapshot: {aws_calls}"
-    assert not any(c.endswith("/rrset") for c in aws_calls), f"a second failover: {aws_calls}"
+    assert not any(c.startswith("POST") and "/rrset" in c for c in aws_calls), f"a second failover: {aws_calls}"
     assert _route(s.moto) == [STANDBY]
     assert len(s.moto.client("rds").describe_db_cluster_snapshots(
         DBClusterIdentifier="ledger-prod", SnapshotType="manual")["DBClusterSnapshots"]) == 1

@@ -146,3 +146,29 @@ def test_safe_by_default_step_is_approved_at_the_deadline(siaga_home: Path) -> N
     state = asyncio.run(flow(scope="d-payouts", return_state=True))
     assert state.is_completed(), state
     assert len(sent(siaga_home, "freeze d-payouts")) == 1
+
+
+def test_five_wrong_codes_lock_the_approver_out_and_alert_the_commander(siaga_home: Path) -> None:
+    flow = gated("gate-lock", "{from: [finance], quorum: 1, timeout: 10m}", chain="[finance, commander]")
+
+    async def scenario() -> Any:
+        running = asyncio.create_task(flow(scope="l-payouts", return_state=True))
+        run_id, key = await paused_run("gate-lock")
+        right = code_for(siaga_home, "citra", run_id, "freeze")
+        wrong = f"{(int(right) + 1) % 10**8:08d}"
+        for _ in range(5):
+            assert (await answer(run_id, "citra", wrong)).status.value == "ACCEPT"
+            key = await next_pause(run_id, key)
+        # locked out: citra is no longer offered, even with her right code
+        assert (await answer(run_id, "citra", right)).status.value == "REJECT"
+        assert (await answer(run_id, "dewi", code_for(siaga_home, "dewi", run_id, "freeze"))).status.value == "ACCEPT"
+        return run_id, await running
+
+    run_id, state = asyncio.run(scenario())
+    assert state.is_completed(), state
+    history = events(run_id, "freeze")
+    assert [e["detail"]["reason"] for e in history if e["kind"] == "refused"] == [f"wrong code ({n} of 5)" for n in range(1, 6)]
+    assert [e["actor"] for e in history if e["kind"] == "locked out"] == ["citra"]
+    assert [e["actor"] for e in history if e["kind"] == "commander alerted"] == ["alice"]
+    alerts = [m for m in read_outbox(siaga_home) if m["to"] == "person:alice" and "locked out" in m["message"]]
+    assert len(alerts) == 1 and "Citra Lestari typed 5 wrong codes" in alerts[0]["message"]

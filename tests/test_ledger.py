@@ -1,4 +1,5 @@
-"""The side-effect ledger on its own: who may act on a key, and when a silent intent is dead."""
+"""The side-effect ledger on its own: who may act on a key, and when a silent intent is dead. On
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from siaga.ledger import Claim, Ledger
 from siaga.store import engine
 
 
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+def ledger(store_url: str) -> Ledger:
+    return Ledger(engine(store_url))
 
 
-def test_only_one_of_two_callers_reclaims_a_failed_call(tmp_path: Path) -> None:
-    book = ledger(tmp_path)
+def test_only_one_of_two_callers_reclaims_a_failed_call(store_url: str) -> None:
+    book = ledger(store_url)
     assert book.claim("k", "payments.freeze", {}, "run-1") == (Claim.NEW, None)
     book.failed("k", "503 from the switch")
     first = book.claim("k", "payments.freeze", {}, "run-2")
@@ -23,8 +24,8 @@ def test_only_one_of_two_callers_reclaims_a_failed_call(tmp_path: Path) -> None:
     assert [first[0], second[0]] == [Claim.NEW, Claim.UNKNOWN]
 
 
-def test_the_heartbeat_moves_only_its_own_intent(tmp_path: Path) -> None:
-    book = ledger(tmp_path)
+def test_the_heartbeat_moves_only_its_own_intent(store_url: str) -> None:
+    book = ledger(store_url)
     book.claim("k", "payments.freeze", {}, "run-1")
     before = book.get("k")
     assert before is not None
@@ -36,8 +37,8 @@ def test_the_heartbeat_moves_only_its_own_intent(tmp_path: Path) -> None:
     assert not book.touch("k", "run-1"), "a settled call has no heartbeat"
 
 
-def test_a_silent_intent_is_taken_over_once_and_only_as_seen(tmp_path: Path) -> None:
-    book = ledger(tmp_path)
+def test_a_silent_intent_is_taken_over_once_and_only_as_seen(store_url: str) -> None:
+    book = ledger(store_url)
     book.claim("k", "payments.freeze", {}, "run-1")
     stale = book.get("k")
     assert stale is not None

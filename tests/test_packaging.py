@@ -19,3 +19,12 @@ def test_every_package_is_listed() -> None:
             found.add(".".join((package, *parts)))
     assert found == set(config["packages"])
     assert {config["package-dir"][p] for p in ("siaga.flows", "siaga.integrations")} == {"flows", "integrations"}
+
+
+def test_migration_scripts_are_package_data() -> None:
+    """Alembic's versions/ folder is no package: its scripts ship only as package data."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    folder = REPO / "siaga" / "migrations"
+    shipped = {p for pattern in data["siaga.migrations"] for p in folder.glob(pattern)}
+    assert {*folder.glob("versions/*.py"), folder / "script.py.mako"} <= shipped
+    assert list(folder.glob("versions/*.py")), "no migration found"

@@ -17,6 +17,7 @@ from siaga.integrations import default_registry
 from siaga.catalog import Catalog
 
 from .conftest import REPO, RUNBOOKS
+from .gate_driver import approving_in_background
 
 
 def test_prefect_yaml_matches_the_runbooks() -> None:
@@ -53,7 +54,9 @@ def test_prefect_deploy_and_a_process_worker_run_a_drill(prefect_api: str, tmp_p
             return str(run.id)
 
     run_id = asyncio.run(start())
-    worker = prefect("worker", "start", "--pool", "siaga", "--run-once", env=env)
+    with approving_in_background(tmp_path, "payment-gateway-outage", f"sqlite:///{tmp_path / 'siaga.db'}") as approvals:
+        worker = prefect("worker", "start", "--pool", "siaga", "--run-once", env=env)
+    assert approvals.get("answers", 0) >= 2, "the drill's gates were answered"
     assert worker.returncode == 0, worker.stdout + worker.stderr
 
     async def final_state() -> str:

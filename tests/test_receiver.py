@@ -259,7 +259,8 @@ def test_a_malformed_body_is_refused_with_a_reason(receiver: Receiver, body: byt
 
 def test_other_sources_and_unknown_incidents(receiver: Receiver) -> None:
     assert httpx.post(f"{receiver.url}/hooks/nagios", json={}).status_code == 404
-    assert httpx.post(f"{receiver.url}/hooks/cloudwatch", json={}).status_code == 501
+    sns = httpx.post(f"{receiver.url}/hooks/cloudwatch", json={})  # SIAGA_SNS_TOPIC_ARNS is not set
+    assert sns.status_code == 404 and "SIAGA_SNS_TOPIC_ARNS" in sns.json()["detail"]
     assert httpx.get(f"{receiver.url}/incidents/inc-nope").status_code == 404
     assert httpx.get(f"{receiver.url}/incidents", params={"state": "weird"}).status_code == 422
 

@@ -4,7 +4,6 @@ store keeping one open incident per key, each notification once."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -92,8 +91,9 @@ def test_threshold_counts_within_the_window_ending_now() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return engine(f"sqlite:///{tmp_path / 'siaga.db'}")
+def store(store_url: str):  # type: ignore[no-untyped-def]
+    """The incident store, on SQLite and on PostgreSQL."""
+    return engine(store_url)
 
 
 CATALOG = {"gateway": GATEWAY, "storm": STORM}

@@ -3,24 +3,26 @@
 Endpoints:
 
 * ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
-  signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (with an in-memory
-  replay guard) and parsed by `siaga.alerts.parsers.parse`. ``cloudwatch`` (SNS) answers 501 for
-  now: certificate fetching and subscription confirmation are not wired yet.
+  signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (deliveries are
+XX
 * ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
 * ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
 
 A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
-re-sends the whole batch. The request only authenticates and parses; the batch goes onto one queue,
+re-sends the whole batch. The request only authenticates, parses and writes the raw body to the
+store's inbox (`siaga.alerts.inbox`) before it is answered; the batch goes onto one queue,
 and a single worker records its alerts, opens or joins incidents, and starts each new incident's
 run, one at a time (on the SQLite default, concurrent writers and concurrent run creation lose work
 to "database is locked"). Database and Prefect calls are retried; an incident whose run could not be
 started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id makes a retry
-return the same run). A batch queued but not yet recorded when the process dies is lost; Alertmanager
-re-sends firing alerts every ``repeat_interval``.
+return the same run). A batch queued but not yet recorded when the process dies stays unfinished in
+the inbox, and the next receiver to start processes it (recording is idempotent, so twice is safe).
 
-Answers: 202 accepted; 401 a missing or wrong credential (nothing recorded); 400 a body that is
-not JSON; 413 a body over 10 MiB; 422 a payload that is not what the source sends, with the reason;
-503 a full queue (with Retry-After). Never 500 on bad input.
+Answers: 202 accepted (200 for an SNS subscription message); 401 a missing or wrong credential
+(nothing recorded); 400 a body that is not JSON; 403 proven but refused (a replay, a topic or host not allowed); 404 a source not configured;
+413 a body over 10 MiB; 422 a payload that is not what the source sends, with the reason; 502 an SNS
+SubscribeURL that did not confirm; 503 a full queue or a store that cannot keep the webhook (with
+Retry-After). Never 500 on bad input.
 
 Configuration, from the environment:
 
@@ -30,6 +32,9 @@ Configuration, from the environment:
 * ``SIAGA_GRAFANA_TOKEN`` and/or ``SIAGA_GRAFANA_HMAC_SECRET`` (and
   ``SIAGA_GRAFANA_TIMESTAMP_HEADER`` if the contact point signs a timestamp).
 * ``SIAGA_PAGERDUTY_HMAC_SECRET``: the webhook subscription's signing secret.
+* ``SIAGA_SNS_TOPIC_ARNS``: the SNS topics whose messages are taken in (comma-separated); without
+  it /hooks/cloudwatch answers 404. ``SIAGA_SNS_CERT_HOSTS`` replaces the hosts certificates and
+  SubscribeURLs may be on (default ``sns.<region>.amazonaws.com``; ``host:port`` allows a port).
 * ``SIAGA_HOOK_SECRET_<NAME>``: serves the generic source ``<name>`` (lowercased) at
   ``/hooks/<name>``, signed ``X-Siaga-Timestamp`` / ``X-Siaga-Signature: sha256=...``.
 * Secrets may be comma-separated lists (rotation: any one is accepted).
@@ -46,13 +51,14 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
+import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from siaga.incidents import (
     get_incident,
@@ -64,16 +70,20 @@ from siaga.incidents import (
 )
 from siaga.runbook import Runbook
 
+from . import inbox
 from .model import Alert, BadPayload
-from .parsers import SOURCES, parse
+from .parsers import SOURCES, parse, sns_subscribe_url
+from .replay import StoreReplayGuard
 from .signatures import (
     AuthError,
-    MemoryReplayGuard,
+    ReplayGuard,
     SourceAuth,
     Unauthenticated,
+    check_sns_url,
     replay_key,
     verify,
 )
+from .sns import CertificateCache, confirm_subscription, record_subscription
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
 
@@ -90,6 +100,8 @@ DEFAULT_PORT = 8787
 MAX_BODY = 10 * 1024 * 1024
 QUEUE_SIZE = 10_000
 RESCAN_SECONDS = 15.0
+INBOX_KEEP = timedelta(days=1)
+"""How long processed webhooks stay in the inbox (to look into)."""
 
 GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
 BUILT_IN = frozenset(SOURCES)
@@ -121,6 +133,11 @@ class ReceiverConfig:
             ),
             "pagerduty": SourceAuth(hmac_secrets=secrets("SIAGA_PAGERDUTY_HMAC_SECRET")),
         }
+        if secrets("SIAGA_SNS_TOPIC_ARNS"):
+            sources["cloudwatch"] = SourceAuth(
+                allowed_topic_arns=secrets("SIAGA_SNS_TOPIC_ARNS"),
+                allowed_cert_hosts=secrets("SIAGA_SNS_CERT_HOSTS") or None,
+            )
         for key in env:
             if key.startswith(GENERIC_PREFIX) and len(key) > len(GENERIC_PREFIX):
                 name = key.removeprefix(GENERIC_PREFIX).lower()
@@ -143,6 +160,8 @@ class Batch:
     source: str
     alerts: list[Alert]
     received_at: datetime
+    inbox_id: int | None = None
+    """Its row in the durable inbox, marked done once the alerts are recorded."""
 
 
 @dataclass
@@ -163,6 +182,7 @@ class Worker:
     """Incidents whose run failed to start: not retried before this (monotonic) time."""
 
     async def run(self) -> None:
+        await self._take_up_inbox()
         await self._rescan()
         while True:
             try:
@@ -170,16 +190,43 @@ class Worker:
             except TimeoutError:
                 await self._rescan()
                 continue
-            self.busy = True
             try:
-                await self._record(batch)
-                await self._start_pending()
-            except Exception:  # the worker must outlive any one batch
-                log.exception("alert batch from %s failed", batch.source)
+                await self._handle(batch)
             finally:
-                self.processed += 1
-                self.busy = False
                 self.queue.task_done()
+
+    async def _handle(self, batch: Batch) -> None:
+        self.busy = True
+        try:
+            complete = await self._record(batch)
+            if batch.inbox_id is not None:
+                error = None if complete else "some alerts were not recorded"
+                await asyncio.to_thread(inbox.finish, self.engine, batch.inbox_id, datetime.now(UTC), error)
+            await self._start_pending()
+        except Exception:  # the worker must outlive any one batch
+            log.exception("alert batch from %s failed", batch.source)
+        finally:
+            self.processed += 1
+            self.busy = False
+
+    async def _take_up_inbox(self) -> None:
+        """Process the webhooks a previous receiver took in but did not finish (it died)."""
+        try:
+            await asyncio.to_thread(inbox.prune, self.engine, datetime.now(UTC) - INBOX_KEEP)
+            left = await asyncio.to_thread(inbox.unfinished, self.engine)
+        except Exception:  # the store is down: the next start tries again
+            log.exception("reading the inbox failed")
+            return
+        if left:
+            log.info("taking up %d webhooks received before a restart", len(left))
+        for delivery in left:
+            try:
+                alerts = parse(delivery.source, json.loads(delivery.body))
+            except Exception as exc:  # noqa: BLE001 - a row that no longer parses is set aside
+                log.error("inbox %d from %s no longer parses: %s", delivery.id, delivery.source, exc)
+                await asyncio.to_thread(inbox.finish, self.engine, delivery.id, datetime.now(UTC), None)
+                continue
+            await self._handle(Batch(delivery.source, alerts, delivery.received_at, delivery.id))
 
     async def _rescan(self) -> None:
         """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""
@@ -194,7 +241,9 @@ class Worker:
         else:
             log.info(message)
 
-    async def _record(self, batch: Batch) -> None:
+    async def _record(self, batch: Batch) -> bool:
+        """Record the batch's alerts; False if any of them could not be."""
+        complete = True
         for alert in batch.alerts:
             try:
                 outcome = await self._retry(
@@ -204,6 +253,7 @@ class Worker:
                 )
             except Exception:  # one bad alert must not cost the rest of the batch
                 log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
+                complete = False
                 continue
             for problem in outcome.problems:
                 log.warning("alert %s: %s", alert.fingerprint, problem)
@@ -211,6 +261,7 @@ class Worker:
                 self._tell(f"incident {incident_id} opened by {alert.source} alert {alert.labels.get('alertname', alert.fingerprint)}")
             for incident_id in outcome.resolved:
                 self._tell(f"incident {incident_id} resolved")
+        return complete
 
     async def _start_pending(self) -> None:
         loop = asyncio.get_running_loop()
@@ -223,7 +274,7 @@ class Worker:
                     lambda incident=incident: self.start_run(incident),
                     (Exception,),
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever start_run raised, retry later
                 log.error("incident %s: its run did not start: %s", incident["id"], exc)
                 await asyncio.to_thread(note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}")
                 failures = incident["run_attempts"] + 1
@@ -252,8 +303,13 @@ def create_app(
     engine: Engine | None = None,
     start_run: StartRun | None = None,
     notify: Callable[[str], None] | None = None,
+    replay_guard: ReplayGuard | None = None,
+    sns_client: httpx.Client | None = None,
 ) -> FastAPI:
-    """The receiver app; its lifespan runs the worker."""
+    """The receiver app; its lifespan runs the worker. Deliveries are remembered against replay in
+    the store (`StoreReplayGuard`) unless another `replay_guard` is given. `sns_client` fetches SNS
+    certificates and confirms subscriptions (default: an `httpx.Client` trusting certifi, or
+    ``SSL_CERT_FILE``)."""
     if engine is None:
         from siaga.store import engine as store_engine
 
@@ -263,7 +319,11 @@ def create_app(
 
         start_run = start_incident_run
     worker = Worker(runbooks, engine, start_run, notify=notify)
-    replay_guard = MemoryReplayGuard()
+    if replay_guard is None:
+        replay_guard = StoreReplayGuard(engine)
+    own_client = sns_client is None
+    sns_http = sns_client or httpx.Client(timeout=10.0, follow_redirects=False)
+    certificates = CertificateCache(sns_http)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -275,20 +335,30 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if own_client:
+                sns_http.close()
 
     app = FastAPI(title="Siaga alert receiver", lifespan=lifespan)
     app.state.worker = worker
+    app.state.sns_certificates = certificates
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "queued": worker.queue.qsize(), "busy": worker.busy, "processed": worker.processed}
 
-    @app.post("/hooks/{source}", status_code=202)
+    @app.post(
+        "/hooks/{source}",
+        status_code=202,
+        # The body is read raw (signatures cover its exact bytes); say what it is for the docs.
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "description": "the source's own webhook payload (Alertmanager, Grafana, "
+            "SNS, PagerDuty, or a generic {\"alerts\": [...]})"}}}}},
+    )
     async def hook(source: str, request: Request) -> JSONResponse:
         auth = config.sources.get(source)
         if auth is None:
-            if source in BUILT_IN:  # cloudwatch: SNS certificates and subscription confirmation
-                raise HTTPException(501, f"the receiver does not serve `{source}` webhooks yet")
+            if source == "cloudwatch":
+                raise HTTPException(404, "SNS is not configured (set SIAGA_SNS_TOPIC_ARNS)")
             raise HTTPException(404, f"no source `{source}` is configured (set {GENERIC_PREFIX}{source.upper()})")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
@@ -297,7 +367,10 @@ def create_app(
         if len(body) > MAX_BODY:
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
         try:
-            verify(source, request.headers, body, auth, datetime.now(UTC), replay_guard=replay_guard)
+            # In a thread: the replay guard writes to the store.
+            await asyncio.to_thread(
+                verify, source, request.headers, body, auth, datetime.now(UTC), certificates, replay_guard=replay_guard
+            )
         except AuthError as exc:
             challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
             raise HTTPException(exc.status_code, exc.reason, challenge) from None
@@ -307,21 +380,60 @@ def create_app(
             raise HTTPException(400, f"the body is not JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise HTTPException(422, "the body is not a JSON object")
+        if source == "cloudwatch" and payload.get("Type") != "Notification":
+            return await sns_subscription(payload, replay_key(source, request.headers, body, auth), auth)
         try:
             alerts = parse(source, payload)
         except BadPayload as exc:
             raise HTTPException(422, str(exc)) from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise HTTPException(422, f"not a {source} payload: {exc}") from None
-        batch = Batch(source, alerts, datetime.now(UTC))
+        received_at = datetime.now(UTC)
+        key = replay_key(source, request.headers, body, auth)
+        if worker.queue.full():
+            await refuse(key, "the receiver is busy; retry")
         try:
-            worker.queue.put_nowait(batch)
-        except asyncio.QueueFull:
-            key = replay_key(source, request.headers, body, auth)
-            if key:
-                replay_guard.release(key)  # the sender will retry this very delivery
-            raise HTTPException(503, "the receiver is busy; retry", {"Retry-After": "5"}) from None
+            inbox_id = await asyncio.to_thread(inbox.put, engine, source, body, received_at)
+        except DatabaseError as exc:
+            log.error("a %s webhook was refused: the inbox could not keep it: %s", source, exc)
+            await refuse(key, "the receiver cannot store webhooks right now; retry")
+        try:
+            worker.queue.put_nowait(Batch(source, alerts, received_at, inbox_id))
+        except asyncio.QueueFull:  # filled while the inbox row was written
+            with contextlib.suppress(DatabaseError):  # if it stays, the next start does it: harmless
+                await asyncio.to_thread(inbox.drop, engine, inbox_id)
+            await refuse(key, "the receiver is busy; retry")
         return JSONResponse({"accepted": len(alerts)}, status_code=202)
+
+    async def refuse(key: str | None, reason: str) -> NoReturn:
+        """503: the delivery was not taken in, so its retry must not count as a replay."""
+        if key:
+            with contextlib.suppress(DatabaseError):
+                await asyncio.to_thread(replay_guard.release, key)
+        raise HTTPException(503, reason, {"Retry-After": "5"})
+
+    async def sns_subscription(payload: dict[str, Any], key: str | None, auth: SourceAuth) -> JSONResponse:
+        """A verified SubscriptionConfirmation (visit its SubscribeURL) or UnsubscribeConfirmation."""
+        topic, message_id, kind = payload["TopicArn"], payload["MessageId"], payload["Type"]
+        if kind == "UnsubscribeConfirmation":
+            await asyncio.to_thread(record_subscription, engine, topic, "unsubscribed", message_id, datetime.now(UTC))
+            log.info("SNS topic %s: unsubscribed", topic)
+            return JSONResponse({"unsubscribed": topic})
+        try:
+            url = check_sns_url(sns_subscribe_url(payload), auth, "SubscribeURL")
+        except BadPayload as exc:
+            raise HTTPException(422, str(exc)) from None
+        except AuthError as exc:
+            raise HTTPException(exc.status_code, exc.reason) from None
+        try:
+            await asyncio.to_thread(confirm_subscription, sns_http, url)
+        except httpx.HTTPError as exc:
+            if key:
+                await asyncio.to_thread(replay_guard.release, key)  # SNS re-sends the confirmation
+            raise HTTPException(502, f"confirming the subscription to {topic} failed: {type(exc).__name__}") from None
+        await asyncio.to_thread(record_subscription, engine, topic, "confirmed", message_id, datetime.now(UTC))
+        log.info("SNS topic %s: subscription confirmed", topic)
+        return JSONResponse({"confirmed": topic})
 
     @app.get("/incidents")
     async def incidents(state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:

@@ -74,6 +74,7 @@ __all__ = [
     "ReplayGuard",
     "SourceAuth",
     "Unauthenticated",
+    "check_sns_url",
     "replay_key",
     "verify",
 ]
@@ -404,24 +405,34 @@ def _sns_message(body: bytes) -> dict[str, Any]:
     return message
 
 
-def _check_cert_url(url: object, config: SourceAuth) -> str:
+def check_sns_url(url: object, config: SourceAuth, what: str) -> str:
+    """`url` if it is plain https on an allowed SNS host (`allowed_cert_hosts`, default
+    ``sns.<region>.amazonaws.com``), else `Forbidden`. For the signing certificate and for the
+    SubscribeURL the receiver visits: neither may send Siaga anywhere else. An allowed entry
+    ``host:port`` also allows that port (a test's local server); otherwise only 443."""
     if not isinstance(url, str) or not url:
-        raise Unauthenticated("cloudwatch: SNS message has no SigningCertURL")
+        raise Unauthenticated(f"cloudwatch: SNS message has no {what}")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise Forbidden("cloudwatch: SigningCertURL is not a valid URL") from None
+        raise Forbidden(f"cloudwatch: {what} is not a valid URL") from None
     host = (parts.hostname or "").lower()
-    if parts.scheme != "https" or parts.username or parts.password or port not in (None, 443):
-        raise Forbidden(f"cloudwatch: SigningCertURL must be plain https, got {url!r}")
+    if parts.scheme != "https" or parts.username or parts.password:
+        raise Forbidden(f"cloudwatch: {what} must be plain https, got {url!r}")
     if config.allowed_cert_hosts is None:
-        allowed = DEFAULT_SNS_CERT_HOST.match(host) is not None
+        allowed = port in (None, 443) and DEFAULT_SNS_CERT_HOST.match(host) is not None
     else:
-        allowed = host in {h.lower() for h in config.allowed_cert_hosts}
+        hosts = {h.lower() for h in config.allowed_cert_hosts}
+        allowed = (port in (None, 443) and host in hosts) or f"{host}:{port}" in hosts
     if not allowed:
-        raise Forbidden(f"cloudwatch: SigningCertURL host {host!r} is not an allowed SNS host")
-    if not parts.path.endswith(".pem"):
+        raise Forbidden(f"cloudwatch: {what} host {parts.netloc!r} is not an allowed SNS host")
+    return url
+
+
+def _check_cert_url(url: object, config: SourceAuth) -> str:
+    url = check_sns_url(url, config, "SigningCertURL")
+    if not urlsplit(url).path.endswith(".pem"):
         raise Forbidden(f"cloudwatch: SigningCertURL {url!r} is not a .pem certificate")
     return url
 

@@ -161,30 +161,24 @@ class GateRecords:
             db.execute(gate_codes.delete().where(gate_codes.c.gate_id == gate.id, gate_codes.c.used_at.is_(None)))
 
     def check_code(self, gate: Gate, approver: str, code: str, binding: Binding) -> CodeCheck:
-        """Check and use up `approver`'s code; a wrong one counts towards the lock-out."""
+        """Check and use up `approver`'s code; a wrong one counts towards the lock-out. The slow
+        hash is compared outside any transaction; the use is one conditional UPDATE."""
+        mine = (gate_codes.c.gate_id == gate.id, gate_codes.c.approver == approver)
+        with self.engine.connect() as db:
+            row = db.execute(select(gate_codes).where(*mine)).mappings().first()
+        if row is None:
+            return "none"
+        if row["wrong"] >= MAX_WRONG_CODES:
+            return "locked"
+        if row["used_at"] is not None:
+            return "used"
+        if not code_matches(code, binding, row["salt"], row["hash"]):
+            with self.engine.begin() as db:
+                db.execute(update(gate_codes).where(*mine).values(wrong=gate_codes.c.wrong + 1))
+            return "wrong"
         with self.engine.begin() as db:
-            row = db.execute(
-                select(gate_codes).where(gate_codes.c.gate_id == gate.id, gate_codes.c.approver == approver)
-            ).mappings().first()
-            if row is None:
-                return "none"
-            if row["wrong"] >= MAX_WRONG_CODES:
-                return "locked"
-            if row["used_at"] is not None:
-                return "used"
-            if not code_matches(code, binding, row["salt"], row["hash"]):
-                db.execute(
-                    update(gate_codes)
-                    .where(gate_codes.c.gate_id == gate.id, gate_codes.c.approver == approver)
-                    .values(wrong=gate_codes.c.wrong + 1)
-                )
-                return "wrong"
-            used = db.execute(
-                update(gate_codes)
-                .where(gate_codes.c.gate_id == gate.id, gate_codes.c.approver == approver, gate_codes.c.used_at.is_(None))
-                .values(used_at=_now())
-            )
-            return "ok" if used.rowcount == 1 else "used"
+            used = db.execute(update(gate_codes).where(*mine, gate_codes.c.used_at.is_(None)).values(used_at=_now()))
+        return "ok" if used.rowcount == 1 else "used"
 
     def wrong_codes(self, gate_id: str, approver: str) -> int:
         with self.engine.connect() as db:

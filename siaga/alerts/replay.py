@@ -1,0 +1,78 @@
+"""A replay guard in the store: the deliveries a receiver has seen survive its restart and are
+shared by every receiver on the same database (`signatures.MemoryReplayGuard` forgets them).
+
+One row per delivery in `siaga.store.deliveries`, under a unique (source, key) constraint, so two
+receivers taking the same delivery at once cannot both claim it. Expired rows are pruned as claims
+come in, at most once a minute per guard.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete, insert
+from sqlalchemy.exc import IntegrityError
+
+from siaga.store import deliveries
+
+__all__ = ["StoreReplayGuard"]
+
+PRUNE_EVERY = timedelta(minutes=1)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _split(key: str) -> tuple[str, str]:
+    source, _, rest = key.partition(":")
+    return (source, rest) if rest else ("", key)
+
+
+class StoreReplayGuard:
+    """A `siaga.alerts.signatures.ReplayGuard` backed by the store's `deliveries` table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pruned_at: datetime | None = None
+        self._lock = threading.Lock()
+
+    def claim(self, key: str, now: datetime, until: datetime) -> bool:
+        now, until = _utc(now), _utc(until)
+        source, delivery = _split(key)
+        self._prune_now_and_then(now)
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    delete(deliveries).where(
+                        deliveries.c.source == source,
+                        deliveries.c.key == delivery,
+                        deliveries.c.expires_at <= now,
+                    )
+                )
+                connection.execute(
+                    insert(deliveries).values(source=source, key=delivery, seen_at=now, expires_at=until)
+                )
+        except IntegrityError:
+            return False  # seen, and not yet expired
+        return True
+
+    def release(self, key: str) -> None:
+        source, delivery = _split(key)
+        with self.engine.begin() as connection:
+            connection.execute(
+                delete(deliveries).where(deliveries.c.source == source, deliveries.c.key == delivery)
+            )
+
+    def prune(self, now: datetime) -> int:
+        """Forget every expired delivery; return how many."""
+        with self.engine.begin() as connection:
+            return connection.execute(delete(deliveries).where(deliveries.c.expires_at <= _utc(now))).rowcount
+
+    def _prune_now_and_then(self, now: datetime) -> None:
+        with self._lock:
+            if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+                return
+            self._pruned_at = now
+        self.prune(now)

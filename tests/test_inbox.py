@@ -1,0 +1,111 @@
+"""The durable inbox: a webhook answered 202 is in the store before the answer, so a receiver killed
+(kill -9) with work still queued loses nothing: started again, it processes what it had taken in.
+`siaga receiver` runs as a real process; Prefect is absent, so starting the first incident's run
+keeps the worker retrying while the second webhook waits in the queue."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from siaga.alerts import inbox
+from siaga.store import engine
+from siaga.store import inbox as inbox_table
+
+from .receiver_process import ReceiverProcess, receiver_process
+from .test_stack import free_port
+
+TOKEN = "inbox-test-token"
+RUNBOOK = """
+runbook: gateway-alert
+title: Gateway errors
+severity: sev2
+roles: {ops: [eko]}
+inputs:
+  region: {type: string, default: nowhere}
+triggers:
+  - source: alertmanager
+    match: {alertname: GatewayErrors}
+    group_by: [region]
+    inputs: {region: "{{ alert.labels.region }}"}
+steps:
+  - id: hello
+    action: note
+    with: {text: "gateway errors in {{ inputs.region }}"}
+"""
+
+
+def webhook(region: str) -> bytes:
+    return json.dumps({
+        "version": "4", "groupKey": "{}:{region=" + region + "}", "status": "firing", "receiver": "siaga",
+        "groupLabels": {"region": region}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "GatewayErrors", "region": region},
+                    "annotations": {}, "startsAt": "2026-11-24T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "", "fingerprint": f"fp-{region}"}],
+    }).encode()
+
+
+def post(receiver: ReceiverProcess, region: str) -> httpx.Response:
+    return receiver.post("alertmanager", webhook(region), {"Authorization": f"Bearer {TOKEN}",
+                                                             "Content-Type": "application/json"})
+
+
+def incidents(receiver: ReceiverProcess) -> dict[str, dict[str, Any]]:
+    return {i["inputs"]["region"]: i for i in httpx.get(f"{receiver.url}/incidents", timeout=10).json()}
+
+
+def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen"
+        time.sleep(0.1)
+    return found
+
+
+def test_a_webhook_queued_when_the_receiver_is_killed_is_processed_after_a_restart(tmp_path: Path) -> None:
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "gateway-alert.yaml").write_text(RUNBOOK)
+    env = {"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    with receiver_process(tmp_path, tmp_path / "runbooks", env) as receiver:
+        receiver.start()
+        assert post(receiver, "a").status_code == 202
+        wait_for("incident a", lambda: "a" in incidents(receiver))  # the worker now retries its run
+        assert post(receiver, "b").status_code == 202
+        health = httpx.get(f"{receiver.url}/healthz", timeout=5).json()
+        assert health["queued"] == 1 and health["busy"], health
+        assert "b" not in incidents(receiver)
+        receiver.kill()
+
+        store = engine(f"sqlite:///{tmp_path / 'siaga.db'}")
+        (left,) = inbox.unfinished(store)
+        assert left.source == "alertmanager" and b'"region": "b"' in left.body
+
+        receiver.start()
+        found = wait_for("incident b after the restart", lambda: (i := incidents(receiver)) and "b" in i and i)
+        assert found["a"]["alerts"] == 1 and found["b"]["alerts"] == 1, "each alert recorded once"
+        wait_for("the inbox to be done", lambda: not inbox.unfinished(store))
+        assert "taking up 1 webhooks received before a restart" in receiver.output()
+    with store.connect() as connection:
+        done = connection.execute(select(inbox_table.c.source, inbox_table.c.done_at)).all()
+    assert len(done) == 2 and all(at is not None for _, at in done)
+
+
+def test_processed_webhooks_are_pruned_after_a_day(store_url: str) -> None:
+    store = engine(store_url)
+    body = webhook("raw \xff bytes kept as sent").replace(b"raw", b"\xff")
+    old = inbox.put(store, "alertmanager", b"{}", datetime(2026, 1, 1, tzinfo=UTC))
+    inbox.finish(store, old, datetime(2026, 1, 1, tzinfo=UTC))
+    pending = inbox.put(store, "alertmanager", body, datetime(2026, 1, 1, tzinfo=UTC))
+    inbox.finish(store, pending, datetime(2026, 1, 1, tzinfo=UTC), error="some alerts were not recorded")
+    assert inbox.prune(store, datetime(2026, 1, 2, tzinfo=UTC)) == 1
+    (left,) = inbox.unfinished(store)
+    assert (left.id, left.body, left.attempts) == (pending, body, 1), "an unfinished webhook is kept, byte for byte"
+    for _ in range(inbox.MAX_ATTEMPTS - 1):
+        inbox.finish(store, pending, datetime(2026, 1, 1, tzinfo=UTC), error="still failing")
+    assert inbox.unfinished(store) == [], "given up on after MAX_ATTEMPTS tries"
