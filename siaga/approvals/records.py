@@ -132,9 +132,13 @@ class GateRecords:
             return [dict(row) for row in rows.mappings()]
 
     def votes(self, gate_id: str) -> list[Vote]:
+        """The decisions cast at the gate since its parameters last changed (earlier ones were
+        about other parameters)."""
+        events = self.events(gate_id)
+        changed = max((i for i, e in enumerate(events) if e["kind"] == "parameters changed"), default=-1)
         return [
             Vote(e["actor"], "approve" if e["kind"] == "approved" else "reject", e["at"], tuple(e["detail"].get("roles", ())))
-            for e in self.events(gate_id)
+            for e in events[changed + 1:]
             if e["kind"] in ("approved", "rejected") and e["actor"]
         ]
 
@@ -156,9 +160,10 @@ class GateRecords:
         return code
 
     def reissue_codes(self, gate: Gate) -> None:
-        """Forget every unused code of `gate` (its parameters changed: they no longer bind)."""
+        """Forget every code of `gate`: its parameters changed, so the codes (bound to the old
+        ones) and the votes cast with them no longer count; everyone is sent a new code."""
         with self.engine.begin() as db:
-            db.execute(gate_codes.delete().where(gate_codes.c.gate_id == gate.id, gate_codes.c.used_at.is_(None)))
+            db.execute(gate_codes.delete().where(gate_codes.c.gate_id == gate.id))
 
     def check_code(self, gate: Gate, approver: str, code: str, binding: Binding) -> CodeCheck:
         """Check and use up `approver`'s code; a wrong one counts towards the lock-out. The slow
