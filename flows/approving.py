@@ -72,6 +72,10 @@ def find_gate(reference: str, step: str) -> Gate:
     return at_step[-1]
 
 
+FORM_NOT_SAVED_YET = "Run input schema not found."
+"""Prefect's refusal while a run that has just paused has not saved its form yet."""
+
+
 def answer_gate(
     reference: str, step: str, person: str, code: str, *, reject: bool = False, comment: str = "", timeout: float = 60
 ) -> Answered:
@@ -98,7 +102,9 @@ async def _answer(gate: Gate, person: str, code: str, reject: bool, comment: str
                     if response.status.value == "ACCEPT":
                         break
                     reason = getattr(response.details, "reason", "") or str(response.details)
-                    if "schema" in reason.lower() or "validation" in reason.lower() or "input" in reason.lower():
+                    if reason == FORM_NOT_SAVED_YET:
+                        pass  # the run has just paused and is saving its form: ask again
+                    elif "schema" in reason.lower() or "validation" in reason.lower() or "input" in reason.lower():
                         raise BadInput(f"the gate's form refused the answer: {reason}")
                 elif state is not None and state.is_final():
                     raise BadInput(f"the run has ended ({state.name}): the gate is closed")

@@ -196,7 +196,6 @@ class Gatekeeper:
         form = approval_form(list(eligible) or list(policy.eligible(now)) or ["nobody"], description)
         run_id = uuid.UUID(context.run_id)
         async with get_client() as client:
-            await form.asave(keyset, flow_run_id=run_id)
             pause = Paused(
                 timeout_seconds=int((policy.deadline - now).total_seconds()) + 24 * 3600,
                 reschedule=False, pause_key=key,
@@ -206,6 +205,9 @@ class Gatekeeper:
             result = await client.set_flow_run_state(run_id, pause)
             if result.state is None or result.state.type is not StateType.PAUSED:
                 raise RuntimeError(f"the run could not pause at gate {step.id}: {result.details}")
+            # The form is saved once the run is Paused: Prefect >= 3.9 clears a pause key's inputs
+            # when the run enters Paused (as its own pause_flow_run does, save after pausing).
+            await form.asave(keyset, flow_run_id=run_id)
             log.info("gate waiting", gate=gate.id, step=step.id, eligible=sorted(eligible), url=flow_run_url(run_id))
             while True:
                 await asyncio.sleep(POLL_SECONDS)

@@ -11,6 +11,8 @@ from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.objects import StateType
+from prefect.input import keyset_from_base_key
+from prefect.input.actions import aread_flow_run_input
 
 from siaga.approvals.records import GateRecords, gate_id
 from siaga.integrations.outbox import read_outbox
@@ -49,10 +51,16 @@ async def paused_run(flow_name: str, timeout: float = 60) -> tuple[UUID, str]:
             for run in runs:
                 if run.state and run.state.type is StateType.PAUSED and run.state.state_details.pause_key:
                     flow = await client.read_flow(run.flow_id)
-                    if flow.name == flow_name:
-                        return run.id, run.state.state_details.pause_key
+                    key = run.state.state_details.pause_key
+                    if flow.name == flow_name and await form_saved(run.id, key):
+                        return run.id, key
             assert loop.time() < deadline, f"no paused run of {flow_name}"
             await asyncio.sleep(0.2)
+
+
+async def form_saved(run_id: UUID, pause_key: str) -> bool:
+    """Whether the paused run has saved the form of pause `pause_key` (it does so just after pausing)."""
+    return await aread_flow_run_input(keyset_from_base_key(f"paused-{pause_key}")["schema"], flow_run_id=run_id) is not None
 
 
 async def answer(run_id: UUID, person: str, code: str, decision: str = "approve", comment: str = "") -> Any:
@@ -70,8 +78,9 @@ async def next_pause(run_id: UUID, after_key: str, timeout: float = 30) -> str:
     async with get_client() as client:
         while True:
             state = (await client.read_flow_run(run_id)).state
-            if state and state.type is StateType.PAUSED and state.state_details.pause_key != after_key:
-                return str(state.state_details.pause_key)
+            key = state.state_details.pause_key if state and state.type is StateType.PAUSED else None
+            if key and key != after_key and await form_saved(run_id, key):
+                return key
             assert state is None or not state.is_final(), f"the run ended: {state}"
             assert loop.time() < deadline, "the gate did not pause again"
             await asyncio.sleep(0.1)
@@ -98,6 +107,8 @@ async def approve_every_gate(home: Path, runbook_id: str, stop: asyncio.Event, s
                     continue
                 state = (await client.read_flow_run(UUID(gate.run_id))).state
                 if not (state and state.type is StateType.PAUSED and state.state_details.pause_key == gate.pause_key):
+                    continue
+                if not await form_saved(UUID(gate.run_id), gate.pause_key):
                     continue
                 voted = {v.person for v in records.votes(gate.id)}
                 asked = [e["actor"] for e in records.events(gate.id) if e["kind"] == "code sent"]

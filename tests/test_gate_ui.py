@@ -111,7 +111,12 @@ class GatedRun:
     def paused_key(self) -> str | None:
         state = self.run()["state"]
         assert state["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"), state
-        return state["state_details"].get("pause_key") if state["type"] == "PAUSED" else None
+        key = state["state_details"].get("pause_key") if state["type"] == "PAUSED" else None
+        if key is None:
+            return None
+        # the form is saved just after the run pauses
+        form = self.http.get(f"{self.stack.api}/flow_runs/{self.id}/input/paused-{key}-schema")
+        return key if form.status_code == 200 else None
 
     def message_to(self, person: str) -> str:
         """The message that brought `person` their code for this run's gate."""
