@@ -256,6 +256,48 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return OK
 
 
+# --- siaga incident ID ------------------------------------------------------------------------
+
+
+def cmd_incident(args: argparse.Namespace) -> int:
+    import os
+
+    from .incident_report import age, incident_report, labels_summary
+    from .store import engine
+
+    report = incident_report(engine(), args.id, os.environ.get("PREFECT_API_URL"))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return OK
+    opened = f"{report['opened_at']:%Y-%m-%d %H:%M:%S} UTC"
+    resolved = f"{report['resolved_at']:%Y-%m-%d %H:%M:%S} UTC" if report["resolved_at"] else "not yet"
+    out.print(f"[bold]{report['id']}[/bold]  {report['runbook_id']}  group {report['group_key']}")
+    out.print(f"state      {report['state']}  ({'lasted' if report['resolved_at'] else 'open for'} {age(report['age_seconds'])})")
+    out.print(f"severity   {report['severity'] or '-'}  priority {report['priority'] or '-'}")
+    out.print(f"opened     {opened}\nresolved   {resolved}")
+    out.print(f"inputs     {json.dumps(report['inputs'])}")
+    run = report["run"]
+    if run is None:
+        out.print(f"run        not started{': ' + report['run_error'] if report['run_error'] else ' yet'}")
+    else:
+        out.print(f"run        {run['id']}  {run.get('state') or ''}\n           {run['url']}")
+        if run.get("error"):
+            out.print(f"           [yellow]{run['error']}[/yellow]")
+    table = Table("source", "alert", "fingerprint", "status", "starts at", "received", "labels", title=f"{len(report['alert_list'])} alerts")
+    for a in report["alert_list"]:
+        table.add_row(
+            a["source"], a["labels"].get("alertname", ""), a["fingerprint"],
+            a["status"] + (" (resolved)" if a["resolved_at"] else ""),
+            f"{a['starts_at']:%Y-%m-%d %H:%M:%S}" if a["starts_at"] else "", f"{a['received_at']:%H:%M:%S}",
+            labels_summary(a["labels"]),
+        )
+    out.print(table)
+    out.print("[bold]timeline[/bold]")
+    for entry in report["timeline"]:
+        out.print(f"  {entry['at']:%Y-%m-%d %H:%M:%S}  {entry['event']}", markup=False)
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -323,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_incidents)
+
+    p = commands.add_parser("incident", help="one incident in detail: alerts, run, timeline")
+    p.add_argument("id", metavar="ID", help="an incident id (or a unique start of one), as `siaga incidents` lists")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_incident)
     return parser
 
 
