@@ -298,6 +298,22 @@ def cmd_incident(args: argparse.Namespace) -> int:
     return OK
 
 
+# --- siaga alert send -------------------------------------------------------------------------
+
+
+def cmd_alert_send(args: argparse.Namespace) -> int:
+    from .alerts.sending import send_alert
+
+    try:
+        answer = send_alert(Path(args.file), args.to, args.source, secret=args.secret, token=args.token)
+    except ConnectionError as exc:
+        err.print(str(exc), markup=False)
+        return RUN_FAILED
+    (out if answer.ok else err).print(f"{answer.status} {answer.reason}", markup=False)
+    print(json.dumps(answer.body, indent=2) if not isinstance(answer.body, str) else answer.body)
+    return OK if answer.ok else RUN_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -370,6 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", help="an incident id (or a unique start of one), as `siaga incidents` lists")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_incident)
+
+    p = commands.add_parser("alert", help="alerts by hand: `siaga alert send FILE --to URL` posts a saved webhook payload")
+    alert_commands = p.add_subparsers(dest="alert_command", required=True, metavar="SUBCOMMAND")
+    p = alert_commands.add_parser("send", help="post a saved payload to a receiver, signed as its source signs it")
+    p.add_argument("file", metavar="FILE", help="the webhook body (JSON), e.g. examples/alerts/*.json")
+    p.add_argument("--to", required=True, metavar="URL", help="the hook, e.g. http://127.0.0.1:8787/hooks/alertmanager")
+    p.add_argument("--source", choices=["alertmanager", "grafana", "pagerduty", "generic", "sns"],
+                   help="how to prove it (default: from the URL's /hooks/SOURCE; unknown names are generic)")
+    p.add_argument("--secret", metavar="REF", help="HMAC key: secret://NAME or an environment variable's name "
+                   "(default: the receiver's own variable for the source)")
+    p.add_argument("--token", metavar="REF", help="bearer token: secret://NAME or an environment variable's name "
+                   "(default $SIAGA_ALERTMANAGER_TOKEN / $SIAGA_GRAFANA_TOKEN)")
+    p.set_defaults(handler=cmd_alert_send)
     return parser
 
 
