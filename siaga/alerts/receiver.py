@@ -11,9 +11,11 @@ Endpoints:
 
 A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
 re-sends the whole batch. The request only authenticates and parses; the batch goes onto one queue,
-and a single worker records its alerts, opens or joins incidents, and starts each new incident's
-run, one at a time (on the SQLite default, concurrent writers and concurrent run creation lose work
-to "database is locked"). Database and Prefect calls are retried; an incident whose run could not be
+and a single worker records its alerts and opens or joins incidents, one transaction per batch
+(`siaga.incidents.process_batch`); beside it a single starter starts each new incident's run, one
+at a time, so a slow Prefect server never holds up recording (on the SQLite default, concurrent
+writers and concurrent run creation lose work to "database is locked"). Database and Prefect calls
+are retried; an incident whose run could not be
 started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id makes a retry
 return the same run). A batch queued but not yet recorded when the process dies is lost; Alertmanager
 re-sends firing alerts every ``repeat_interval``.
@@ -55,11 +57,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from siaga.incidents import (
+    Outcome,
     get_incident,
     list_incidents,
     note_run_failure,
     pending_runs,
     process,
+    process_batch,
     set_flow_run,
 )
 from siaga.runbook import Runbook
@@ -147,7 +151,8 @@ class Batch:
 
 @dataclass
 class Worker:
-    """The one consumer of the queue: records, routes, and starts runs serially."""
+    """The one consumer of the queue: records and routes each batch in one transaction; beside it
+    one starter starts the new incidents' runs, one at a time."""
 
     runbooks: Mapping[str, Runbook]
     engine: Engine
@@ -155,31 +160,61 @@ class Worker:
     queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     notify: Callable[[str], None] | None = None
     """Told, in one line each, of incidents opened and resolved and runs started (`siaga up`)."""
-    busy: bool = False
+    recording: bool = False
+    starting: bool = False
     processed: int = 0
     attempts: int = 6
     first_delay: float = 0.25
     _not_before: dict[str, float] = field(default_factory=dict)
     """Incidents whose run failed to start: not retried before this (monotonic) time."""
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set after each batch: the starter looks for incidents whose run is to start."""
+    _recorded: int = 0
+    """Batches recorded since the starter's last pass began."""
+
+    @property
+    def busy(self) -> bool:
+        """Recording a batch, starting runs, or about to (`/healthz`)."""
+        return self.recording or self.starting or self._recorded > 0
 
     async def run(self) -> None:
-        await self._rescan()
+        starter = asyncio.create_task(self._starter(), name="siaga-receiver-run-starter")
+        try:
+            while True:
+                batch = await self.queue.get()
+                self.recording = True
+                try:
+                    await self._record(batch)
+                except Exception:  # the worker must outlive any one batch
+                    log.exception("alert batch from %s failed", batch.source)
+                finally:
+                    self.processed += 1
+                    self.recording = False
+                    self._recorded += 1  # done (`queue.task_done`) once the starter has been through
+                    self._wake.set()
+        finally:
+            starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starter
+
+    async def _starter(self) -> None:
+        """Start the runs of new incidents (woken after each batch), and retry the runs that did
+        not start (at startup and every RESCAN_SECONDS). Apart from recording, so a slow Prefect
+        server does not hold up the queue. A batch counts as done (`queue.join`) once a pass that
+        began after it was recorded is over."""
         while True:
+            self._wake.clear()
+            recorded, self._recorded = self._recorded, 0
+            self.starting = True
             try:
-                batch = await asyncio.wait_for(self.queue.get(), timeout=RESCAN_SECONDS)
-            except TimeoutError:
                 await self._rescan()
-                continue
-            self.busy = True
-            try:
-                await self._record(batch)
-                await self._start_pending()
-            except Exception:  # the worker must outlive any one batch
-                log.exception("alert batch from %s failed", batch.source)
             finally:
-                self.processed += 1
-                self.busy = False
-                self.queue.task_done()
+                self.starting = False
+                for _ in range(recorded):
+                    self.queue.task_done()
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=RESCAN_SECONDS)
 
     async def _rescan(self) -> None:
         """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""
@@ -195,15 +230,19 @@ class Worker:
             log.info(message)
 
     async def _record(self, batch: Batch) -> None:
-        for alert in batch.alerts:
-            try:
-                outcome = await self._retry(
-                    f"recording alert {alert.fingerprint}",
-                    lambda alert=alert: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
-                    (OperationalError,),
-                )
-            except Exception:  # one bad alert must not cost the rest of the batch
-                log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
+        """The batch in one transaction; if that fails for a reason other than a locked store,
+        alert by alert, so one bad alert does not cost the rest."""
+        try:
+            outcomes = await self._retry(
+                f"recording {len(batch.alerts)} {batch.source} alerts",
+                lambda: asyncio.to_thread(process_batch, self.engine, self.runbooks, batch.alerts, batch.received_at),
+                (OperationalError,),
+            )
+        except Exception:
+            log.exception("%s batch of %d alerts failed as a whole; recording it alert by alert", batch.source, len(batch.alerts))
+            outcomes = [await self._record_one(batch, alert) for alert in batch.alerts]
+        for alert, outcome in zip(batch.alerts, outcomes, strict=True):
+            if outcome is None:
                 continue
             for problem in outcome.problems:
                 log.warning("alert %s: %s", alert.fingerprint, problem)
@@ -211,6 +250,17 @@ class Worker:
                 self._tell(f"incident {incident_id} opened by {alert.source} alert {alert.labels.get('alertname', alert.fingerprint)}")
             for incident_id in outcome.resolved:
                 self._tell(f"incident {incident_id} resolved")
+
+    async def _record_one(self, batch: Batch, alert: Alert) -> Outcome | None:
+        try:
+            return await self._retry(
+                f"recording alert {alert.fingerprint}",
+                lambda: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
+                (OperationalError,),
+            )
+        except Exception:  # one bad alert must not cost the rest of the batch
+            log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
+            return None
 
     async def _start_pending(self) -> None:
         loop = asyncio.get_running_loop()
@@ -268,6 +318,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker.queue = asyncio.Queue(QUEUE_SIZE)  # bound to the serving loop
+        worker._wake = asyncio.Event()
         task = asyncio.create_task(worker.run(), name="siaga-receiver-worker")
         try:
             yield
