@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from siaga.alerts import Alert, AlertStatus
 from siaga.incidents import _bulk_ok, process, process_batch
 from siaga.store import alerts, engine, incident_alerts, incidents
 
+from .test_incidents_postgres import postgres_url  # noqa: F401  (module fixture: Debian's PostgreSQL)
 from .test_routing import GATEWAY, NOW, STARTED, STORM, runbook
 
 AUDIT = runbook(
@@ -84,8 +85,22 @@ def keys(store: Any) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_a_batch_does_what_its_alerts_one_by_one_do(tmp_path: Path, seed: int) -> None:
-    one_by_one = engine(f"sqlite:///{tmp_path / 'one.db'}")
-    batched = engine(f"sqlite:///{tmp_path / 'batch.db'}")
+    compare(engine(f"sqlite:///{tmp_path / 'one.db'}"), engine(f"sqlite:///{tmp_path / 'batch.db'}"), seed)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_on_postgresql_too(postgres_url: str, seed: int) -> None:  # noqa: F811
+    def fresh(name: str) -> Any:
+        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        return engine(postgres_url.rsplit("/", 1)[0] + f"/{name}")
+
+    compare(fresh(f"one_{seed}"), fresh(f"batch_{seed}"), seed)
+
+
+def compare(one_by_one: Any, batched: Any, seed: int) -> None:
     batches = random_batches(seed)
     assert any(len(b) > 1 and _bulk_ok(CATALOG, b) for b in batches), "the bulk path is exercised"
     assert any(not _bulk_ok(CATALOG, b) for b in batches), "so is the per-alert path"
