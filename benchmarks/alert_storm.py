@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
     options = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     bodies = batches(options.alerts, options.batch, options.groups, "storm")
 
     with tempfile.TemporaryDirectory(prefix="siaga-storm-") as scratch:

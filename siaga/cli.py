@@ -1,4 +1,4 @@
-"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents``.
+"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents | incident | alert send``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
