@@ -1,4 +1,5 @@
-"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents | audit``.
+"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents | incident |
+alert send | approvals | approve | audit | db``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -384,6 +385,64 @@ def cmd_db(args: argparse.Namespace) -> int:
     return OK
 
 
+# --- siaga incident ID ------------------------------------------------------------------------
+
+
+def cmd_incident(args: argparse.Namespace) -> int:
+    import os
+
+    from .incident_report import age, incident_report, labels_summary
+    from .store import engine
+
+    report = incident_report(engine(), args.id, os.environ.get("PREFECT_API_URL"))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return OK
+    opened = f"{report['opened_at']:%Y-%m-%d %H:%M:%S} UTC"
+    resolved = f"{report['resolved_at']:%Y-%m-%d %H:%M:%S} UTC" if report["resolved_at"] else "not yet"
+    out.print(f"[bold]{report['id']}[/bold]  {report['runbook_id']}  group {report['group_key']}")
+    out.print(f"state      {report['state']}  ({'lasted' if report['resolved_at'] else 'open for'} {age(report['age_seconds'])})")
+    out.print(f"severity   {report['severity'] or '-'}  priority {report['priority'] or '-'}")
+    out.print(f"opened     {opened}\nresolved   {resolved}")
+    out.print(f"inputs     {json.dumps(report['inputs'])}")
+    run = report["run"]
+    if run is None:
+        out.print(f"run        not started{': ' + report['run_error'] if report['run_error'] else ' yet'}")
+    else:
+        out.print(f"run        {run['id']}  {run.get('state') or ''}\n           {run['url']}")
+        if run.get("error"):
+            out.print(f"           [yellow]{run['error']}[/yellow]")
+    table = Table("source", "alert", "fingerprint", "status", "starts at", "received", "labels", title=f"{len(report['alert_list'])} alerts")
+    for a in report["alert_list"]:
+        table.add_row(
+            a["source"], a["labels"].get("alertname", ""), a["fingerprint"],
+            a["status"] + (" (resolved)" if a["resolved_at"] else ""),
+            f"{a['starts_at']:%Y-%m-%d %H:%M:%S}" if a["starts_at"] else "", f"{a['received_at']:%H:%M:%S}",
+            labels_summary(a["labels"]),
+        )
+    out.print(table)
+    out.print("[bold]timeline[/bold]")
+    for entry in report["timeline"]:
+        out.print(f"  {entry['at']:%Y-%m-%d %H:%M:%S}  {entry['event']}", markup=False)
+    return OK
+
+
+# --- siaga alert send -------------------------------------------------------------------------
+
+
+def cmd_alert_send(args: argparse.Namespace) -> int:
+    from .alerts.sending import send_alert
+
+    try:
+        answer = send_alert(Path(args.file), args.to, args.source, secret=args.secret, token=args.token)
+    except ConnectionError as exc:
+        err.print(str(exc), markup=False)
+        return RUN_FAILED
+    (out if answer.ok else err).print(f"{answer.status} {answer.reason}", markup=False)
+    print(json.dumps(answer.body, indent=2) if not isinstance(answer.body, str) else answer.body)
+    return OK if answer.ok else RUN_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -472,6 +531,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("db", help="Siaga's own store (SIAGA_DATABASE_URL): migrations")
     db = p.add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="bring the store to the newest migration (first use does it too)").set_defaults(handler=cmd_db)
+    p = commands.add_parser("incident", help="one incident in detail: alerts, run, timeline")
+    p.add_argument("id", metavar="ID", help="an incident id (or a unique start of one), as `siaga incidents` lists")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_incident)
+
+    p = commands.add_parser("alert", help="alerts by hand: `siaga alert send FILE --to URL` posts a saved webhook payload")
+    alert_commands = p.add_subparsers(dest="alert_command", required=True, metavar="SUBCOMMAND")
+    p = alert_commands.add_parser("send", help="post a saved payload to a receiver, signed as its source signs it")
+    p.add_argument("file", metavar="FILE", help="the webhook body (JSON), e.g. examples/alerts/*.json")
+    p.add_argument("--to", required=True, metavar="URL", help="the hook, e.g. http://127.0.0.1:8787/hooks/alertmanager")
+    p.add_argument("--source", choices=["alertmanager", "grafana", "pagerduty", "generic", "sns"],
+                   help="how to prove it (default: from the URL's /hooks/SOURCE; unknown names are generic)")
+    p.add_argument("--secret", metavar="REF", help="HMAC key: secret://NAME or an environment variable's name "
+                   "(default: the receiver's own variable for the source)")
+    p.add_argument("--token", metavar="REF", help="bearer token: secret://NAME or an environment variable's name "
+                   "(default $SIAGA_ALERTMANAGER_TOKEN / $SIAGA_GRAFANA_TOKEN)")
+    p.set_defaults(handler=cmd_alert_send)
     return parser
 
 

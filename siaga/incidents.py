@@ -15,18 +15,19 @@ together with the incidents it opened or joined, or not at all.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .alerts.model import Alert, AlertStatus
-from .alerts.routing import Route, group_key, matches, routes, threshold_reached
+from .alerts.routing import Route, group_key, matches, render_inputs, routes, threshold_reached
 from .audit import AuditTrail
 from .runbook import Runbook
+from .runbook.models import Trigger
 from .store import alerts, incident_alerts, incidents
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "note_run_failure",
     "pending_runs",
     "process",
+    "process_batch",
     "set_flow_run",
 ]
 
@@ -220,56 +222,231 @@ def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: date
 def process(engine: Engine, runbooks: Mapping[str, Runbook], alert: Alert, now: datetime) -> Outcome:
     """Record `alert` and open, join or resolve its incidents, in one transaction."""
     with engine.begin() as connection:
-        alert_id, new = record_alert(connection, alert, now)
-        outcome = Outcome(alert_id=alert_id, new=new)
-        if not new:
-            return outcome
-        if alert.status is AlertStatus.RESOLVED:
-            outcome.resolved = resolve_alert(connection, alert, alert_id, now)
-            return outcome
-        if connection.execute(select(alerts.c.id).where(_same_episode(alert, AlertStatus.RESOLVED))).first():
-            # the resolved notification came first: this episode is over
-            connection.execute(update(alerts).where(alerts.c.id == alert_id).values(resolved_at=now))
-            return outcome
-        trail = AuditTrail(engine, clock=lambda: now)
-        for route in routes(runbooks.values(), alert):
-            runbook = runbooks[route.runbook_id]
-            outcome.problems.extend(f"{route.runbook_id}: {p}" for p in route.problems)
-            counted: dict[int, datetime] = {}
-            if route.threshold is not None:
-                already = connection.execute(
-                    select(incidents.c.id).where(incidents.c.open_key == f"{route.runbook_id} {route.group_key}")
-                ).first()
-                if not already:
-                    counted = _recent(connection, route, runbook, now)
-                    if not threshold_reached(route.threshold, list(counted.values()), now):
-                        continue
-            incident_id, opened = open_or_join(connection, route, alert, alert_id, runbook, now)
-            since = now - route.threshold.within if route.threshold else now
-            for earlier, at in counted.items():  # the alerts that reached the threshold belong to it too
-                if earlier != alert_id and since <= at <= now and _link(connection, incident_id, earlier):
-                    connection.execute(
-                        update(incidents).where(incidents.c.id == incident_id).values(alerts=incidents.c.alerts + 1)
-                    )
-            (outcome.opened if opened else outcome.joined).append(incident_id)
-            _audit_alert(trail, connection, incident_id, alert, alert_id)
-            if opened:
-                trail.append(
-                    "incident.opened", incident_id=incident_id, connection=connection,
-                    data={"runbook": route.runbook_id, "group_key": route.group_key,
-                          "severity": str(runbook.severity), "inputs": route.inputs},
-                )
+        return _process(connection, runbooks, alert, now)
+
+
+def _process(connection: Connection, runbooks: Mapping[str, Runbook], alert: Alert, now: datetime) -> Outcome:
+    alert_id, new = record_alert(connection, alert, now)
+    outcome = Outcome(alert_id=alert_id, new=new)
+    if not new:
         return outcome
+    if alert.status is AlertStatus.RESOLVED:
+        outcome.resolved = resolve_alert(connection, alert, alert_id, now)
+        return outcome
+    if connection.execute(select(alerts.c.id).where(_same_episode(alert, AlertStatus.RESOLVED))).first():
+        # the resolved notification came first: this episode is over
+        connection.execute(update(alerts).where(alerts.c.id == alert_id).values(resolved_at=now))
+        return outcome
+    trail = AuditTrail(connection.engine, clock=lambda: now)
+    for route in routes(runbooks.values(), alert):
+        runbook = runbooks[route.runbook_id]
+        outcome.problems.extend(f"{route.runbook_id}: {p}" for p in route.problems)
+        counted: dict[int, datetime] = {}
+        if route.threshold is not None:
+            already = connection.execute(
+                select(incidents.c.id).where(incidents.c.open_key == f"{route.runbook_id} {route.group_key}")
+            ).first()
+            if not already:
+                counted = _recent(connection, route, runbook, now)
+                if not threshold_reached(route.threshold, list(counted.values()), now):
+                    continue
+        incident_id, opened = open_or_join(connection, route, alert, alert_id, runbook, now)
+        since = now - route.threshold.within if route.threshold else now
+        for earlier, at in counted.items():  # the alerts that reached the threshold belong to it too
+            if earlier != alert_id and since <= at <= now and _link(connection, incident_id, earlier):
+                connection.execute(
+                    update(incidents).where(incidents.c.id == incident_id).values(alerts=incidents.c.alerts + 1)
+                )
+        (outcome.opened if opened else outcome.joined).append(incident_id)
+        _audit_alert(trail, connection, incident_id, alert, alert_id)
+        if opened:
+            _audit_opened(trail, connection, incident_id, route.runbook_id, route.group_key, runbook, route.inputs)
+    return outcome
+
+
+def process_batch(engine: Engine, runbooks: Mapping[str, Runbook], batch: Sequence[Alert], now: datetime) -> list[Outcome]:
+    """`process` for each alert of one webhook, in one transaction: all of them or none.
+
+    A storm is mostly new firing alerts joining or opening incidents without a threshold; those
+    take a bulk path (one multi-row INSERT for the alerts, one query for the open incidents, one
+    INSERT for the incidents it opens, one for the links, one UPDATE per incident for its count),
+    with the same outcome as one `process` per alert in order. A batch holding anything else
+    (a resolved alert, a threshold trigger, a repeat inside the batch, a source with one alert)
+    takes the per-alert path, still in one transaction.
+    """
+    with engine.begin() as connection:
+        if len(batch) > 1 and _bulk_ok(runbooks, batch):
+            return _process_bulk(connection, runbooks, batch, now)
+        return [_process(connection, runbooks, alert, now) for alert in batch]
+
+
+def _first_matches(runbooks: Mapping[str, Runbook], alert: Alert) -> list[tuple[Runbook, Trigger]]:
+    """Each runbook's first trigger that takes `alert` (what `routes` picks), in catalog order."""
+    found = []
+    for runbook in runbooks.values():
+        for trigger in runbook.triggers:
+            if matches(trigger, alert):
+                found.append((runbook, trigger))
+                break
+    return found
+
+
+def _bulk_ok(runbooks: Mapping[str, Runbook], batch: Sequence[Alert]) -> bool:
+    seen: set[tuple[str, str, str, str]] = set()
+    for alert in batch:
+        key = (alert.source, *alert.episode)
+        if alert.status is not AlertStatus.FIRING or key in seen:
+            return False
+        seen.add(key)
+        if any(trigger.threshold is not None for _, trigger in _first_matches(runbooks, alert)):
+            return False
+    return True
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _process_bulk(connection: Connection, runbooks: Mapping[str, Runbook], batch: Sequence[Alert], now: datetime) -> list[Outcome]:
+    rows = [
+        {
+            "source": a.source, "fingerprint": a.fingerprint, "starts_at": a.starts_at, "episode": _episode(a),
+            "status": str(a.status), "labels": dict(a.labels), "annotations": dict(a.annotations), "raw": a.raw,
+            "received_at": now,
+        }
+        for a in batch
+    ]
+    ids: dict[tuple[str, str, str], int] = {}
+    for chunk in _chunks(rows):
+        inserted = connection.execute(
+            _insert(connection, alerts).returning(alerts.c.id, alerts.c.source, alerts.c.fingerprint, alerts.c.episode),
+            list(chunk),
+        )
+        ids.update({(src, fp, ep): alert_id for alert_id, src, fp, ep in inserted})
+    outcomes: list[Outcome] = []
+    fresh: list[tuple[Alert, Outcome]] = []
+    for alert in batch:
+        alert_id = ids.get((alert.source, alert.fingerprint, _episode(alert)))
+        if alert_id is None:  # a repeat of a recorded notification: changes nothing
+            outcomes.append(Outcome(alert_id=_recorded_id(connection, alert), new=False))
+            continue
+        outcome = Outcome(alert_id=alert_id, new=True)
+        outcomes.append(outcome)
+        fresh.append((alert, outcome))
+    if not fresh:
+        return outcomes
+
+    # the resolved notification came first: these episodes are over
+    ended: set[tuple[str, str, str]] = set()
+    for source in {a.source for a, _ in fresh}:
+        fingerprints = sorted({a.fingerprint for a, _ in fresh if a.source == source})
+        for chunk in _chunks(fingerprints):
+            found = connection.execute(
+                select(alerts.c.fingerprint, alerts.c.episode).where(
+                    alerts.c.source == source, alerts.c.status == str(AlertStatus.RESOLVED), alerts.c.fingerprint.in_(chunk)
+                )
+            )
+            ended.update((source, fp, ep) for fp, ep in found)
+    if ended:
+        over = [o.alert_id for a, o in fresh if (a.source, a.fingerprint, _episode(a)) in ended]
+        connection.execute(update(alerts).where(alerts.c.id.in_(over)).values(resolved_at=now))
+        fresh = [(a, o) for a, o in fresh if (a.source, a.fingerprint, _episode(a)) not in ended]
+
+    # route: the incident key of each (alert, runbook), in batch order
+    keyed: dict[str, tuple[Runbook, Trigger, Alert]] = {}  # open key -> its first alert
+    links: list[tuple[str, Alert, Outcome]] = []
+    for alert, outcome in fresh:
+        for runbook, trigger in _first_matches(runbooks, alert):
+            open_key = f"{runbook.id} {group_key(trigger, alert)}"
+            keyed.setdefault(open_key, (runbook, trigger, alert))
+            links.append((open_key, alert, outcome))
+    if not links:
+        return outcomes
+    existing: dict[str, str] = {}
+    for chunk in _chunks(list(keyed)):
+        existing.update(
+            {key: incident_id for incident_id, key in connection.execute(
+                select(incidents.c.id, incidents.c.open_key).where(incidents.c.open_key.in_(chunk))
+            )}
+        )
+    opened: set[str] = set()
+    to_open = []
+    for open_key, (runbook, trigger, alert) in keyed.items():
+        if open_key in existing:
+            continue
+        inputs, problems = render_inputs(trigger, alert, runbook)
+        first = next(o for k, a, o in links if k == open_key)
+        first.problems.extend(f"{runbook.id}: {p}" for p in problems)
+        to_open.append({
+            "id": f"inc-{uuid.uuid4().hex[:16]}", "runbook_id": runbook.id, "group_key": group_key(trigger, alert),
+            "open_key": open_key, "state": "open", "severity": str(runbook.severity),
+            "priority": alert.labels.get("priority"), "opened_at": now, "inputs": inputs,
+            "alert": alert.template_context(), "run_attempts": 0, "alerts": 0,
+        })
+    for chunk in _chunks(to_open):
+        won = connection.execute(_insert(connection, incidents).returning(incidents.c.id, incidents.c.open_key), list(chunk))
+        for incident_id, open_key in won:
+            existing[open_key] = incident_id
+            opened.add(incident_id)
+    missing = [row["open_key"] for row in to_open if row["open_key"] not in existing]
+    if missing:  # another receiver opened them meanwhile (PostgreSQL): join its incidents
+        existing.update({key: incident_id for incident_id, key in connection.execute(
+            select(incidents.c.id, incidents.c.open_key).where(incidents.c.open_key.in_(missing)))})
+
+    counts: dict[str, int] = {}
+    for open_key, alert, outcome in links:
+        incident_id = existing[open_key]
+        counts[incident_id] = counts.get(incident_id, 0) + 1
+        opener = incident_id in opened and keyed[open_key][2] is alert
+        (outcome.opened if opener else outcome.joined).append(incident_id)
+    # the incidents' records, as one alert at a time would write them: each alert, and after the
+    # one that opened an incident, its opening
+    trail = AuditTrail(connection.engine, clock=lambda: now)
+    opening = {row["open_key"]: row for row in to_open if existing.get(row["open_key"]) in opened}
+    drafts = []
+    for open_key, alert, outcome in links:
+        incident_id = existing[open_key]
+        drafts.append(trail.draft("alert.received", incident_id=incident_id, channel=alert.source,
+                                  data=_alert_record(alert, outcome.alert_id)))
+        if open_key in opening and keyed[open_key][2] is alert:
+            row = opening[open_key]
+            drafts.append(trail.draft("incident.opened", incident_id=incident_id,
+                                      data=_opened_record(row["runbook_id"], row["group_key"], keyed[open_key][0], row["inputs"])))
+    trail.extend(connection, drafts)
+    link_rows = [{"incident_id": existing[k], "alert_id": o.alert_id} for k, _, o in links]
+    for chunk in _chunks(link_rows):
+        connection.execute(_insert(connection, incident_alerts), list(chunk))
+    connection.execute(
+        update(incidents).where(incidents.c.id == bindparam("incident")).values(alerts=incidents.c.alerts + bindparam("n")),
+        [{"incident": incident_id, "n": n} for incident_id, n in counts.items()],
+    )
+    return outcomes
+
+
+def _recorded_id(connection: Connection, alert: Alert) -> int:
+    return connection.execute(select(alerts.c.id).where(_same_episode(alert, alert.status))).scalar_one()
 
 
 def _audit_alert(trail: AuditTrail, connection: Connection, incident_id: str, alert: Alert, alert_id: int) -> None:
     """The incident's record of an alert that opened, joined or resolved it (part of the alert's
     transaction: no incident changes without its record)."""
-    trail.append(
-        "alert.received", incident_id=incident_id, connection=connection, channel=alert.source,
-        data={"alert_id": alert_id, "source": alert.source, "fingerprint": alert.fingerprint,
-              "status": str(alert.status), "labels": dict(alert.labels)},
-    )
+    trail.append("alert.received", incident_id=incident_id, connection=connection, channel=alert.source,
+                 data=_alert_record(alert, alert_id))
+
+
+def _alert_record(alert: Alert, alert_id: int) -> dict[str, Any]:
+    return {"alert_id": alert_id, "source": alert.source, "fingerprint": alert.fingerprint,
+            "status": str(alert.status), "labels": dict(alert.labels)}
+
+
+def _audit_opened(trail: AuditTrail, connection: Connection, incident_id: str, runbook_id: str, group: str,
+                  runbook: Runbook, inputs: Mapping[str, Any]) -> None:
+    trail.append("incident.opened", incident_id=incident_id, connection=connection,
+                 data=_opened_record(runbook_id, group, runbook, inputs))
+
+
+def _opened_record(runbook_id: str, group: str, runbook: Runbook, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {"runbook": runbook_id, "group_key": group, "severity": str(runbook.severity), "inputs": dict(inputs)}
 
 
 def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:

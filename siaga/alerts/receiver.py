@@ -10,10 +10,12 @@ XX
 
 A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
 re-sends the whole batch. The request only authenticates, parses and writes the raw body to the
-store's inbox (`siaga.alerts.inbox`) before it is answered; the batch goes onto one queue,
-and a single worker records its alerts, opens or joins incidents, and starts each new incident's
-run, one at a time (on the SQLite default, concurrent writers and concurrent run creation lose work
-to "database is locked"). Database and Prefect calls are retried; an incident whose run could not be
+store's inbox (`siaga.alerts.inbox`) before it is answered; the batch goes onto one queue, and a
+single worker records its alerts and opens or joins incidents, one transaction per batch
+(`siaga.incidents.process_batch`); beside it a single starter starts each new incident's run, one
+at a time, so a slow Prefect server never holds up recording (on the SQLite default, concurrent
+writers and concurrent run creation lose work to "database is locked"). Database and Prefect calls
+are retried; an incident whose run could not be
 started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id makes a retry
 return the same run). A batch queued but not yet recorded when the process dies stays unfinished in
 the inbox, and the next receiver to start processes it (recording is idempotent, so twice is safe).
@@ -61,11 +63,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from siaga.incidents import (
+    Outcome,
     get_incident,
     list_incidents,
     note_run_failure,
     pending_runs,
     process,
+    process_batch,
     set_flow_run,
 )
 from siaga.runbook import Runbook
@@ -166,7 +170,8 @@ class Batch:
 
 @dataclass
 class Worker:
-    """The one consumer of the queue: records, routes, and starts runs serially."""
+    """The one consumer of the queue: records and routes each batch in one transaction; beside it
+    one starter starts the new incidents' runs, one at a time."""
 
     runbooks: Mapping[str, Runbook]
     engine: Engine
@@ -174,40 +179,73 @@ class Worker:
     queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     notify: Callable[[str], None] | None = None
     """Told, in one line each, of incidents opened and resolved and runs started (`siaga up`)."""
-    busy: bool = False
+    recording: bool = False
+    starting: bool = False
     processed: int = 0
     attempts: int = 6
     first_delay: float = 0.25
     _not_before: dict[str, float] = field(default_factory=dict)
     """Incidents whose run failed to start: not retried before this (monotonic) time."""
+    session: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
+    """Entered around each pass of run starts: one Prefect client for the pass, rather than one per
+    run (building a client costs ~20 ms of CPU on the event loop: its TLS context)."""
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set after each batch: the starter looks for incidents whose run is to start."""
+    _recorded: int = 0
+    """Queued batches recorded since the starter's last pass began."""
+
+    @property
+    def busy(self) -> bool:
+        """Recording a batch, starting runs, or about to (`/healthz`)."""
+        return self.recording or self.starting or self._recorded > 0
 
     async def run(self) -> None:
-        await self._take_up_inbox()
-        await self._rescan()
-        while True:
-            try:
-                batch = await asyncio.wait_for(self.queue.get(), timeout=RESCAN_SECONDS)
-            except TimeoutError:
-                await self._rescan()
-                continue
-            try:
-                await self._handle(batch)
-            finally:
-                self.queue.task_done()
+        starter = asyncio.create_task(self._starter(), name="siaga-receiver-run-starter")
+        try:
+            await self._take_up_inbox()
+            while True:
+                batch = await self.queue.get()
+                await self._handle(batch, queued=True)
+        finally:
+            starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starter
 
-    async def _handle(self, batch: Batch) -> None:
-        self.busy = True
+    async def _handle(self, batch: Batch, queued: bool) -> None:
+        """Record `batch`, close its inbox row, and wake the starter."""
+        self.recording = True
         try:
             complete = await self._record(batch)
             if batch.inbox_id is not None:
                 error = None if complete else "some alerts were not recorded"
                 await asyncio.to_thread(inbox.finish, self.engine, batch.inbox_id, datetime.now(UTC), error)
-            await self._start_pending()
         except Exception:  # the worker must outlive any one batch
             log.exception("alert batch from %s failed", batch.source)
         finally:
             self.processed += 1
-            self.busy = False
+            self.recording = False
+            if queued:
+                self._recorded += 1  # done (`queue.task_done`) once the starter has been through
+            self._wake.set()
+
+    async def _starter(self) -> None:
+        """Start the runs of new incidents (woken after each batch), and retry the runs that did
+        not start (at startup and every RESCAN_SECONDS). Apart from recording, so a slow Prefect
+        server does not hold up the queue. A batch counts as done (`queue.join`) once a pass that
+        began after it was recorded is over."""
+        while True:
+            self._wake.clear()
+            recorded, self._recorded = self._recorded, 0
+            self.starting = True
+            try:
+                await self._rescan()
+            finally:
+                self.starting = False
+                for _ in range(recorded):
+                    self.queue.task_done()
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=RESCAN_SECONDS)
 
     async def _take_up_inbox(self) -> None:
         """Process the webhooks a previous receiver took in but did not finish (it died)."""
@@ -226,7 +264,7 @@ class Worker:
                 log.error("inbox %d from %s no longer parses: %s", delivery.id, delivery.source, exc)
                 await asyncio.to_thread(inbox.finish, self.engine, delivery.id, datetime.now(UTC), None)
                 continue
-            await self._handle(Batch(delivery.source, alerts, delivery.received_at, delivery.id))
+            await self._handle(Batch(delivery.source, alerts, delivery.received_at, delivery.id), queued=False)
 
     async def _rescan(self) -> None:
         """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""
@@ -242,18 +280,19 @@ class Worker:
             log.info(message)
 
     async def _record(self, batch: Batch) -> bool:
-        """Record the batch's alerts; False if any of them could not be."""
-        complete = True
-        for alert in batch.alerts:
-            try:
-                outcome = await self._retry(
-                    f"recording alert {alert.fingerprint}",
-                    lambda alert=alert: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
-                    (OperationalError,),
-                )
-            except Exception:  # one bad alert must not cost the rest of the batch
-                log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
-                complete = False
+        """The batch in one transaction; if that fails for a reason other than a locked store,
+        alert by alert, so one bad alert does not cost the rest. False if an alert was lost."""
+        try:
+            outcomes = await self._retry(
+                f"recording {len(batch.alerts)} {batch.source} alerts",
+                lambda: asyncio.to_thread(process_batch, self.engine, self.runbooks, batch.alerts, batch.received_at),
+                (OperationalError,),
+            )
+        except Exception:
+            log.exception("%s batch of %d alerts failed as a whole; recording it alert by alert", batch.source, len(batch.alerts))
+            outcomes = [await self._record_one(batch, alert) for alert in batch.alerts]
+        for alert, outcome in zip(batch.alerts, outcomes, strict=True):
+            if outcome is None:
                 continue
             for problem in outcome.problems:
                 log.warning("alert %s: %s", alert.fingerprint, problem)
@@ -261,11 +300,34 @@ class Worker:
                 self._tell(f"incident {incident_id} opened by {alert.source} alert {alert.labels.get('alertname', alert.fingerprint)}")
             for incident_id in outcome.resolved:
                 self._tell(f"incident {incident_id} resolved")
-        return complete
+        return all(outcome is not None for outcome in outcomes)
+
+    async def _record_one(self, batch: Batch, alert: Alert) -> Outcome | None:
+        try:
+            return await self._retry(
+                f"recording alert {alert.fingerprint}",
+                lambda: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
+                (OperationalError,),
+            )
+        except Exception:  # one bad alert must not cost the rest of the batch
+            log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
+            return None
 
     async def _start_pending(self) -> None:
+        pending = await asyncio.to_thread(pending_runs, self.engine)
+        if not pending:
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            if self.session is not None:
+                try:
+                    await stack.enter_async_context(self.session())
+                except Exception as exc:  # noqa: BLE001 (each start then opens its own connection, and says why it fails)
+                    log.warning("no shared connection for starting runs: %s", exc)
+            await self._start(pending)
+
+    async def _start(self, pending: list[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
-        for incident in await asyncio.to_thread(pending_runs, self.engine):
+        for incident in pending:
             if self._not_before.get(incident["id"], 0.0) > loop.time():
                 continue  # failed lately: the rescan retries it later, and the queue moves on
             try:
@@ -297,6 +359,16 @@ class Worker:
                 delay = min(delay * 2, 5.0)
 
 
+def _prefect_session() -> contextlib.AbstractAsyncContextManager[Any]:
+    """A Prefect client shared by every `get_client()` inside it (`start_incident_run`'s)."""
+    from prefect.context import AsyncClientContext
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # no server: `start_incident_run` says so (no ephemeral one here)
+        return contextlib.nullcontext()
+    return AsyncClientContext.get_or_create()
+
+
 def create_app(
     runbooks: Mapping[str, Runbook],
     config: ReceiverConfig,
@@ -318,7 +390,10 @@ def create_app(
         from siaga.flows.running import start_incident_run
 
         start_run = start_incident_run
-    worker = Worker(runbooks, engine, start_run, notify=notify)
+        session = _prefect_session
+    else:
+        session = None
+    worker = Worker(runbooks, engine, start_run, notify=notify, session=session)
     if replay_guard is None:
         replay_guard = StoreReplayGuard(engine)
     own_client = sns_client is None
@@ -328,6 +403,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker.queue = asyncio.Queue(QUEUE_SIZE)  # bound to the serving loop
+        worker._wake = asyncio.Event()
         task = asyncio.create_task(worker.run(), name="siaga-receiver-worker")
         try:
             yield

@@ -77,18 +77,8 @@ class AuditTrail:
         """Append a record to its chain and return it, sealed. Every known secret value is redacted
         from it first. With `connection`, the record is part of the caller's transaction (an incident
         and the record of its opening commit together); raises on any store error."""
-        draft = AuditRecord(
-            id=uuid.uuid4().hex,
-            chain=chain or chain_of(incident_id, run_id),
-            seq=0,
-            at=self.clock(),
-            kind=kind,
-            incident_id=incident_id,
-            run_id=run_id,
-            actor=REDACTOR(actor),
-            channel=channel,
-            data=REDACTOR(plain(dict(data or {}))),  # plain first: then every value is text the redactor sees
-        )
+        draft = self.draft(kind, incident_id=incident_id, run_id=run_id, actor=actor, channel=channel,
+                           data=data, chain=chain)
         if connection is not None:
             return self._append_within(connection, draft)
         for attempt in range(ATTEMPTS):
@@ -103,6 +93,58 @@ class AuditTrail:
                     raise
                 time.sleep(random.uniform(0, min(0.002 * (attempt + 1), 0.05)))
         raise AssertionError("unreachable")
+
+    def draft(
+        self,
+        kind: str,
+        *,
+        incident_id: str | None = None,
+        run_id: str | None = None,
+        actor: str | None = None,
+        channel: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        chain: str | None = None,
+    ) -> AuditRecord:
+        """A record to append (`extend`), redacted, not yet sealed into its chain."""
+        return AuditRecord(
+            id=uuid.uuid4().hex,
+            chain=chain or chain_of(incident_id, run_id),
+            seq=0,
+            at=self.clock(),
+            kind=kind,
+            incident_id=incident_id,
+            run_id=run_id,
+            actor=REDACTOR(actor),
+            channel=channel,
+            data=REDACTOR(plain(dict(data or {}))),  # plain first: then every value is text the redactor sees
+        )
+
+    def extend(self, connection: Connection, drafts: Iterable[AuditRecord]) -> list[AuditRecord]:
+        """Append many drafts (`draft`), in order, within the caller's transaction: each chain's head
+        is read once and the records are inserted together (an alert storm's thousands of records)."""
+        drafts = list(drafts)
+        chains = sorted({d.chain for d in drafts})
+        if connection.dialect.name == "postgresql":
+            for chain in chains:  # in one order, so two writers never wait on each other's chains
+                self._begin(connection, chain)
+        heads: dict[str, tuple[int, str]] = {}
+        for chain in chains:
+            last = connection.execute(
+                select(audit_records.c.seq, audit_records.c.hash)
+                .where(audit_records.c.chain == chain)
+                .order_by(audit_records.c.seq.desc())
+                .limit(1)
+            ).first()
+            heads[chain] = (last.seq, last.hash) if last else (0, GENESIS)
+        records = []
+        for draft in drafts:
+            seq, prev = heads[draft.chain]
+            record = replace(draft, seq=seq + 1, prev_hash=prev).sealed()
+            heads[draft.chain] = (record.seq, record.hash)
+            records.append(record)
+        for start in range(0, len(records), 500):
+            connection.execute(insert(audit_records), [_row(r) for r in records[start : start + 500]])
+        return records
 
     def _begin(self, connection: Connection, chain: str) -> None:
         if connection.dialect.name == "sqlite":

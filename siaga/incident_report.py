@@ -1,0 +1,151 @@
+"""One incident in detail, for `siaga incident ID`: what the store holds, the run as the Prefect
+API sees it, and a timeline of both.
+
+The store is read directly (no receiver needed); the run's state is read over HTTP from the
+Prefect API named by ``PREFECT_API_URL`` (set by `siaga up`'s stack.json), without importing
+Prefect, so the command answers in well under a second. With no stack up, the report says so and
+still shows everything the store knows.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, select
+
+from .errors import BadInput
+from .incidents import get_incident
+from .store import incidents
+
+__all__ = ["IncidentNotFound", "find_incident_id", "incident_report", "read_run", "run_url", "timeline"]
+
+
+class IncidentNotFound(BadInput):
+    """No incident has that id; the message names the nearest ones."""
+
+
+def find_incident_id(engine: Engine, wanted: str) -> str:
+    """The id `wanted` names: itself, or the one id it is a unique prefix of. Raise
+    IncidentNotFound with the nearest ids as a hint."""
+    with engine.connect() as connection:
+        ids = connection.execute(select(incidents.c.id)).scalars().all()
+    if wanted in ids:
+        return wanted
+    prefixed = [i for i in ids if i.startswith(wanted)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    near = prefixed[:5] or difflib.get_close_matches(wanted, ids, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(near)}?" if near else ("; `siaga incidents` lists them" if ids else "; none is recorded yet")
+    raise IncidentNotFound(f"no incident {wanted}{hint}")
+
+
+def run_url(flow_run_id: str, api_url: str | None) -> str:
+    """The Prefect UI page of a flow run (as `siaga.flows.running.flow_run_url` builds it)."""
+    ui = os.environ.get("PREFECT_UI_URL") or (api_url or "http://127.0.0.1:4200/api").rstrip("/").removesuffix("/api")
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def read_run(flow_run_id: str, api_url: str | None, timeout: float = 5.0) -> dict[str, Any]:
+    """The flow run's state and times from the Prefect API; ``{"error": why}`` when it cannot be
+    read (no stack, the server does not answer, the run is unknown to it)."""
+    if not api_url:
+        return {"error": "no stack is running (start one with `siaga up`): the run's state is unknown"}
+    try:
+        answer = httpx.get(f"{api_url.rstrip('/')}/flow_runs/{flow_run_id}", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return {"error": f"the Prefect server at {api_url} does not answer ({type(exc).__name__}): is `siaga up` running?"}
+    if answer.status_code == 404:
+        return {"error": f"the Prefect server at {api_url} knows no flow run {flow_run_id}"}
+    if answer.status_code != 200:
+        return {"error": f"the Prefect server at {api_url} answered {answer.status_code}"}
+    run = answer.json()
+    state = run.get("state") or {}
+    return {
+        "name": run.get("name"),
+        "state": state.get("name"),
+        "state_type": state.get("type"),
+        "message": state.get("message"),
+        "created": _time(run.get("created")),
+        "start_time": _time(run.get("start_time")),
+        "end_time": _time(run.get("end_time")),
+    }
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def timeline(incident: Mapping[str, Any], run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """What happened, oldest first: alerts received and resolved, the incident opened, its run
+    created, started and ended (when the Prefect API told), the incident resolved."""
+    events: list[tuple[datetime, int, str]] = []
+    # a firing alert marked resolved tells when; its resolved notification would say it twice
+    closed = {(a["source"], a["fingerprint"]) for a in incident["alert_list"] if a["resolved_at"]}
+    for a in incident["alert_list"]:
+        name = a["labels"].get("alertname") or a["fingerprint"]
+        said = f"{a['source']} alert {name} ({a['fingerprint']})"
+        if a["status"] != "resolved":
+            events.append((a["received_at"], 0, f"{said} received, firing"))
+            if a["resolved_at"]:
+                events.append((a["resolved_at"], 0, f"{said} resolved"))
+        elif (a["source"], a["fingerprint"]) not in closed:
+            events.append((a["received_at"], 0, f"{said} resolved"))
+    events.append((incident["opened_at"], 1, f"incident opened ({incident['runbook_id']}, group {incident['group_key']})"))
+    run = run or {}
+    if incident.get("flow_run_id"):
+        if run.get("created"):
+            events.append((run["created"], 2, f"run {run.get('name') or incident['flow_run_id']} created"))
+        if run.get("start_time"):
+            events.append((run["start_time"], 3, "run started"))
+        if run.get("end_time"):
+            events.append((run["end_time"], 4, f"run ended: {run.get('state')}"))
+    if incident.get("resolved_at"):
+        events.append((incident["resolved_at"], 5, "incident resolved"))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [{"at": at, "event": what} for at, _, what in events]
+
+
+def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datetime | None = None) -> dict[str, Any]:
+    """Everything `siaga incident` shows, as plain data (what ``--json`` prints)."""
+    incident_id = find_incident_id(engine, wanted)
+    incident = get_incident(engine, incident_id)
+    if incident is None:  # deleted between the two reads
+        raise IncidentNotFound(f"no incident {wanted}")
+    now = now or datetime.now(UTC)
+    end = incident["resolved_at"] or now
+    report = dict(incident)
+    report["age_seconds"] = round((end - incident["opened_at"]).total_seconds(), 3)
+    run: dict[str, Any] | None = None
+    if incident["flow_run_id"]:
+        run = {"id": incident["flow_run_id"], "url": run_url(incident["flow_run_id"], api_url)}
+        run |= read_run(incident["flow_run_id"], api_url)
+    report["run"] = run
+    report["timeline"] = timeline(incident, run)
+    return report
+
+
+def labels_summary(labels: Mapping[str, str], width: int = 80) -> str:
+    """``k=v, k=v`` cut to `width` characters (alertname first; it is in the alert column)."""
+    text = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def age(seconds: float) -> str:
+    """``3d 4h``, ``2h 5m``, ``4m 10s``, ``12s``."""
+    s = int(seconds)
+    days, hours, minutes = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {s % 60}s"
+    return f"{s}s"
