@@ -1,0 +1,252 @@
+"""Start a flow run in a warm process: the fast path from an accepted alert to the first step.
+
+Prefect's runner starts every flow run in a fresh interpreter, which imports Prefect again
+(about 2 s of a 2.7 s start). Here a standard-library *forkserver* imports Prefect and Siaga once;
+each flow run is a fresh process forked from it that runs Prefect's own engine entry for the run
+id, exactly what ``python -m prefect.engine`` does. States, logs, task runs, heartbeats and the UI
+are therefore Prefect's own, and each run is still its own process: a run that crashes or is
+killed takes nothing else down.
+
+The runs are driven by Prefect's own lifecycle classes (`FlowRunExecutorContext`, the one-shot
+executor Prefect's workers use): the fast lane proposes Scheduled -> Pending like a runner does,
+then hands the run to a `FlowRunExecutor` with a forkserver starter. Its cancelling observer
+kills a run cancelled from the UI, and a run whose process exits non-zero is reported Crashed.
+
+The receiver creates the run Scheduled (so the runner would pick it up within a second if this
+lane could not) and hands it here at once. Only one executor can move a run from Scheduled to
+Pending: when the runner's poll and this lane race for the same run, the server aborts the
+loser, who steps aside quietly. A run created any other way (UI, CLI, drill schedules) is left
+to the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.context
+import os
+from collections.abc import Mapping
+from typing import Any, Self
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.client.schemas.objects import FlowRun
+from prefect.settings import get_current_settings
+
+log = logging.getLogger("siaga.faststart")
+
+PRELOAD = [
+    "prefect",
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect._internal.metrics",
+    "prefect.concurrency.services",
+    "prefect.utilities.visualization",
+    "pydantic.v1",
+    "sqlalchemy.dialects.sqlite",
+    "encodings.idna",
+    "siaga.flows.faststart",
+    "siaga.flows.library",
+    "siaga.integrations",
+]
+"""What the forkserver imports once, so that no flow run imports it again: Prefect's engines and
+what they import lazily, Siaga's flows and integrations. A name missing in some version is skipped."""
+
+try:  # Prefect's runner internals (3.8); without them runs wait for the runner's poll
+    from prefect.runner._flow_run_executor import FlowRunExecutorContext
+    from prefect.runner._process_manager import ProcessHandle
+except ImportError:  # pragma: no cover - a Prefect that reorganised its runner
+    FlowRunExecutorContext = None  # type: ignore[assignment,misc]
+    ProcessHandle = None  # type: ignore[assignment,misc]
+
+
+def warm_context(preload: list[str] | None = None) -> multiprocessing.context.ForkServerContext:
+    """A forkserver context whose server has imported `preload` (Prefect and Siaga) and is
+    started now, not at the first alert."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(preload or PRELOAD)
+    probe = context.Process(target=_nothing, name="siaga-warmup")
+    probe.start()
+    probe.join()
+    return context
+
+
+def _nothing() -> None:
+    """The warm-up process: proves the forkserver is up."""
+
+
+def run_in_warm_process(flow_run_id: str, env: Mapping[str, str]) -> None:
+    """The child: Prefect's engine entry for one flow run, as ``python -m prefect.engine`` runs it.
+
+    The forkserver's environment is that of when it started, so the run's own (its id, the
+    control channel, the heartbeat) is applied here, and Prefect's settings are read afresh if
+    the run's differ from the forkserver's."""
+    changed = {key for key, value in env.items() if os.environ.get(key) != value}
+    os.environ.update(env)
+    from prefect._internal.metrics import RunMetrics
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.engine import _drive_run_flow_result, configure_from_env, handle_engine_signals
+    from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+    from prefect.settings import Settings
+
+    run_id = UUID(flow_run_id)
+    settings = contextlib.nullcontext()
+    if any(key.startswith("PREFECT_") and not key.startswith("PREFECT__") for key in changed):
+        settings = SettingsContext(profile=get_settings_context().profile, settings=Settings())
+    with settings:
+        configure_from_env()
+        with handle_engine_signals(run_id):
+            flow_run = load_flow_run(flow_run_id=run_id)
+            run_logger = flow_run_logger(flow_run=flow_run)
+            try:
+                flow = load_flow(flow_run)
+            except Exception:
+                run_logger.exception("Unexpected exception encountered when trying to load flow")
+                raise
+            with RunMetrics(flow_run, flow):
+                _drive_run_flow_result(flow, run_flow(flow, flow_run=flow_run, error_logger=run_logger))
+
+
+class WarmStarter:
+    """A Prefect `ProcessStarter` that forks the run's process from the warm forkserver."""
+
+    def __init__(
+        self,
+        context: multiprocessing.context.ForkServerContext,
+        *,
+        deployment_name: str | None,
+        heartbeat_seconds: int | None,
+        control_channel: Any = None,
+    ) -> None:
+        self._context = context
+        self._deployment_name = deployment_name
+        self._heartbeat_seconds = heartbeat_seconds
+        self._control_channel = control_channel
+
+    def environment(self, flow_run: FlowRun) -> dict[str, str]:
+        """The run's environment, as Prefect's runner gives a run it starts."""
+        env = {key: str(value) for key, value in get_current_settings().to_environment_variables(exclude_unset=True).items() if value is not None}
+        env.update(
+            {
+                "PREFECT__FLOW_RUN_ID": str(flow_run.id),
+                "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false",
+            }
+        )
+        if self._deployment_name:
+            env["PREFECT__DEPLOYMENT_NAME"] = self._deployment_name
+        if self._heartbeat_seconds is not None:
+            env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(int(self._heartbeat_seconds))
+        for key in ("SIAGA_HOME", "SIAGA_RUNBOOKS", "SIAGA_DATABASE_URL", "PREFECT_API_URL"):
+            if key in os.environ:
+                env.setdefault(key, os.environ[key])
+        return env
+
+    async def start(
+        self,
+        flow_run: FlowRun,
+        task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        env = self.environment(flow_run)
+        registered = False
+        if self._control_channel is not None:
+            try:
+                port, token = self._control_channel.register(flow_run.id)
+                env["PREFECT__CONTROL_PORT"], env["PREFECT__CONTROL_TOKEN"] = str(port), token
+                registered = True
+            except RuntimeError:  # no loopback listener: cancellation falls back to a plain kill
+                pass
+        handed_off = False
+        try:
+            process = self._context.Process(
+                target=run_in_warm_process, args=(str(flow_run.id), env), name=f"siaga-run-{flow_run.id}"
+            )
+            process.start()
+            task_status.started(ProcessHandle(process))
+            handed_off = True
+            await anyio.to_thread.run_sync(process.join)
+        except BaseException:
+            if registered and not handed_off:
+                self._control_channel.unregister(flow_run.id)
+            raise
+
+
+class FastLane:
+    """Runs handed over by the receiver, each in a process forked from the warm forkserver.
+
+    Use as an async context manager in the stack's loop; `dispatch` returns at once."""
+
+    def __init__(self, *, heartbeat_seconds: int | None = None, preload: list[str] | None = None) -> None:
+        self._heartbeat_seconds = heartbeat_seconds
+        self._preload = preload
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executors: Any = None
+        self._context: multiprocessing.context.ForkServerContext | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def available(self) -> bool:
+        return self._executors is not None
+
+    async def __aenter__(self) -> Self:
+        if FlowRunExecutorContext is None:
+            log.warning("this Prefect has no FlowRunExecutorContext: alert runs wait for the runner's poll")
+            return self
+        self._context = await asyncio.to_thread(warm_context, self._preload)
+        self._executors = await self._stack.enter_async_context(FlowRunExecutorContext())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executors = None
+        await self._stack.aclose()
+
+    def dispatch(self, flow_run: FlowRun, deployment_name: str | None = None) -> bool:
+        """Start `flow_run` now if it is still Scheduled; False when it is left to the runner."""
+        if not self.available or flow_run.state is None or not flow_run.state.is_scheduled():
+            return False
+        task = asyncio.create_task(self._execute(flow_run, deployment_name), name=f"siaga-fast-{flow_run.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _execute(self, flow_run: FlowRun, deployment_name: str | None) -> None:
+        try:
+            if not await self._claim(flow_run):
+                return
+            starter = WarmStarter(
+                self._context,
+                deployment_name=deployment_name,
+                heartbeat_seconds=self._heartbeat_seconds,
+                control_channel=self._executors.control_channel,
+            )
+            executor = self._executors.create_executor(flow_run, starter, resolve_flow=_resolve_flow)
+            await executor.submit()
+        except Exception:  # the lane must outlive any one run
+            log.exception("flow run %s failed to start on the fast path", flow_run.id)
+
+    async def _claim(self, flow_run: FlowRun) -> bool:
+        """Scheduled -> Pending, as a runner claims a run; False (quietly) if another did first."""
+        from prefect.exceptions import Abort
+        from prefect.states import Pending
+        from prefect.utilities.engine import propose_state
+
+        try:
+            state = await propose_state(self._executors.client, Pending(), flow_run_id=flow_run.id)
+        except Abort:
+            log.debug("flow run %s was claimed by the runner first", flow_run.id)
+            return False
+        return state.is_pending()
+
+
+async def _resolve_flow(flow_run: FlowRun) -> Any:
+    """The run's flow, for Prefect's crash and cancellation hooks."""
+    from prefect.flows import load_flow_from_flow_run
+
+    return await load_flow_from_flow_run(flow_run)
