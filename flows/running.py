@@ -224,5 +224,5 @@ async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None 
             idempotency_key=incident["id"],
         )
     if lane is not None:
-        lane.dispatch(run, deployment.name)
+        lane.dispatch(run, deployment)
     return str(run.id)
