@@ -30,12 +30,14 @@ import multiprocessing.forkserver
 import os
 from collections.abc import Mapping
 from typing import Any, Self
+from uuid import UUID
 
 import anyio
 import anyio.abc
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
-from prefect.settings import get_current_settings
+from prefect.context import SettingsContext, get_settings_context
+from prefect.settings import Settings, get_current_settings
 
 log = logging.getLogger("siaga.faststart")
 
@@ -57,12 +59,20 @@ PRELOAD = [
 """What the forkserver imports once, so that no flow run imports it again: Prefect's engines and
 what they import lazily, Siaga's flows and integrations. A name missing in some version is skipped."""
 
-try:  # Prefect's runner internals (3.8); without them runs wait for the runner's poll
+try:  # what `python -m prefect.engine` and Prefect's runner use (3.8); a Prefect that moved any
+    # of it leaves alert runs to the runner's poll rather than crash them
+    from prefect._internal.metrics import RunMetrics
+    from prefect.engine import _drive_run_flow_result, configure_from_env, handle_engine_signals
+    from prefect.flow_engine import (
+        _load_flow_from_runtime_entrypoint,
+        flow_run_logger,
+        load_flow,
+        run_flow,
+    )
     from prefect.runner._flow_run_executor import FlowRunExecutorContext
     from prefect.runner._process_manager import ProcessHandle
-except ImportError:  # pragma: no cover - a Prefect that reorganised its runner
+except ImportError:  # pragma: no cover
     FlowRunExecutorContext = None  # type: ignore[assignment,misc]
-    ProcessHandle = None  # type: ignore[assignment,misc]
 
 
 def warm_context(preload: list[str] | None = None) -> tuple[multiprocessing.context.ForkServerContext, dict[str, str]]:
@@ -110,16 +120,6 @@ def run_in_warm_process(flow_run: FlowRun, entrypoint: str | None, env: Mapping[
     control channel) is applied here, and Prefect's settings are read afresh only if the run's
     differ from the forkserver's."""
     os.environ.update(env)
-    from prefect._internal.metrics import RunMetrics
-    from prefect.context import SettingsContext, get_settings_context
-    from prefect.engine import _drive_run_flow_result, configure_from_env, handle_engine_signals
-    from prefect.flow_engine import (
-        _load_flow_from_runtime_entrypoint,
-        flow_run_logger,
-        load_flow,
-        run_flow,
-    )
-    from prefect.settings import Settings
 
     settings: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if any(key.startswith("PREFECT_") and not key.startswith("PREFECT__") for key in env):
@@ -208,7 +208,7 @@ class FastLane:
     def __init__(self, *, heartbeat_seconds: int | None = None, preload: list[str] | None = None) -> None:
         self._heartbeat_seconds = heartbeat_seconds
         self._preload = preload
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[UUID, asyncio.Task[None]] = {}
         self._executors: Any = None
         self._context: multiprocessing.context.ForkServerContext | None = None
         self._baseline: dict[str, str] = {}
@@ -220,29 +220,41 @@ class FastLane:
 
     async def __aenter__(self) -> Self:
         if FlowRunExecutorContext is None:
-            log.warning("this Prefect has no FlowRunExecutorContext: alert runs wait for the runner's poll")
+            log.warning("this Prefect lacks what the fast lane uses: alert runs wait for the runner's poll")
             return self
-        self._context, self._baseline = warm_context(self._preload)
-        await asyncio.to_thread(_started, self._context)
+        try:
+            self._context, self._baseline = warm_context(self._preload)
+            await asyncio.to_thread(_started, self._context)
+        except (ValueError, OSError, EOFError) as exc:  # no forkserver here (Windows), or it died
+            log.warning("no warm forkserver (%s): alert runs wait for the runner's poll", exc)
+            return self
         self._executors = await self._stack.enter_async_context(FlowRunExecutorContext())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        """Stop the runs still going, as Prefect's runner does when it stops (they end Crashed),
+        then Prefect's executor context."""
+        if self._executors is not None:
+            for flow_run_id in list(self._tasks):
+                with contextlib.suppress(Exception):
+                    await self._executors.process_manager.kill(flow_run_id, grace_seconds=10)
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(list(self._tasks.values()), timeout=30)
+        for task in list(self._tasks.values()):
+            task.cancel()
         self._executors = None
         await self._stack.aclose()
 
     def dispatch(self, flow_run: FlowRun, deployment: DeploymentResponse) -> bool:
         """Start `flow_run` of `deployment` now if it is still Scheduled; False when it is left to
         the runner."""
-        if not self.available or flow_run.state is None or not flow_run.state.is_scheduled():
+        if not self.available or flow_run.id in self._tasks:
+            return False
+        if flow_run.state is None or not flow_run.state.is_scheduled():
             return False
         task = asyncio.create_task(self._execute(flow_run, deployment), name=f"siaga-fast-{flow_run.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[flow_run.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(flow_run.id, None))
         return True
 
     async def _execute(self, flow_run: FlowRun, deployment: DeploymentResponse) -> None:

@@ -6,6 +6,7 @@ any other way are the runner's, and run once; a duplicate alert starts nothing; 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -213,6 +214,13 @@ def test_an_alert_runs_its_runbook_in_a_warm_process_with_prefects_states_and_lo
     assert any("step started" in m and "step=call" in m for m in messages), messages
     assert any("Finished in state Completed" in m for m in messages), messages
 
+    heartbeats = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                             "any_resource": {"id": [f"prefect.flow-run.{run['id']}"]}}, "limit": 5}
+    deadline = time.monotonic() + 30
+    while not httpx.post(f"{fast.api}/events/filter", json=heartbeats).json()["events"]:
+        assert time.monotonic() < deadline, "the run sent no heartbeat: the zombie automation could not watch it"
+        time.sleep(0.5)
+
 
 def test_a_run_started_through_the_api_is_the_runners_and_runs_once(fast: FastStack) -> None:
     key = f"api-{uuid.uuid4().hex[:8]}"
@@ -260,3 +268,51 @@ def test_a_run_killed_with_9_crashes_alone(fast: FastStack) -> None:
     fast.post(after)
     assert fast.final(fast.run_of(after)["id"]) == "COMPLETED"
     assert fast.target.calls[after] == 1
+
+
+def test_a_fast_run_cancelled_from_the_ui_is_cancelled(fast: FastStack) -> None:
+    key = f"hold-{uuid.uuid4().hex[:8]}"
+    fast.post(key)
+    fast.target.wait_call(key)
+    (pid,) = fast.warm_children()
+    run = fast.run_of(key)
+    cancel = {"state": {"type": "CANCELLING", "name": "Cancelling", "message": "cancelled from the UI"}}
+    assert httpx.post(f"{fast.api}/flow_runs/{run['id']}/set_state", json=cancel).status_code in (200, 201)
+    assert fast.final(run["id"], timeout=90) == "CANCELLED"
+    deadline = time.monotonic() + 30
+    while pid in fast.warm_children():
+        assert time.monotonic() < deadline, "the cancelled run's process is still running"
+        time.sleep(0.3)
+    fast.target.release(key)
+    assert fast.process.poll() is None
+
+
+def test_a_run_another_executor_claimed_first_is_left_to_it_quietly(
+    prefect_api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runner's poll and the fast lane may race for a run: the server lets one move it from
+    Scheduled to Pending and aborts the other, which must step aside without a word."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.states import Pending
+    from siaga.flows.faststart import FastLane
+
+    async def race() -> tuple[str, bool, list[str]]:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name("lane-race")
+            deployment_id = await client.create_deployment(flow_id, name="siaga", entrypoint="siaga.flows.library.lane_race")
+            deployment = await client.read_deployment(deployment_id)
+            run = await client.create_flow_run_from_deployment(deployment_id)
+            await client.set_flow_run_state(run.id, Pending())  # the runner claimed it
+            async with FastLane() as lane:
+                taken = lane.dispatch(run, deployment)  # the receiver's copy still says Scheduled
+            history = await client.read_flow_run_states(run.id)
+            return (await client.read_flow_run(run.id)).state.name, taken, [s.name for s in history]
+
+    with caplog.at_level(logging.INFO):
+        state, taken, history = asyncio.run(race())
+    assert taken, "the lane tried: the run it was handed said Scheduled"
+    assert state == "Pending" and history == ["Scheduled", "Pending"]
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.name.startswith("prefect.runner")]
+    assert not loud, [r.getMessage() for r in loud]
