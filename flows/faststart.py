@@ -34,6 +34,7 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.context import SettingsContext, get_settings_context
@@ -217,6 +218,11 @@ class FastLane:
     @property
     def available(self) -> bool:
         return self._executors is not None
+
+    @property
+    def client(self) -> PrefectClient | None:
+        """The lane's Prefect client (open while the lane is), to create runs without opening one."""
+        return self._executors.client if self._executors is not None else None
 
     async def __aenter__(self) -> Self:
         if FlowRunExecutorContext is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -211,7 +212,8 @@ async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None 
     runbook_id = incident["runbook_id"]
     if not PREFECT_API_URL.value():
         raise StackUnavailable("PREFECT_API_URL is not set: no Prefect server to start runs on")
-    async with get_client() as client:
+    open_client = lane.client if lane is not None else None
+    async with contextlib.nullcontext(open_client) if open_client else get_client() as client:
         try:
             deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
         except ObjectNotFound:
