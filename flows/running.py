@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect import get_client
@@ -32,6 +33,9 @@ from siaga.runbook import Runbook
 from .compiler import RunbookFailed, _artifact_key, compile_runbook
 from .deployments import DEPLOYMENT
 from .links import flow_run_url
+
+if TYPE_CHECKING:
+    from .faststart import FastLane
 
 Echo = Callable[[str], None] | None
 
@@ -193,13 +197,19 @@ def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def start_incident_run(incident: Mapping[str, Any]) -> str:
+async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None = None) -> str:
     """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
-    idempotency key, so a retry returns the run the first call created. Return the run id."""
+    idempotency key, so a retry returns the run the first call created. Return the run id.
+
+    Prefect keeps an idempotency key unique per flow, not per deployment; incident ids are random,
+    so two deployments of one runbook never share a key. With a `lane` (`siaga up`), the new run
+    starts at once in a warm process; without one, or if the lane cannot take it, the runner
+    serving the deployment starts it at its next poll."""
     runbook_id = incident["runbook_id"]
     if not PREFECT_API_URL.value():
         raise StackUnavailable("PREFECT_API_URL is not set: no Prefect server to start runs on")
-    async with get_client() as client:
+    open_client = lane.client if lane is not None else None
+    async with contextlib.nullcontext(open_client) if open_client else get_client() as client:
         try:
             deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
         except ObjectNotFound:
@@ -211,4 +221,6 @@ async def start_incident_run(incident: Mapping[str, Any]) -> str:
             tags=["live", "incident", incident["id"]],
             idempotency_key=incident["id"],
         )
-        return str(run.id)
+    if lane is not None:
+        lane.dispatch(run, deployment)
+    return str(run.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -40,8 +41,9 @@ from siaga.home import siaga_home, stack_file
 
 from .deployments import deployment
 from .approving import announce_gates
+from .faststart import FastLane
 from .revival import mark_interrupted, watch_gates
-from .running import flow_run_url, follow_run, start_run
+from .running import flow_run_url, follow_run, start_incident_run, start_run
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
 HEARTBEAT_SECONDS = 30
@@ -152,11 +154,19 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Echo) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        return await _serve_in(stack, catalog, options, api_url, echo)
+
+
+async def _serve_in(
+    stack: contextlib.AsyncExitStack, catalog: Catalog, options: StackOptions, api_url: str, echo: Echo
+) -> int:
     await ensure_zombie_automation(list(catalog.runbooks))
     runner = Runner(name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False)
     for runbook in catalog.runbooks.values():
         await runner.aadd_deployment(await deployment(runbook))
-    receiver, receiver_task = await _start_receiver(catalog, options, echo) if options.receiver else (None, None)
+    lane = await stack.enter_async_context(FastLane(heartbeat_seconds=HEARTBEAT_SECONDS)) if options.receiver else None
+    receiver, receiver_task = await _start_receiver(catalog, options, echo, lane) if options.receiver else (None, None)
     ui = api_url.removesuffix("/api")
     echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served. Prefect UI: {ui}")
     echo("Press Ctrl-C to stop.")
@@ -199,9 +209,10 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 async def _start_receiver(
-    catalog: Catalog, options: StackOptions, echo: Echo
+    catalog: Catalog, options: StackOptions, echo: Echo, lane: FastLane | None = None
 ) -> tuple[_EmbeddedServer, asyncio.Task[None]]:
-    """Serve the alert receiver in this loop; raise StackUnavailable if its port is taken."""
+    """Serve the alert receiver in this loop; raise StackUnavailable if its port is taken. The
+    runs it starts go straight to the fast `lane`."""
     from siaga.alerts.receiver import ReceiverConfig, create_app
 
     config = ReceiverConfig.from_env()
@@ -210,7 +221,7 @@ async def _start_receiver(
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
-    server = _EmbeddedServer(uvicorn.Config(create_app(catalog.runbooks, config, notify=echo), log_level="warning", lifespan="on"))
+    server = _EmbeddedServer(uvicorn.Config(create_app(catalog.runbooks, config, start_run=functools.partial(start_incident_run, lane=lane), notify=echo), log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="siaga-receiver")
     while not server.started:
         if task.done():
