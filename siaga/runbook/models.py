@@ -141,6 +141,44 @@ class Impact(_Model):
     public_statement_within: Duration | None = None
 
 
+Audience = Literal["customers", "employees", "media", "regulator", "partners"]
+"""Whom a crisis communication is for: each has its own templates and channels."""
+
+PUBLIC = "public"
+"""The deadline of `impact.public_statement_within`: met by a statement to customers or media."""
+
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", max_length=3)]
+"""An ISO 639 language code: ``id`` (Indonesian), ``en`` (English)."""
+
+
+class Comms(_Model):
+    """Crisis communications: the languages statements are written in and the deadlines by which
+    each audience must have had one (counted from the incident's opening)."""
+
+    languages: list[Language] = Field(default_factory=lambda: ["en"], min_length=1)
+    """Every draft is written in each of these, in this order (templates/<audience>.<lang>.md.j2)."""
+    timezone: str = "UTC"
+    """The time zone of the times a statement gives (its next update): an IANA name."""
+    deadlines: dict[Audience, Duration] = Field(default_factory=dict)
+    """Per audience, how soon after the incident opens it must have had a published statement;
+    reminders go to the liaison at half and three quarters of it, a miss up the chain of command."""
+
+    @field_validator("languages")
+    @classmethod
+    def _distinct_languages(cls, languages: list[str]) -> list[str]:
+        if len(set(languages)) != len(languages):
+            raise ValueError("each language once")
+        return languages
+
+    @field_validator("deadlines")
+    @classmethod
+    def _positive_deadlines(cls, deadlines: dict[str, timedelta]) -> dict[str, timedelta]:
+        for audience, within in deadlines.items():
+            if within.total_seconds() <= 0:
+                raise ValueError(f"the deadline for {audience} must be longer than 0s")
+        return deadlines
+
+
 class Threshold(_Model):
     """Open an incident once `count` matching alerts arrive within `within`."""
 
@@ -249,6 +287,7 @@ class Runbook(_Model):
     inputs: dict[InputName, Input] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
     drill: Drill = Field(default_factory=Drill)
+    comms: Comms = Field(default_factory=Comms)
     steps: list[Step] = Field(min_length=1)
 
     def step(self, step_id: str) -> Step:
