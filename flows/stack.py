@@ -40,6 +40,7 @@ from siaga.home import siaga_home, stack_file
 
 from .deployments import deployment
 from .approving import announce_gates
+from .deadlines import watch_deadlines
 from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_run
 
@@ -169,6 +170,7 @@ async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Ec
     code = 0
     drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
     watcher = asyncio.create_task(watch_gates(stop))
+    deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder))
     waiters = {asyncio.create_task(stop.wait()), runner_task}
     if drill_task and options.exit_after_drill:
         waiters.add(drill_task)
@@ -182,7 +184,7 @@ async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Ec
             await asyncio.wait_for(receiver_task, timeout=10)
     mark_interrupted()  # the runner is about to stop the runs waiting at gates: they come back
     await runner.astop()
-    for task in (runner_task, drill_task, watcher):
+    for task in (runner_task, drill_task, watcher, deadline_watcher):
         if task and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SystemExit, Exception):
