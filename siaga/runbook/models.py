@@ -5,6 +5,7 @@ Rules that span fields (step references, roles, actions, templates) live in `che
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -147,8 +148,23 @@ Audience = Literal["customers", "employees", "media", "regulator", "partners"]
 PUBLIC = "public"
 """The deadline of `impact.public_statement_within`: met by a statement to customers or media."""
 
-Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", max_length=3)]
+def _language_code(code: str) -> str:
+    if not re.fullmatch(r"[a-z]{2,3}", code):
+        raise ValueError(f"expected a language code such as id or en, got {code!r}")
+    return code
+
+
+Language = Annotated[str, AfterValidator(_language_code), Field(json_schema_extra={"pattern": "^[a-z]{2,3}$"})]
 """An ISO 639 language code: ``id`` (Indonesian), ``en`` (English)."""
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0:
+        raise ValueError("a deadline must be longer than 0s")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 class Comms(_Model):
@@ -159,7 +175,7 @@ class Comms(_Model):
     """Every draft is written in each of these, in this order (templates/<audience>.<lang>.md.j2)."""
     timezone: str = "UTC"
     """The time zone of the times a statement gives (its next update): an IANA name."""
-    deadlines: dict[Audience, Duration] = Field(default_factory=dict)
+    deadlines: dict[Audience, PositiveDuration] = Field(default_factory=dict)
     """Per audience, how soon after the incident opens it must have had a published statement;
     reminders go to the liaison at half and three quarters of it, a miss up the chain of command."""
 
@@ -169,14 +185,6 @@ class Comms(_Model):
         if len(set(languages)) != len(languages):
             raise ValueError("each language once")
         return languages
-
-    @field_validator("deadlines")
-    @classmethod
-    def _positive_deadlines(cls, deadlines: dict[str, timedelta]) -> dict[str, timedelta]:
-        for audience, within in deadlines.items():
-            if within.total_seconds() <= 0:
-                raise ValueError(f"the deadline for {audience} must be longer than 0s")
-        return deadlines
 
 
 class Threshold(_Model):
