@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-
-from siaga.actions import ActionContext, ActionFailed, Mode
-from siaga.approvals.records import GateRecords
-from siaga.deadlines import DeadlineRecords
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.comms import Draft, DraftText, Message, Publish, draft, draft_hash, publish
 from siaga.integrations.outbox import read_outbox
+
+from siaga.actions import ActionContext, ActionFailed, Mode
+from siaga.approvals.records import GateRecords
+from siaga.deadlines import DeadlineRecords
 from siaga.runbook import RunbookError, parse_roster, parse_runbook
 from siaga.runbook.loader import read_templates
 from siaga.store import engine
