@@ -19,8 +19,11 @@ from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
 
 from siaga.catalog import Catalog
+from siaga.deadlines import DeadlineRecords
 from siaga.runbook import Runbook
+from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.schema import runbook_schema
+from siaga.store import engine
 
 from .gate_driver import with_approvals
 
@@ -106,6 +109,12 @@ def test_drill_runs_to_completion(
             assert outcome == "completed", f"{step.id} ({step.action}): {outcome}"
     assert all(row["undo_outcome"] == "" for row in summary["steps"]), "a drill undid steps"
     assert any(outcome == "recorded" for outcome in outcomes.values())
+
+    # Statement deadlines ran on the drill's clock: once the drill is over none is pending, and
+    # the public one was met by the customer or media statement the drill published.
+    deadlines = {d.name: d.state for d in DeadlineRecords(engine()).find(run_id=summary["run_id"])}
+    assert set(deadlines) == set(statement_deadlines(runbook))
+    assert "pending" not in deadlines.values() and deadlines["public"] == "met", deadlines
 
     # No connections are configured: every notification went to the outbox, marked as a drill.
     everything = [m for m in read_outbox(siaga_home) if m["run_id"] == summary["run_id"]]
