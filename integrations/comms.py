@@ -337,6 +337,17 @@ async def _send(channel: Channel, statement: DraftText, context: ActionContext) 
     return Sent(action=spec.name, ok=True, result=result)
 
 
+async def preview(params: Publish, context: ActionContext) -> str:
+    """The statement as each channel will send it, readable, for the people at the gate (the
+    exact parameters above it hold the same text as JSON)."""
+    parts = []
+    for cid, channel in zip(channel_ids(params.channels), params.channels):
+        subject, text = _text(channel, params.draft)
+        where = ", ".join(f"{k}: {v}" for k, v in channel.with_.items()) or "default"
+        parts.append(f"== {cid}: {channel.action} ({where})\nSubject: {subject}\n\n{text}")
+    return "\n\n".join(parts)
+
+
 def _drill(text: str) -> str:
     return text if not text or text.startswith(DRILL_PREFIX) else DRILL_PREFIX + text
 
@@ -358,5 +369,6 @@ ACTIONS = (
         # Each channel is its own side-effect ledger entry (through ActionContext.call): calling
         # again sends only where the first call did not arrive.
         provider_idempotent=True,
+        preview=preview,
     ),
 )

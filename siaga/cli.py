@@ -304,7 +304,9 @@ def cmd_deadlines(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([d.as_dict() for d in found], indent=2))
         return OK
-    table = Table("incident or run", "runbook", "deadline", "mode", "due (UTC)", "state", "statement sent", "reminders", "escalated")
+    table = Table()
+    for name in ("incident or run", "runbook", "deadline", "mode", "due (UTC)", "state", "statement sent", "reminded", "escalated"):
+        table.add_column(name, overflow="fold")
     for d in found:
         sent = f"{d.met_at:%Y-%m-%d %H:%M:%S} ({d.met_by})" if d.met_at else ""
         state = "missed, sent late" if d.state == "missed" and d.met_at else d.state

@@ -204,6 +204,11 @@ def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, provid
     assert approved["subject"] == "Gangguan pembayaran / Payment disruption"
     text, english = approved["text"], approved["messages"]["en"]
     assert "Sebagian pembayaran kartu gagal." in text and "Some card payments are failing." in text
+    # ...and, readable, as each channel would send it
+    shown = gate.evidence["preview"]
+    assert shown.startswith("== statuspage: statuspage.create_incident (status: investigating, impact: major)\n"
+                            f"Subject: {approved['subject']}\n\n{text}\n\n== email: email.send")
+    assert f"Subject: {english['subject']}\n\n{english['body']}\n\n== outbox" in shown
 
     [incident] = page.created()
     assert incident["name"] == approved["subject"]

@@ -17,6 +17,7 @@ from siaga.flows.deadlines import check_deadlines, open_deadlines, watch_deadlin
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
 
+from siaga.cli import main
 from siaga.deadlines import Deadline, DeadlineRecords, Due, due
 from siaga.runbook import Runbook, parse_roster, parse_runbook
 from siaga.store import engine
@@ -152,7 +153,10 @@ def test_a_watcher_that_was_away_sends_only_the_latest_reminder() -> None:
 
 
 def test_the_watcher_of_siaga_up_runs_a_short_clock_to_its_end(
-    siaga_home: Path, folder: tuple[Path, Mailbox]
+    siaga_home: Path,
+    folder: tuple[Path, Mailbox],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The service `siaga up` starts, on the real clock and store, with a 4-second deadline."""
     runbook_folder, mailbox = folder
@@ -184,3 +188,16 @@ def test_the_watcher_of_siaga_up_runs_a_short_clock_to_its_end(
     assert timedelta(seconds=4) <= at[2] < at[3]  # the deadline, then a quarter later
     assert len(to(siaga_home, "budi", "INC-DL-W")) == 2 and len(to(siaga_home, "eko", "INC-DL-W")) == 1
     assert [rcpt for _, rcpt, _ in mailbox.messages] == [["alice@pay.example.com"]]
+
+    # `siaga deadlines` shows them, as a table and as JSON
+    capsys.readouterr()
+    assert main(["deadlines", "--incident", "INC-DL-W", "--json"]) == 0
+    shown = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert set(shown) == {"customers", "public"}
+    assert (shown["customers"]["state"], shown["customers"]["reminders"], shown["customers"]["escalated"]) == (
+        "missed", 2, 2)
+    assert shown["public"]["state"] == "pending" and shown["public"]["met_at"] is None
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: one row per line
+    assert main(["deadlines", "--incident", "INC-DL-W", "--state", "missed"]) == 0
+    table = capsys.readouterr().out
+    assert "INC-DL-W" in table and "missed" in table and "public" not in table
