@@ -30,14 +30,17 @@ from siaga.actions import ActionContext, ActionRegistry, Mode
 from siaga.approvals.records import GateRecords
 from siaga.audit import arecord, chain_of, decision_rows, timeline_markdown, trail
 from siaga.connections import load_connections
+from siaga.deadlines import DeadlineRecords, deadlines_markdown
 from siaga.home import runbook_folder, siaga_home
 from siaga.ledger import Ledger
+from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.models import Input, Runbook, Step
 from siaga.runbook.plan import plan_runbook
 from siaga.secrets import REDACTOR
 from siaga.store import engine
 from siaga.team import find_roster
 
+from .deadlines import open_deadlines, statement_sent
 from .execution import Attempt, Execution, RunInfo
 from .gates import Gatekeeper
 from .prefect_logs import attach_run_logs
@@ -104,17 +107,21 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             connections=load_connections(runbook_folder()),
             secret_source=prefect_secret,
+            library=runbook_folder(),
         )
         incident_id = str(incident["id"]) if incident and incident.get("id") else None
         timeline = timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
+        roster = find_roster(runbook_folder())
         gatekeeper = Gatekeeper(
-            runbook, registry, find_roster(runbook_folder()), GateRecords(engine()),
+            runbook, registry, roster, GateRecords(engine()),
             requester=requested_by, incident_opened_at=_opened_at(incident),
         )
         await arecord(
             "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
             run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by,
         )
+        open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
+                       started_at=datetime.now(UTC))
         try:
             summary = await Execution(plan, registry, run, run_step, run_undo, gatekeeper).execute()
         finally:
@@ -124,6 +131,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             "run.finished", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
             mode=str(mode), outcome=outcome, note=summary.headline(),
         )
+        await _publish_deadlines(runbook, run)
         records = await timeline.publish(final=True)
         decisions = decision_rows(records)
         if decisions:
@@ -214,9 +222,10 @@ def _step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[.
     spec = registry[step.action]
 
     async def step_body(template_context: Mapping[str, Any], context: ActionContext, approved_hash: str | None = None) -> Any:
-        return _as_state(
-            await run_step(runbook, step, spec, template_context, context, process_ledger(), approved_hash)
-        )
+        result = await run_step(runbook, step, spec, template_context, context, process_ledger(), approved_hash)
+        if result.status in ("completed", "recorded"):
+            statement_sent(step.id, step.action, result.output, context)
+        return _as_state(result)
 
     step_body.__qualname__ = step_body.__name__ = f"step_{step.id.replace('-', '_')}"
     return _task(step_body, step.id, step, once_per_run=True)
@@ -283,6 +292,23 @@ async def _attempt(state: State[Any]) -> Attempt:
     if not isinstance(error, BaseException):
         error = RuntimeError(state.message or f"step ended {state.name}")
     return Attempt(None, error, handle=state)
+
+
+async def _publish_deadlines(runbook: Runbook, run: RunInfo) -> None:
+    """The statement deadlines of this incident (or run) as they stand when the run ends; a drill
+    that is over records those it did not meet as missed."""
+    if not statement_deadlines(runbook):
+        return
+    records = DeadlineRecords(engine())
+    if run.mode is Mode.DRILL:
+        records.close_drill(run.run_id, datetime.now(UTC))
+    incident_id = (run.incident or {}).get("id")
+    found = records.find(incident_id=str(incident_id)) if incident_id else records.find(run_id=run.run_id)
+    await acreate_markdown_artifact(
+        key=_artifact_key(f"{runbook.id}-statement-deadlines"),
+        markdown="### Statement deadlines\n\n" + deadlines_markdown(found),
+        description="Statement deadlines and whether they were met",
+    )
 
 
 def _artifact_key(text: str) -> str:

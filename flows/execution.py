@@ -79,6 +79,8 @@ class RunInfo:
     """When the run started, ISO 8601 in UTC (``run.started_at`` in templates)."""
     connections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     secret_source: Callable[[str], str | None] | None = None
+    library: Path | None = None
+    """The runbook folder (message templates are in its templates/)."""
 
 
 class Execution:
@@ -123,6 +125,8 @@ class Execution:
             incident_id=str(incident_id) if incident_id else None,
             connections=self.run.connections,
             secret_source=self.run.secret_source,
+            library=self.run.library,
+            comms=self.plan.runbook.comms.model_dump(mode="json"),
             **extra,
         )
 

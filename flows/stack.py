@@ -42,6 +42,7 @@ from siaga.home import siaga_home, stack_file
 from .deployments import deployment
 from .approving import announce_gates
 from .faststart import FastLane
+from .deadlines import watch_deadlines
 from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_incident_run, start_run
 
@@ -179,6 +180,7 @@ async def _serve_in(
     code = 0
     drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
     watcher = asyncio.create_task(watch_gates(stop))
+    deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder))
     waiters = {asyncio.create_task(stop.wait()), runner_task}
     if drill_task and options.exit_after_drill:
         waiters.add(drill_task)
@@ -192,7 +194,7 @@ async def _serve_in(
             await asyncio.wait_for(receiver_task, timeout=10)
     mark_interrupted()  # the runner is about to stop the runs waiting at gates: they come back
     await runner.astop()
-    for task in (runner_task, drill_task, watcher):
+    for task in (runner_task, drill_task, watcher, deadline_watcher):
         if task and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SystemExit, Exception):

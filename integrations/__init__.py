@@ -6,6 +6,7 @@ from . import (
     apprise_notify,
     aws,
     basic,
+    comms,
     fanout,
     outbox,
     pagerduty,
@@ -27,5 +28,5 @@ def default_registry() -> ActionRegistry:
         *aws.ACTIONS,
         *payments.ACTIONS, *statuspage.ACTIONS,
         *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
-        *fanout.ACTIONS,
+        *fanout.ACTIONS, *comms.ACTIONS,
     ])

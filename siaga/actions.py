@@ -146,6 +146,10 @@ class ActionContext:
     call: Callable[[ActionSpec, BaseModel, ActionContext], Awaitable[Any]] = field(default=_call_directly)
     """How an action made of others (`notify.fanout`) calls each part, ``(spec, params, context)``:
     through the side-effect ledger in a flow run, so a retry repeats only the parts that failed."""
+    library: Path | None = None
+    """The runbook folder the run's runbook came from (message templates are in its templates/)."""
+    comms: Mapping[str, Any] = field(default_factory=dict)
+    """The runbook's `comms:` settings (languages, timezone), for the comms actions."""
 
     @property
     def idempotency_key(self) -> str:

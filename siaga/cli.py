@@ -1,5 +1,5 @@
 """The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents | incident |
-alert send | approvals | approve | audit | db``.
+alert send | approvals | approve | audit | deadlines | db``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -370,6 +370,28 @@ def _add_audit_parser(commands: Any) -> None:
 
 
 
+
+def cmd_deadlines(args: argparse.Namespace) -> int:
+    """Statement deadlines (comms): per incident and audience, whether they were met."""
+    from .deadlines import DeadlineRecords
+    from .store import engine
+
+    found = DeadlineRecords(engine()).find(incident_id=args.incident, run_id=args.run, state=args.state)
+    if args.json:
+        print(json.dumps([d.as_dict() for d in found], indent=2))
+        return OK
+    table = Table()
+    for name in ("incident or run", "runbook", "deadline", "mode", "due (UTC)", "state", "statement sent", "reminded", "escalated"):
+        table.add_column(name, overflow="fold")
+    for d in found:
+        sent = f"{d.met_at:%Y-%m-%d %H:%M:%S} ({d.met_by})" if d.met_at else ""
+        state = "missed, sent late" if d.state == "missed" and d.met_at else d.state
+        table.add_row(d.incident_id or d.run_id, d.runbook_id, d.name, d.mode, f"{d.due_at:%Y-%m-%d %H:%M:%S}", state,
+                      sent, str(d.reminders), str(d.escalated))
+    out.print(table)
+    return OK
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy import make_url
 
@@ -527,6 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_incidents)
 
     _add_audit_parser(commands)
+
+    p = commands.add_parser("deadlines", help="statement deadlines per incident and audience, and whether they were met")
+    p.add_argument("--incident", help="only this incident's")
+    p.add_argument("--run", help="only this run's (runs without an incident)")
+    p.add_argument("--state", choices=["pending", "met", "missed"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_deadlines)
 
     p = commands.add_parser("db", help="Siaga's own store (SIAGA_DATABASE_URL): migrations")
     db = p.add_subparsers(dest="db_command", required=True)

@@ -5,7 +5,8 @@ Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `inci
 (what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay);
 `sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed); `gates`,
 `gate_codes` and `gate_events` (approval gates, their hashed one-time codes and everything that
-happened at them); `audit_records` (the hash-chained audit trail, see `siaga.audit`).
+happened at them); `audit_records` (the hash-chained audit trail, see `siaga.audit`);
+`comms_deadlines` (statement deadlines, their reminders and misses).
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -162,6 +163,27 @@ gate_events = Table(
 )
 """Everything that happened at a gate, in order: opened, code sent, approval, rejection, refused
 attempt, escalation, timeout, decision."""
+comms_deadlines = Table(
+    "comms_deadlines",
+    metadata,
+    Column("id", String(200), primary_key=True),  # incident (or run) id + ":" + deadline name
+    Column("incident_id", String(40), index=True),
+    Column("run_id", String(64), nullable=False),
+    Column("runbook_id", String(100), nullable=False),
+    Column("name", String(40), nullable=False),  # an audience, or `public`
+    Column("mode", String(8), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),  # the clock's start
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | met | missed
+    Column("met_at", DateTime(timezone=True)),  # when a statement went out (after a miss: late)
+    Column("met_by", String(120)),  # the comms.publish step that sent it
+    Column("reminders", Integer, nullable=False, default=0),  # reminders sent (at 1/2, 3/4)
+    Column("escalated", Integer, nullable=False, default=0),  # chain-of-command levels told of a miss
+    Column("people", JSON, nullable=False),  # {"liaison": [...], "chain": [[...], ...]}
+    Column("events", JSON, nullable=False),  # what was sent to whom, when
+)
+"""Statement deadlines: one clock per (incident, audience) from the incident's opening."""
+
 deliveries = Table(
     "deliveries",
     metadata,

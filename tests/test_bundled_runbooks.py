@@ -19,8 +19,11 @@ from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
 
 from siaga.catalog import Catalog
+from siaga.deadlines import DeadlineRecords
 from siaga.runbook import Runbook
+from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.schema import runbook_schema
+from siaga.store import engine
 
 from .gate_driver import with_approvals
 
@@ -107,6 +110,12 @@ def test_drill_runs_to_completion(
     assert all(row["undo_outcome"] == "" for row in summary["steps"]), "a drill undid steps"
     assert any(outcome == "recorded" for outcome in outcomes.values())
 
+    # Statement deadlines ran on the drill's clock: once the drill is over none is pending, and
+    # the public one was met by the customer or media statement the drill published.
+    deadlines = {d.name: d.state for d in DeadlineRecords(engine()).find(run_id=summary["run_id"])}
+    assert set(deadlines) == set(statement_deadlines(runbook))
+    assert "pending" not in deadlines.values() and deadlines["public"] == "met", deadlines
+
     # No connections are configured: every notification went to the outbox, marked as a drill.
     everything = [m for m in read_outbox(siaga_home) if m["run_id"] == summary["run_id"]]
     messages = [m for m in everything if not m["to"].startswith("person:")]
@@ -125,8 +134,11 @@ def test_drill_runs_to_completion(
         assert marked, f"{message['step']}: {message.get('subject')!r} {message['message']!r}"
 
 
-OUTBOX_FALLBACK = {"outbox.send", "pagerduty.trigger", "slack.post", "teams.post", "email.send", "notify.fanout"}
-"""Actions that send to the outbox when no connection of their type is configured."""
+OUTBOX_FALLBACK = {
+    "outbox.send", "pagerduty.trigger", "slack.post", "teams.post", "email.send", "notify.fanout", "comms.publish",
+}
+"""Actions that send to the outbox when no connection of their type is configured (a statement's
+status page channel too)."""
 
 
 def _recorded_in_drill(runbook: Runbook, action: str) -> bool:
@@ -145,5 +157,6 @@ def test_bare_machine_drills_record_what_has_no_outbox(catalog: Catalog) -> None
         runbook = catalog.runbooks[runbook_id]
         for step in runbook.steps:
             assert (
-                step.action in OUTBOX_FALLBACK | {"wait", "note"} or _recorded_in_drill(runbook, step.action)
+                step.action in OUTBOX_FALLBACK | {"wait", "note", "comms.draft"}
+                or _recorded_in_drill(runbook, step.action)
             ), f"{runbook_id}: {step.id} ({step.action}) would need a connection in a drill"

@@ -135,6 +135,26 @@ CASES: dict[str, list[Expected]] = {
             "unknown-action", "drill.substitute.http.requst", 6, 5, "did you mean `http.request`?"
         )
     ],
+    # crisis communications
+    "comms_ungated_publish": [
+        Expected(
+            "ungated-statement",
+            "steps[1].action",
+            12,
+            13,
+            "add `approval: {from: [liaison, commander]}`; for a message that needs no approval, "
+            "send it with slack.post, email.send or outbox.send instead",
+        )
+    ],
+    "comms_bad_language": [Expected("invalid", "comms.languages[1]", 5, 19)],
+    "comms_bad_deadline": [
+        Expected("invalid", "comms.deadlines.regulators", 6, 5),
+        Expected("invalid", "comms.deadlines.customers", 7, 16),
+    ],
+    "comms_bad_timezone": [
+        Expected("bad-timezone", "comms.timezone", 6, 13, "for example UTC or Asia/Jakarta")
+    ],
+    "comms_unknown_audience": [Expected("bad-parameter", "steps[0].with.audience", 8, 17)],
     # several at once: shape and semantic errors from one parse, in file order
     "many_errors": [
         Expected("invalid", "severity", 3, 11),
@@ -175,6 +195,10 @@ MESSAGES: dict[str, list[str]] = {
     "bad_cron": ["`every monday` is not a cron schedule"],
     "bad_timezone": ["`Asia/Jakrta` is not an IANA time zone"],
     "drill_substitute_no_match": ["`http.requst` matches no action"],
+    "comms_ungated_publish": ["this `comms.publish` step has no `approval:`"],
+    "comms_bad_language": ["expected a language code such as id or en, got 'english'"],
+    "comms_bad_timezone": ["`Asia/Jakrta` is not an IANA time zone"],
+    "comms_unknown_audience": ["'customers', 'employees', 'media', 'regulator' or 'partners'"],
 }
 
 

@@ -15,6 +15,7 @@ from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ValidationError
 
 from ..actions import ActionRegistry
+from .comms import check_comms
 from .diagnostics import Diagnostic, Loc, did_you_mean
 from .models import ROSTER_ROLE, Runbook, Step
 from .plan import find_cycle, is_upstream, step_needs
@@ -28,10 +29,15 @@ UNDO_ROOTS = frozenset({"step"})
 
 
 def check_runbook(
-    runbook: Runbook, doc: Document, registry: ActionRegistry, roster: Roster | None = None
+    runbook: Runbook,
+    doc: Document,
+    registry: ActionRegistry,
+    roster: Roster | None = None,
+    templates: Mapping[str, str] | None = None,
 ) -> list[Diagnostic]:
     """Every cross-field problem of `runbook`; `doc` places each one in the source. With a
-    `roster`, every person named must be in it and allowed the role they are given."""
+    `roster`, every person named must be in it and allowed the role they are given; with
+    `templates` (message templates by file name), every draft must have its own."""
     return [
         *_check_step_graph(runbook, doc),
         *_check_actions(runbook, doc, registry),
@@ -40,6 +46,7 @@ def check_runbook(
         *_check_templates(runbook, doc),
         *_check_triggers(runbook, doc),
         *_check_drill(runbook, doc, registry),
+        *check_comms(runbook, doc, templates),
     ]
 
 

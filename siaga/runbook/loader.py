@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from ..actions import ActionRegistry
 from .checks import check_runbook
+from .comms import TEMPLATE_SUFFIX
 from .diagnostics import Diagnostic, Loc, RunbookError, did_you_mean
 from .models import Runbook
 from .roster import Roster, parse_roster
@@ -23,10 +24,15 @@ RUNBOOK_SUFFIXES = (".yaml", ".yml")
 
 
 def parse_runbook(
-    text: str, registry: ActionRegistry, *, file: str = "<runbook>", roster: Roster | None = None
+    text: str,
+    registry: ActionRegistry,
+    *,
+    file: str = "<runbook>",
+    roster: Roster | None = None,
+    templates: Mapping[str, str] | None = None,
 ) -> Runbook:
-    """Validate runbook `text` (against `roster` if given); raise RunbookError carrying every
-    problem found."""
+    """Validate runbook `text` (against `roster` and the message `templates` by file name, if
+    given); raise RunbookError carrying every problem found."""
     try:
         doc = read_yaml(text, file)
     except YamlSyntaxError as exc:
@@ -38,7 +44,7 @@ def parse_runbook(
     runbook, diagnostics, patched = _validate_shape(doc)
     if runbook is not None:
         diagnostics += [
-            d for d in check_runbook(runbook, doc, registry, roster)
+            d for d in check_runbook(runbook, doc, registry, roster, templates)
             if not any(d.loc[: len(loc)] == loc for loc in patched)
         ]
     if diagnostics:
@@ -48,13 +54,25 @@ def parse_runbook(
 
 
 def load_runbook(path: str | Path, registry: ActionRegistry, roster: Roster | None = None) -> Runbook:
-    """Read and validate the runbook file at `path` (against `roster` if given)."""
+    """Read and validate the runbook file at `path` (against `roster` if given, and the message
+    templates in ``templates/`` next to it)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RunbookError([Diagnostic("unreadable", f"cannot read the file: {exc}", (), str(path))]) from None
-    return parse_runbook(text, registry, file=str(path), roster=roster)
+    return parse_runbook(text, registry, file=str(path), roster=roster, templates=read_templates(path.parent))
+
+
+def read_templates(folder: str | Path) -> dict[str, str]:
+    """The message templates of a runbook folder (``templates/*.md.j2``), by file name."""
+    found: dict[str, str] = {}
+    for path in sorted((Path(folder) / "templates").glob(f"*{TEMPLATE_SUFFIX}")):
+        try:
+            found[path.name] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # the draft step reports it, with the reason, when it reads it
+    return found
 
 
 def load_roster(path: str | Path) -> Roster:

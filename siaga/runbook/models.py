@@ -5,6 +5,7 @@ Rules that span fields (step references, roles, actions, templates) live in `che
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -141,6 +142,51 @@ class Impact(_Model):
     public_statement_within: Duration | None = None
 
 
+Audience = Literal["customers", "employees", "media", "regulator", "partners"]
+"""Whom a crisis communication is for: each has its own templates and channels."""
+
+PUBLIC = "public"
+"""The deadline of `impact.public_statement_within`: met by a statement to customers or media."""
+
+def _language_code(code: str) -> str:
+    if not re.fullmatch(r"[a-z]{2,3}", code):
+        raise ValueError(f"expected a language code such as id or en, got {code!r}")
+    return code
+
+
+Language = Annotated[str, AfterValidator(_language_code), Field(json_schema_extra={"pattern": "^[a-z]{2,3}$"})]
+"""An ISO 639 language code: ``id`` (Indonesian), ``en`` (English)."""
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0:
+        raise ValueError("a deadline must be longer than 0s")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+class Comms(_Model):
+    """Crisis communications: the languages statements are written in and the deadlines by which
+    each audience must have had one (counted from the incident's opening)."""
+
+    languages: list[Language] = Field(default_factory=lambda: ["en"], min_length=1)
+    """Every draft is written in each of these, in this order (templates/<audience>.<lang>.md.j2)."""
+    timezone: str = "UTC"
+    """The time zone of the times a statement gives (its next update): an IANA name."""
+    deadlines: dict[Audience, PositiveDuration] = Field(default_factory=dict)
+    """Per audience, how soon after the incident opens it must have had a published statement;
+    reminders go to the liaison at half and three quarters of it, a miss up the chain of command."""
+
+    @field_validator("languages")
+    @classmethod
+    def _distinct_languages(cls, languages: list[str]) -> list[str]:
+        if len(set(languages)) != len(languages):
+            raise ValueError("each language once")
+        return languages
+
+
 class Threshold(_Model):
     """Open an incident once `count` matching alerts arrive within `within`."""
 
@@ -249,6 +295,7 @@ class Runbook(_Model):
     inputs: dict[InputName, Input] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
     drill: Drill = Field(default_factory=Drill)
+    comms: Comms = Field(default_factory=Comms)
     steps: list[Step] = Field(min_length=1)
 
     def step(self, step_id: str) -> Step:
