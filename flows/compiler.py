@@ -19,8 +19,8 @@ from typing import Any, Literal
 from prefect import Flow, Task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, State

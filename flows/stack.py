@@ -39,10 +39,10 @@ from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
 from siaga.home import siaga_home, stack_file
 
-from .deployments import deployment
 from .approving import announce_gates
-from .faststart import FastLane
 from .deadlines import watch_deadlines
+from .deployments import deployment
+from .faststart import FastLane
 from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_incident_run, start_run
 

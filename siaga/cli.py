@@ -22,8 +22,8 @@ from .catalog import Catalog, RunbookNotFound, find_runbook
 from .errors import BadInput
 from .home import prepare_prefect_environment, runbook_folder
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
-from .team import find_roster
 from .runbook.diagnostics import Diagnostic
+from .team import find_roster
 
 OK, RUN_FAILED, BAD_INPUT = 0, 1, 2
 
