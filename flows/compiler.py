@@ -35,6 +35,7 @@ from siaga.secrets import REDACTOR
 from siaga.store import engine
 from siaga.team import find_roster
 
+from . import drilling
 from .execution import Attempt, Execution, RunInfo
 from .gates import Gatekeeper
 from .prefect_logs import attach_run_logs
@@ -84,8 +85,11 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         incident = parameters.pop("incident", None)
         requested_by = parameters.pop("requested_by", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
+        run_id = str(flow_run.get_id() or "local")
+        if mode is Mode.DRILL and (skipped := await drilling.stand_down(runbook, run_id)) is not None:
+            return skipped  # type: ignore[return-value]  # never beside a live incident
         run = RunInfo(
-            run_id=str(flow_run.get_id() or "local"),
+            run_id=run_id,
             run_name=str(flow_run.get_name() or "local"),
             mode=mode,
             home=siaga_home(),
@@ -102,6 +106,8 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             requester=requested_by, incident_opened_at=_opened_at(incident),
         )
         summary = await Execution(plan, registry, run, run_step, run_undo, gatekeeper).execute()
+        if mode is Mode.DRILL:
+            await drilling.score(runbook, summary, datetime.fromisoformat(run.started_at))
         await acreate_markdown_artifact(
             key=_artifact_key(f"{runbook.id}-summary"),
             markdown=summary.to_markdown(),

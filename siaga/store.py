@@ -5,7 +5,7 @@ Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `inci
 (what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay);
 `sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed); `gates`,
 `gate_codes` and `gate_events` (approval gates, their hashed one-time codes and everything that
-happened at them).
+happened at them); `drills` (each drill's score, or why it was skipped).
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -197,6 +197,21 @@ inbox = Table(
 )
 """Webhooks taken in (answered 202) and whether they were processed: a receiver that dies with
 work queued processes the unfinished ones when it starts again (`siaga.alerts.inbox`)."""
+
+
+drills = Table(
+    "drills",
+    metadata,
+    Column("run_id", String(64), primary_key=True),  # the drill's flow run
+    Column("runbook_id", String(100), nullable=False, index=True),
+    Column("state", String(16), nullable=False),  # scored | skipped
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("score", Integer),  # out of 100; NULL when skipped
+    Column("figures", JSON, nullable=False),  # siaga.drills.score: times, gates, failures, deductions
+    Column("reason", Text),  # why it was skipped
+)
+"""Drills run (or skipped) and how the team scored (`siaga.drills`)."""
 
 
 def database_url(home: Path | None = None) -> str:
