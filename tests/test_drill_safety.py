@@ -71,3 +71,78 @@ def test_production_connections_are_never_called_in_drills(tmp_path: Path, monke
         assert state.is_completed(), state.message
         assert len(production.calls("/pagerduty/v2/enqueue")) == 1
         assert len(production.calls("/slack/api/chat.postMessage")) == 1
+
+
+CHANNELS = """\
+runbook: drill-channels
+title: Drill channels
+severity: sev2
+drill:
+  substitute: {{"pagerduty.*": sandbox}}
+  real_channels: {real}
+steps:
+  - id: page
+    action: pagerduty.trigger
+    with: {{summary: "Gateway errors", severity: critical}}
+  - id: tell-ops
+    action: slack.post
+    with: {{text: "We are on it"}}
+  - id: call-hook
+    action: http.request
+    with: {{url: "http://127.0.0.1:9/never"}}
+"""
+
+
+def drill_channels(real: bool) -> dict:
+    runbook = parse_runbook(CHANNELS.format(real=str(real).lower()), default_registry(), file="drill-channels.yaml")
+    state = asyncio.run(compile_runbook(runbook)(mode="drill", return_state=True))
+    assert state.is_completed(), state.message
+    return {s["step"]: s["outcome"] for s in asyncio.run(state.aresult())["steps"]}
+
+
+def test_drill_messages_go_to_the_drill_channels_unless_the_runbook_wants_the_real_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection's `sandbox:` is its drill channel; `drill.real_channels: true` sends to the
+    real (non-production) channel instead, marked [DRILL]; the `sandbox` behaviour insists on a
+    sandbox and records the call where there is none."""
+    monkeypatch.setenv("SIAGA_SECRET_PD_OPS", "o" * 32)
+    monkeypatch.setenv("SIAGA_SECRET_PD_DRILL", "d" * 32)
+    monkeypatch.setenv("SIAGA_SECRET_SLACK", "xoxb-token")
+    with providers(slack_token="xoxb-token") as real, providers(slack_token="xoxb-token") as drill:
+        connections = {
+            "pagerduty-ops": {"type": "pagerduty", "routing_key": "secret://pd-ops",
+                              "events_url": real.pagerduty_url, "sandbox": "pagerduty-drill"},
+            "pagerduty-drill": {"type": "pagerduty", "routing_key": "secret://pd-drill",
+                                "events_url": drill.pagerduty_url},
+            "slack-ops": {"type": "slack", "bot_token": "secret://slack", "channel": "#inc-payments",
+                          "api_url": real.slack_api, "sandbox": "slack-drill"},
+            "slack-drill": {"type": "slack", "bot_token": "secret://slack", "channel": "#war-room",
+                            "api_url": drill.slack_api},
+        }
+        connections["pagerduty-ops"]["default"] = connections["slack-ops"]["default"] = True
+        file = tmp_path / "connections.yaml"
+        file.write_text(json.dumps({"connections": connections}))
+        monkeypatch.setenv("SIAGA_CONNECTIONS", str(file))
+
+        outcomes = drill_channels(real=False)
+        assert outcomes == {"page": "completed", "tell-ops": "completed", "call-hook": "recorded"}
+        assert real.requests == [], "a drill message reached a real channel"
+        [page] = [r.json() for r in drill.calls("/pagerduty/v2/enqueue")]
+        [post] = [r.json() for r in drill.calls("/slack/api/chat.postMessage")]
+        assert page["routing_key"] == "d" * 32 and page["payload"]["summary"] == "[DRILL] Gateway errors"
+        assert post["channel"] == "#war-room" and post["text"].startswith("[DRILL] ")
+
+        drill.requests.clear()
+        outcomes = drill_channels(real=True)
+        # Slack goes to the real channel, marked; the page still insists on its sandbox.
+        [post] = [r.json() for r in real.calls("/slack/api/chat.postMessage")]
+        assert post["channel"] == "#inc-payments" and post["text"] == "[DRILL] We are on it"
+        assert real.calls("/pagerduty/v2/enqueue") == [] and len(drill.calls("/pagerduty/v2/enqueue")) == 1
+
+        del connections["pagerduty-ops"]["sandbox"]
+        file.write_text(json.dumps({"connections": connections}))
+        real.requests.clear()
+        outcomes = drill_channels(real=False)
+        assert outcomes["page"] == "recorded", "`sandbox` without a sandbox connection records the page"
+        assert real.calls("/pagerduty/v2/enqueue") == []
