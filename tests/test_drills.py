@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from siaga.flows import compile_runbook
+from siaga.integrations import default_registry
+from siaga.integrations.outbox import read_outbox
 
 from siaga.alerts.model import Alert, AlertStatus
 from siaga.drills.records import DrillRecords
-from siaga.flows import compile_runbook
 from siaga.incidents import process
-from siaga.integrations import default_registry
-from siaga.integrations.outbox import read_outbox
 from siaga.runbook import parse_roster, parse_runbook
 from siaga.store import engine
 
