@@ -14,11 +14,11 @@ from prefect import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.input.actions import acreate_flow_run_input
+from siaga.integrations.outbox import outbox_path
 
 from siaga.approvals.records import Gate, GateRecords
 from siaga.errors import BadInput, StackUnavailable
 from siaga.home import siaga_home
-from siaga.integrations.outbox import outbox_path
 from siaga.store import engine
 
 from .gates import CHANNEL_KEY

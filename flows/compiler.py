@@ -40,6 +40,7 @@ from siaga.secrets import REDACTOR
 from siaga.store import engine
 from siaga.team import find_roster
 
+from . import drilling
 from .deadlines import open_deadlines, statement_sent
 from .execution import Attempt, Execution, RunInfo
 from .gates import Gatekeeper
@@ -95,8 +96,11 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         incident = parameters.pop("incident", None)
         requested_by = parameters.pop("requested_by", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
+        run_id = str(flow_run.get_id() or "local")
+        if mode is Mode.DRILL and (skipped := await drilling.stand_down(runbook, run_id)) is not None:
+            return skipped  # type: ignore[return-value]  # never beside a live incident
         run = RunInfo(
-            run_id=str(flow_run.get_id() or "local"),
+            run_id=run_id,
             run_name=str(flow_run.get_name() or "local"),
             mode=mode,
             home=siaga_home(),
@@ -132,6 +136,8 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             mode=str(mode), outcome=outcome, note=summary.headline(),
         )
         await _publish_deadlines(runbook, run)
+        if mode is Mode.DRILL:
+            await drilling.score(runbook, summary, datetime.fromisoformat(run.started_at))
         records = await timeline.publish(final=True)
         decisions = decision_rows(records)
         if decisions:

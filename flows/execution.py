@@ -10,10 +10,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from siaga.actions import ActionContext, ActionFailed, ActionRegistry, ActionSpec, Mode, Risk
+from siaga.actions import (
+    ActionContext,
+    ActionFailed,
+    ActionRegistry,
+    ActionSpec,
+    DrillConnections,
+    Mode,
+    Risk,
+)
 from siaga.approvals.policy import Verdict
 from siaga.audit import arecord
 from siaga.runbook.models import Step
@@ -127,6 +136,7 @@ class Execution:
             secret_source=self.run.secret_source,
             library=self.run.library,
             comms=self.plan.runbook.comms.model_dump(mode="json"),
+            drill_connections=DrillConnections.REAL if self.plan.runbook.drill.real_channels else DrillConnections.SANDBOX,
             **extra,
         )
 
@@ -176,6 +186,7 @@ class Execution:
             verdict = await self._gate(step, self.template_context(), self.action_context(step.id))
             if verdict.state in ("rejected", "failed"):
                 record.duration_s = round(time.perf_counter() - started, 3)
+                record.finished_at = datetime.now(UTC)
                 record.outcome = Outcome.FAILED if verdict.state == "failed" else Outcome.REJECTED
                 if verdict.state == "failed" and step.continue_on_error:
                     record.outcome = Outcome.TOLERATED
@@ -190,6 +201,7 @@ class Execution:
             step, self.template_context(), self.action_context(step.id), wait_for, approved
         )
         record.duration_s = round(time.perf_counter() - started, 3)
+        record.finished_at = datetime.now(UTC)
         if attempt.handle is not None and attempt.result is not None:
             # Later steps wait for this one (Prefect draws the edge); a failed step tolerated by
             # continue_on_error is left out, or Prefect would refuse to start its followers.

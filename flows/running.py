@@ -141,7 +141,7 @@ async def follow_run(
     }
     if echo:
         echo(f"Run {summary['state']}: {summary['url']}")
-        if not summary["ok"] and summary["message"]:
+        if summary["message"] and (not summary["ok"] or summary["state"] == "Skipped"):
             echo(summary["message"])
     return summary
 

@@ -19,6 +19,7 @@ from siaga.actions import (
     ActionFailed,
     ActionSpec,
     DrillBehaviour,
+    DrillConnections,
     Mode,
     ProductionInDrill,
     Risk,
@@ -92,10 +93,15 @@ async def perform(
         params = params.model_copy(update=_marked(params, spec.message_fields))
     if drill and behaviour is DrillBehaviour.SKIP:
         return StepResult("skipped", note="skipped in drills")
-    if drill and behaviour is not DrillBehaviour.CALL:
+    if drill and behaviour is DrillBehaviour.SANDBOX:
+        if "connection" not in spec.params.model_fields:
+            return await _recorded(spec, params, context, f"drill: {spec.name} takes no connection to swap "
+                                   "for a sandbox; recorded, not called")
+        context = replace(context, drill_connections=DrillConnections.REQUIRED)
+    elif drill and behaviour is not DrillBehaviour.CALL:
         note = "drill: recorded, not called"
-        if behaviour is not DrillBehaviour.RECORD:
-            note += f" ({behaviour} needs a provider that supports it; none is configured)"
+        if behaviour is DrillBehaviour.DRY_RUN:
+            note += " (dry_run needs a provider that supports it; none is configured)"
         return await _recorded(spec, params, context, note)
     try:
         if ledger is not None and spec.risk is not Risk.READ:

@@ -75,6 +75,19 @@ class ProductionInDrill(ActionFailed):
         self.connection = connection
 
 
+class NoSandbox(ProductionInDrill):
+    """A drill step whose behaviour is `sandbox` reached for a connection that names no sandbox."""
+
+    def __init__(self, connection: str) -> None:
+        ActionFailed.__init__(
+            self,
+            f"connection {connection!r} names no `sandbox:` and the drill behaviour is sandbox",
+            changed=False,
+            todo=f"give {connection!r} a `sandbox:` connection in connections.yaml",
+        )
+        self.connection = connection
+
+
 class CannotReconcile(Exception):
     """Raised by an action's `reconcile` when the connection in use gives it no way to check the
     provider (a kill switch without a status endpoint): a person must then settle the call, as
@@ -96,8 +109,16 @@ class DrillBehaviour(StrEnum):
     CALL = "call"  # run it as in a live run (reads; messages get a [DRILL] prefix)
     RECORD = "record"  # record exactly what would have been called, call nothing
     DRY_RUN = "dry_run"  # ask the provider to validate without changing anything
-    SANDBOX = "sandbox"  # call the sandbox connection instead of the live one
+    SANDBOX = "sandbox"  # call the connection's `sandbox:` instead; record if it names none
     SKIP = "skip"  # do nothing, record that it was skipped
+
+
+class DrillConnections(StrEnum):
+    """Which connection a drill calls where a connection names a `sandbox:` (never a production one)."""
+
+    SANDBOX = "sandbox"  # its sandbox (for messages: the drill channel)
+    REQUIRED = "required"  # its sandbox, and none named is a refusal (drill behaviour `sandbox`)
+    REAL = "real"  # the connection itself unless production (the runbook's `drill.real_channels`)
 
 
 class Mode(StrEnum):
@@ -150,6 +171,8 @@ class ActionContext:
     """The runbook folder the run's runbook came from (message templates are in its templates/)."""
     comms: Mapping[str, Any] = field(default_factory=dict)
     """The runbook's `comms:` settings (languages, timezone), for the comms actions."""
+    drill_connections: DrillConnections = DrillConnections.SANDBOX
+    """In a drill, whether a connection's `sandbox:` is used (see `connection`)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -189,19 +212,31 @@ class ActionContext:
                     "(or mark one `default: true`) in connections.yaml",
                 )
             raw = candidates[name]
-        if self.mode is Mode.DRILL and raw.get("production"):
-            sandbox = raw.get("sandbox")
-            if not sandbox:
-                raise ProductionInDrill(name)
-            name, raw = sandbox, self.connections.get(sandbox)
-            if raw is None or raw.get("production"):
-                raise ProductionInDrill(name)
+        if self.mode is Mode.DRILL:
+            name, raw = self._drill_connection(name, raw)
         try:
             return model.model_validate({k: v for k, v in raw.items() if k != "default"})
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ActionFailed(f"connection {name!r} is not valid: {problems}", changed=False,
                                todo="fix it in connections.yaml") from None
+
+    def _drill_connection(self, name: str, raw: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+        """The connection a drill calls instead of `name`: its `sandbox:` where it names one
+        (unless the runbook wants real channels and `name` is not production), never a
+        production one."""
+        sandbox = raw.get("sandbox")
+        wanted = raw.get("production") or self.drill_connections is not DrillConnections.REAL
+        if not sandbox or not wanted:
+            if self.drill_connections is DrillConnections.REQUIRED:
+                raise NoSandbox(name)
+            if raw.get("production"):
+                raise ProductionInDrill(name)
+            return name, raw
+        found = self.connections.get(sandbox)
+        if found is None or found.get("production"):
+            raise ProductionInDrill(sandbox)
+        return sandbox, found
 
 
 ActionFunction = Callable[[Any, ActionContext], Awaitable[Any]]

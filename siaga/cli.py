@@ -1,5 +1,5 @@
-"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | up | receiver | incidents | incident |
-alert send | approvals | approve | audit | deadlines | db``.
+"""The command line: ``siaga validate | schema | actions | runbooks | run | drill | drills | up | receiver | incidents |
+incident | alert send | approvals | approve | audit | deadlines | db``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -242,6 +242,51 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         table.add_row(e.key, e.action, e.state, e.run_id or "", f"{e.updated_at:%Y-%m-%d %H:%M:%S}", (e.error or "")[:80])
     out.print(table)
     return OK
+
+
+def cmd_drills(args: argparse.Namespace) -> int:
+    """Past drills and their scores; with --chart, the trend as an SVG chart."""
+    from .drills.chart import chart_svg
+    from .drills.records import DrillRecords
+    from .store import engine
+
+    drills = DrillRecords(engine()).find(args.runbook, limit=args.limit)
+    if args.chart:
+        path = Path(args.chart)
+        if path.suffix.lower() != ".svg":
+            raise BadInput(f"--chart writes SVG: name a .svg file, not {path.name}")
+        title = f"Drills of {args.runbook}" if args.runbook else "Drill scores"
+        path.write_text(chart_svg(drills, title), encoding="utf-8")
+        out.print(f"wrote {path} ({sum(d['state'] == 'scored' for d in drills)} scored drills)")
+        return OK
+    if args.json:
+        print(json.dumps(drills, indent=2, default=str))
+        return OK
+    if not drills:
+        out.print("no drills yet" + (f" of {args.runbook}" if args.runbook else ""))
+        return OK
+    from rich.table import Column
+
+    table = Table(Column("started (UTC)", no_wrap=True), Column("runbook", no_wrap=True), Column("score", no_wrap=True),
+                  Column("page", no_wrap=True), "statement", "gates", "failed", "missed", "run / why skipped")
+    for d in drills:
+        f = d["figures"]
+        if d["state"] == "skipped":
+            table.add_row(f"{d['started_at']:%Y-%m-%d %H:%M}", d["runbook_id"], "skipped", "", "", "", "", "",
+                          d["reason"] or "")
+            continue
+        gates = ", ".join(f"{g['step']} {_took(g['decision_s'])}" for g in f.get("gates", []))
+        table.add_row(
+            f"{d['started_at']:%Y-%m-%d %H:%M}", d["runbook_id"], str(d["score"]),
+            _took(f.get("time_to_first_page_s")), _took(f.get("time_to_public_statement_s")), gates,
+            ", ".join(f.get("steps_failed", [])), ", ".join(f.get("deadlines_missed", [])), d["run_id"],
+        )
+    out.print(table)
+    return OK
+
+
+def _took(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds / 60:.1f}m" if seconds >= 60 else f"{seconds:.0f}s"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -498,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--as", dest="as_", metavar="ID", default=os.environ.get("SIAGA_USER"),
                        help="who asks for the run (your roster id; default $SIAGA_USER): never its approver")
         p.set_defaults(handler=cmd_run, drill=drill)
+
+    p = commands.add_parser("drills", help="past drills and their scores (the team's readiness over time)")
+    p.add_argument("runbook", metavar="RUNBOOK", nargs="?", help="only this runbook's drills")
+    p.add_argument("--chart", metavar="FILE.svg", help="write a chart of scores and key times over time")
+    p.add_argument("--limit", type=int, default=500, help="the last N drills (default 500)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_drills)
 
     p = commands.add_parser("approvals", help="the approval gates waiting for people")
     p.add_argument("--json", action="store_true")

@@ -6,7 +6,8 @@ Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `inci
 `sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed); `gates`,
 `gate_codes` and `gate_events` (approval gates, their hashed one-time codes and everything that
 happened at them); `audit_records` (the hash-chained audit trail, see `siaga.audit`);
-`comms_deadlines` (statement deadlines, their reminders and misses).
+`comms_deadlines` (statement deadlines, their reminders and misses); `drills` (each drill's score,
+or why it was skipped).
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -238,6 +239,21 @@ audit_records = Table(
     UniqueConstraint("chain", "seq", name="uq_audit_records_chain_seq"),
 )
 """Append-only: Siaga's code inserts here and never updates or deletes (see `siaga.audit`)."""
+
+
+drills = Table(
+    "drills",
+    metadata,
+    Column("run_id", String(64), primary_key=True),  # the drill's flow run
+    Column("runbook_id", String(100), nullable=False, index=True),
+    Column("state", String(16), nullable=False),  # scored | skipped
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("score", Integer),  # out of 100; NULL when skipped
+    Column("figures", JSON, nullable=False),  # siaga.drills.score: times, gates, failures, deductions
+    Column("reason", Text),  # why it was skipped
+)
+"""Drills run (or skipped) and how the team scored (`siaga.drills`)."""
 
 
 def database_url(home: Path | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +34,8 @@ class StepRecord:
     action: str
     outcome: Outcome = Outcome.NOT_RUN
     duration_s: float | None = None
+    finished_at: datetime | None = None
+    """When the step ended (drill scores measure times to a page or a statement with it)."""
     error: str | None = None
     todo: str | None = None
     output: Any = None

@@ -27,7 +27,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-SLACK_CHANNELS = {"#inc-payments": "C0PAYMENTS", "#war-room": "C0WARROOM"}
+SLACK_CHANNELS = {
+    "#inc-payments": "C0PAYMENTS", "#war-room": "C0WARROOM",
+    # the bundled runbooks' channels
+    "#inc-region": "C0REGION", "#inc-breach": "C0BREACH", "#war-room-social": "C0SOCIAL",
+}
 SLACK_WEBHOOK_PATH = "/slack/services/T0001/B0001/"
 TEAMS_WEBHOOK_PATH = "/teams/workflows/"
 PAGERDUTY_PATH = "/pagerduty/v2/enqueue"

@@ -215,6 +215,9 @@ class Drill(_Model):
     alert: dict[str, Any] | None = None
     """A sample alert for drills, so steps that read `alert.labels...` rehearse too."""
     substitute: dict[str, DrillBehaviour] = Field(default_factory=dict)
+    real_channels: bool = False
+    """Send drill messages to the real channels, marked ``[DRILL]``, rather than to the drill
+    channels (each connection's `sandbox:`). Production connections are never called."""
 
 
 class Approval(_Model):

@@ -1,0 +1,106 @@
+"""The drill's ends of a runbook's flow run: stand down when the real thing is happening, and
+score the team once the drill is over (`siaga.drills`).
+
+A drill that stands down ends **Completed**, in a state named ``Skipped`` (as a step a drill skips
+does): nothing went wrong and nobody cancelled it; the schedule did its job, and the reason is in
+the state's message, the drill record and a Markdown artifact. A Cancelled state would read as
+someone stopping it, and a Failed one would page people about a drill while they handle the
+incident.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.states import Completed, State
+
+from siaga.approvals.records import GateRecords
+from siaga.deadlines import DeadlineRecords
+from siaga.drills.records import DrillRecords, live_incident
+from siaga.drills.score import (
+    Deadline,
+    DrillFacts,
+    DrillScore,
+    GateFacts,
+    report_markdown,
+    score_drill,
+    steps_facts,
+)
+from siaga.logs import get_logger
+from siaga.runbook.comms import PUBLIC
+from siaga.runbook.models import Runbook
+from siaga.store import engine
+from siaga.summary import RunSummary
+
+log = get_logger("siaga.drills")
+
+
+async def stand_down(runbook: Runbook, run_id: str) -> State[Any] | None:
+    """The ``Skipped`` state a drill ends in while a live incident of its runbook is open, with
+    the reason recorded; None when the drill may go ahead."""
+    incident = live_incident(engine(), runbook.id)
+    if incident is None:
+        return None
+    opened = incident["opened_at"]
+    reason = (
+        f"skipped: live incident {incident['id']} of {runbook.id} is open (since "
+        f"{opened:%Y-%m-%d %H:%M} UTC); drills of this runbook wait until it is resolved"
+    )
+    now = datetime.now(UTC)
+    DrillRecords(engine()).skipped(run_id, runbook.id, now, reason)
+    log.info("drill skipped", runbook=runbook.id, run_id=run_id, incident=incident["id"])
+    await acreate_markdown_artifact(
+        key=f"{runbook.id}-drill-score", markdown=f"# Drill of {runbook.id} skipped\n\n{reason}.\n", description=reason
+    )
+    return Completed(
+        name="Skipped",
+        message=reason,
+        data={"runbook": runbook.id, "mode": "drill", "run_id": run_id, "ok": True, "skipped": reason, "steps": []},
+    )
+
+
+def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, ended_at: datetime) -> DrillFacts:
+    """The facts of a finished drill: its steps from `summary`, its gates from the store."""
+    records = GateRecords(engine())
+    gates = []
+    for gate in records.find(run_id=summary.run_id):
+        kinds = [event["kind"] for event in records.events(gate.id)]
+        gates.append(GateFacts(
+            gate.step_id, _utc(gate.opened_at), _utc(gate.deadline),
+            _utc(gate.decided_at) if gate.decided_at else None, gate.state,
+            escalations=kinds.count("escalated"), timed_out="timed out" in kinds,
+        ))
+    steps = steps_facts(
+        (s.step_id, s.action, runbook.step(s.step_id).with_, str(s.outcome), s.finished_at) for s in summary.steps
+    )
+    # the audiences' statement deadlines the run kept (comms); the public one the score derives
+    # from the steps and `impact.public_statement_within`, as for a runbook without comms
+    deadlines = [
+        Deadline(d.name, d.period, (_utc(d.met_at) - started_at) if d.met_at else None)
+        for d in DeadlineRecords(engine()).find(run_id=summary.run_id)
+        if d.name != PUBLIC
+    ]
+    return DrillFacts(
+        runbook.id, summary.run_id, started_at, ended_at, steps, gates, runbook.impact.public_statement_within,
+        deadlines=deadlines,
+    )
+
+
+async def score(runbook: Runbook, summary: RunSummary, started_at: datetime) -> DrillScore:
+    """Score the drill that just ended, keep it in the store, and publish its report."""
+    facts = drill_facts(runbook, summary, started_at, datetime.now(UTC))
+    result = score_drill(facts)
+    figures = result.figures | {"deductions": [{"points": d.points, "reason": d.reason} for d in result.deductions]}
+    DrillRecords(engine()).scored(summary.run_id, runbook.id, facts.started_at, facts.ended_at, result.score, figures)
+    log.info("drill scored", runbook=runbook.id, run_id=summary.run_id, score=result.score)
+    await acreate_markdown_artifact(
+        key=f"{runbook.id}-drill-score", markdown=report_markdown(facts, result),
+        description=f"Drill score {result.score}/100",
+    )
+    return result
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
