@@ -44,7 +44,6 @@ __all__ = [
     "priority_of",
     "process",
     "process_batch",
-    "rank_key",
     "set_flow_run",
     "set_resolve_run",
 ]
@@ -481,12 +480,6 @@ _RANK = (
 )
 """The ranking of open incidents as SQL ORDER BY terms: severity (sev1 first), priority (P1 first),
 none of either last, then the oldest first. Both values sort as text: sev1 < sev2, P1 < P2."""
-
-
-def rank_key(incident: Mapping[str, Any]) -> tuple[Any, ...]:
-    """`_RANK` in Python, for incidents already read."""
-    severity, priority = incident.get("severity"), incident.get("priority")
-    return (severity is None, severity or "", priority is None, priority or "", incident["opened_at"], incident["id"])
 
 
 def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
