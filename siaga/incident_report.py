@@ -110,7 +110,8 @@ def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict
             "decision": gate.decision,
             "url": run_url(gate.run_id, api_url),
             "events": [
-                {"at": _utc(e["at"]), "kind": e["kind"], "actor": e["actor"]} for e in events if e["kind"] in GATE_TIMELINE
+                {"at": _utc(e["at"]), "kind": e["kind"], "actor": e["actor"], "decision": e["detail"].get("decision")}
+                for e in events if e["kind"] in GATE_TIMELINE
             ],
         })
     return found
@@ -120,8 +121,9 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _gate_event(step: str, kind: str, actor: str | None) -> str:
-    return f"gate {step}: {kind}" + (f" by {actor}" if actor else "")
+def _gate_event(step: str, event: Mapping[str, Any]) -> str:
+    said = f"gate {step}: {event['kind']}" + (f" by {event['actor']}" if event["actor"] else "")
+    return said + (f": {event['decision']}" if event["kind"] == "decided" and event.get("decision") else "")
 
 
 def timeline(
@@ -156,7 +158,7 @@ def timeline(
             events.append((run["end_time"], 4, f"run ended: {run.get('state')}"))
     for gate in gates:
         for event in gate["events"]:
-            events.append((event["at"], 4, _gate_event(gate["step"], event["kind"], event["actor"])))
+            events.append((event["at"], 4, _gate_event(gate["step"], event)))
     if incident.get("resolved_at"):
         events.append((incident["resolved_at"], 5, "incident resolved"))
     resolve_run = resolve_run or {}

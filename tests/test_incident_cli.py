@@ -216,7 +216,7 @@ def test_an_incident_shows_its_gates_and_its_resolve_run(setup: Setup) -> None:
     assert second["url"].endswith(f"/runs/flow-run/{resolve_id}")
     events = [e["event"] for e in report["timeline"]]
     assert events.count("gate hello: approved by eko") == 1 and "gate all-clear: rejected by eko" in events
-    assert "gate all-clear: decided" in events and not [e for e in events if "code sent" in e]
+    assert "gate all-clear: decided: rejected" in events and not [e for e in events if "code sent" in e]
     assert events.index("incident resolved") < events.index(f"resolve run {RESOLVING}-{incident['id']}-resolve created")
 
     human = setup.siaga("incident", incident["id"])
