@@ -147,7 +147,7 @@ def _announcement(gate: Gate, event: dict[str, Any]) -> str | None:
     step = f"gate at `{gate.step_id}`"
     if kind == "opened":
         return (f"Waiting at the {step}: {detail.get('rule')}. Deadline {gate.deadline:%H:%M:%S} UTC. "
-                f"Decide in the UI ({detail.get('url')}: Open menu, Resume) or with "
+                f"Decide in the UI ({detail.get('url')}: Resume) or with "
                 f"`siaga approve {gate.run_id} {gate.step_id} --as ID --code CODE`.")
     if kind == "code sent":
         where = f"the outbox ({outbox_path(siaga_home())})" if event["channel"] == "outbox" else event["channel"]
