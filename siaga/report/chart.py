@@ -77,8 +77,8 @@ y2="{{ row.y + 21 }}" stroke="{{ item.colour }}" stroke-width="2"><title>{{ item
 {% else %}<circle class="{{ item.css }}" cx="{{ item.x }}" cy="{{ row.y + 11 }}" r="5" fill="{{ item.colour }}">\
 <title>{{ item.text }}</title></circle>
 {% endif %}{% endfor %}{% endif %}{% endfor %}\
-{% for entry in legend %}<rect x="{{ entry.x }}" y="{{ legend_y }}" width="12" height="12" fill="{{ entry.colour }}"/>
-<text x="{{ entry.x + 16 }}" y="{{ legend_y + 10 }}">{{ entry.label }}</text>
+{% for entry in legend %}<rect x="{{ entry.x }}" y="{{ entry.y }}" width="12" height="12" fill="{{ entry.colour }}"/>
+<text x="{{ entry.x + 16 }}" y="{{ entry.y + 10 }}">{{ entry.label }}</text>
 {% endfor %}</svg>
 """
 
@@ -268,8 +268,10 @@ def timeline_svg(story: Story, title: str | None = None) -> str:
         y += HEADER if row.header else ROW
     bottom = y + 6
     legend = _legend(story)
-    height = bottom + 44 + 18 * ((len(legend) + 6) // 7)
+    height = bottom + 44 + 18 * (max((int(e["row"]) for e in legend), default=0) + 1)
     legend_y = bottom + 36
+    for entry in legend:
+        entry["y"] = legend_y + 18 * int(entry["row"])
     return (
         _environment()
         .from_string(_TEMPLATE)
@@ -310,6 +312,15 @@ def _legend(story: Story) -> list[dict[str, object]]:
         if k in gates
     ]
     entries += [{"label": k, "colour": c} for k, c in MESSAGE_COLOURS.items() if k in kinds]
+    x, row = float(LEFT), 0
+    for (
+        entry
+    ) in entries:  # left to right, wrapping, each as wide as its label (about 6.5 px a letter)
+        width = 16 + 6.5 * len(str(entry["label"])) + 16
+        if x + width > WIDTH - RIGHT:
+            x, row = float(LEFT), row + 1
+        entry["x"], entry["row"] = round(x, 1), row
+        x += width
     return entries
 
 

@@ -117,6 +117,8 @@ class IncidentFacts:
     deadlines: list[DeadlineInfo] = field(default_factory=list)
     risks: dict[str, str] = field(default_factory=dict)
     """Each action's risk (read, notify, change, destructive): `notify` actions send messages."""
+    notes: list[str] = field(default_factory=list)
+    """What the facts lack, said in the report (a runbook that could not be read...)."""
 
     def as_json(self) -> dict[str, Any]:
         return _jsonable(
@@ -157,6 +159,7 @@ class IncidentFacts:
                 for d in data.get("deadlines", [])
             ],
             risks=dict(data.get("risks") or {}),
+            notes=list(data.get("notes") or []),
         )
 
 

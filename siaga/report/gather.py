@@ -94,6 +94,17 @@ def gather(
         runbook, runbook_path = _load(runbook_id, folder, registry, roster)
     elif runbook is not None and runbook_path is None:
         runbook_path = _file_of(runbook.id, folder)
+    notes = []
+    if runbook is None:
+        why = (
+            "is not in"
+            if runbook_path is None
+            else f"does not validate ({runbook_path}), see `siaga validate`; it is not read from"
+        )
+        notes.append(
+            f"The runbook {runbook_id or '(unknown)'} {why} the runbook folder {folder}: "
+            "its targets and step lines are missing here (give --runbooks DIR)."
+        )
     if chain.startswith("run:"):
         gates = GateRecords(engine).find(run_id=chain.removeprefix("run:"))
         deadlines = DeadlineRecords(engine).find(run_id=chain.removeprefix("run:"))
@@ -140,6 +151,7 @@ def gather(
             for d in deadlines
         ],
         risks={spec.name: str(spec.risk) for spec in registry},
+        notes=notes,
     )
     return facts
 

@@ -112,7 +112,7 @@ def _failures(story: Story) -> list[str]:
         for s in story.failed
     ]
     lines += [
-        f"Step {u['step']} ({u['action']}) {u['outcome']} at {_when(u['at'])}"
+        f"Step {u['step']} {u['outcome']} ({u['action']}) at {_when(u['at'])}"
         + (f": {u['error']}" if u["error"] else "")
         for u in story.undone
     ]
@@ -135,6 +135,7 @@ def report_markdown(story: Story, picture: str | None = None) -> str:
     ]
     out += ["## Summary", "", "| | |", "| --- | --- |"]
     out += [f"| {name} | {_md(value)} |" for name, value in _summary(story)]
+    out += [f"\n> {_md(note)}" for note in facts.notes]
     out += [
         "",
         "## Impact and durations",
@@ -235,18 +236,19 @@ body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1040px;
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin: 0.5rem 0; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } code { font-size: 0.85rem; overflow-wrap: anywhere; }
+th { background: #f4f4f4; } code { font-size: 0.85rem; white-space: nowrap; } code.hash { white-space: normal; overflow-wrap: anywhere; }
 .met { color: #1a7f37; } .missed { color: #c62828; font-weight: bold; } .pending { color: #8a6d00; }
-.meta { color: #555; font-size: 0.9rem; } figure { margin: 0; overflow-x: auto; }
+.meta { color: #555; font-size: 0.9rem; } .note { background: #fff8e1; padding: 0.5rem; } figure { margin: 0; overflow-x: auto; }
 </style>
 </head>
 <body>
 <h1>Post-incident report: {{ title }}</h1>
 <p class="meta">Generated {{ when(facts.generated_at) }} from the audit chain <code>{{ facts.chain }}</code>
-({{ facts.records|length }} records, head <code>{{ facts.head }}</code>).</p>
+({{ facts.records|length }} records, head <code class="hash">{{ facts.head }}</code>).</p>
 
 <h2 id="summary">Summary</h2>
 <table class="summary">{% for name, value in summary %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>{% endfor %}</table>
+{% for note in facts.notes %}<p class="note">{{ note }}</p>{% endfor %}
 
 <h2 id="impact">Impact and durations</h2>
 <table class="targets"><tr><th>measure</th><th>actual</th><th>target</th><th></th></tr>
@@ -263,7 +265,7 @@ th { background: #f4f4f4; } code { font-size: 0.85rem; overflow-wrap: anywhere; 
 <th>channel</th><th>evidence (SHA-256 of the parameters)</th><th>note</th></tr>
 {% for d in story.decisions %}<tr><td>{{ d.at.strftime("%H:%M:%S") }}</td><td><code>{{ d.step_id }}</code></td>
 <td>{{ d.event.replace("_", " ") }}</td><td>{{ d.by or "-" }}</td><td>{{ d.channel or "-" }}</td>
-<td><code>{{ d.evidence or "-" }}</code></td><td>{{ d.note }}</td></tr>
+<td><code class="hash">{{ d.evidence or "-" }}</code></td><td>{{ d.note }}</td></tr>
 {% endfor %}</table>{% else %}<p>No approval gate was passed.</p>{% endif %}
 
 <h2 id="messages">Messages sent</h2>
@@ -286,7 +288,7 @@ th { background: #f4f4f4; } code { font-size: 0.85rem; overflow-wrap: anywhere; 
 
 <h2 id="lessons">Lessons learned</h2>
 <ol class="lessons">{% for lesson in story.lessons %}<li>{{ lesson.question }}{% if lesson.step_id %}
-(step <code>{{ lesson.step_id }}</code>{% if lesson.place %}, <code>{{ lesson.place }}</code>{% endif %}){% endif %}</li>
+(step <code>{{ lesson.step_id }}</code>{% if lesson.place %}, <code class="hash">{{ lesson.place }}</code>{% endif %}){% endif %}</li>
 {% endfor %}</ol>
 
 <h2 id="trail">Audit trail</h2>
@@ -295,8 +297,8 @@ th { background: #f4f4f4; } code { font-size: 0.85rem; overflow-wrap: anywhere; 
 <td>{{ r.at.strftime("%H:%M:%S.%f")[:-3] }}</td><td><code>{{ r.kind }}</code></td>
 <td>{{ [r.actor, r.channel]|select|join(" / ") }}</td><td>{{ details(r) }}</td></tr>
 {% endfor %}</table>
-<p class="meta">Chain <code>{{ facts.chain }}</code>: {{ facts.records|length }} records, head <code>{{ facts.head }}</code>.
-Prove it with <code>siaga audit verify --incident {{ facts.chain }} --head {{ facts.head }}</code> (the rows above are
+<p class="meta">Chain <code>{{ facts.chain }}</code>: {{ facts.records|length }} records, head <code class="hash">{{ facts.head }}</code>.
+Prove it with <code class="hash">siaga audit verify --incident {{ facts.chain }} --head {{ facts.head }}</code> (the rows above are
 shown with secrets redacted, so only the store or an export verifies).</p>
 </body>
 </html>
