@@ -1,5 +1,5 @@
 """The command line: ``siaga validate | schema | actions | runbooks | run | drill | drills | up | receiver | incidents |
-incident | alert send | approvals | approve | audit | deadlines | report | db``.
+incident | alert send | approvals | approve | audit | deadlines | report | sitrep | db``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -543,6 +543,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return OK
 
 
+# --- siaga sitrep ------------------------------------------------------------------------------
+
+
+def cmd_sitrep(args: argparse.Namespace) -> int:
+    """A situation report of an open incident: shown, or (--send) sent to the liaison and commander."""
+    from .report.gather import learn_environment_secrets
+    from .store import engine
+
+    learn_environment_secrets()
+    folder = Path(args.runbooks) if args.runbooks else runbook_folder()
+    if args.send:
+        import asyncio
+
+        from .flows.compiler import prefect_secret
+        from .flows.sitreps import send_sitrep
+
+        done = asyncio.run(send_sitrep(
+            args.incident, folder=folder, actor=os.environ.get("SIAGA_USER"), channel="cli",
+            secret_source=prefect_secret if os.environ.get("PREFECT_API_URL") else None,
+        ))
+        report, sent = done["sitrep"], done["sent"]
+    else:
+        from .report import tell
+        from .report.gather import gather
+        from .report.sitrep import build_sitrep
+        from .secrets import REDACTOR
+
+        report = build_sitrep(tell(gather(engine(), args.incident, folder=folder))).as_dict()
+        report["text"] = REDACTOR.text(report["text"])
+        sent = []
+    if args.json:
+        print(json.dumps(report | {"sent": sent}, indent=2))
+        return OK
+    print(report["text"])
+    if sent:
+        out.print("sent to " + ", ".join(f"{s['to']} ({s['channel']})" for s in sent), markup=False)
+    return OK
+
+
 # --- siaga alert send -------------------------------------------------------------------------
 
 
@@ -673,6 +712,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "picture in FILE's stem + .timeline.svg beside it (on standard output, inline as a data: URI)")
     p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
     p.set_defaults(handler=cmd_report)
+
+    p = commands.add_parser("sitrep", help="a situation report of an incident: conditions, actions, needs")
+    p.add_argument("incident", metavar="INCIDENT", help="an incident id (or a unique start of one), or run:<flow run id>")
+    p.add_argument("--send", action="store_true", help="send it to the liaison and commander (comms.sitrep.to) "
+                   "through their roster channels, and record it in the trail")
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_sitrep)
 
     p = commands.add_parser("alert", help="alerts by hand: `siaga alert send FILE --to URL` posts a saved webhook payload")
     alert_commands = p.add_subparsers(dest="alert_command", required=True, metavar="SUBCOMMAND")

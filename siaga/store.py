@@ -339,10 +339,16 @@ def _adopt(connection: Connection, config: object) -> None:
     )
 
 
-@cache
 def engine(url: str | None = None) -> Engine:
-    """The store's engine (one per URL per process), its database at the newest migration."""
-    created = _connect(url or database_url())
+    """The store's engine (one per URL per process), its database at the newest migration.
+    Without `url`, the one `database_url()` names now (so a changed $SIAGA_DATABASE_URL or
+    $SIAGA_HOME is followed, not the first one this process saw)."""
+    return _engine(url or database_url())
+
+
+@cache
+def _engine(url: str) -> Engine:
+    created = _connect(url)
     _upgrade_retrying(created)
     return created
 

@@ -100,9 +100,16 @@ def _summary(story: Story) -> list[tuple[str, str]]:
 
 
 def _details(record: AuditRecord) -> str:
-    """What a trail record says (the gate first, for gate events)."""
+    """What a trail record says (the gate first, for gate events; reports by number and files)."""
     said = describe(record)
-    gate = record.data.get("gate")
+    data = record.data
+    if record.kind == "sitrep.sent":
+        said = f"SITREP {data.get('number')} to " + ", ".join(
+            f"{s.get('to')} ({s.get('channel')})" for s in data.get("sent") or []
+        )
+    elif record.kind == "report.generated":
+        said = f"{data.get('format')}: {', '.join(data.get('files') or [])}; head {str(data.get('head'))[:12]}"
+    gate = data.get("gate")
     return f"gate: {gate}; {said}".rstrip("; ") if gate else said
 
 
