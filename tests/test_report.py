@@ -133,8 +133,14 @@ class Incident:
         """The command line as a person at the incident's machine runs it: its home, and none of
         the secrets the stack was given (what is redacted must have been redacted when written)."""
         env = clean_env(self.home)
-        return subprocess.run([sys.executable, "-m", "siaga.cli", *args], capture_output=True, text=True,
-                              env=env, timeout=120, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "siaga.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
 
     def records(self) -> list[AuditRecord]:
         return AuditTrail(engine(f"sqlite:///{self.home / 'siaga.db'}")).records(self.id)
@@ -159,53 +165,121 @@ def incident(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     shutil.copytree(RUNBOOKS / "templates", folder / "templates")
     (folder / "roster.yaml").write_text(ROSTER)
     with ExitStack() as stack:
-        switch = stack.enter_context(KillSwitch(CANARIES["REPORT_SWITCH_TOKEN"], echo_auth=True).running())
+        switch = stack.enter_context(
+            KillSwitch(CANARIES["REPORT_SWITCH_TOKEN"], echo_auth=True).running()
+        )
         page = stack.enter_context(FakeStatuspage(CANARIES["REPORT_STATUS_KEY"]).running())
         mailbox = stack.enter_context(smtp_server(home, "siaga", CANARIES["REPORT_MAIL_PASSWORD"]))
         check = stack.enter_context(webhook_server())
         # the last check fails, saying the credential it was given, as a careless service might
-        check.answer("/checkout", (503, {"error": f"upstream down; token {CANARIES['REPORT_CHECK_KEY']} rejected"}))
+        check.answer(
+            "/checkout",
+            (503, {"error": f"upstream down; token {CANARIES['REPORT_CHECK_KEY']} rejected"}),
+        )
         (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML.replace("{check}", check.url))
-        (folder / "connections.yaml").write_text(json.dumps({"connections": {
-            "switch": {"type": "payment_switch", "base_url": switch.url, "auth": {"bearer": "secret://report-switch-token"}},
-            "status": {"type": "statuspage", "base_url": f"{page.url}/v1", "page_id": page.page_id,
-                       "api_key": "secret://report-status-key"},
-            "mail": {"type": "smtp", "host": "localhost", "port": mailbox.port, "username": "siaga",
-                     "password": "secret://report-mail-password", "sender": "Siaga <siaga@pay.example.com>",
-                     "ca_file": mailbox.ca_file},
-        }}))
+        (folder / "connections.yaml").write_text(
+            json.dumps(
+                {
+                    "connections": {
+                        "switch": {
+                            "type": "payment_switch",
+                            "base_url": switch.url,
+                            "auth": {"bearer": "secret://report-switch-token"},
+                        },
+                        "status": {
+                            "type": "statuspage",
+                            "base_url": f"{page.url}/v1",
+                            "page_id": page.page_id,
+                            "api_key": "secret://report-status-key",
+                        },
+                        "mail": {
+                            "type": "smtp",
+                            "host": "localhost",
+                            "port": mailbox.port,
+                            "username": "siaga",
+                            "password": "secret://report-mail-password",
+                            "sender": "Siaga <siaga@pay.example.com>",
+                            "ca_file": mailbox.ca_file,
+                        },
+                    }
+                }
+            )
+        )
         receiver_port = free_port()
-        env = {**clean_env(home), "PREFECT_API_URL": prefect_api, "SIAGA_ALERTMANAGER_TOKEN": TOKEN,
-               **{f"SIAGA_SECRET_{name}": value for name, value in CANARIES.items()}}
+        env = {
+            **clean_env(home),
+            "PREFECT_API_URL": prefect_api,
+            "SIAGA_ALERTMANAGER_TOKEN": TOKEN,
+            **{f"SIAGA_SECRET_{name}": value for name, value in CANARIES.items()},
+        }
         output = home / "up.log"
         with output.open("w") as log:
             up = subprocess.Popen(
-                [sys.executable, "-m", "siaga.cli", "up", "--runbooks", str(folder), "--receiver-port", str(receiver_port)],
-                stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "siaga.cli",
+                    "up",
+                    "--runbooks",
+                    str(folder),
+                    "--receiver-port",
+                    str(receiver_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
             )
         try:
-            _wait("siaga up", lambda: up.poll() is not None or "Siaga is up" in output.read_text(), 180)
+            _wait(
+                "siaga up",
+                lambda: up.poll() is not None or "Siaga is up" in output.read_text(),
+                180,
+            )
             assert up.poll() is None, output.read_text()
             receiver = f"http://127.0.0.1:{receiver_port}"
             region = f"r-{uuid.uuid4().hex[:8]}"
             store = f"sqlite:///{home / 'siaga.db'}"
-            with temporary_settings({PREFECT_API_URL: prefect_api}), approving_in_background(home, RUNBOOK, store):
-                answer = httpx.post(f"{receiver}/hooks/alertmanager", json=webhook(am_alert(region)),
-                                    headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+            with (
+                temporary_settings({PREFECT_API_URL: prefect_api}),
+                approving_in_background(home, RUNBOOK, store),
+            ):
+                answer = httpx.post(
+                    f"{receiver}/hooks/alertmanager",
+                    json=webhook(am_alert(region)),
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                    timeout=10,
+                )
                 assert answer.status_code == 202, answer.text
-                opened = _wait("the incident's run", lambda: [
-                    i for i in httpx.get(f"{receiver}/incidents", timeout=10).json()
-                    if i["runbook_id"] == RUNBOOK and i["flow_run_id"]])
+                opened = _wait(
+                    "the incident's run",
+                    lambda: [
+                        i
+                        for i in httpx.get(f"{receiver}/incidents", timeout=10).json()
+                        if i["runbook_id"] == RUNBOOK and i["flow_run_id"]
+                    ],
+                )
                 run_id = opened[0]["flow_run_id"]
                 state = _wait("the run to end", lambda: _final(prefect_api, run_id), 300)
             assert state["type"] == "FAILED", (state, output.read_text()[-3000:])
-            answer = httpx.post(f"{receiver}/hooks/alertmanager", json=webhook(am_alert(region, "resolved")),
-                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+            answer = httpx.post(
+                f"{receiver}/hooks/alertmanager",
+                json=webhook(am_alert(region, "resolved")),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=10,
+            )
             assert answer.status_code == 202, answer.text
-            _wait("the incident to resolve", lambda: [
-                i for i in httpx.get(f"{receiver}/incidents", timeout=10).json()
-                if i["id"] == opened[0]["id"] and i["state"] == "resolved"])
-            yield Incident(opened[0]["id"], run_id, home, folder, prefect_api, switch, page, mailbox, check)
+            _wait(
+                "the incident to resolve",
+                lambda: [
+                    i
+                    for i in httpx.get(f"{receiver}/incidents", timeout=10).json()
+                    if i["id"] == opened[0]["id"] and i["state"] == "resolved"
+                ],
+            )
+            yield Incident(
+                opened[0]["id"], run_id, home, folder, prefect_api, switch, page, mailbox, check
+            )
         finally:
             stop(up)
 
@@ -240,16 +314,21 @@ def _report_rows(markdown: str) -> list[tuple[int, str]]:
     return rows
 
 
-def test_the_report_tells_the_whole_incident_and_renders_in_chromium(incident: Incident, page: Page,
-                                                                    tmp_path: Path) -> None:
+def test_the_report_tells_the_whole_incident_and_renders_in_chromium(
+    incident: Incident, page: Page, tmp_path: Path
+) -> None:
     # what really happened, on the providers' side
     assert len(incident.switch.freezes) == 1 and incident.switch.active == [], "frozen, then undone"
     [statement] = incident.page.created()
     assert statement["name"] == "Gangguan pembayaran / Payment disruption"
-    assert [rcpt for _, rcpt, _ in incident.mailbox.messages] == [["customers-list@pay.example.com"]]
+    assert [rcpt for _, rcpt, _ in incident.mailbox.messages] == [
+        ["customers-list@pay.example.com"]
+    ]
 
     markdown_file, folder = tmp_path / "report.md", str(incident.folder)
-    made = incident.siaga("report", incident.id, "--format", "md", "-o", str(markdown_file), "--runbooks", folder)
+    made = incident.siaga(
+        "report", incident.id, "--format", "md", "-o", str(markdown_file), "--runbooks", folder
+    )
     assert made.returncode == 0, made.stderr
     markdown = markdown_file.read_text()
     picture = tmp_path / "report.timeline.svg"
@@ -264,21 +343,46 @@ def test_the_report_tells_the_whole_incident_and_renders_in_chromium(incident: I
     assert generated.data["sha256"] == hashlib.sha256(markdown.encode()).hexdigest()
     assert generated.data["head"] == records[-2].hash
     kinds = {r.kind for r in records}
-    assert {"alert.received", "incident.opened", "run.started", "gate.opened", "gate.code_sent", "gate.approved",
-            "gate.decided", "step.finished", "step.failed", "step.undone", "run.finished",
-            "incident.resolved"} <= kinds
+    assert {
+        "alert.received",
+        "incident.opened",
+        "run.started",
+        "gate.opened",
+        "gate.code_sent",
+        "gate.approved",
+        "gate.decided",
+        "step.finished",
+        "step.failed",
+        "step.undone",
+        "run.finished",
+        "incident.resolved",
+    } <= kinds
 
-    gates = {g.step_id: g for g in GateRecords(engine(f"sqlite:///{incident.home / 'siaga.db'}")).find(
-        incident_id=incident.id)}
+    gates = {
+        g.step_id: g
+        for g in GateRecords(engine(f"sqlite:///{incident.home / 'siaga.db'}")).find(
+            incident_id=incident.id
+        )
+    }
     assert gates["freeze-payouts"].approvers == ["eko"]
     assert sorted(gates["publish-customers"].approvers or []) == ["alice", "budi"]
     decisions = markdown.split("## Decisions", 1)[1].split("## Messages sent", 1)[0]
-    for person, gate in (("eko", "freeze-payouts"), ("budi", "publish-customers"), ("alice", "publish-customers")):
-        assert f"| `{gate}` | approved | {person} | ui | `{gates[gate].params_hash}` |" in decisions, decisions
+    for person, gate in (
+        ("eko", "freeze-payouts"),
+        ("budi", "publish-customers"),
+        ("alice", "publish-customers"),
+    ):
+        assert (
+            f"| `{gate}` | approved | {person} | ui | `{gates[gate].params_hash}` |" in decisions
+        ), decisions
     messages = markdown.split("## Messages sent", 1)[1].split("## What failed", 1)[0]
-    assert "| notification | pagerduty:payments-oncall | outbox | `page-oncall` |" in messages, messages
-    assert ("| statement | customers | email (smtp), outbox (outbox), statuspage (statuspage) | `publish-customers` |"
-            in messages), messages
+    assert "| notification | pagerduty:payments-oncall | outbox | `page-oncall` |" in messages, (
+        messages
+    )
+    assert (
+        "| statement | customers | email (smtp), outbox (outbox), statuspage (statuspage) | `publish-customers` |"
+        in messages
+    ), messages
     assert "| approval code | eko | outbox | `freeze-payouts` |" in messages
     failed = markdown.split("## What failed and what was undone", 1)[1].split("##", 1)[0]
     assert "- Step verify-checkout (http.request) failed at " in failed and "503" in failed
@@ -288,10 +392,14 @@ def test_the_report_tells_the_whole_incident_and_renders_in_chromium(incident: I
     assert "| incident duration |" in impact and "| 30m 00s | ✓ met |" in impact
     lessons = markdown.split("## Lessons learned", 1)[1].split("## Audit trail", 1)[0]
     line = RUNBOOK_YAML.splitlines().index("  - id: verify-checkout") + 1
-    assert f"(step `verify-checkout`, `{incident.folder / (RUNBOOK + '.yaml')}:{line}`)" in lessons, lessons
+    assert (
+        f"(step `verify-checkout`, `{incident.folder / (RUNBOOK + '.yaml')}:{line}`)" in lessons
+    ), lessons
 
     html_file = tmp_path / "report.html"
-    made = incident.siaga("report", incident.id[:14], "--format", "html", "-o", str(html_file), "--runbooks", folder)
+    made = incident.siaga(
+        "report", incident.id[:14], "--format", "html", "-o", str(html_file), "--runbooks", folder
+    )
     assert made.returncode == 0, made.stderr
     records = incident.records()
     assert records[-1].kind == "report.generated" and records[-2].kind == "report.generated"
@@ -300,43 +408,88 @@ def test_the_report_tells_the_whole_incident_and_renders_in_chromium(incident: I
     with _serving(tmp_path) as url:
         page.goto(f"{url}/report.html")
     assert requested[0] == f"{url}/report.html"
-    assert [u for u in requested if u not in (f"{url}/report.html", f"{url}/favicon.ico")] == [], "self-contained"
+    assert [u for u in requested if u not in (f"{url}/report.html", f"{url}/favicon.ico")] == [], (
+        "self-contained"
+    )
     svg = page.locator("figure svg.siaga-timeline")
     svg.wait_for(state="visible")
     box = svg.bounding_box()
     assert box and box["width"] > 100 and box["height"] > 100
     assert page.locator("svg.siaga-timeline rect.bar.step").count() >= 5
-    shown = [(int(row.get_attribute("data-seq") or 0), row.locator("td").nth(2).inner_text())
-             for row in page.locator("table.trail tr.event").all()]
+    shown = [
+        (int(row.get_attribute("data-seq") or 0), row.locator("td").nth(2).inner_text())
+        for row in page.locator("table.trail tr.event").all()
+    ]
     assert shown == [(r.seq, r.kind) for r in records[:-1]]
     assert page.locator("table.decisions tr").count() == 1 + sum(
-        1 for r in records if r.kind in ("gate.approved", "gate.decided", "gate.rejected", "gate.escalated",
-                                         "gate.refused", "gate.timed_out", "gate.locked_out"))
+        1
+        for r in records
+        if r.kind
+        in (
+            "gate.approved",
+            "gate.decided",
+            "gate.rejected",
+            "gate.escalated",
+            "gate.refused",
+            "gate.timed_out",
+            "gate.locked_out",
+        )
+    )
     assert "publish-customers" in page.locator("table.messages").inner_text()
     screenshot = tmp_path / "report.png"
     page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+    assert (
+        screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+    )
 
 
-def test_no_provider_secret_reaches_the_report_the_trail_or_the_artifact(incident: Incident, tmp_path: Path) -> None:
-    made = [incident.siaga("report", incident.id, "--format", fmt, "-o", str(tmp_path / f"r.{fmt}"), "--runbooks",
-                           str(incident.folder)) for fmt in ("md", "html")]
+def test_no_provider_secret_reaches_the_report_the_trail_or_the_artifact(
+    incident: Incident, tmp_path: Path
+) -> None:
+    made = [
+        incident.siaga(
+            "report",
+            incident.id,
+            "--format",
+            fmt,
+            "-o",
+            str(tmp_path / f"r.{fmt}"),
+            "--runbooks",
+            str(incident.folder),
+        )
+        for fmt in ("md", "html")
+    ]
     assert all(m.returncode == 0 for m in made), [m.stderr for m in made]
     printed = incident.siaga("report", incident.id)  # Markdown on standard output, picture inline
-    assert f"The runbook {RUNBOOK} is not in the runbook folder" in printed.stdout  # not given: said so
+    assert (
+        f"The runbook {RUNBOOK} is not in the runbook folder" in printed.stdout
+    )  # not given: said so
     assert printed.returncode == 0 and "data:image/svg+xml;base64," in printed.stdout
     export = incident.siaga("audit", "export", incident.id)
     assert export.returncode == 0, export.stderr
     # the secrets were in play: the switch and the check said them back, redacted on the way in
-    assert "[secret:report-switch-token]" in export.stdout and "[secret:report-check-key]" in export.stdout
-    artifacts = httpx.post(f"{incident.api}/artifacts/filter", json={
-        "artifacts": {"key": {"any_": [f"{RUNBOOK}-report"]}, "flow_run_id": {"any_": [incident.run_id]}}}).json()
+    assert (
+        "[secret:report-switch-token]" in export.stdout
+        and "[secret:report-check-key]" in export.stdout
+    )
+    artifacts = httpx.post(
+        f"{incident.api}/artifacts/filter",
+        json={
+            "artifacts": {
+                "key": {"any_": [f"{RUNBOOK}-report"]},
+                "flow_run_id": {"any_": [incident.run_id]},
+            }
+        },
+    ).json()
     assert artifacts, "the run published its report"
     assert "## Decisions" in artifacts[0]["data"] and "publish-customers" in artifacts[0]["data"]
     texts = {
-        "report.md": (tmp_path / "r.md").read_text(), "report.html": (tmp_path / "r.html").read_text(),
-        "timeline.svg": (tmp_path / "r.timeline.svg").read_text(), "stdout report": printed.stdout,
-        "trail export": export.stdout, "artifact": json.dumps(artifacts),
+        "report.md": (tmp_path / "r.md").read_text(),
+        "report.html": (tmp_path / "r.html").read_text(),
+        "timeline.svg": (tmp_path / "r.timeline.svg").read_text(),
+        "stdout report": printed.stdout,
+        "trail export": export.stdout,
+        "artifact": json.dumps(artifacts),
     }
     for where, text in texts.items():
         for name, canary in CANARIES.items():

@@ -59,8 +59,12 @@ steps:
 
 
 def runbook(runbook_id: str, sitrep: str = "{every: 2s}") -> Runbook:
-    return parse_runbook(RUNBOOK.format(id=runbook_id, sitrep=sitrep), REGISTRY, file=f"{runbook_id}.yaml",
-                         roster=parse_roster(ROSTER))
+    return parse_runbook(
+        RUNBOOK.format(id=runbook_id, sitrep=sitrep),
+        REGISTRY,
+        file=f"{runbook_id}.yaml",
+        roster=parse_roster(ROSTER),
+    )
 
 
 def test_the_cadence_is_checked_like_every_field() -> None:
@@ -73,7 +77,12 @@ def test_the_cadence_is_checked_like_every_field() -> None:
     with pytest.raises(RunbookError) as caught:
         runbook("cadence-who", "{every: 30m, to: [liason, commander]}")
     [who] = caught.value.diagnostics
-    assert (who.code, who.path, who.line, who.column) == ("unknown-role", "comms.sitrep.to[0]", 8, 29)
+    assert (who.code, who.path, who.line, who.column) == (
+        "unknown-role",
+        "comms.sitrep.to[0]",
+        8,
+        29,
+    )
     assert who.hint == "did you mean `liaison`?"
     with pytest.raises(RunbookError) as caught:
         runbook("cadence-zero", "{every: 0s}")
@@ -84,15 +93,21 @@ def halfway() -> IncidentFacts:
     """The recorded incident as it stood when the liaison had approved the statement and the
     commander had not yet: the statement gate open, the deadlines pending, the incident open."""
     facts = recorded()
-    cut = next(i for i, r in enumerate(facts.records) if r.kind == "gate.approved" and r.actor == "budi")
+    cut = next(
+        i for i, r in enumerate(facts.records) if r.kind == "gate.approved" and r.actor == "budi"
+    )
     incident = facts.incident
     assert incident is not None
     return replace(
         facts,
         records=facts.records[: cut + 1],
         incident=replace(incident, state="open", resolved_at=None),
-        gates=[replace(g, state="open", decided_at=None, approvers=[]) if g.step_id == "publish-customers" else g
-               for g in facts.gates],
+        gates=[
+            replace(g, state="open", decided_at=None, approvers=[])
+            if g.step_id == "publish-customers"
+            else g
+            for g in facts.gates
+        ],
         deadlines=[replace(d, state="pending", met_at=None, met_by=None) for d in facts.deadlines],
     )
 
@@ -102,20 +117,36 @@ def test_a_sitrep_says_conditions_actions_and_needs() -> None:
     opened = facts.incident.opened_at  # type: ignore[union-attr]
     report = build_sitrep(tell(facts), opened + timedelta(minutes=45))
     assert report.number == 1 and not report.drill
-    assert report.subject == f"SITREP 1: Payouts held while the gateway fails ({facts.chain}) at " \
-                             f"{opened + timedelta(minutes=45):%H:%M} UTC"
+    assert (
+        report.subject == f"SITREP 1: Payouts held while the gateway fails ({facts.chain}) at "
+        f"{opened + timedelta(minutes=45):%H:%M} UTC"
+    )
     conditions, actions, needs = report.conditions, report.actions, report.needs
     assert conditions[0].startswith(f"Incident {facts.chain} open, opened ")
-    assert conditions[0].endswith("open for 45m 00s; the maximum tolerable downtime (30m 00s) was passed 15m 00s ago.")
+    assert conditions[0].endswith(
+        "open for 45m 00s; the maximum tolerable downtime (30m 00s) was passed 15m 00s ago."
+    )
     assert conditions[1] == "Impact: payouts, checkout (sev1)."
     assert conditions[2].startswith("Alerts firing (1): GatewayErrors since ")
-    assert actions[0] == ("Done: " + ", ".join(
-        f"{s.step_id} (completed, {s.ended_at:%H:%M})" for s in tell(facts).spans if s.outcome == "completed") + ".")
+    assert actions[0] == (
+        "Done: "
+        + ", ".join(
+            f"{s.step_id} (completed, {s.ended_at:%H:%M})"
+            for s in tell(facts).spans
+            if s.outcome == "completed"
+        )
+        + "."
+    )
     assert any(a.startswith("Waiting at the gate of publish-customers since ") for a in actions)
     [decision, *deadlines] = needs
-    assert decision.startswith("Decision at the gate of publish-customers (comms.publish): deadline ")
+    assert decision.startswith(
+        "Decision at the gate of publish-customers (comms.publish): deadline "
+    )
     assert "; may answer: alice (" in decision, "budi answered already; eko was never asked"
-    assert sorted(d.split(" due ")[0] for d in deadlines) == ["Statement to customers", "Statement to public"]
+    assert sorted(d.split(" due ")[0] for d in deadlines) == [
+        "Statement to customers",
+        "Statement to public",
+    ]
     assert all("(in 15m 00s); none published yet." in d for d in deadlines)
     late = build_sitrep(tell(facts), opened + timedelta(minutes=70))
     assert [n for n in late.needs if n.startswith("OVERDUE: the statement to customers was due ")]
@@ -144,10 +175,23 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
     with smtp_server(tmp_path, "siaga", "sitrep-mail-password-77e") as box:
         (tmp_path / "roster.yaml").write_text(ROSTER)
         connections = tmp_path / "connections.yaml"
-        connections.write_text(json.dumps({"connections": {"mail": {
-            "type": "smtp", "host": "localhost", "port": box.port, "username": "siaga",
-            "password": "secret://sitrep-mail", "sender": "Siaga <siaga@pay.example.com>", "ca_file": box.ca_file,
-        }}}))
+        connections.write_text(
+            json.dumps(
+                {
+                    "connections": {
+                        "mail": {
+                            "type": "smtp",
+                            "host": "localhost",
+                            "port": box.port,
+                            "username": "siaga",
+                            "password": "secret://sitrep-mail",
+                            "sender": "Siaga <siaga@pay.example.com>",
+                            "ca_file": box.ca_file,
+                        }
+                    }
+                }
+            )
+        )
         monkeypatch.setenv("SIAGA_CONNECTIONS", str(connections))
         yield tmp_path, box
 
@@ -165,15 +209,18 @@ def test_the_watcher_sends_on_the_cadence_to_the_liaison_and_commander(
     """The service `siaga up` starts, on the real clock and store, with a 2-second cadence."""
     runbook_folder, mailbox = folder
     found = runbook(f"sitrep-watched-{uuid.uuid4().hex[:6]}")
-    (runbook_folder / f"{found.id}.yaml").write_text(RUNBOOK.format(id=found.id, sitrep="{every: 2s}"))
+    (runbook_folder / f"{found.id}.yaml").write_text(
+        RUNBOOK.format(id=found.id, sitrep="{every: 2s}")
+    )
     opened = datetime.now(UTC)
     incident = open_incident(found, opened)
     store = engine(database_url())
 
     async def watch() -> list[Any]:
         stop = asyncio.Event()
-        watcher = asyncio.create_task(watch_sitreps(stop, {found.id: found}, interval=0.1, folder=runbook_folder,
-                                                    store=store))
+        watcher = asyncio.create_task(
+            watch_sitreps(stop, {found.id: found}, interval=0.1, folder=runbook_folder, store=store)
+        )
         try:
             for _ in range(300):  # up to 30 s for the two reports due 2 s and 4 s after the opening
                 sent = [r for r in AuditTrail(store).records(incident) if r.kind == "sitrep.sent"]
@@ -187,24 +234,36 @@ def test_the_watcher_sends_on_the_cadence_to_the_liaison_and_commander(
 
     first, second = asyncio.run(watch())[:2]
     assert (first.data["number"], second.data["number"]) == (1, 2)
-    assert first.at - opened >= timedelta(seconds=2) and second.at - first.at >= timedelta(seconds=2)
+    assert first.at - opened >= timedelta(seconds=2) and second.at - first.at >= timedelta(
+        seconds=2
+    )
     assert first.channel == "system" and first.data["to"] == ["budi", "alice"]
-    assert first.data["sent"] == [{"to": "budi", "channel": "outbox"}, {"to": "alice", "channel": "smtp"}]
+    assert first.data["sent"] == [
+        {"to": "budi", "channel": "outbox"},
+        {"to": "alice", "channel": "smtp"},
+    ]
     assert first.data["subject"].startswith("SITREP 1: Gateway errors, reported on")
-    to_budi = [e for e in read_outbox(siaga_home) if e["to"] == "person:budi" and incident in e["message"]]
+    to_budi = [
+        e for e in read_outbox(siaga_home) if e["to"] == "person:budi" and incident in e["message"]
+    ]
     assert [e["subject"] for e in to_budi][:2] == [first.data["subject"], second.data["subject"]]
     assert "Alerts firing (1): GatewayErrors since" in to_budi[0]["message"]
     assert "No decision or statement is waiting." in to_budi[0]["message"]
     mails = [m for _, rcpt, m in mailbox.messages if rcpt == ["alice@pay.example.com"]]
     assert len(mails) >= 2 and str(mails[0]["Subject"]).strip() == first.data["subject"]
-    assert "sitrep-mail-password-77e" not in json.dumps([r.data for r in AuditTrail(store).records(incident)])
+    assert "sitrep-mail-password-77e" not in json.dumps(
+        [r.data for r in AuditTrail(store).records(incident)]
+    )
 
     # on demand: shown (nothing sent), then sent and recorded as the third
     capsys.readouterr()
     assert main(["sitrep", incident, "--json", "--runbooks", str(runbook_folder)]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["sent"] == [] and shown["number"] == len(
-        [r for r in AuditTrail(store).records(incident) if r.kind == "sitrep.sent"]) + 1
+    assert (
+        shown["sent"] == []
+        and shown["number"]
+        == len([r for r in AuditTrail(store).records(incident) if r.kind == "sitrep.sent"]) + 1
+    )
     assert shown["conditions"][0].startswith(f"Incident {incident} open")
     before = len(AuditTrail(store).records(incident))
     assert main(["sitrep", incident[:16], "--send", "--runbooks", str(runbook_folder)]) == 0
@@ -213,8 +272,12 @@ def test_the_watcher_sends_on_the_cadence_to_the_liaison_and_commander(
     newest = AuditTrail(store).records(incident)[before:]
     assert [(r.kind, r.channel) for r in newest] == [("sitrep.sent", "cli")]
     # and the post-incident report lists every one among the messages sent
-    messages = report_markdown(tell(gather(store, incident, folder=runbook_folder))).split("## Messages sent")[1]
+    messages = report_markdown(tell(gather(store, incident, folder=runbook_folder))).split(
+        "## Messages sent"
+    )[1]
     sent = [line for line in messages.split("##")[0].splitlines() if "| sitrep |" in line]
-    assert len(sent) == 2 * len([r for r in AuditTrail(store).records(incident) if r.kind == "sitrep.sent"])
+    assert len(sent) == 2 * len(
+        [r for r in AuditTrail(store).records(incident) if r.kind == "sitrep.sent"]
+    )
     assert any("| sitrep | budi | outbox |" in line for line in sent)
     assert any("| sitrep | alice | smtp |" in line for line in sent)
