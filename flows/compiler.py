@@ -1,8 +1,11 @@
 """Compile a runbook into a Prefect flow: one flow per runbook, one task run per step.
 
 The flow's parameters are the runbook's inputs (so Prefect's UI shows a typed form) plus `mode`
-(live or drill), `alert` and `incident`. Each step is a Prefect task named after the step id with
-the step's retries and timeout; the scheduling between steps is `execution.Execution`.
+(live or drill), `alert`, `incident` and `phase`: ``respond`` runs the runbook's `steps`, ``resolve``
+its `on_resolve` steps (the receiver starts that run once the incident resolves), and a drill of
+the respond phase goes on to rehearse `on_resolve` in the same run. Each step is a Prefect task
+named after the step id with the step's retries and timeout; the scheduling between steps is
+`execution.Execution`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from siaga.home import runbook_folder, siaga_home
 from siaga.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.runbook.comms import statement_deadlines
-from siaga.runbook.models import Input, Runbook, Step
+from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
 from siaga.runbook.plan import plan_runbook
 from siaga.secrets import REDACTOR
 from siaga.store import engine
@@ -70,9 +73,10 @@ def flow_attribute(runbook_id: str) -> str:
 def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) -> Flow[..., Any]:
     """The Prefect flow that runs `runbook`."""
     registry = registry or default_registry()
-    plan = plan_runbook(runbook)
-    step_tasks = {step.id: _step_task(runbook, step, registry) for step in runbook.steps}
-    undo_tasks = {step.id: _undo_task(runbook, step, registry) for step in runbook.steps if step.undo}
+    plans = {phase: plan_runbook(runbook, phase) for phase in (RESPOND, RESOLVE)}
+    every_step = [*runbook.steps, *runbook.on_resolve]
+    step_tasks = {step.id: _step_task(runbook, step, registry) for step in every_step}
+    undo_tasks = {step.id: _undo_task(runbook, step, registry) for step in every_step if step.undo}
 
     timelines: dict[str, Timeline] = {}  # run id -> its timeline, while it runs in this process
 
@@ -93,6 +97,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
     async def run_runbook(**parameters: Any) -> dict[str, Any]:
         attach_run_logs()
         mode = Mode(parameters.pop("mode", Mode.LIVE))
+        phase: Phase = parameters.pop("phase", None) or RESPOND
         alert = parameters.pop("alert", None)
         if alert is None and mode is Mode.DRILL:
             alert = runbook.drill.alert  # a drill rehearses with the runbook's sample alert
@@ -125,20 +130,28 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         )
         await arecord(
             "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
-            run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by,
+            run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by, phase=phase,
         )
-        open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
-                       started_at=datetime.now(UTC))
+        if phase == RESPOND:
+            open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
+                           started_at=datetime.now(UTC))
+        # a drill of the response rehearses the resolve steps after it, as the incident would
+        phases = [RESPOND, RESOLVE] if phase == RESPOND and mode is Mode.DRILL and runbook.on_resolve else [phase]
         try:
-            summary = await Execution(plan, registry, run, run_step, run_undo, gatekeeper).execute()
+            summaries = [
+                await Execution(plans[p], registry, run, run_step, run_undo, gatekeeper).execute() for p in phases
+            ]
         finally:
             timelines.pop(run.run_id, None)
+        summary = summaries[0]
+        summary.steps = [record for each in summaries for record in each.steps]
         outcome = "failed" if not summary.ok else "rejected" if summary.rejected else "ok"
         await arecord(
             "run.finished", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
             mode=str(mode), outcome=outcome, note=summary.headline(),
         )
-        await _publish_deadlines(runbook, run)
+        if phase == RESPOND:
+            await _publish_deadlines(runbook, run)
         if mode is Mode.DRILL:
             await drilling.score(runbook, summary, datetime.fromisoformat(run.started_at))
         records = await timeline.publish(final=True)
@@ -160,8 +173,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         )
         if not summary.ok:
             raise RunbookFailed(summary.to_text(), summary.as_dict())
-        if summary.rejected and not all(step.continue_on_error for step in runbook.steps if step.id in
-                                        {r.step_id for r in summary.rejected}):
+        if summary.rejected and not all(runbook.step(r.step_id).continue_on_error for r in summary.rejected):
             return Cancelled(message=summary.to_text(), data=summary.as_dict())  # people said no
         return summary.as_dict()
 
@@ -197,6 +209,7 @@ def _signature(inputs: Mapping[str, Input]) -> inspect.Signature:
         inspect.Parameter("alert", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
         inspect.Parameter("incident", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=dict[str, Any] | None),
         inspect.Parameter("requested_by", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None),
+        inspect.Parameter("phase", inspect.Parameter.KEYWORD_ONLY, default=RESPOND, annotation=Literal["respond", "resolve"]),
     ]
     return inspect.Signature([*required, *optional, *fixed])
 

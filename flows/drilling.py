@@ -10,6 +10,7 @@ incident.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +76,9 @@ def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, end
     steps = steps_facts(
         (s.step_id, s.action, runbook.step(s.step_id).with_, str(s.outcome), s.finished_at) for s in summary.steps
     )
+    # the resolve steps rehearsed after the response neither page nor make the first statement
+    resolving = {step.id for step in runbook.on_resolve}
+    steps = [replace(f, page=False, public=False) if f.step_id in resolving else f for f in steps]
     # the audiences' statement deadlines the run kept (comms); the public one the score derives
     # from the steps and `impact.public_statement_within`, as for a runbook without comms
     deadlines = [

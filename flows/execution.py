@@ -112,7 +112,7 @@ class Execution:
         self._gate = gate
         self._records = {
             step.id: StepRecord(step.id, step.action, risky=self._spec(step.action).risk in (Risk.CHANGE, Risk.DESTRUCTIVE))
-            for step in plan.runbook.steps
+            for step in plan.steps
         }
         self._finished: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, Any] = {}
@@ -154,7 +154,7 @@ class Execution:
 
     async def execute(self) -> RunSummary:
         """Run every step, then undo completed ones in reverse if the run failed."""
-        done = {step.id: asyncio.Event() for step in self.plan.runbook.steps}
+        done = {step.id: asyncio.Event() for step in self.plan.steps}
 
         async def start(step: Step) -> None:
             needs = self.plan.needs[step.id]
@@ -166,7 +166,7 @@ class Execution:
             finally:
                 done[step.id].set()
 
-        await asyncio.gather(*(start(step) for step in self.plan.runbook.steps))
+        await asyncio.gather(*(start(step) for step in self.plan.steps))
         if any(record.outcome is Outcome.FAILED for record in self._records.values()):
             await self._undo_completed()  # a rejection stops the run but undoes nothing
         runbook = self.plan.runbook
@@ -222,7 +222,7 @@ class Execution:
 
     async def _undo_completed(self) -> None:
         for step_id in reversed(self._completed_order):
-            step = self.plan.runbook.step(step_id)
+            step = self.plan.step(step_id)
             if step.undo is None:
                 continue
             record = self._records[step_id]

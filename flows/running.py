@@ -180,19 +180,29 @@ def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
 __all__ = ["flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]
 
 
+RESOLVE_KEY_SUFFIX = ":resolved"
+"""An incident's resolve run has the incident id with this suffix as its idempotency key."""
+
+
 def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters of an incident's run: the inputs its trigger rendered, ``alert`` (the
-    template context of the alert that opened it) and ``incident``."""
+    template context of the alert that opened it) and ``incident``; for its resolve run (the
+    incident's ``phase`` is ``resolve``), ``phase`` and the incident's ``resolved_at`` too."""
     opened_at = incident["opened_at"]
+    resolving = incident.get("phase") == "resolve"
+    resolved_at = incident.get("resolved_at")
     return {
         **incident["inputs"],
         "mode": "live",
+        **({"phase": "resolve"} if resolving else {}),
         "alert": incident["alert"],
         "incident": {
             "id": incident["id"],
             "runbook": incident["runbook_id"],
             "group_key": incident["group_key"],
             "opened_at": opened_at.isoformat() if hasattr(opened_at, "isoformat") else opened_at,
+            **({"resolved_at": resolved_at.isoformat() if hasattr(resolved_at, "isoformat") else resolved_at}
+               if resolving else {}),
         },
     }
 
@@ -200,6 +210,8 @@ def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
 async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None = None) -> str:
     """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
     idempotency key, so a retry returns the run the first call created. Return the run id.
+    An incident whose ``phase`` is ``resolve`` (`siaga.incidents.pending_resolve_runs`) gets its
+    resolve run instead: the runbook's `on_resolve` steps, keyed ``<incident id>:resolved``.
 
     Prefect keeps an idempotency key unique per flow, not per deployment; incident ids are random,
     so two deployments of one runbook never share a key. With a `lane` (`siaga up`), the new run
@@ -214,12 +226,13 @@ async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None 
             deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
         except ObjectNotFound:
             raise StackUnavailable(f"runbook {runbook_id} is not deployed on {PREFECT_API_URL.value()}") from None
+        resolving = incident.get("phase") == "resolve"
         run = await client.create_flow_run_from_deployment(
             deployment.id,
             parameters=incident_parameters(incident),
-            name=f"{runbook_id}-{incident['id']}",
-            tags=["live", "incident", incident["id"]],
-            idempotency_key=incident["id"],
+            name=f"{runbook_id}-{incident['id']}" + ("-resolve" if resolving else ""),
+            tags=["live", "incident", incident["id"], *(["resolve"] if resolving else [])],
+            idempotency_key=incident["id"] + (RESOLVE_KEY_SUFFIX if resolving else ""),
         )
     if lane is not None:
         lane.dispatch(run, deployment)

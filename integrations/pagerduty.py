@@ -23,7 +23,16 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, model_validator
 
-from siaga.actions import ActionContext, ActionFailed, ActionParams, ActionSpec, Connection, Risk
+from siaga.actions import (
+    DRILL_PREFIX,
+    ActionContext,
+    ActionFailed,
+    ActionParams,
+    ActionSpec,
+    Connection,
+    Mode,
+    Risk,
+)
 
 from . import _http
 from ._http import http_client
@@ -165,12 +174,13 @@ async def resolve(
     connection = configured(context, PagerDutyConnection, params.connection)
     key = params.dedup_key or dedup_key_for(context, params.trigger_step)
     if connection is None:
+        marked = DRILL_PREFIX if context.mode is Mode.DRILL else ""  # it has no text a drill would mark
         via, entry = await to_outbox(
             context,
             provider="PagerDuty",
             to="pagerduty",
-            subject="resolved",
-            message=f"Resolve {key}",
+            subject=f"{marked}resolved",
+            message=f"{marked}Resolve {key}",
         )
         return PagerDutyEvent(
             delivered_via=via,

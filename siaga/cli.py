@@ -330,12 +330,16 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return OK
-    table = Table("incident", "runbook", "group", "state", "severity", "alerts", "opened", "resolved", "run")
+    table = Table("rank", "incident", "runbook", "group", "state", "severity", "priority", "alerts", "opened",
+                  "resolved", "run", "resolve run")
     for r in rows:
         run = r["flow_run_id"] or (f"not started: {r['run_error'][:60]}" if r["run_error"] else "starting")
+        resolving = r["resolve_run_id"] or (
+            (f"not started: {r['resolve_error'][:60]}" if r["resolve_error"] else "starting") if r["resolve_due"] else "")
         table.add_row(
-            r["id"], r["runbook_id"], r["group_key"], r["state"], r["severity"] or "", str(r["alerts"]),
-            f"{r['opened_at']:%Y-%m-%d %H:%M:%S}", f"{r['resolved_at']:%Y-%m-%d %H:%M:%S}" if r["resolved_at"] else "", run,
+            str(r["rank"] or ""), r["id"], r["runbook_id"], r["group_key"], r["state"], r["severity"] or "",
+            r["priority"] or "", str(r["alerts"]), f"{r['opened_at']:%Y-%m-%d %H:%M:%S}",
+            f"{r['resolved_at']:%Y-%m-%d %H:%M:%S}" if r["resolved_at"] else "", run, resolving,
         )
     out.print(table)
     return OK
@@ -479,6 +483,22 @@ def cmd_incident(args: argparse.Namespace) -> int:
         out.print(f"run        {run['id']}  {run.get('state') or ''}\n           {run['url']}")
         if run.get("error"):
             out.print(f"           [yellow]{run['error']}[/yellow]")
+    resolving = report["resolve_run"]
+    if resolving is not None:
+        out.print(f"resolve    {resolving['id']}  {resolving.get('state') or ''}\n           {resolving['url']}")
+        if resolving.get("error"):
+            out.print(f"           [yellow]{resolving['error']}[/yellow]")
+    elif report["resolve_due"]:
+        why = report["resolve_error"]
+        out.print(f"resolve    not started{': ' + why if why else ' yet'}")
+    if report["gates"]:
+        gates = Table("step", "state", "approved by", "rejected by", "deadline (UTC)", "decided (UTC)", "run",
+                      title=f"{len(report['gates'])} approval gates")
+        for g in report["gates"]:
+            gates.add_row(g["step"], g["state"], ", ".join(g["approved_by"]), ", ".join(g["rejected_by"]),
+                          f"{g['deadline']:%Y-%m-%d %H:%M:%S}", f"{g['decided_at']:%H:%M:%S}" if g["decided_at"] else "",
+                          g["url"])
+        out.print(gates)
     table = Table("source", "alert", "fingerprint", "status", "starts at", "received", "labels", title=f"{len(report['alert_list'])} alerts")
     for a in report["alert_list"]:
         table.add_row(
@@ -682,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
     p.set_defaults(handler=cmd_receiver)
 
-    p = commands.add_parser("incidents", help="list incidents opened by alerts, newest first")
+    p = commands.add_parser("incidents", help="list incidents opened by alerts: open ones ranked, then resolved ones")
     p.add_argument("--state", choices=["open", "resolved"])
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--json", action="store_true")
@@ -700,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("db", help="Siaga's own store (SIAGA_DATABASE_URL): migrations")
     db = p.add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="bring the store to the newest migration (first use does it too)").set_defaults(handler=cmd_db)
-    p = commands.add_parser("incident", help="one incident in detail: alerts, run, timeline")
+    p = commands.add_parser("incident", help="one incident in detail: alerts, run, gates, resolve run, timeline")
     p.add_argument("id", metavar="ID", help="an incident id (or a unique start of one), as `siaga incidents` lists")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_incident)

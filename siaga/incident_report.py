@@ -1,5 +1,5 @@
-"""One incident in detail, for `siaga incident ID`: what the store holds, the run as the Prefect
-API sees it, and a timeline of both.
+"""One incident in detail, for `siaga incident ID`: what the store holds (alerts, approval gates),
+its run and its resolve run as the Prefect API sees them, and a timeline of it all.
 
 The store is read directly (no receiver needed); the run's state is read over HTTP from the
 Prefect API named by ``PREFECT_API_URL`` (set by `siaga up`'s stack.json), without importing
@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from sqlalchemy import Engine, select
 
+from .approvals.records import GateRecords
 from .errors import BadInput
 from .incidents import get_incident
 from .store import incidents
 
-__all__ = ["IncidentNotFound", "find_incident_id", "incident_report", "read_run", "run_url", "timeline"]
+__all__ = [
+    "IncidentNotFound", "find_incident_id", "gates_of", "incident_report", "read_run", "run_url", "timeline",
+]
+
+GATE_TIMELINE = {"opened", "approved", "rejected", "escalated", "timed out", "decided", "cancelled"}
+"""The gate events a timeline shows (codes sent, refusals and the like stay in the audit trail)."""
 
 
 class IncidentNotFound(BadInput):
@@ -83,9 +89,52 @@ def _time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def timeline(incident: Mapping[str, Any], run: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict[str, Any]]:
+    """The incident's approval gates, oldest first: step, state, who approved and who rejected,
+    the deadline, the link to the waiting run, and the events the timeline shows."""
+    records = GateRecords(engine)
+    found = []
+    for gate in records.find(incident_id=incident_id):
+        events = records.events(gate.id)
+        voted = {kind: [e["actor"] for e in events if e["kind"] == kind and e["actor"]] for kind in ("approved", "rejected")}
+        found.append({
+            "step": gate.step_id,
+            "run_id": gate.run_id,
+            "action": gate.evidence.get("action"),
+            "state": gate.state,
+            "approved_by": gate.approvers if gate.approvers else voted["approved"],
+            "rejected_by": voted["rejected"],
+            "opened_at": _utc(gate.opened_at),
+            "deadline": _utc(gate.deadline),
+            "decided_at": _utc(gate.decided_at) if gate.decided_at else None,
+            "decision": gate.decision,
+            "url": run_url(gate.run_id, api_url),
+            "events": [
+                {"at": _utc(e["at"]), "kind": e["kind"], "actor": e["actor"], "decision": e["detail"].get("decision")}
+                for e in events if e["kind"] in GATE_TIMELINE
+            ],
+        })
+    return found
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _gate_event(step: str, event: Mapping[str, Any]) -> str:
+    said = f"gate {step}: {event['kind']}" + (f" by {event['actor']}" if event["actor"] else "")
+    return said + (f": {event['decision']}" if event["kind"] == "decided" and event.get("decision") else "")
+
+
+def timeline(
+    incident: Mapping[str, Any],
+    run: Mapping[str, Any] | None,
+    gates: Sequence[Mapping[str, Any]] = (),
+    resolve_run: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """What happened, oldest first: alerts received and resolved, the incident opened, its run
-    created, started and ended (when the Prefect API told), the incident resolved."""
+    created, started and ended (when the Prefect API told), its gates opened and decided, the
+    incident resolved, and its resolve run."""
     events: list[tuple[datetime, int, str]] = []
     # a firing alert marked resolved tells when; its resolved notification would say it twice
     closed = {(a["source"], a["fingerprint"]) for a in incident["alert_list"] if a["resolved_at"]}
@@ -107,8 +156,19 @@ def timeline(incident: Mapping[str, Any], run: Mapping[str, Any] | None) -> list
             events.append((run["start_time"], 3, "run started"))
         if run.get("end_time"):
             events.append((run["end_time"], 4, f"run ended: {run.get('state')}"))
+    for gate in gates:
+        for event in gate["events"]:
+            events.append((event["at"], 4, _gate_event(gate["step"], event)))
     if incident.get("resolved_at"):
         events.append((incident["resolved_at"], 5, "incident resolved"))
+    resolve_run = resolve_run or {}
+    if incident.get("resolve_run_id"):
+        if resolve_run.get("created"):
+            events.append((resolve_run["created"], 6, f"resolve run {resolve_run.get('name') or incident['resolve_run_id']} created"))
+        if resolve_run.get("start_time"):
+            events.append((resolve_run["start_time"], 7, "resolve run started"))
+        if resolve_run.get("end_time"):
+            events.append((resolve_run["end_time"], 8, f"resolve run ended: {resolve_run.get('state')}"))
     events.sort(key=lambda e: (e[0], e[1]))
     return [{"at": at, "event": what} for at, _, what in events]
 
@@ -128,7 +188,13 @@ def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datet
         run = {"id": incident["flow_run_id"], "url": run_url(incident["flow_run_id"], api_url)}
         run |= read_run(incident["flow_run_id"], api_url)
     report["run"] = run
-    report["timeline"] = timeline(incident, run)
+    resolve_run: dict[str, Any] | None = None
+    if incident["resolve_run_id"]:
+        resolve_run = {"id": incident["resolve_run_id"], "url": run_url(incident["resolve_run_id"], api_url)}
+        resolve_run |= read_run(incident["resolve_run_id"], api_url)
+    report["resolve_run"] = resolve_run
+    report["gates"] = gates_of(engine, incident_id, api_url)
+    report["timeline"] = timeline(incident, run, report["gates"], resolve_run)
     return report
 
 

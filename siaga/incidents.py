@@ -9,7 +9,11 @@ together with the incidents it opened or joined, or not at all.
 * One open incident per (runbook, group key): opening inserts with ``ON CONFLICT DO NOTHING`` on the
   unique `open_key` and reads back the winner, so concurrent receivers (PostgreSQL) join one incident.
 * A resolved notification marks its firing alert resolved; an incident whose firing alerts are all
-  resolved is resolved, and its key is free for the next episode.
+  resolved is resolved, and its key is free for the next episode. If its runbook declares
+  `on_resolve` steps and its run was started, a resolve run is then due (`pending_resolve_runs`),
+  started once like the first run.
+* Open incidents rank by severity (sev1 first), then priority (P1 first; none last), then age
+  (oldest first): `pending_runs` starts runs in that order and `list_incidents` lists them so.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .alerts.model import Alert, AlertStatus
@@ -35,10 +39,13 @@ __all__ = [
     "get_incident",
     "list_incidents",
     "note_run_failure",
+    "pending_resolve_runs",
     "pending_runs",
+    "priority_of",
     "process",
     "process_batch",
     "set_flow_run",
+    "set_resolve_run",
 ]
 
 
@@ -135,7 +142,7 @@ def open_or_join(
             open_key=open_key,
             state="open",
             severity=str(runbook.severity),
-            priority=alert.labels.get("priority"),
+            priority=priority_of(alert, runbook),
             opened_at=now,
             inputs=route.inputs,
             alert=alert.template_context(),
@@ -177,9 +184,12 @@ def _recent(connection: Connection, route: Route, runbook: Runbook, now: datetim
     return recent
 
 
-def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: datetime) -> list[str]:
+def resolve_alert(
+    connection: Connection, alert: Alert, alert_id: int, now: datetime, runbooks: Mapping[str, Runbook] | None = None
+) -> list[str]:
     """Mark the firing alert of this episode resolved; resolve the open incidents it belonged to
-    whose firing alerts are now all resolved (each open one records the alert in its audit trail).
+    whose firing alerts are now all resolved (each open one records the alert in its audit trail),
+    noting a resolve run due where the runbook (in `runbooks`) declares `on_resolve` steps.
     Return those incidents' ids."""
     connection.execute(
         update(alerts).where(_same_episode(alert, AlertStatus.FIRING), alerts.c.resolved_at.is_(None)).values(resolved_at=now)
@@ -209,10 +219,13 @@ def resolve_alert(connection: Connection, alert: Alert, alert_id: int, now: date
             )
         ).scalar_one()
         if still_firing == 0:
+            runbook_id = connection.execute(select(incidents.c.runbook_id).where(incidents.c.id == incident_id)).scalar_one()
+            runbook = (runbooks or {}).get(runbook_id)
             connection.execute(
                 update(incidents)
                 .where(incidents.c.id == incident_id, incidents.c.state == "open")
-                .values(state="resolved", resolved_at=now, open_key=None)
+                .values(state="resolved", resolved_at=now, open_key=None,
+                        resolve_due=bool(runbook is not None and runbook.on_resolve))
             )
             trail.append("incident.resolved", incident_id=incident_id, connection=connection)
             resolved.append(incident_id)
@@ -231,7 +244,7 @@ def _process(connection: Connection, runbooks: Mapping[str, Runbook], alert: Ale
     if not new:
         return outcome
     if alert.status is AlertStatus.RESOLVED:
-        outcome.resolved = resolve_alert(connection, alert, alert_id, now)
+        outcome.resolved = resolve_alert(connection, alert, alert_id, now, runbooks)
         return outcome
     if connection.execute(select(alerts.c.id).where(_same_episode(alert, AlertStatus.RESOLVED))).first():
         # the resolved notification came first: this episode is over
@@ -380,7 +393,7 @@ def _process_bulk(connection: Connection, runbooks: Mapping[str, Runbook], batch
         to_open.append({
             "id": f"inc-{uuid.uuid4().hex[:16]}", "runbook_id": runbook.id, "group_key": group_key(trigger, alert),
             "open_key": open_key, "state": "open", "severity": str(runbook.severity),
-            "priority": alert.labels.get("priority"), "opened_at": now, "inputs": inputs,
+            "priority": priority_of(alert, runbook), "opened_at": now, "inputs": inputs,
             "alert": alert.template_context(), "run_attempts": 0, "alerts": 0,
         })
     for chunk in _chunks(to_open):
@@ -449,15 +462,52 @@ def _opened_record(runbook_id: str, group: str, runbook: Runbook, inputs: Mappin
     return {"runbook": runbook_id, "group_key": group, "severity": str(runbook.severity), "inputs": dict(inputs)}
 
 
+PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
+
+
+def priority_of(alert: Alert, runbook: Runbook) -> str | None:
+    """The incident's priority: the alert's `priority` label when it names one (P1 to P5; ``p2``
+    and ``2`` count too), else the runbook's `impact.priority`."""
+    label = str(alert.labels.get("priority") or "").strip().upper()
+    label = f"P{label}" if label.isdigit() else label
+    return label if label in PRIORITIES else runbook.impact.priority
+
+
+_RANK = (
+    incidents.c.severity.is_(None), incidents.c.severity,
+    incidents.c.priority.is_(None), incidents.c.priority,
+    incidents.c.opened_at, incidents.c.id,
+)
+"""The ranking of open incidents as SQL ORDER BY terms: severity (sev1 first), priority (P1 first),
+none of either last, then the oldest first. Both values sort as text: sev1 < sev2, P1 < P2."""
+
+
 def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
-    """Open incidents whose run has not been started yet, oldest first."""
+    """Open incidents whose run has not been started yet, the highest ranked first."""
     with engine.connect() as connection:
         rows = connection.execute(
             select(incidents)
             .where(incidents.c.state == "open", incidents.c.flow_run_id.is_(None), incidents.c.run_attempts < max_attempts)
-            .order_by(incidents.c.opened_at)
+            .order_by(*_RANK)
         ).mappings().all()
-    return [_incident(row) for row in rows]
+    return [_incident(row) | {"phase": "respond"} for row in rows]
+
+
+def pending_resolve_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
+    """Resolved incidents whose resolve run is due and not started yet, the highest ranked first.
+    Only incidents whose first run was started: an incident that resolved before anything was
+    done has nothing to wind down."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(incidents)
+            .where(
+                incidents.c.state == "resolved", incidents.c.resolve_due == true(),
+                incidents.c.resolve_run_id.is_(None), incidents.c.flow_run_id.is_not(None),
+                incidents.c.resolve_attempts < max_attempts,
+            )
+            .order_by(*_RANK)
+        ).mappings().all()
+    return [_incident(row) | {"phase": "resolve"} for row in rows]
 
 
 def set_flow_run(engine: Engine, incident_id: str, flow_run_id: str) -> None:
@@ -475,13 +525,33 @@ def set_flow_run(engine: Engine, incident_id: str, flow_run_id: str) -> None:
         )
 
 
-def note_run_failure(engine: Engine, incident_id: str, error: str) -> None:
+def set_resolve_run(engine: Engine, incident_id: str, flow_run_id: str) -> bool:
+    """Note the resolve run started for the incident, with its audit record, in one transaction;
+    False (and no record) if one was noted already."""
     with engine.begin() as connection:
-        connection.execute(
+        runbook_id = connection.execute(
             update(incidents)
-            .where(incidents.c.id == incident_id)
-            .values(run_error=error[:2000], run_attempts=incidents.c.run_attempts + 1)
+            .where(incidents.c.id == incident_id, incidents.c.resolve_run_id.is_(None))
+            .values(resolve_run_id=flow_run_id, resolve_error=None, resolve_attempts=incidents.c.resolve_attempts + 1)
+            .returning(incidents.c.runbook_id)
+        ).scalar_one_or_none()
+        if runbook_id is None:
+            return False
+        AuditTrail(engine).append(
+            "incident.resolve_run_started", incident_id=incident_id, run_id=flow_run_id, connection=connection,
+            data={"runbook": runbook_id},
         )
+    return True
+
+
+def note_run_failure(engine: Engine, incident_id: str, error: str, phase: str = "respond") -> None:
+    """Note that the incident's run (or with ``phase="resolve"``, its resolve run) did not start."""
+    if phase == "resolve":
+        values = {"resolve_error": error[:2000], "resolve_attempts": incidents.c.resolve_attempts + 1}
+    else:
+        values = {"run_error": error[:2000], "run_attempts": incidents.c.run_attempts + 1}
+    with engine.begin() as connection:
+        connection.execute(update(incidents).where(incidents.c.id == incident_id).values(**values))
 
 
 def _incident(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -493,12 +563,21 @@ def _incident(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def list_incidents(engine: Engine, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """The newest incidents first."""
-    query = select(incidents).order_by(incidents.c.opened_at.desc()).limit(limit)
-    if state:
-        query = query.where(incidents.c.state == state)
+    """Open incidents ranked (severity, priority, age: see `_RANK`), each with its `rank` (1 the
+    first to attend to); then resolved ones, the newest first."""
+    found: list[dict[str, Any]] = []
     with engine.connect() as connection:
-        return [_incident(row) for row in connection.execute(query).mappings().all()]
+        if state in (None, "open"):
+            query = select(incidents).where(incidents.c.state == "open").order_by(*_RANK).limit(limit)
+            rows = connection.execute(query).mappings().all()
+            found += [_incident(row) | {"rank": n} for n, row in enumerate(rows, 1)]
+        if state in (None, "resolved") and len(found) < limit:
+            query = (
+                select(incidents).where(incidents.c.state == "resolved")
+                .order_by(incidents.c.opened_at.desc()).limit(limit - len(found))
+            )
+            found += [_incident(row) | {"rank": None} for row in connection.execute(query).mappings().all()]
+    return found
 
 
 def get_incident(engine: Engine, incident_id: str) -> dict[str, Any] | None:

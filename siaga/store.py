@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -42,6 +43,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     inspect,
     text,
 )
@@ -103,6 +105,12 @@ incidents = Table(
     Column("run_attempts", Integer, nullable=False, default=0),
     Column("run_error", Text),
     Column("alerts", Integer, nullable=False, default=0),
+    # the run of the runbook's on_resolve steps: due once the incident resolves, if the runbook
+    # declares some; started once (Prefect idempotency key "<id>:resolved")
+    Column("resolve_due", Boolean, nullable=False, default=False, server_default=false()),
+    Column("resolve_run_id", String(64)),
+    Column("resolve_attempts", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("resolve_error", Text),
 )
 
 incident_alerts = Table(
@@ -340,9 +348,8 @@ def _adopt(connection: Connection, config: object) -> None:
 
 
 def engine(url: str | None = None) -> Engine:
-    """The store's engine (one per URL per process), its database at the newest migration.
-    Without `url`, the one `database_url()` names now (so a changed $SIAGA_DATABASE_URL or
-    $SIAGA_HOME is followed, not the first one this process saw)."""
+    """The store's engine (one per URL per process), its database at the newest migration; without
+    `url`, the store `SIAGA_DATABASE_URL` (or the data folder) names now."""
     return _engine(url or database_url())
 
 

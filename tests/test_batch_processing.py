@@ -41,7 +41,7 @@ def snapshot(store: Any) -> dict[str, Any]:
     chains: dict[Any, list[Any]] = {}
     for r in trail:  # each incident's chain: what was recorded, in order (alert ids become the alerts)
         data = {k: by_id[v] if k == "alert_id" else v for k, v in r["data"].items()}
-        chains.setdefault(names[r["chain"]], []).append((r["kind"], r["channel"], json.dumps(data, sort_keys=True)))
+        chains.setdefault(r["chain"], []).append((r["kind"], r["channel"], json.dumps(data, sort_keys=True)))
     members: dict[str, set[Any]] = {}
     for incident_id, alert_id in links:
         members.setdefault(incident_id, set()).add(by_id[alert_id])
@@ -51,7 +51,7 @@ def snapshot(store: Any) -> dict[str, Any]:
             (i["runbook_id"], i["group_key"], i["state"], i["alerts"], str(i["inputs"]), i["alert"]["fingerprint"],
              i["priority"], frozenset(members.get(i["id"], ()))) for i in incident_rows
         ),
-        "audit": sorted(chains.items()),
+        "audit": sorted((names[chain], records) for chain, records in chains.items()),
     }
 
 

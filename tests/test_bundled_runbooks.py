@@ -96,9 +96,12 @@ def test_drill_runs_to_completion(
     assert state.is_completed(), f"{state.name}: {state.message}"
     assert summary["ok"] and summary["mode"] == "drill"
 
+    # a drill rehearses the on_resolve steps too, after the response (as the incident would run them)
+    every_step = [*runbook.steps, *runbook.on_resolve]
+    assert runbook.on_resolve, "every bundled runbook says what to do once its incident resolves"
     outcomes = {row["step"]: row["outcome"] for row in summary["steps"]}
-    assert list(outcomes) == [step.id for step in runbook.steps]
-    for step in runbook.steps:
+    assert list(outcomes) == [step.id for step in every_step]
+    for step in every_step:
         outcome = outcomes[step.id]
         assert outcome in {"completed", "recorded", "skipped"}, f"{step.id}: {outcome}"
         if outcome == "skipped":
@@ -120,10 +123,10 @@ def test_drill_runs_to_completion(
     everything = [m for m in read_outbox(siaga_home) if m["run_id"] == summary["run_id"]]
     messages = [m for m in everything if not m["to"].startswith("person:")]
     codes = [m for m in everything if m["to"].startswith("person:")]
-    gated = [s for s in runbook.steps if s.approval and outcomes[s.id] != "skipped"]
+    gated = [s for s in every_step if s.approval and outcomes[s.id] != "skipped"]
     assert bool(codes) == bool(gated), "approvers of every gate got their codes"
     assert all(m["message"].startswith("[DRILL] ") for m in codes)
-    sent = [s.id for s in runbook.steps if s.action in OUTBOX_FALLBACK and outcomes[s.id] == "completed"]
+    sent = [s.id for s in every_step if s.action in OUTBOX_FALLBACK and outcomes[s.id] == "completed"]
     # A fanout's channels are entries of their own (`situation-report.slack`).
     assert sorted({m["step"].partition(".")[0] for m in messages}) == sorted(sent)
     for message in messages:
@@ -135,7 +138,7 @@ def test_drill_runs_to_completion(
 
 
 OUTBOX_FALLBACK = {
-    "outbox.send", "pagerduty.trigger", "slack.post", "teams.post", "email.send", "notify.fanout", "comms.publish",
+    "outbox.send", "pagerduty.trigger", "pagerduty.resolve", "slack.post", "teams.post", "email.send", "notify.fanout", "comms.publish",
 }
 """Actions that send to the outbox when no connection of their type is configured (a statement's
 status page channel too)."""
@@ -155,7 +158,7 @@ def test_bare_machine_drills_record_what_has_no_outbox(catalog: Catalog) -> None
     or is harmless (wait, note): so `siaga drill --local` completes with no connections.yaml."""
     for runbook_id in BUNDLED:
         runbook = catalog.runbooks[runbook_id]
-        for step in runbook.steps:
+        for step in [*runbook.steps, *runbook.on_resolve]:
             assert (
                 step.action in OUTBOX_FALLBACK | {"wait", "note", "comms.draft"}
                 or _recorded_in_drill(runbook, step.action)

@@ -212,7 +212,10 @@ def test_a_drill_of_every_bundled_runbook_calls_only_sandboxes(
         assert prod_mail.messages == [] and prod_mail.logins == []
         assert drill.requests, "the sandboxes were called"
         texts = [r.body.decode() for r in drill.requests]
-        assert all("[DRILL]" in text for text in texts), texts
+        # a PagerDuty resolve event (on_resolve's unpage) carries no text at all, only the page's key
+        silent = [t for t in texts if '"event_action":"resolve"' in t]
+        assert all("payload" not in json.loads(t) for t in silent), silent
+        assert all("[DRILL]" in text for text in texts if text not in silent), texts
         for _, _, message in drill_mail.messages:
             assert message["Subject"].startswith("[DRILL] ")
         record = DrillRecords(engine()).find(runbook.id)[-1]

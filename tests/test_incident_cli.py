@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,20 @@ import pytest
 from siaga.integrations import default_registry
 
 from siaga.alerts.receiver import ReceiverConfig, create_app
+from siaga.approvals.records import GateRecords, gate_id
 from siaga.catalog import Catalog
 from siaga.store import engine
 
 from .live_receiver import serve, settle
-from .test_receiver import RUNBOOK, RUNBOOK_YAML, TOKEN, am_alert, webhook
+from .test_receiver import (
+    RESOLVING,
+    RESOLVING_YAML,
+    RUNBOOK,
+    RUNBOOK_YAML,
+    TOKEN,
+    am_alert,
+    webhook,
+)
 from .test_stack import clean_env, free_port
 
 
@@ -31,6 +41,7 @@ class Setup:
     url: str
     api: str
     home: Path
+    store: Any
 
     def post(self, body: dict[str, Any]) -> None:
         answer = httpx.post(f"{self.url}/hooks/alertmanager", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -57,11 +68,13 @@ def setup(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     home = tmp_path_factory.mktemp("incident-cli")
     (home / "runbooks").mkdir()
     (home / "runbooks" / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
+    (home / "runbooks" / f"{RESOLVING}.yaml").write_text(RESOLVING_YAML.format(hooks="http://127.0.0.1:9"))
     runbooks = Catalog.load(home / "runbooks", default_registry()).runbooks
-    # the runbook's deployment, as `siaga up` would register it (no runner: its runs stay scheduled)
-    flow_id = httpx.post(f"{prefect_api}/flows/", json={"name": RUNBOOK}).json()["id"]
-    answer = httpx.post(f"{prefect_api}/deployments/", json={"name": "siaga", "flow_id": flow_id})
-    assert answer.status_code in (200, 201), answer.text
+    # the runbooks' deployments, as `siaga up` would register them (no runner: runs stay scheduled)
+    for name in (RUNBOOK, RESOLVING):
+        flow_id = httpx.post(f"{prefect_api}/flows/", json={"name": name}).json()["id"]
+        answer = httpx.post(f"{prefect_api}/deployments/", json={"name": "siaga", "flow_id": flow_id})
+        assert answer.status_code in (200, 201), answer.text
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
@@ -70,7 +83,7 @@ def setup(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     store = engine(f"sqlite:///{home / 'siaga.db'}")
     app = create_app(runbooks, ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN}), store, start_run)
     with serve(app, free_port()) as url:
-        yield Setup(url, prefect_api, home)
+        yield Setup(url, prefect_api, home, store)
 
 
 def test_an_incident_in_detail_with_its_alerts_run_and_timeline(setup: Setup) -> None:
@@ -145,3 +158,75 @@ def test_without_a_stack_the_store_still_answers_and_says_why_the_run_state_is_m
     human = setup.siaga("incident", incident["id"], api=dead)
     assert human.returncode == 0, human.stderr
     assert f"the Prefect server at {dead} does not answer" in human.stdout
+
+
+def gate(store: Any, incident: dict[str, Any], run_id: str, step: str, *votes: tuple[str, str]) -> None:
+    """A gate as the gatekeeper keeps it: opened, the votes cast, then decided."""
+    records = GateRecords(store)
+    opened = datetime(2026, 11, 24, 3, 1, tzinfo=UTC)
+    made, _ = records.open(
+        id=gate_id(run_id, step), run_id=run_id, step_id=step, runbook_id=RESOLVING, incident_id=incident["id"],
+        mode="live", params_hash="0" * 64, requester=None, opened_at=opened, deadline=opened + timedelta(minutes=10),
+        evidence={"action": "http.request"}, host="test", pid=1,
+    )
+    records.event(made, "opened", channel="system")
+    records.event(made, "code sent", actor="eko", channel="outbox")  # not on the timeline
+    for person, choice in votes:
+        records.event(made, choice, actor=person, channel="cli", roles=["ops"])
+    state = "approved" if all(choice == "approved" for _, choice in votes) else "rejected"
+    approvers = [person for person, choice in votes if choice == "approved"] if state == "approved" else None
+    records.decide(made.id, state, "quorum reached", approvers)
+    records.event(made, "decided", channel="system", decision=state)
+
+
+def test_an_incident_shows_its_gates_and_its_resolve_run(setup: Setup) -> None:
+    r = f"r-{uuid.uuid4().hex[:8]}"
+
+    def down(status: str = "firing") -> dict[str, Any]:
+        alert = am_alert(r, status)
+        return {**alert, "labels": {**alert["labels"], "alertname": "GatewayDown"}}
+
+    setup.post(webhook(down()))
+    incident = setup.incident_of(r)
+    assert incident["runbook_id"] == RESOLVING and incident["priority"] == "P1" and incident["rank"] >= 1
+    gate(setup.store, incident, incident["flow_run_id"], "hello", ("eko", "approved"), ("fajar", "approved"))
+    report = json.loads(setup.siaga("incident", incident["id"], "--json").stdout)
+    assert report["resolve_run"] is None and not report["resolve_due"]
+
+    # resolved: the receiver starts the resolve run (scheduled here: no runner), whose gate says no
+    setup.post(webhook(down("resolved")))
+    incident = setup.incident_of(r)
+    resolve_id = incident["resolve_run_id"]
+    assert incident["state"] == "resolved" and resolve_id and resolve_id != incident["flow_run_id"]
+    gate(setup.store, incident, resolve_id, "all-clear", ("eko", "rejected"))
+
+    shown = setup.siaga("incident", incident["id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    resolving = report["resolve_run"]
+    assert resolving["id"] == resolve_id and resolving["state"] == "Scheduled"
+    assert resolving["name"] == f"{RESOLVING}-{incident['id']}-resolve"
+    assert resolving["url"] == f"{setup.api.removesuffix('/api')}/runs/flow-run/{resolve_id}"
+    first, second = report["gates"]
+    assert (first["step"], first["state"], first["approved_by"], first["rejected_by"], first["run_id"]) == (
+        "hello", "approved", ["eko", "fajar"], [], incident["flow_run_id"])
+    assert (second["step"], second["state"], second["approved_by"], second["rejected_by"], second["run_id"]) == (
+        "all-clear", "rejected", [], ["eko"], resolve_id)
+    assert second["deadline"].startswith("2026-11-24 03:11:00") and second["decided_at"]
+    assert second["url"].endswith(f"/runs/flow-run/{resolve_id}")
+    events = [e["event"] for e in report["timeline"]]
+    assert events.count("gate hello: approved by eko") == 1 and "gate all-clear: rejected by eko" in events
+    assert "gate all-clear: decided: rejected" in events and not [e for e in events if "code sent" in e]
+    assert events.index("incident resolved") < events.index(f"resolve run {RESOLVING}-{incident['id']}-resolve created")
+
+    human = setup.siaga("incident", incident["id"])
+    assert human.returncode == 0, human.stderr
+    for expected in ("2 approval gates", "eko, fajar", "rejected", f"resolve    {resolve_id}", "Scheduled",
+                     "gate all-clear: rejected by eko"):
+        assert expected in human.stdout, (expected, human.stdout)
+
+    listed = json.loads(setup.siaga("incidents", "--json").stdout)
+    (mine,) = [i for i in listed if i["id"] == incident["id"]]
+    assert mine["resolve_run_id"] == resolve_id and mine["rank"] is None
+    table = setup.siaga("incidents")
+    assert table.returncode == 0 and resolve_id[:8] in table.stdout and "resolve run" in table.stdout, table.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, select
+from sqlalchemy import Engine, column, create_engine, inspect, select, table, text
 
 from siaga.store import (
     BASELINE,
@@ -71,9 +71,20 @@ def test_first_use_brings_an_empty_database_to_head_and_matches_the_metadata(emp
 
 
 def old_create_all(url: str) -> Engine:
-    """What the store did before it had migrations: ``create_all`` of the baseline tables."""
+    """What the store did before it had migrations: ``create_all`` of the baseline tables as they
+    were then (the baseline migration's tables; today's metadata has columns added since), with no
+    version table."""
+    from alembic import command
+
+    from siaga.migrations import alembic_config
+
     old = create_engine(url)
-    metadata.create_all(old, tables=[metadata.tables[name] for name in sorted(BASELINE_TABLES)])
+    config = alembic_config()
+    with old.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, BASELINE)
+        connection.execute(text("DROP TABLE alembic_version"))
+    assert set(inspect(old).get_table_names()) == BASELINE_TABLES
     return old
 
 
@@ -81,9 +92,12 @@ def test_a_database_made_by_the_old_create_all_is_adopted_with_its_rows(empty_ur
     old = old_create_all(empty_url)
     now = datetime.now(UTC)
     with old.begin() as connection:
-        connection.execute(incidents.insert().values(
+        # the old table's own columns (today's `incidents` would also write columns added since)
+        old_incidents = table("incidents", *(column(name) for name in (
+            "id", "runbook_id", "group_key", "open_key", "state", "opened_at", "inputs", "run_attempts", "alerts")))
+        connection.execute(old_incidents.insert().values(
             id="inc-old", runbook_id="gateway", group_key="region=x", open_key="gateway region=x",
-            state="open", opened_at=now, inputs={}, run_attempts=0, alerts=1,
+            state="open", opened_at=now, inputs="{}", run_attempts=0, alerts=1,
         ))
     assert "alembic_version" not in inspect(old).get_table_names()
     old.dispose()

@@ -16,13 +16,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from .conftest import missing
+from .gate_driver import code_for
 from .test_stack import Stack, clean_env, free_port, stop
+from .webhook_server import WebhookServer, webhook_server
 
 TOKEN = "s3cret-token-for-tests"
 RUNBOOK = "gateway-alert"
@@ -43,6 +46,38 @@ steps:
     action: note
     with: {{text: "gateway errors in {{{{ inputs.region }}}}, incident {{{{ incident.id }}}}"}}
 """
+
+RESOLVING = "gateway-down"
+RESOLVING_YAML = """
+runbook: gateway-down
+title: Gateway down, with steps to run once it is back
+severity: sev1
+impact: {{priority: P1}}
+roles: {{ops: [eko]}}
+inputs:
+  region: {{type: string, default: nowhere}}
+triggers:
+  - source: alertmanager
+    match: {{alertname: GatewayDown}}
+    group_by: [region]
+    inputs: {{region: "{{{{ alert.labels.region }}}}"}}
+steps:
+  - id: hello
+    action: note
+    with: {{text: "gateway down in {{{{ inputs.region }}}}"}}
+on_resolve:
+  - id: stand-down
+    action: note
+    with: {{text: "gateway back in {{{{ inputs.region }}}}, incident {{{{ incident.id }}}} resolved"}}
+  - id: all-clear
+    action: http.request
+    approval: {{from: [ops]}}
+    with:
+      url: "{hooks}/all-clear"
+      json: {{incident: "{{{{ incident.id }}}}", said: "{{{{ steps['stand-down'].output.text }}}}"}}
+"""
+"""A runbook with on_resolve steps: a note, then an all-clear call behind an approval gate, to
+`{hooks}` (a local webhook server)."""
 
 STORM = "social-storm"
 SOCIAL_SECRET = "social-hmac-secret"
@@ -80,9 +115,8 @@ class Receiver:
         deadline = time.monotonic() + timeout
         while True:
             health = httpx.get(f"{self.url}/healthz", timeout=5).json()
-            if health["queued"] == 0 and not health["busy"]:
-                if all(i["flow_run_id"] for i in self.incidents(state="open")):
-                    return
+            if health["queued"] == 0 and not health["busy"] and all(i["flow_run_id"] for i in self.incidents(state="open")):
+                return
             assert time.monotonic() < deadline, health
             time.sleep(0.2)
 
@@ -96,11 +130,19 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+def hooks() -> Iterator[WebhookServer]:
+    """Where the resolve steps of `RESOLVING` call."""
+    with webhook_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory, hooks: WebhookServer) -> Iterator[Receiver]:
     home = tmp_path_factory.mktemp("receiver-home")
     folder = home / "runbooks"
     folder.mkdir()
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
+    (folder / f"{RESOLVING}.yaml").write_text(RESOLVING_YAML.format(hooks=hooks.url))
     (folder / f"{STORM}.yaml").write_text(STORM_YAML)
     port, receiver_port = free_port(), free_port()
     env = {**clean_env(home), "SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": f"old-secret,{SOCIAL_SECRET}"}
@@ -220,6 +262,83 @@ def test_alerts_open_one_incident_and_start_its_runbook_once(receiver: Receiver)
     assert kinds[:3] == ["alert.received", "incident.opened", "alert.received"]
     assert {"incident.run_started", "run.started", "step.started", "step.finished", "run.finished"} <= set(kinds)
     assert kinds[-1] == "incident.resolved" and kinds.count("alert.received") == 6
+
+
+def wait_for_run(receiver: Receiver, run_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The run once it has completed (fails on any other end)."""
+    deadline = time.monotonic() + timeout
+    while (run := httpx.get(f"{receiver.stack.api}/flow_runs/{run_id}").json())["state"]["type"] != "COMPLETED":
+        assert run["state"]["type"] not in ("FAILED", "CRASHED", "CANCELLED") and time.monotonic() < deadline, run["state"]
+        time.sleep(0.3)
+    return run
+
+
+def test_a_resolved_incident_runs_its_on_resolve_steps_once(receiver: Receiver, hooks: WebhookServer) -> None:
+    r = region()
+
+    def down(status: str = "firing") -> dict[str, Any]:
+        alert = am_alert(r, status, fingerprint=f"down-{r}")
+        return {**alert, "labels": {**alert["labels"], "alertname": "GatewayDown"}}
+
+    def the_incident() -> dict[str, Any]:
+        (found,) = [i for i in of_group(receiver.incidents(), r) if i["runbook_id"] == RESOLVING]
+        return found
+
+    assert receiver.post(webhook(down())).status_code == 202
+    receiver.settle()
+    incident = the_incident()
+    assert incident["priority"] == "P1" and incident["flow_run_id"] and incident["resolve_run_id"] is None
+    wait_for_run(receiver, incident["flow_run_id"])
+    assert hooks.calls(path="/all-clear") == []  # the response does not run the resolve steps
+
+    assert receiver.post(webhook(down("resolved"))).status_code == 202
+    receiver.settle()
+    incident = the_incident()
+    assert incident["state"] == "resolved" and incident["resolve_due"] and incident["resolve_run_id"]
+    resolve_id = incident["resolve_run_id"]
+    run = httpx.get(f"{receiver.stack.api}/flow_runs/{resolve_id}").json()
+    assert run["idempotency_key"] == f"{incident['id']}:resolved" and run["name"] == f"{RESOLVING}-{incident['id']}-resolve"
+    assert run["parameters"]["phase"] == "resolve" and run["parameters"]["region"] == r
+    assert run["parameters"]["incident"]["id"] == incident["id"] and run["parameters"]["incident"]["resolved_at"]
+
+    # the all-clear waits at its gate until the on-call approves it, as anyone would: `siaga approve`
+    # with the code sent to them
+    gate = wait_for(lambda: [g for g in json.loads(receiver.stack.siaga("approvals", "--json").stdout)
+                             if g["run_id"] == resolve_id and g["may_approve"]], timeout=120, what="the gate")[0]
+    assert gate["step"] == "all-clear" and gate["incident"] == incident["id"] and hooks.calls(path="/all-clear") == []
+    home = Path(receiver.stack.env["SIAGA_HOME"])
+    approved = receiver.stack.siaga("approve", resolve_id, "all-clear", "--as", "eko",
+                                    "--code", code_for(home, "eko", resolve_id, "all-clear"))
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    wait_for_run(receiver, resolve_id)
+    (call,) = hooks.calls("POST", "/all-clear")
+    assert json.loads(call.body) == {"incident": incident["id"], "said": f"gateway back in {r}, incident {incident['id']} resolved"}
+
+    # Alertmanager repeats the resolved notification: nothing more starts
+    for _ in range(2):
+        assert receiver.post(webhook(down("resolved"))).status_code == 202
+    receiver.settle()
+    assert the_incident()["resolve_run_id"] == resolve_id
+    mine = [x for x in receiver.runs(RESOLVING) if x["parameters"].get("region") == r]
+    assert sorted(x["id"] for x in mine) == sorted([incident["flow_run_id"], resolve_id])
+    assert len(hooks.calls(path="/all-clear")) == 1
+
+    # `siaga incident` shows the resolve run and its gate; the audit trail holds it all, once
+    report = json.loads(receiver.stack.siaga("incident", incident["id"], "--json").stdout)
+    assert report["resolve_run"]["id"] == resolve_id and report["resolve_run"]["state"] == "Completed"
+    (shown,) = report["gates"]
+    assert (shown["step"], shown["state"], shown["approved_by"], shown["rejected_by"]) == ("all-clear", "approved", ["eko"], [])
+    assert shown["run_id"] == resolve_id and shown["url"].endswith(f"/runs/flow-run/{resolve_id}")
+    events = [e["event"] for e in report["timeline"]]
+    assert events.index("incident resolved") < events.index(f"resolve run {RESOLVING}-{incident['id']}-resolve created")
+    assert "gate all-clear: approved by eko" in events and events[-1] == "resolve run ended: Completed"
+    human = receiver.stack.siaga("incident", incident["id"])
+    assert human.returncode == 0 and "1 approval gates" in human.stdout and "resolve" in human.stdout, human.stdout
+    exported = receiver.stack.siaga("audit", "export", incident["id"]).stdout.splitlines()
+    kinds = [json.loads(line)["kind"] for line in exported[:-1]]
+    assert kinds.count("incident.resolve_run_started") == 1 and kinds.count("run.started") == 2
+    assert kinds.index("incident.resolved") < kinds.index("incident.resolve_run_started")
+    assert receiver.stack.siaga("audit", "verify", "--incident", incident["id"]).returncode == 0
 
 
 def test_a_missing_or_wrong_token_is_refused_and_nothing_is_recorded(receiver: Receiver) -> None:

@@ -114,6 +114,10 @@ steps:
   - id: verify-checkout
     action: http.request
     with: {url: "{check}/checkout", sign: {secret: "secret://report-check-key"}}
+on_resolve:
+  - id: all-clear
+    action: outbox.send
+    with: {to: team, message: "All clear: the gateway answers again."}
 """
 
 
@@ -277,6 +281,9 @@ def incident(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                     if i["id"] == opened[0]["id"] and i["state"] == "resolved"
                 ],
             )
+            resolving = _wait("the resolve run", lambda: _resolve_run(prefect_api, opened[0]["id"]))
+            resolved = _wait("the resolve run to end", lambda: _final(prefect_api, resolving), 300)
+            assert resolved["type"] == "COMPLETED", (resolved, output.read_text()[-3000:])
             yield Incident(
                 opened[0]["id"], run_id, home, folder, prefect_api, switch, page, mailbox, check
             )
@@ -296,6 +303,15 @@ def _serving(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _resolve_run(api: str, incident_id: str) -> str | None:
+    found = httpx.post(
+        f"{api}/flow_runs/filter",
+        timeout=10,
+        json={"flow_runs": {"tags": {"all_": ["resolve", incident_id]}}},
+    ).json()
+    return found[0]["id"] if found else None
 
 
 def _final(api: str, run_id: str) -> dict[str, Any] | None:
@@ -387,6 +403,8 @@ def test_the_report_tells_the_whole_incident_and_renders_in_chromium(
     failed = markdown.split("## What failed and what was undone", 1)[1].split("##", 1)[0]
     assert "- Step verify-checkout (http.request) failed at " in failed and "503" in failed
     assert "- Step freeze-payouts undone (payments.unfreeze) at " in failed
+    assert "| Outcome | run failed; resolve run completed; incident resolved |" in markdown
+    assert "| notification | team | outbox | `all-clear` |" in messages, messages
     impact = markdown.split("## Impact and durations", 1)[1].split("##", 1)[0]
     assert "| first public statement |" in impact and "| 1h 00m | ✓ met |" in impact
     assert "| incident duration |" in impact and "| 30m 00s | ✓ met |" in impact

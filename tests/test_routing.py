@@ -10,7 +10,15 @@ from sqlalchemy import func, select
 
 from siaga.alerts import Alert, AlertStatus
 from siaga.alerts.routing import group_key, matches, routes, threshold_reached
-from siaga.incidents import get_incident, list_incidents, process
+from siaga.audit import AuditTrail
+from siaga.incidents import (
+    get_incident,
+    list_incidents,
+    pending_resolve_runs,
+    pending_runs,
+    process,
+    set_resolve_run,
+)
 from siaga.runbook.models import Runbook, Threshold
 from siaga.store import alerts, engine
 
@@ -189,6 +197,111 @@ def test_the_worker_retries_a_run_that_did_not_start_and_records_it_once(store) 
     incidents = list_incidents(store)
     assert len(incidents) == 2 and all(i["flow_run_id"] == f"run-of-{i['id']}" for i in incidents)
     assert len(calls) == 4  # two failures and a success for the first incident, one for the second
+
+
+def ranked_runbook(id: str, severity: str, priority: str | None, *, on_resolve: bool = False) -> Runbook:
+    return Runbook.model_validate({
+        "runbook": id, "title": id, "severity": severity, "impact": {"priority": priority},
+        "triggers": [{"source": "alertmanager", "match": {"alertname": id}, "group_by": ["region"]}],
+        "steps": [{"id": "page", "action": "note", "with": {"text": "hi"}}],
+        "on_resolve": [{"id": "all-clear", "action": "note", "with": {"text": "bye"}}] if on_resolve else [],
+    })
+
+
+RANKED = {
+    "minor": ranked_runbook("minor", "sev3", "P2"),
+    "major": ranked_runbook("major", "sev1", "P3", on_resolve=True),
+    "loud": ranked_runbook("loud", "sev1", None),
+}
+
+
+def fire(runbook_id: str, region: str, **labels: str) -> Alert:
+    return Alert(source="alertmanager", fingerprint=f"fp-{runbook_id}-{region}", status=AlertStatus.FIRING,
+                 labels={"alertname": runbook_id, "region": region, **labels}, starts_at=STARTED)
+
+
+def test_open_incidents_rank_by_severity_then_priority_then_age(store) -> None:  # type: ignore[no-untyped-def]
+    opened = {}
+    for minute, (runbook_id, region, labels) in enumerate([
+        ("minor", "a", {}),                  # sev3 P2 (the runbook's)
+        ("loud", "a", {}),                   # sev1, no priority: after every sev1 with one
+        ("major", "a", {}),                  # sev1 P3
+        ("major", "b", {"priority": "p1"}),  # sev1 P1: the alert's label wins over the runbook's P3
+        ("major", "c", {}),                  # sev1 P3, younger than major/a
+        ("minor", "b", {"priority": "2"}),   # sev3 P2, younger than minor/a
+        ("minor", "c", {"priority": "urgent"}),  # not a priority: the runbook's P2
+    ]):
+        (opened[runbook_id, region],) = process(store, RANKED, fire(runbook_id, region, **labels),
+                                                NOW + timedelta(minutes=minute)).opened
+    ranked = [("major", "b"), ("major", "a"), ("major", "c"), ("loud", "a"), ("minor", "a"), ("minor", "b"), ("minor", "c")]
+    listed = list_incidents(store, "open")
+    assert [i["id"] for i in listed] == [opened[k] for k in ranked]
+    assert [i["rank"] for i in listed] == [1, 2, 3, 4, 5, 6, 7]
+    assert [(i["severity"], i["priority"]) for i in listed] == [
+        ("sev1", "P1"), ("sev1", "P3"), ("sev1", "P3"), ("sev1", None), ("sev3", "P2"), ("sev3", "P2"), ("sev3", "P2")]
+    assert [i["id"] for i in pending_runs(store)] == [opened[k] for k in ranked]  # runs start in rank order
+
+    # a resolved incident leaves the ranking and is listed after the open ones, unranked
+    resolved = Alert(source="alertmanager", fingerprint="fp-major-b", status=AlertStatus.RESOLVED,
+                     labels={"alertname": "major", "region": "b", "priority": "p1"}, starts_at=STARTED)
+    assert process(store, RANKED, resolved, NOW + timedelta(hours=1)).resolved == [opened["major", "b"]]
+    everything = list_incidents(store)
+    assert [i["id"] for i in everything] == [opened[k] for k in ranked[1:]] + [opened["major", "b"]]
+    assert [i["rank"] for i in everything] == [1, 2, 3, 4, 5, 6, None]
+    assert [i["id"] for i in list_incidents(store, "open", limit=2)] == [opened[k] for k in ranked[1:3]]
+
+
+def test_the_worker_starts_a_resolve_run_once_per_resolved_incident(store) -> None:  # type: ignore[no-untyped-def]
+    """The starter (with a stand-in for Prefect's run creation that records what it was asked)
+    starts each incident's run in rank order and, once the incident resolves, its resolve run:
+    once, whatever repeats of the resolved notification arrive or how often the receiver restarts;
+    not for a runbook without on_resolve steps, nor for an incident whose run never started."""
+    import asyncio
+
+    from siaga.alerts.receiver import Batch, Worker
+
+    started: list[tuple[str, str]] = []
+
+    async def start(incident) -> str:  # type: ignore[no-untyped-def]
+        started.append((incident["id"], incident["phase"]))
+        return f"{incident['phase']}-run-of-{incident['id']}"
+
+    def resolved(runbook_id: str, region: str) -> Alert:
+        return Alert(source="alertmanager", fingerprint=f"fp-{runbook_id}-{region}", status=AlertStatus.RESOLVED,
+                     labels={"alertname": runbook_id, "region": region}, starts_at=STARTED)
+
+    async def deliver(*batches: list[Alert]) -> None:  # one receiver's life: a start, batches, a stop
+        worker = Worker(RANKED, store, start, attempts=2, first_delay=0)
+        task = asyncio.create_task(worker.run())
+        for batch in batches or [[]]:  # the starter has been through once the batch is done
+            worker.queue.put_nowait(Batch("alertmanager", batch, NOW))
+            await worker.queue.join()
+        task.cancel()
+
+    asyncio.run(deliver([fire("minor", "r"), fire("major", "r"), fire("loud", "r")]))
+    ids = {i["runbook_id"]: i["id"] for i in list_incidents(store)}
+    assert started == [(ids["major"], "respond"), (ids["loud"], "respond"), (ids["minor"], "respond")]
+
+    started.clear()
+    asyncio.run(deliver([resolved("major", "r"), resolved("minor", "r")], [resolved("major", "r")]))
+    assert started == [(ids["major"], "resolve")]  # minor has no on_resolve steps
+    asyncio.run(deliver([resolved("major", "r")]))  # a restarted receiver, a repeated notification
+    assert started == [(ids["major"], "resolve")]
+    incident = get_incident(store, ids["major"])
+    assert incident["resolve_run_id"] == f"resolve-run-of-{ids['major']}" and incident["resolve_attempts"] == 1
+    assert incident["flow_run_id"] == f"respond-run-of-{ids['major']}"
+    kinds = [r.kind for r in AuditTrail(store).records(ids["major"])]
+    assert kinds.count("incident.resolve_run_started") == 1 and kinds[-1] == "incident.resolve_run_started"
+    assert kinds.index("incident.resolved") < kinds.index("incident.resolve_run_started")
+    assert set_resolve_run(store, ids["major"], "another") is False  # noted once, never replaced
+
+    # resolved before its run started (no starter ran): nothing was done, nothing to wind down
+    (early,) = process(store, RANKED, fire("major", "quick"), NOW).opened
+    process(store, RANKED, resolved("major", "quick"), NOW)
+    assert get_incident(store, early)["resolve_due"] and pending_resolve_runs(store) == []
+    started.clear()
+    asyncio.run(deliver())
+    assert started == []
 
 
 def test_routing_is_pure() -> None:

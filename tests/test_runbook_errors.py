@@ -64,6 +64,18 @@ CASES: dict[str, list[Expected]] = {
         Expected("unknown-input", "steps[0].with.text", 11, 13, INPUT_HINT),
     ],
     # the step graph
+    "on_resolve_errors": [  # the same rules as steps, each list its own graph, ids unique across both
+        Expected("other-phase", "steps[0].with.text", 10, 13, "read only steps of `steps:` here"),
+        Expected("duplicate-step", "on_resolve[0].id", 15, 9,
+                 "give every step its own id: ids are unique across steps and on_resolve"),
+        Expected("other-phase", "on_resolve[1].after[0]", 20, 13, "`after:` names steps of on_resolve only"),
+        Expected("other-phase", "on_resolve[1].with.text", 22, 13,
+                 "read `incident` or `alert`, or let the action find its own (pagerduty.resolve "
+                 "`trigger_step:`, statuspage.resolve finds the incident's status incident)"),
+        Expected("unknown-action", "on_resolve[2].action", 24, 13, "did you mean `note`?"),
+        Expected("unknown-role", "on_resolve[2].approval.from[0]", 25, 23, "did you mean `ops`?"),
+        Expected("unknown-step", "on_resolve[3].with.text", 30, 13, "did you mean `tell`?"),
+    ],
     "duplicate_step": [
         Expected("duplicate-step", "steps[1].id", 9, 9, "give every step its own id")
     ],
@@ -331,3 +343,30 @@ def test_plan_order_is_topological_keeping_file_order_where_free(runbook: Runboo
     position = {step: index for index, step in enumerate(plan.order)}
     for step, needs in plan.needs.items():
         assert all(position[need] < position[step] for need in needs)
+
+
+def test_on_resolve_is_a_phase_of_its_own() -> None:
+    """`on_resolve` plans as its own graph: its first step waits for nothing of `steps`, and its
+    templates may read the outputs of on_resolve steps before them."""
+    text = """
+runbook: with-resolve
+title: Steps to run once the incident resolves
+severity: sev2
+impact: {priority: P2}
+steps:
+  - {id: page, action: note, with: {text: paged}}
+  - {id: freeze, action: note, with: {text: frozen}}
+on_resolve:
+  - {id: unpage, action: note, with: {text: "resolved {{ incident.id }}"}}
+  - {id: all-clear, action: note, with: {text: "{{ steps.unpage.output.text }}"}}
+  - {id: audit, action: note, after: [], with: {text: audit}}
+"""
+    runbook = parse_runbook(text, REGISTRY, file="with-resolve.yaml")
+    assert runbook.impact.priority == "P2"
+    respond, resolve = plan_runbook(runbook), plan_runbook(runbook, "resolve")
+    assert [s.id for s in respond.steps] == ["page", "freeze"] and respond.phase == "respond"
+    assert resolve.needs == {"unpage": (), "all-clear": ("unpage",), "audit": ()}
+    assert resolve.order == ("unpage", "all-clear", "audit") and resolve.phase == "resolve"
+    assert runbook.step("all-clear").action == "note" and resolve.step("audit").after == []
+    with pytest.raises(StopIteration):
+        respond.step("unpage")

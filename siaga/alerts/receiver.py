@@ -4,20 +4,23 @@ Endpoints:
 
 * ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
   signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (deliveries are
-XX
+  remembered in the store, so a replayed one is refused: `siaga.alerts.replay`).
 * ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
-* ``GET /incidents`` (``?state=open|resolved``) and ``GET /incidents/{id}`` (with its alerts).
+* ``GET /incidents`` (``?state=open|resolved``): open incidents ranked (severity, priority, age;
+  each with its ``rank``), then resolved ones newest first; ``GET /incidents/{id}`` (with its alerts).
 
 A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
 re-sends the whole batch. The request only authenticates, parses and writes the raw body to the
 store's inbox (`siaga.alerts.inbox`) before it is answered; the batch goes onto one queue, and a
 single worker records its alerts and opens or joins incidents, one transaction per batch
 (`siaga.incidents.process_batch`); beside it a single starter starts each new incident's run, one
-at a time, so a slow Prefect server never holds up recording (on the SQLite default, concurrent
+at a time and the highest ranked first, then the resolve run of each resolved incident whose
+runbook declares `on_resolve` steps, so a slow Prefect server never holds up recording (on the SQLite default, concurrent
 writers and concurrent run creation lose work to "database is locked"). Database and Prefect calls
 are retried; an incident whose run could not be
-started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id makes a retry
-return the same run). A batch queued but not yet recorded when the process dies stays unfinished in
+started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id, or
+``<incident id>:resolved`` for the resolve run, makes a retry return the same run; the store notes
+the run once, so a restart or a repeated resolved notification starts nothing more). A batch queued but not yet recorded when the process dies stays unfinished in
 the inbox, and the next receiver to start processes it (recording is idempotent, so twice is safe).
 
 Answers: 202 accepted (200 for an SNS subscription message); 401 a missing or wrong credential
@@ -67,10 +70,12 @@ from siaga.incidents import (
     get_incident,
     list_incidents,
     note_run_failure,
+    pending_resolve_runs,
     pending_runs,
     process,
     process_batch,
     set_flow_run,
+    set_resolve_run,
 )
 from siaga.runbook import Runbook
 
@@ -111,7 +116,8 @@ GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
 BUILT_IN = frozenset(SOURCES)
 
 StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
-"""Start an incident's run (idempotently, keyed by the incident id); return the flow run id."""
+"""Start an incident's run (idempotently, keyed by the incident id), or its resolve run when the
+incident's ``phase`` is ``resolve``; return the flow run id."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +190,8 @@ class Worker:
     processed: int = 0
     attempts: int = 6
     first_delay: float = 0.25
-    _not_before: dict[str, float] = field(default_factory=dict)
-    """Incidents whose run failed to start: not retried before this (monotonic) time."""
+    _not_before: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(incident, phase) whose run failed to start: not retried before this (monotonic) time."""
     session: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
     """Entered around each pass of run starts: one Prefect client for the pass, rather than one per
     run (building a client costs ~20 ms of CPU on the event loop: its TLS context)."""
@@ -315,6 +321,7 @@ class Worker:
 
     async def _start_pending(self) -> None:
         pending = await asyncio.to_thread(pending_runs, self.engine)
+        pending += await asyncio.to_thread(pending_resolve_runs, self.engine)
         if not pending:
             return
         async with contextlib.AsyncExitStack() as stack:
@@ -328,23 +335,30 @@ class Worker:
     async def _start(self, pending: list[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
         for incident in pending:
-            if self._not_before.get(incident["id"], 0.0) > loop.time():
+            phase = incident.get("phase", "respond")
+            resolving = phase == "resolve"
+            which = "resolve run" if resolving else "run"
+            key = (incident["id"], phase)
+            if self._not_before.get(key, 0.0) > loop.time():
                 continue  # failed lately: the rescan retries it later, and the queue moves on
             try:
                 flow_run_id = await self._retry(
-                    f"starting the run of incident {incident['id']}",
+                    f"starting the {which} of incident {incident['id']}",
                     lambda incident=incident: self.start_run(incident),
                     (Exception,),
                 )
             except Exception as exc:  # noqa: BLE001 - whatever start_run raised, retry later
-                log.error("incident %s: its run did not start: %s", incident["id"], exc)
-                await asyncio.to_thread(note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}")
-                failures = incident["run_attempts"] + 1
-                self._not_before[incident["id"]] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
+                log.error("incident %s: its %s did not start: %s", incident["id"], which, exc)
+                await asyncio.to_thread(
+                    note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}", phase
+                )
+                failures = incident["resolve_attempts" if resolving else "run_attempts"] + 1
+                self._not_before[key] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
                 continue
-            self._not_before.pop(incident["id"], None)
-            await asyncio.to_thread(set_flow_run, self.engine, incident["id"], str(flow_run_id))
-            self._tell(f"incident {incident['id']}: {incident['runbook_id']} run {flow_run_id} started")
+            self._not_before.pop(key, None)
+            note = set_resolve_run if resolving else set_flow_run
+            await asyncio.to_thread(note, self.engine, incident["id"], str(flow_run_id))
+            self._tell(f"incident {incident['id']}: {incident['runbook_id']} {which} {flow_run_id} started")
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[Any]], errors: tuple[type[BaseException], ...]) -> Any:
         delay = self.first_delay

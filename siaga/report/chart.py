@@ -286,7 +286,7 @@ def timeline_svg(story: Story, title: str | None = None) -> str:
             rows=rows,
             ticks=_ticks(start, end, x),
             span=human((end - start).total_seconds()),
-            legend=[dict(e, x=LEFT + (i % 7) * 108) for i, e in enumerate(legend)],
+            legend=legend,
             legend_y=legend_y,
         )
         .replace("\n\n", "\n")
@@ -313,9 +313,8 @@ def _legend(story: Story) -> list[dict[str, object]]:
     ]
     entries += [{"label": k, "colour": c} for k, c in MESSAGE_COLOURS.items() if k in kinds]
     x, row = float(LEFT), 0
-    for (
-        entry
-    ) in entries:  # left to right, wrapping, each as wide as its label (about 6.5 px a letter)
+    # left to right, wrapping, each as wide as its label (about 6.5 px a letter)
+    for entry in entries:
         width = 16 + 6.5 * len(str(entry["label"])) + 16
         if x + width > WIDTH - RIGHT:
             x, row = float(LEFT), row + 1

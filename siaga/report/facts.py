@@ -27,6 +27,8 @@ class StepInfo:
     undo: str | None = None
     file: str | None = None
     line: int | None = None
+    phase: str = "respond"
+    """``respond`` (the runbook's `steps`) or ``resolve`` (its `on_resolve`)."""
 
     @property
     def place(self) -> str | None:
@@ -132,6 +134,7 @@ class IncidentFacts:
                 "gates": [asdict(g) for g in self.gates],
                 "deadlines": [asdict(d) for d in self.deadlines],
                 "risks": dict(self.risks),
+                "notes": list(self.notes),
             }
         )
 

@@ -158,15 +158,23 @@ def gather(
 
 def runbook_info(runbook: Runbook, path: Path | None, roster: Roster | None = None) -> RunbookInfo:
     """What the reports need of a runbook: its targets, and each step with its line in `path`."""
-    lines: dict[int, int] = {}
+    lines: dict[tuple[str, int], int] = {}
+    phases = [
+        ("respond", "steps", list(runbook.steps)),
+        ("resolve", "on_resolve", list(runbook.on_resolve)),
+    ]
     if path is not None:
         try:
             doc = read_yaml(path.read_text(encoding="utf-8"), str(path))
-            lines = {i: doc.positions.of(("steps", i))[0] for i in range(len(runbook.steps))}
+            lines = {
+                (key, i): doc.positions.of((key, i))[0]
+                for _, key, steps in phases
+                for i in range(len(steps))
+            }
         except (OSError, UnicodeDecodeError, YamlSyntaxError):
             lines = {}
     impact = runbook.impact
-    sitrep = getattr(runbook.comms, "sitrep", None)
+    sitrep = runbook.comms.sitrep
     return RunbookInfo(
         id=runbook.id,
         title=runbook.title,
@@ -190,9 +198,11 @@ def runbook_info(runbook: Runbook, path: Path | None, roster: Roster | None = No
                 gated=s.approval is not None,
                 undo=s.undo.action if s.undo else None,
                 file=str(path) if path else None,
-                line=lines.get(i),
+                line=lines.get((key, i)),
+                phase=phase,
             )
-            for i, s in enumerate(runbook.steps)
+            for phase, key, steps in phases
+            for i, s in enumerate(steps)
         ],
         sitrep_every_s=sitrep.every.total_seconds() if sitrep else None,
         sitrep_to=list(sitrep.to) if sitrep else [],

@@ -271,25 +271,49 @@ def _gate_from(opened: AuditRecord, decided: AuditRecord | None, state: str) -> 
 
 
 def _not_run(facts: IncidentFacts, spans: list[Span], finished: list[AuditRecord]) -> list[str]:
-    """Steps of the runbook that no finished run reached (an earlier step stopped it)."""
-    if facts.runbook is None or not finished or finished[-1].data.get("outcome") == "ok":
+    """Steps a run did not reach because an earlier step stopped it (each failed or rejected run,
+    against the steps of its phase)."""
+    if facts.runbook is None:
         return []
-    reached = {s.step_id for s in spans}
-    return [s.id for s in facts.runbook.steps if s.id not in reached]
+    phases = {
+        r.run_id: str(r.data.get("phase") or "respond")
+        for r in facts.records
+        if r.kind == "run.started"
+    }
+    missing: list[str] = []
+    for run in finished:
+        if run.data.get("outcome") == "ok":
+            continue
+        reached = {s.step_id for s in spans if s.run_id == run.run_id}
+        phase = phases.get(run.run_id, "respond")
+        missing += [s.id for s in facts.runbook.steps if s.phase == phase and s.id not in reached]
+    return list(dict.fromkeys(missing))
 
 
 def _outcome(facts: IncidentFacts, finished: list[AuditRecord]) -> str:
-    if finished:
-        last = finished[-1].data
-        said = {"ok": "completed", "failed": "failed", "rejected": "stopped by a rejected approval"}
-        run = f"run {said.get(str(last.get('outcome')), last.get('outcome'))}"
-        if len(finished) > 1:
-            run += f" (the last of {len(finished)} runs)"
-    else:
-        run = "no run finished yet"
-    if facts.incident:
-        return f"{run}; incident {facts.incident.state}"
-    return run
+    """How the runs ended (the last of each phase: respond, then resolve) and the incident's state."""
+    said = {"ok": "completed", "failed": "failed", "rejected": "stopped by a rejected approval"}
+    phases = {
+        r.run_id: str(r.data.get("phase") or "respond")
+        for r in facts.records
+        if r.kind == "run.started"
+    }
+    last: dict[str, AuditRecord] = {}
+    counts: dict[str, int] = {}
+    for run in finished:
+        phase = phases.get(run.run_id, "respond")
+        last[phase] = run
+        counts[phase] = counts.get(phase, 0) + 1
+    parts = []
+    for phase, run in last.items():
+        outcome = str(run.data.get("outcome"))
+        name = "run" if phase == "respond" else f"{phase} run"
+        parts.append(
+            f"{name} {said.get(outcome, outcome)}"
+            + (f" (the last of {counts[phase]})" if counts[phase] > 1 else "")
+        )
+    text = "; ".join(parts) or "no run finished yet"
+    return f"{text}; incident {facts.incident.state}" if facts.incident else text
 
 
 def _decision_note(record: AuditRecord) -> str:

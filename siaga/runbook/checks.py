@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ..actions import ActionRegistry
 from .comms import check_comms
 from .diagnostics import Diagnostic, Loc, did_you_mean
-from .models import ROSTER_ROLE, Runbook, Step
+from .models import PHASE_LISTS, RESOLVE, RESPOND, ROSTER_ROLE, Runbook, Step
 from .plan import find_cycle, is_upstream, step_needs
 from .roster import Roster, check_roster, role_members
 from .source import Document
@@ -50,67 +50,96 @@ def check_runbook(
     ]
 
 
+def _phases(runbook: Runbook) -> Iterator[tuple[str, list[Step]]]:
+    """Each step list with its name (the first part of a diagnostic's path): `steps`, then
+    `on_resolve`."""
+    for phase in (RESPOND, RESOLVE):
+        yield PHASE_LISTS[phase], runbook.phase_steps(phase)
+
+
+def _all_steps(runbook: Runbook) -> Iterator[tuple[str, int, Step]]:
+    for where, steps in _phases(runbook):
+        for index, step in enumerate(steps):
+            yield where, index, step
+
+
 def _check_step_graph(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
-    ids = [step.id for step in runbook.steps]
-    first_index: dict[str, int] = {}
-    for index, step in enumerate(runbook.steps):
-        if step.id in first_index:
-            yield doc.diagnostic(
-                "duplicate-step",
-                f"step id `{step.id}` is already used by steps[{first_index[step.id]}]",
-                ("steps", index, "id"),
-                hint="give every step its own id",
-            )
-        first_index.setdefault(step.id, index)
-        for position, name in enumerate(step.after or ()):
-            loc: Loc = ("steps", index, "after", position)
-            if name == step.id:
-                yield doc.diagnostic("self-dependency", f"step `{name}` cannot run after itself", loc)
-            elif name not in first_index and name not in ids:
+    first_place: dict[str, tuple[str, int]] = {}
+    for where, steps in _phases(runbook):
+        ids = [step.id for step in steps]
+        others = {step.id for _, other in _phases(runbook) if other is not steps for step in other}
+        for index, step in enumerate(steps):
+            if step.id in first_place:
+                name, at = first_place[step.id]
                 yield doc.diagnostic(
-                    "unknown-step", f"no step has the id `{name}`", loc, hint=did_you_mean(name, ids)
+                    "duplicate-step",
+                    f"step id `{step.id}` is already used by {name}[{at}]",
+                    (where, index, "id"),
+                    hint="give every step its own id"
+                    + ("" if name == where else ": ids are unique across steps and on_resolve"),
                 )
-    needs = step_needs(runbook.steps)
-    cycle = find_cycle({k: [n for n in v if n != k] for k, v in needs.items()})
-    if cycle:
-        index = ids.index(cycle[0])
-        yield doc.diagnostic(
-            "cycle",
-            "steps wait for each other in a cycle: " + " -> ".join(cycle),
-            ("steps", index, "after"),
-            hint="remove one of these `after:` entries",
-        )
+            first_place.setdefault(step.id, (where, index))
+            for position, name in enumerate(step.after or ()):
+                loc: Loc = (where, index, "after", position)
+                if name == step.id:
+                    yield doc.diagnostic("self-dependency", f"step `{name}` cannot run after itself", loc)
+                elif name in others and name not in ids:
+                    yield doc.diagnostic(
+                        "other-phase",
+                        f"`{name}` is not in {where}: "
+                        + ("on_resolve steps run in a run of their own, after the incident resolves"
+                           if where == "on_resolve" else "on_resolve steps run only after the incident resolves"),
+                        loc,
+                        hint=f"`after:` names steps of {where} only",
+                    )
+                elif name not in ids:
+                    yield doc.diagnostic(
+                        "unknown-step", f"no step has the id `{name}`", loc, hint=did_you_mean(name, ids)
+                    )
+        needs = step_needs(steps)
+        cycle = find_cycle({k: [n for n in v if n != k] for k, v in needs.items()})
+        if cycle:
+            index = ids.index(cycle[0])
+            yield doc.diagnostic(
+                "cycle",
+                "steps wait for each other in a cycle: " + " -> ".join(cycle),
+                (where, index, "after"),
+                hint="remove one of these `after:` entries",
+            )
 
 
 def _check_actions(runbook: Runbook, doc: Document, registry: ActionRegistry) -> Iterator[Diagnostic]:
-    for index, step in enumerate(runbook.steps):
-        if step.action not in registry:
-            yield doc.diagnostic(
-                "unknown-action",
-                f"no action is named `{step.action}`",
-                ("steps", index, "action"),
-                hint=did_you_mean(step.action, registry.names()) or "`siaga actions` lists them",
-            )
-        else:
-            yield from _check_params(
-                step.action, registry[step.action].params, step.with_, ("steps", index, "with"), doc
-            )
-        if step.undo is None:
-            continue
-        if step.undo.action not in registry:
-            spelled_out: Loc = ("steps", index, "undo", "action")  # not `undo: name`
-            yield doc.diagnostic(
-                "unknown-action",
-                f"no action is named `{step.undo.action}`",
-                spelled_out if spelled_out in doc.positions.values else spelled_out[:-1],
-                hint=did_you_mean(step.undo.action, registry.names()) or "`siaga actions` lists them",
-            )
-            continue
-        name, undo_model = step.undo.action, registry[step.undo.action].params
-        if step.undo.with_ is None:
-            yield from _check_params(name, undo_model, step.with_, ("steps", index, "with"), doc, "undo: ")
-        else:
-            yield from _check_params(name, undo_model, step.undo.with_, ("steps", index, "undo", "with"), doc)
+    for where, steps in _phases(runbook):
+        for index, step in enumerate(steps):
+            yield from _check_step_actions(step, (where, index), doc, registry)
+
+
+def _check_step_actions(step: Step, base: Loc, doc: Document, registry: ActionRegistry) -> Iterator[Diagnostic]:
+    if step.action not in registry:
+        yield doc.diagnostic(
+            "unknown-action",
+            f"no action is named `{step.action}`",
+            (*base, "action"),
+            hint=did_you_mean(step.action, registry.names()) or "`siaga actions` lists them",
+        )
+    else:
+        yield from _check_params(step.action, registry[step.action].params, step.with_, (*base, "with"), doc)
+    if step.undo is None:
+        return
+    if step.undo.action not in registry:
+        spelled_out: Loc = (*base, "undo", "action")  # not `undo: name`
+        yield doc.diagnostic(
+            "unknown-action",
+            f"no action is named `{step.undo.action}`",
+            spelled_out if spelled_out in doc.positions.values else spelled_out[:-1],
+            hint=did_you_mean(step.undo.action, registry.names()) or "`siaga actions` lists them",
+        )
+        return
+    name, undo_model = step.undo.action, registry[step.undo.action].params
+    if step.undo.with_ is None:
+        yield from _check_params(name, undo_model, step.with_, (*base, "with"), doc, "undo: ")
+    else:
+        yield from _check_params(name, undo_model, step.undo.with_, (*base, "undo", "with"), doc)
 
 
 def _check_params(
@@ -166,11 +195,11 @@ def _check_roles(runbook: Runbook, doc: Document, roster: Roster | None) -> Iter
                 ("chain_of_command", position),
                 hint=did_you_mean(role, roles) or "declare it under `roles:`",
             )
-    for index, step in enumerate(runbook.steps):
+    for where, index, step in _all_steps(runbook):
         approval = step.approval
         if approval is None:
             continue
-        loc: Loc = ("steps", index, "approval")
+        loc: Loc = (where, index, "approval")
         people: set[str] = set()
         all_known = True
         for position, role in enumerate(approval.from_):
@@ -202,21 +231,45 @@ def _check_roles(runbook: Runbook, doc: Document, roster: Roster | None) -> Iter
 
 
 def _check_templates(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
-    needs = step_needs(runbook.steps)
-    step_ids = [step.id for step in runbook.steps]
-    for index, step in enumerate(runbook.steps):
-        def upstream(candidate: str, step_id: str = step.id) -> bool:
-            return is_upstream(candidate, step_id, needs)
+    for where, steps in _phases(runbook):
+        needs = step_needs(steps)
+        step_ids = [step.id for step in steps]
+        others = [step.id for _, other in _phases(runbook) if other is not steps for step in other]
+        for index, step in enumerate(steps):
+            def upstream(candidate: str, step_id: str = step.id, needs: dict[str, tuple[str, ...]] = needs) -> bool:
+                return is_upstream(candidate, step_id, needs)
 
-        for loc, source, expression in _templates_of(step, index):
-            try:
-                found = references(source, expression=expression)
-            except TemplateError as exc:
-                yield doc.diagnostic("template-syntax", f"template does not parse: {exc}", loc)
-                continue
-            roots = CONTEXT_ROOTS | UNDO_ROOTS if "undo" in loc else CONTEXT_ROOTS
-            for ref in found:
-                yield from _check_reference(ref.root, ref.key, loc, doc, runbook, step_ids, upstream, roots)
+            for loc, source, expression in _templates_of(step, (where, index)):
+                try:
+                    found = references(source, expression=expression)
+                except TemplateError as exc:
+                    yield doc.diagnostic("template-syntax", f"template does not parse: {exc}", loc)
+                    continue
+                roots = CONTEXT_ROOTS | UNDO_ROOTS if "undo" in loc else CONTEXT_ROOTS
+                for ref in found:
+                    if ref.root == "steps" and ref.key in others and ref.key not in step_ids:
+                        yield _other_phase_output(ref.key, where, loc, doc)
+                        continue
+                    yield from _check_reference(ref.root, ref.key, loc, doc, runbook, step_ids, upstream, roots)
+
+
+def _other_phase_output(step_id: str, where: str, loc: Loc, doc: Document) -> Diagnostic:
+    """A template reading the output of a step of the other phase, which its run never has."""
+    if where == "on_resolve":
+        return doc.diagnostic(
+            "other-phase",
+            f"`{step_id}` is a step of `steps:`; on_resolve steps run in a run of their own once the "
+            "incident resolves, where the response's outputs are not at hand",
+            loc,
+            hint="read `incident` or `alert`, or let the action find its own (pagerduty.resolve "
+            "`trigger_step:`, statuspage.resolve finds the incident's status incident)",
+        )
+    return doc.diagnostic(
+        "other-phase",
+        f"`{step_id}` is an on_resolve step: it runs only after the incident resolves",
+        loc,
+        hint="read only steps of `steps:` here",
+    )
 
 
 def _check_reference(
@@ -257,8 +310,7 @@ def _check_reference(
         )
 
 
-def _templates_of(step: Step, index: int) -> Iterator[tuple[Loc, str, bool]]:
-    base: Loc = ("steps", index)
+def _templates_of(step: Step, base: Loc) -> Iterator[tuple[Loc, str, bool]]:
     if step.when is not None:
         yield (*base, "when"), step.when, True
     yield from _strings((*base, "with"), step.with_)

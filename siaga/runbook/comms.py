@@ -25,7 +25,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .diagnostics import Diagnostic, Loc, did_you_mean
-from .models import PUBLIC, Audience, Runbook
+from .models import PHASE_LISTS, PUBLIC, RESOLVE, RESPOND, Audience, Runbook, Step
 from .source import Document
 from .templates import is_template, references
 
@@ -114,22 +114,26 @@ def check_comms(runbook: Runbook, doc: Document, templates: Mapping[str, str] | 
                 hint=did_you_mean(role, runbook.roles) or "declare it under `roles:`, or name the roles in `to:`",
             )
     approvers = [role for role in DEFAULT_APPROVERS if role in runbook.roles] or list(DEFAULT_APPROVERS)
-    for index, step in enumerate(runbook.steps):
+    for where, index, step in (
+        (PHASE_LISTS[phase], i, s) for phase in (RESPOND, RESOLVE) for i, s in enumerate(runbook.phase_steps(phase))
+    ):
         if step.action == PUBLISH_ACTION and step.approval is None:
             yield doc.diagnostic(
                 "ungated-statement",
                 "a statement is published only after people approve its exact text: this "
                 "`comms.publish` step has no `approval:`",
-                ("steps", index, "action"),
+                (where, index, "action"),
                 hint=f"add `approval: {{from: [{', '.join(approvers)}]}}`; for a message that needs "
                 "no approval, send it with slack.post, email.send or outbox.send instead",
             )
         if step.action == DRAFT_ACTION and templates is not None:
-            yield from _check_draft(runbook, doc, index, templates)
+            yield from _check_draft(runbook, doc, (where, index), step, templates)
 
 
-def _check_draft(runbook: Runbook, doc: Document, index: int, templates: Mapping[str, str]) -> Iterator[Diagnostic]:
-    given = runbook.steps[index].with_
+def _check_draft(
+    runbook: Runbook, doc: Document, base: Loc, step: Step, templates: Mapping[str, str]
+) -> Iterator[Diagnostic]:
+    given = step.with_
     audience, name = given.get("audience"), given.get("template")
     if not isinstance(audience, str) or is_template(audience) or audience not in AUDIENCES:
         return  # a value decided at run time, or one the parameter check reports
@@ -138,7 +142,7 @@ def _check_draft(runbook: Runbook, doc: Document, index: int, templates: Mapping
     languages = given.get("languages", runbook.comms.languages)
     if not isinstance(languages, list) or not all(isinstance(x, str) for x in languages):
         return
-    where: Loc = ("steps", index, "with", "template" if name else "audience")
+    where: Loc = (*base, "with", "template" if name else "audience")
     facts = given.get("facts", {})
     missing: set[str] = set()
     for language in languages:
@@ -164,7 +168,7 @@ def _check_draft(runbook: Runbook, doc: Document, index: int, templates: Mapping
                     yield doc.diagnostic(
                         "missing-fact",
                         f"`templates/{file}` reads `facts.{ref.key}`, which this step does not give",
-                        ("steps", index, "with", "facts") if "facts" in given else ("steps", index, "with"),
+                        (*base, "with", "facts") if "facts" in given else (*base, "with"),
                         hint=f"add `{ref.key}:` under the step's `facts:`",
                     )
             for fact, value in facts.items():
@@ -172,6 +176,6 @@ def _check_draft(runbook: Runbook, doc: Document, index: int, templates: Mapping
                     yield doc.diagnostic(
                         "missing-language",
                         f"fact `{fact}` has no `{language}` text",
-                        ("steps", index, "with", "facts", fact),
+                        (*base, "with", "facts", fact),
                         hint="give one text per language, or a single text for all",
                     )

@@ -28,7 +28,7 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=80)]
 Identifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
 """A name usable in templates as ``inputs.<name>``."""
 
-RESERVED_INPUTS = frozenset({"mode", "alert", "incident", "requested_by"})
+RESERVED_INPUTS = frozenset({"mode", "alert", "incident", "requested_by", "phase"})
 
 ROSTER_ROLE = "roster"
 """``roles: {finance: roster}``: the role is held by everyone the roster lets hold it."""
@@ -46,6 +46,15 @@ InputName = Annotated[Identifier, AfterValidator(_not_reserved)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Phase = Literal["respond", "resolve"]
+"""A runbook run does one phase: ``respond`` runs `steps` (when the incident opens), ``resolve``
+runs `on_resolve` (when it resolves). A drill rehearses both, one after the other."""
+RESPOND: Phase = "respond"
+RESOLVE: Phase = "resolve"
+PHASE_LISTS: dict[Phase, str] = {"respond": "steps", "resolve": "on_resolve"}
+"""Each phase's list in the runbook (the first part of a diagnostic's path)."""
 
 
 class Severity(StrEnum):
@@ -134,10 +143,18 @@ class Input(_Model):
         return default
 
 
+Priority = Literal["P1", "P2", "P3", "P4", "P5"]
+"""How urgent an incident is, P1 first: with severity, it ranks concurrent incidents."""
+
+
 class Impact(_Model):
-    """Business impact limits: they drive approval deadlines, escalation and comms deadlines."""
+    """Business impact limits: they drive approval deadlines, escalation and comms deadlines,
+    and (with `priority`) how an incident ranks among those open at the same time."""
 
     services: list[str] = Field(default_factory=list)
+    priority: Priority | None = None
+    """The priority of this runbook's incidents (an alert's `priority` label, P1 to P5, overrides
+    it); incidents rank by severity, then priority, then age."""
     max_tolerable_downtime: Duration | None = None
     public_statement_within: Duration | None = None
 
@@ -317,6 +334,14 @@ class Runbook(_Model):
     drill: Drill = Field(default_factory=Drill)
     comms: Comms = Field(default_factory=Comms)
     steps: list[Step] = Field(min_length=1)
+    on_resolve: list[Step] = Field(default_factory=list)
+    """Steps to run once the incident resolves (every alert of it resolved), in a run of their
+    own: the same step language as `steps`, with ids unique across both lists."""
 
     def step(self, step_id: str) -> Step:
-        return next(step for step in self.steps if step.id == step_id)
+        """The step `step_id` of either phase."""
+        return next(step for step in (*self.steps, *self.on_resolve) if step.id == step_id)
+
+    def phase_steps(self, phase: Phase) -> list[Step]:
+        """The steps of `phase`: ``respond`` (`steps`) or ``resolve`` (`on_resolve`)."""
+        return self.steps if phase == RESPOND else self.on_resolve

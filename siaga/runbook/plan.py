@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from .models import Runbook, Step
+from .models import RESPOND, Phase, Runbook, Step
 
 
 def step_needs(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
@@ -88,20 +88,32 @@ def topological_order(needs: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 class Plan(BaseModel):
-    """What an executor needs: the runbook, each step's needs, and an order that respects them."""
+    """What an executor needs: the runbook, the steps of the phase to run, each step's needs, and
+    an order that respects them."""
 
     model_config = ConfigDict(frozen=True)
 
     runbook: Runbook
     needs: dict[str, tuple[str, ...]]
     order: tuple[str, ...]
+    phase: Phase = RESPOND
 
     @property
     def name(self) -> str:
         return self.runbook.id
 
+    @property
+    def steps(self) -> list[Step]:
+        """The steps this plan runs: the runbook's `steps`, or its `on_resolve`."""
+        return self.runbook.phase_steps(self.phase)
 
-def plan_runbook(runbook: Runbook) -> Plan:
-    """Resolve a validated runbook's step graph; raise ValueError on a cycle."""
-    needs = step_needs(runbook.steps)
-    return Plan(runbook=runbook, needs=needs, order=tuple(topological_order(needs)))
+    def step(self, step_id: str) -> Step:
+        return next(step for step in self.steps if step.id == step_id)
+
+
+def plan_runbook(runbook: Runbook, phase: Phase = RESPOND) -> Plan:
+    """Resolve the step graph of one phase of a validated runbook (its `steps`, or with
+    ``phase="resolve"`` its `on_resolve`); raise ValueError on a cycle. The phases are separate
+    graphs: an `on_resolve` step waits only for `on_resolve` steps."""
+    needs = step_needs(runbook.phase_steps(phase))
+    return Plan(runbook=runbook, needs=needs, order=tuple(topological_order(needs)), phase=phase)
