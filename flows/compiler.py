@@ -36,6 +36,7 @@ from siaga.connections import load_connections
 from siaga.deadlines import DeadlineRecords, deadlines_markdown
 from siaga.home import runbook_folder, siaga_home
 from siaga.ledger import Ledger
+from siaga.logs import get_logger
 from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
 from siaga.runbook.plan import plan_runbook
@@ -51,6 +52,8 @@ from .prefect_logs import attach_run_logs
 from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 
 __all__ = ["RunbookFailed", "compile_runbook", "flow_attribute"]
+
+log = get_logger("siaga.report")
 
 
 class RunbookFailed(Exception):
@@ -157,6 +160,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             await acreate_table_artifact(
                 key=_artifact_key(f"{runbook.id}-decisions"), table=decisions, description="Approval gate decisions"
             )
+        await _publish_report(runbook, registry, timeline.chain)
         await acreate_markdown_artifact(
             key=_artifact_key(f"{runbook.id}-summary"),
             markdown=summary.to_markdown(),
@@ -327,6 +331,25 @@ async def _publish_deadlines(runbook: Runbook, run: RunInfo) -> None:
         key=_artifact_key(f"{runbook.id}-statement-deadlines"),
         markdown="### Statement deadlines\n\n" + deadlines_markdown(found),
         description="Statement deadlines and whether they were met",
+    )
+
+
+async def _publish_report(runbook: Runbook, registry: ActionRegistry, chain: str) -> None:
+    """The post-incident report of the incident (or run) as it stands when this run ends, as the
+    Markdown artifact `<runbook>-report` (without its picture: `siaga report --format html` has it).
+    A report that cannot be built is logged, never a reason to fail the run."""
+    from siaga.report import report_markdown, tell
+    from siaga.report.gather import gather
+
+    try:
+        facts = await asyncio.to_thread(gather, engine(), chain, registry=registry, runbook=runbook)
+        markdown = REDACTOR.text(report_markdown(tell(facts)))
+    except Exception as exc:  # noqa: BLE001 - the run's outcome stands; the report can be built later
+        log.error("post-incident report not published", chain=chain, error=REDACTOR.text(f"{type(exc).__name__}: {exc}"))
+        return
+    await acreate_markdown_artifact(
+        key=_artifact_key(f"{runbook.id}-report"), markdown=markdown,
+        description=f"Post-incident report of {chain} as this run ended (`siaga report {chain}` for the latest)",
     )
 
 

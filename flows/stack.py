@@ -45,6 +45,7 @@ from .deployments import deployment
 from .faststart import FastLane
 from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_incident_run, start_run
+from .sitreps import watch_sitreps
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
 HEARTBEAT_SECONDS = 30
@@ -181,6 +182,7 @@ async def _serve_in(
     drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
     watcher = asyncio.create_task(watch_gates(stop))
     deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder))
+    sitrep_watcher = asyncio.create_task(watch_sitreps(stop, catalog.runbooks, folder=catalog.folder))
     waiters = {asyncio.create_task(stop.wait()), runner_task}
     if drill_task and options.exit_after_drill:
         waiters.add(drill_task)
@@ -194,7 +196,7 @@ async def _serve_in(
             await asyncio.wait_for(receiver_task, timeout=10)
     mark_interrupted()  # the runner is about to stop the runs waiting at gates: they come back
     await runner.astop()
-    for task in (runner_task, drill_task, watcher, deadline_watcher):
+    for task in (runner_task, drill_task, watcher, deadline_watcher, sitrep_watcher):
         if task and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SystemExit, Exception):

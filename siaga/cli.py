@@ -1,5 +1,5 @@
 """The command line: ``siaga validate | schema | actions | runbooks | run | drill | drills | up | receiver | incidents |
-incident | alert send | approvals | approve | audit | deadlines | db``.
+incident | alert send | approvals | approve | audit | deadlines | report | sitrep | db``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -514,6 +514,94 @@ def cmd_incident(args: argparse.Namespace) -> int:
     return OK
 
 
+# --- siaga report ------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The post-incident report of an incident (or run), built from its audit trail."""
+    import base64
+    import hashlib
+
+    from .audit import AuditTrail
+    from .report import report_html, report_markdown, tell, timeline_svg
+    from .report.gather import gather, learn_environment_secrets
+    from .secrets import REDACTOR
+    from .store import engine
+
+    learn_environment_secrets()
+    store = engine()
+    facts = gather(store, args.incident, folder=Path(args.runbooks) if args.runbooks else None)
+    story = tell(facts)
+    output = Path(args.output) if args.output and args.output != "-" else None
+    written: list[Path] = []
+    if args.format == "html":
+        text = REDACTOR.text(report_html(story))
+    else:
+        svg = REDACTOR.text(timeline_svg(story))
+        if output is None:
+            picture = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        else:
+            picture_path = output.with_name(f"{output.stem}.timeline.svg")
+            picture_path.write_text(svg, encoding="utf-8")
+            written.append(picture_path)
+            picture = picture_path.name
+        text = REDACTOR.text(report_markdown(story, picture))
+    if output is None:
+        sys.stdout.write(text)
+        return OK
+    output.write_text(text, encoding="utf-8")
+    written.insert(0, output)
+    run_id = facts.chain.removeprefix("run:") if facts.chain.startswith("run:") else None
+    AuditTrail(store).append(
+        "report.generated", chain=facts.chain, incident_id=facts.incident.id if facts.incident else None,
+        run_id=run_id, actor=os.environ.get("SIAGA_USER"), channel="cli",
+        data={"format": args.format, "files": [str(p) for p in written], "records": len(facts.records),
+              "head": facts.head, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+    )
+    err.print(f"wrote {', '.join(str(p) for p in written)}: {len(facts.records)} records up to head {facts.head}",
+              markup=False)
+    return OK
+
+
+# --- siaga sitrep ------------------------------------------------------------------------------
+
+
+def cmd_sitrep(args: argparse.Namespace) -> int:
+    """A situation report of an open incident: shown, or (--send) sent to the liaison and commander."""
+    from .report.gather import learn_environment_secrets
+    from .store import engine
+
+    learn_environment_secrets()
+    folder = Path(args.runbooks) if args.runbooks else runbook_folder()
+    if args.send:
+        import asyncio
+
+        from .flows.compiler import prefect_secret
+        from .flows.sitreps import send_sitrep
+
+        done = asyncio.run(send_sitrep(
+            args.incident, folder=folder, actor=os.environ.get("SIAGA_USER"), channel="cli",
+            secret_source=prefect_secret if os.environ.get("PREFECT_API_URL") else None,
+        ))
+        report, sent = done["sitrep"], done["sent"]
+    else:
+        from .report import tell
+        from .report.gather import gather
+        from .report.sitrep import build_sitrep
+        from .secrets import REDACTOR
+
+        report = build_sitrep(tell(gather(engine(), args.incident, folder=folder))).as_dict()
+        report["text"] = REDACTOR.text(report["text"])
+        sent = []
+    if args.json:
+        print(json.dumps(report | {"sent": sent}, indent=2))
+        return OK
+    print(report["text"])
+    if sent:
+        out.print("sent to " + ", ".join(f"{s['to']} ({s['channel']})" for s in sent), markup=False)
+    return OK
+
+
 # --- siaga alert send -------------------------------------------------------------------------
 
 
@@ -636,6 +724,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", help="an incident id (or a unique start of one), as `siaga incidents` lists")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_incident)
+
+    p = commands.add_parser("report", help="the post-incident report of an incident, built from its audit trail")
+    p.add_argument("incident", metavar="INCIDENT", help="an incident id (or a unique start of one), or run:<flow run id>")
+    p.add_argument("--format", choices=["md", "html"], default="md", help="Markdown (default) or one HTML page")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: standard output; Markdown puts the timeline "
+                   "picture in FILE's stem + .timeline.svg beside it (on standard output, inline as a data: URI)")
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.set_defaults(handler=cmd_report)
+
+    p = commands.add_parser("sitrep", help="a situation report of an incident: conditions, actions, needs")
+    p.add_argument("incident", metavar="INCIDENT", help="an incident id (or a unique start of one), or run:<flow run id>")
+    p.add_argument("--send", action="store_true", help="send it to the liaison and commander (comms.sitrep.to) "
+                   "through their roster channels, and record it in the trail")
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_sitrep)
 
     p = commands.add_parser("alert", help="alerts by hand: `siaga alert send FILE --to URL` posts a saved webhook payload")
     alert_commands = p.add_subparsers(dest="alert_command", required=True, metavar="SUBCOMMAND")

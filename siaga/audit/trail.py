@@ -184,6 +184,14 @@ class AuditTrail:
             for row in connection.execution_options(yield_per=2000).execute(query).mappings():
                 yield _record(row)
 
+    def last(self, chain: str, kind: str) -> AuditRecord | None:
+        """The chain's newest record of `kind` (the last situation report sent...), or None."""
+        query = (select(audit_records).where(audit_records.c.chain == chain, audit_records.c.kind == kind)
+                 .order_by(audit_records.c.seq.desc()).limit(1))
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return _record(row) if row else None
+
     def head(self, chain: str) -> tuple[int, str]:
         """The chain's length and head hash (0 and GENESIS for an empty chain)."""
         with self.engine.connect() as connection:

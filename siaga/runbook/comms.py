@@ -106,6 +106,13 @@ def check_comms(runbook: Runbook, doc: Document, templates: Mapping[str, str] | 
             "bad-timezone", f"`{runbook.comms.timezone}` is not an IANA time zone", ("comms", "timezone"),
             hint="for example UTC or Asia/Jakarta",
         )
+    sitrep = runbook.comms.sitrep
+    for position, role in enumerate(sitrep.to if sitrep else ()):
+        if role not in runbook.roles:
+            yield doc.diagnostic(
+                "unknown-role", f"no role is named `{role}`", ("comms", "sitrep", "to", position),
+                hint=did_you_mean(role, runbook.roles) or "declare it under `roles:`, or name the roles in `to:`",
+            )
     approvers = [role for role in DEFAULT_APPROVERS if role in runbook.roles] or list(DEFAULT_APPROVERS)
     for where, index, step in (
         (PHASE_LISTS[phase], i, s) for phase in (RESPOND, RESOLVE) for i, s in enumerate(runbook.phase_steps(phase))

@@ -184,6 +184,21 @@ def _positive(value: timedelta) -> timedelta:
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
+SITREP_ROLES = ("liaison", "commander")
+"""Who gets situation reports unless `comms.sitrep.to` says otherwise."""
+
+
+class Sitrep(_Model):
+    """Situation reports while an incident is open: conditions, actions and needs, every `every`
+    (from the incident's opening) to the people of the roles in `to`, through their roster
+    channels. Wider audiences get them only through an approved statement (`comms.publish`)."""
+
+    every: PositiveDuration
+    """How often, counted from the incident's opening (or the last report sent)."""
+    to: list[Slug] = Field(default_factory=lambda: list(SITREP_ROLES), min_length=1)
+    """The roles whose people get each report (default: liaison and commander)."""
+
+
 class Comms(_Model):
     """Crisis communications: the languages statements are written in and the deadlines by which
     each audience must have had one (counted from the incident's opening)."""
@@ -195,6 +210,8 @@ class Comms(_Model):
     deadlines: dict[Audience, PositiveDuration] = Field(default_factory=dict)
     """Per audience, how soon after the incident opens it must have had a published statement;
     reminders go to the liaison at half and three quarters of it, a miss up the chain of command."""
+    sitrep: Sitrep | None = None
+    """Situation reports on a cadence while the incident is open (`siaga sitrep` sends one on demand)."""
 
     @field_validator("languages")
     @classmethod
