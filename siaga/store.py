@@ -381,8 +381,8 @@ def _connect(url: str) -> Engine:
         @event.listens_for(created, "connect")
         def _sqlite_pragmas(connection, record) -> None:  # type: ignore[no-untyped-def]
             cursor = connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=10000")  # first: turning WAL on waits for the lock too
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 

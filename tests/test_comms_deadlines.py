@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,7 +159,6 @@ def test_the_watcher_of_siaga_up_runs_a_short_clock_to_its_end(
     siaga_home: Path,
     folder: tuple[Path, Mailbox],
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The service `siaga up` starts, on the real clock and store, with a 4-second deadline."""
     runbook_folder, mailbox = folder
@@ -197,7 +199,10 @@ def test_the_watcher_of_siaga_up_runs_a_short_clock_to_its_end(
     assert (shown["customers"]["state"], shown["customers"]["reminders"], shown["customers"]["escalated"]) == (
         "missed", 2, 2)
     assert shown["public"]["state"] == "pending" and shown["public"]["met_at"] is None
-    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: one row per line
-    assert main(["deadlines", "--incident", "INC-DL-W", "--state", "missed"]) == 0
-    table = capsys.readouterr().out
+    shown_table = subprocess.run(  # on a wide terminal: one row per line
+        [sys.executable, "-m", "siaga.cli", "deadlines", "--incident", "INC-DL-W", "--state", "missed"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120, check=False,
+    )
+    assert shown_table.returncode == 0, shown_table.stderr
+    table = shown_table.stdout
     assert "INC-DL-W" in table and "missed" in table and "public" not in table

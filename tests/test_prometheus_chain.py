@@ -20,6 +20,7 @@ from .conftest import missing
 from .test_receiver import (  # noqa: F401  (module fixtures: the `siaga up` stack and its Alertmanager)
     Receiver,
     alertmanager,
+    hooks,
     of_group,
     receiver,
     region,
