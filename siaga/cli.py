@@ -499,6 +499,14 @@ def cmd_incident(args: argparse.Namespace) -> int:
                           f"{g['deadline']:%Y-%m-%d %H:%M:%S}", f"{g['decided_at']:%H:%M:%S}" if g["decided_at"] else "",
                           g["url"])
         out.print(gates)
+    if report["deadlines"]:
+        statements = Table("statement", "due (UTC)", "state", "sent (UTC)", "reminded", "escalated",
+                           title=f"{len(report['deadlines'])} statement deadlines")
+        for d in report["deadlines"]:
+            sent = f"{d['met_at'][:19].replace('T', ' ')} ({d['met_by']})" if d["met_at"] else ""
+            statements.add_row(d["name"], d["due_at"][:19].replace("T", " "), d["state"], sent, str(d["reminders"]),
+                               str(d["escalated"]))
+        out.print(statements)
     table = Table("source", "alert", "fingerprint", "status", "starts at", "received", "labels", title=f"{len(report['alert_list'])} alerts")
     for a in report["alert_list"]:
         table.add_row(

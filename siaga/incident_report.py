@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy import Engine, select
 
 from .approvals.records import GateRecords
+from .deadlines import DeadlineRecords
 from .errors import BadInput
 from .incidents import get_incident
 from .store import incidents
@@ -194,6 +195,7 @@ def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datet
         resolve_run |= read_run(incident["resolve_run_id"], api_url)
     report["resolve_run"] = resolve_run
     report["gates"] = gates_of(engine, incident_id, api_url)
+    report["deadlines"] = [d.as_dict() for d in DeadlineRecords(engine).find(incident_id=incident_id)]
     report["timeline"] = timeline(incident, run, report["gates"], resolve_run)
     return report
 

@@ -341,6 +341,13 @@ def test_the_report_tells_the_whole_incident_and_renders_in_chromium(
         ["customers-list@pay.example.com"]
     ]
 
+    # the incident view shows its statement deadlines, met by the gated statement
+    shown = incident.siaga("incident", incident.id, "--json")
+    deadlines = {d["name"]: d for d in json.loads(shown.stdout)["deadlines"]}
+    assert {name: d["state"] for name, d in deadlines.items()} == {"public": "met", "customers": "met"}
+    viewed = incident.siaga("incident", incident.id).stdout
+    assert "2 statement deadlines" in viewed and "met" in viewed
+
     markdown_file, folder = tmp_path / "report.md", str(incident.folder)
     made = incident.siaga(
         "report", incident.id, "--format", "md", "-o", str(markdown_file), "--runbooks", folder
