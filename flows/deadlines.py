@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,9 +29,10 @@ from siaga.home import runbook_folder, siaga_home
 from siaga.logs import get_logger
 from siaga.runbook import Roster, Runbook, role_members
 from siaga.runbook.comms import PUBLISH_ACTION, audiences_meeting, statement_deadlines
-from siaga.secrets import REDACTOR
 from siaga.store import engine
 from siaga.team import find_roster
+
+from .reach import reach
 
 log = get_logger("siaga.deadlines")
 
@@ -141,32 +140,6 @@ def _message(deadline: Deadline, owed: Due, now: datetime, roster: Roster | None
         "chain of command: get the statement approved and out now, or decide who does."
     )
     return people, subject, text
-
-
-async def reach(
-    person: str, subject: str, text: str, registry: ActionRegistry, roster: Roster | None, context: ActionContext
-) -> str:
-    """Send `text` to `person` through their roster channel (slack, then e-mail), else the outbox;
-    the channel it went through. (The same order as the approval gates' codes.)"""
-    channels = roster.people[person].channels if roster and person in roster.people else None
-    attempts: list[tuple[str, str, dict[str, Any]]] = []
-    if channels and channels.slack:
-        attempts.append(("slack", "slack.post", {"channel": channels.slack, "title": subject, "text": text}))
-    if channels and channels.email:
-        attempts.append(("email", "email.send", {"to": [channels.email], "subject": subject, "text": text}))
-    attempts.append(("outbox", "outbox.send", {"to": f"person:{(channels and channels.outbox) or person}",
-                                                "subject": subject, "message": text}))
-    for name, action, params in attempts:
-        spec = registry[action]
-        try:
-            result = await spec.run(spec.params.model_validate(params),
-                                    replace(context, step_id=f"{context.step_id}-{uuid.uuid4().hex[:6]}"))
-        except Exception as exc:  # noqa: BLE001 - a failed channel falls back to the next one
-            log.warning("could not reach a person", person=person, channel=name, error=REDACTOR.text(str(exc)))
-            continue
-        via = getattr(result, "delivered_via", None) or (result.get("delivered_via") if isinstance(result, dict) else None)
-        return str(via or name)
-    return "none"
 
 
 async def watch_deadlines(stop: asyncio.Event, interval: float | None = None, folder: Path | None = None) -> None:

@@ -42,6 +42,7 @@ from siaga.runbook.templates import TemplateError, evaluate_condition
 from siaga.secrets import REDACTOR
 
 from .links import flow_run_url
+from .reach import reach
 from .steps import StepRefused, render_params
 
 log = get_logger("siaga.gates")
@@ -307,26 +308,8 @@ class Gatekeeper:
     async def _deliver(self, person: str, subject: str, text: str, context: ActionContext, step_id: str) -> str:
         """Send `text` to `person` through their roster channel; the outbox when they have none.
         The text holds a code: it never goes to the run's artifacts or logs."""
-        channels = self.roster.people[person].channels if self.roster and person in self.roster.people else None
-        quiet = replace(context, mode=Mode.LIVE, step_id=f"{step_id}-code-{person}-{uuid.uuid4().hex[:6]}",
-                        publish=_publish_nowhere)
-        attempts: list[tuple[str, str, dict[str, Any]]] = []
-        if channels and channels.slack:
-            attempts.append(("slack", "slack.post", {"channel": channels.slack, "title": subject, "text": text}))
-        if channels and channels.email:
-            attempts.append(("email", "email.send", {"to": [channels.email], "subject": subject, "text": text}))
-        attempts.append(("outbox", "outbox.send", {"to": f"person:{(channels and channels.outbox) or person}",
-                                                    "subject": subject, "message": text}))
-        for name, action, params in attempts:
-            spec = self.registry[action]
-            try:
-                result = await spec.run(spec.params.model_validate(params), quiet)
-            except Exception as exc:  # noqa: BLE001 - a failed channel falls back to the next one
-                log.warning("could not send an approval code", person=person, channel=name, error=REDACTOR.text(str(exc)))
-                continue
-            via = getattr(result, "delivered_via", None) or (result.get("delivered_via") if isinstance(result, dict) else None)
-            return str(via or name)
-        return "none"
+        quiet = replace(context, mode=Mode.LIVE, step_id=f"{step_id}-code-{person}", publish=_publish_nowhere)
+        return await reach(person, subject, text, self.registry, self.roster, quiet)
 
 
 async def _answer_at(run_id: uuid.UUID, key: str) -> tuple[dict[str, Any], str, str] | None:

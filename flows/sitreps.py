@@ -1,6 +1,6 @@
 """Situation reports at work: built from the incident's facts (`siaga.report.sitrep`), sent to the
 liaison and the commander (or `comms.sitrep.to`) through their roster channels the way statement
-reminders are (`deadlines.reach`: Slack, then e-mail, else the outbox), and recorded in the trail
+reminders are (`reach`: Slack, then e-mail, else the outbox), and recorded in the trail
 as ``sitrep.sent`` (to whom, through which channel, the text).
 
 `siaga up` watches open incidents (`watch_sitreps`, beside the deadline watcher): a runbook with
@@ -38,7 +38,7 @@ from siaga.secrets import REDACTOR, SecretSource
 from siaga.store import engine
 from siaga.team import find_roster
 
-from .deadlines import reach
+from .reach import reach
 
 __all__ = ["check_sitreps", "send_sitrep", "watch_sitreps"]
 

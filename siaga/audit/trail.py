@@ -62,23 +62,12 @@ class AuditTrail:
 
     # writing
 
-    def append(
-        self,
-        kind: str,
-        *,
-        incident_id: str | None = None,
-        run_id: str | None = None,
-        actor: str | None = None,
-        channel: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        chain: str | None = None,
-        connection: Connection | None = None,
-    ) -> AuditRecord:
-        """Append a record to its chain and return it, sealed. Every known secret value is redacted
-        from it first. With `connection`, the record is part of the caller's transaction (an incident
-        and the record of its opening commit together); raises on any store error."""
-        draft = self.draft(kind, incident_id=incident_id, run_id=run_id, actor=actor, channel=channel,
-                           data=data, chain=chain)
+    def append(self, kind: str, *, connection: Connection | None = None, **fields: Any) -> AuditRecord:
+        """Append a record to its chain and return it, sealed; `fields` are `draft`'s (incident_id,
+        run_id, actor, channel, data, chain). Every known secret value is redacted from it first.
+        With `connection`, the record is part of the caller's transaction (an incident and the record
+        of its opening commit together); raises on any store error."""
+        draft = self.draft(kind, **fields)
         if connection is not None:
             return self._append_within(connection, draft)
         for attempt in range(ATTEMPTS):
