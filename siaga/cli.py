@@ -194,11 +194,14 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if not gates:
         out.print("no gate is waiting")
         return OK
-    table = Table("run", "incident", "step", "action", "may approve", "decided", "deadline", "evidence")
-    for g in gates:
-        table.add_row(g["run_id"], g["incident"] or "", g["step"], g["action"] or "", ", ".join(g["may_approve"]),
-                      ", ".join(g["decided"]), g["deadline"], g["url"])
-    out.print(table)
+    for g in gates:  # a block per gate, whole at any terminal width: ids are there to be copied
+        where = f"incident {g['incident']}, run {g['run_id']}" if g["incident"] else f"run {g['run_id']}"
+        out.print(f"[bold]{g['step']}[/bold] ({g['action'] or 'no action'}) of {g['runbook']}, {where}", highlight=False)
+        out.print(f"  {g['rule']}", markup=False)
+        out.print(f"  may approve: {', '.join(g['may_approve']) or 'nobody now'}"
+                  + (f"; decided: {', '.join(g['decided'])}" if g["decided"] else ""), markup=False)
+        out.print(f"  deadline: {g['deadline']}   evidence: {g['url']}", markup=False)
+        out.print(f"  siaga approve {g['incident'] or g['run_id']} {g['step']} --as ID --code CODE", markup=False)
     return OK
 
 

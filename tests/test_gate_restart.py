@@ -124,6 +124,9 @@ def test_the_gate_survives_a_killed_run_and_a_restarted_stack(up: Up) -> None:
     wait(paused, 180, lambda: (up.home / "up.log").read_text())
     listed = json.loads(up.siaga("approvals", "--json").stdout)
     assert [(g["step"], g["decided"]) for g in listed if g["run_id"] == run_id] == [("freeze", ["citra"])]
+    shown = up.siaga("approvals").stdout  # for people: whole ids and the command that answers
+    assert f"run {run_id}" in shown and "decided: citra" in shown, shown
+    assert f"siaga approve {run_id} freeze --as ID --code CODE" in shown, shown
 
     approve = up.siaga("approve", run_id, "freeze", "--as", "fajar", "--code", code_for(up.home, "fajar", run_id, "freeze"))
     assert approve.returncode == 0 and "the gate is approved" in approve.stdout, approve.stdout + approve.stderr
