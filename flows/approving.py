@@ -72,10 +72,6 @@ def find_gate(reference: str, step: str) -> Gate:
     return at_step[-1]
 
 
-FORM_NOT_SAVED_YET = "Run input schema not found."
-"""Prefect's refusal while a run that has just paused has not saved its form yet."""
-
-
 def answer_gate(
     reference: str, step: str, person: str, code: str, *, reject: bool = False, comment: str = "", timeout: float = 60
 ) -> Answered:
@@ -95,16 +91,15 @@ async def _answer(gate: Gate, person: str, code: str, reject: bool, comment: str
             while True:  # the run may be between two pauses while the gate records another answer
                 run = await client.read_flow_run(run_id)
                 state = run.state
-                if state is not None and state.type is StateType.PAUSED and state.state_details.pause_key:
-                    key = state.state_details.pause_key
+                key = state.state_details.pause_key if state is not None and state.type is StateType.PAUSED else None
+                recorded = records.get(gate.id)
+                if key and recorded is not None and recorded.pause_key == key:  # its form is up
                     await acreate_flow_run_input(key=CHANNEL_KEY.format(key=key), value="cli", flow_run_id=run_id)
                     response = await client.resume_flow_run(run_id, run_input=body)
                     if response.status.value == "ACCEPT":
                         break
                     reason = getattr(response.details, "reason", "") or str(response.details)
-                    if reason == FORM_NOT_SAVED_YET:
-                        pass  # the run has just paused and is saving its form: ask again
-                    elif "schema" in reason.lower() or "validation" in reason.lower() or "input" in reason.lower():
+                    if "schema" in reason.lower() or "validation" in reason.lower() or "input" in reason.lower():
                         raise BadInput(f"the gate's form refused the answer: {reason}")
                 elif state is not None and state.is_final():
                     raise BadInput(f"the run has ended ({state.name}): the gate is closed")

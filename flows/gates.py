@@ -202,13 +202,13 @@ class Gatekeeper:
                 reschedule=False, pause_key=key,
             )
             pause.state_details.run_input_keyset = keyset
-            self.records.update(gate.id, pause_key=key)
             result = await client.set_flow_run_state(run_id, pause)
             if result.state is None or result.state.type is not StateType.PAUSED:
                 raise RuntimeError(f"the run could not pause at gate {step.id}: {result.details}")
             # The form is saved once the run is Paused: Prefect >= 3.9 clears a pause key's inputs
             # when the run enters Paused (as its own pause_flow_run does, save after pausing).
             await form.asave(keyset, flow_run_id=run_id)
+            self.records.update(gate.id, pause_key=key)  # the form is up: answers may come
             log.info("gate waiting", gate=gate.id, step=step.id, eligible=sorted(eligible), url=flow_run_url(run_id))
             while True:
                 await asyncio.sleep(POLL_SECONDS)

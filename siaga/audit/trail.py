@@ -116,15 +116,7 @@ class AuditTrail:
         if connection.dialect.name == "postgresql":
             for chain in chains:  # in one order, so two writers never wait on each other's chains
                 self._begin(connection, chain)
-        heads: dict[str, tuple[int, str]] = {}
-        for chain in chains:
-            last = connection.execute(
-                select(audit_records.c.seq, audit_records.c.hash)
-                .where(audit_records.c.chain == chain)
-                .order_by(audit_records.c.seq.desc())
-                .limit(1)
-            ).first()
-            heads[chain] = (last.seq, last.hash) if last else (0, GENESIS)
+        heads = {chain: _head(connection, chain) for chain in chains}
         records = []
         for draft in drafts:
             seq, prev = heads[draft.chain]
@@ -184,13 +176,7 @@ class AuditTrail:
     def head(self, chain: str) -> tuple[int, str]:
         """The chain's length and head hash (0 and GENESIS for an empty chain)."""
         with self.engine.connect() as connection:
-            row = connection.execute(
-                select(audit_records.c.seq, audit_records.c.hash)
-                .where(audit_records.c.chain == chain)
-                .order_by(audit_records.c.seq.desc())
-                .limit(1)
-            ).first()
-        return (row.seq, row.hash) if row else (0, GENESIS)
+            return _head(connection, chain)
 
     def count(self, chain: str | None = None) -> int:
         query = select(func.count()).select_from(audit_records)
@@ -235,15 +221,20 @@ def read_export(lines: Iterable[str]) -> tuple[list[AuditRecord], str | None]:
     return records, head
 
 
-def _insert_next(connection: Connection, draft: AuditRecord) -> AuditRecord:
+def _head(connection: Connection, chain: str) -> tuple[int, str]:
+    """The chain's last sequence number and hash (0 and GENESIS for an empty chain)."""
     last = connection.execute(
         select(audit_records.c.seq, audit_records.c.hash)
-        .where(audit_records.c.chain == draft.chain)
+        .where(audit_records.c.chain == chain)
         .order_by(audit_records.c.seq.desc())
         .limit(1)
     ).first()
-    seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
-    record = replace(draft, seq=seq, prev_hash=prev).sealed()
+    return (last.seq, last.hash) if last else (0, GENESIS)
+
+
+def _insert_next(connection: Connection, draft: AuditRecord) -> AuditRecord:
+    seq, prev = _head(connection, draft.chain)
+    record = replace(draft, seq=seq + 1, prev_hash=prev).sealed()
     connection.execute(insert(audit_records).values(_row(record)))
     return record
 
