@@ -23,14 +23,16 @@ from prefect import Flow, Task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.context import TaskRunContext
-from prefect.exceptions import ObjectNotFound
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import ObjectNotFound, Pause
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Completed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from siaga.integrations import default_registry
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
+from siaga.approvals.policy import Verdict
 from siaga.approvals.records import GateRecords
+from siaga.approvals.runs import RunRecords
 from siaga.audit import arecord, chain_of, decision_rows, timeline_markdown, trail
 from siaga.connections import load_connections
 from siaga.deadlines import DeadlineRecords, deadlines_markdown
@@ -46,8 +48,9 @@ from siaga.team import find_roster
 
 from . import drilling
 from .deadlines import open_deadlines, statement_sent
-from .execution import Attempt, Execution, RunInfo
-from .gates import Gatekeeper
+from .admission import admit
+from .execution import Attempt, Execution, RunCancelled, RunInfo
+from .gates import Gatekeeper, RunWaiter, Suspend
 from .prefect_logs import attach_run_logs
 from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 
@@ -82,9 +85,9 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
 
     async def run_step(
         step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any],
-        approved_hash: str | None = None,
+        verdict: Verdict | None = None,
     ) -> Attempt:
-        state = await step_tasks[step.id](template_context, context, approved_hash, return_state=True, wait_for=wait_for)
+        state = await step_tasks[step.id](template_context, context, verdict, return_state=True, wait_for=wait_for)
         attempt = await _attempt(state)
         if context.run_id in timelines:
             await timelines[context.run_id].publish(final=False)
@@ -96,6 +99,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
 
     async def run_runbook(**parameters: Any) -> dict[str, Any]:
         attach_run_logs()
+        given = dict(parameters)
         mode = Mode(parameters.pop("mode", Mode.LIVE))
         phase: Phase = parameters.pop("phase", None) or RESPOND
         alert = parameters.pop("alert", None)
@@ -105,7 +109,17 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         requested_by = parameters.pop("requested_by", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
         run_id = str(flow_run.get_id() or "local")
+        incident_id = str(incident["id"]) if incident and incident.get("id") else None
+        store = engine()
+        runs, records = RunRecords(store), GateRecords(store)
+        admission = await admit(run_id, runbook.id, given, mode=str(mode), requester=requested_by,
+                                incident_id=incident_id, runs=runs, records=records)
+        if not admission.runs:
+            if admission.verdict == "cancelled":
+                return Cancelled(message=admission.reason)  # type: ignore[return-value]
+            return Failed(name="Refused", message=admission.reason)  # type: ignore[return-value]
         if mode is Mode.DRILL and (skipped := await drilling.stand_down(runbook, run_id)) is not None:
+            runs.end(run_id, "ended", "stood down")
             return skipped  # type: ignore[return-value]  # never beside a live incident
         run = RunInfo(
             run_id=run_id,
@@ -121,28 +135,42 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             secret_source=prefect_secret,
             library=runbook_folder(),
         )
-        incident_id = str(incident["id"]) if incident and incident.get("id") else None
         timeline = timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
         roster = find_roster(runbook_folder())
-        gatekeeper = Gatekeeper(
-            runbook, registry, roster, GateRecords(engine()),
-            requester=requested_by, incident_opened_at=_opened_at(incident),
+        context = FlowRunContext.get()
+        waiter = RunWaiter(
+            run_id, records, runs, runbook=runbook, roster=roster, clock=lambda: datetime.now(UTC),
+            can_suspend=bool(context and context.flow_run and context.flow_run.deployment_id),
         )
-        await arecord(
-            "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
-            run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by, phase=phase,
-        )
-        if phase == RESPOND:
-            open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
-                           started_at=datetime.now(UTC))
+        gatekeeper = Gatekeeper(runbook, registry, roster, records, waiter, requester=requested_by,
+                                incident_opened_at=_opened_at(incident))
+        if admission.verdict == "start":
+            await arecord(
+                "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+                run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by, phase=phase,
+            )
+            if phase == RESPOND:
+                open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
+                               started_at=datetime.now(UTC))
         # a drill of the response rehearses the resolve steps after it, as the incident would
         phases = [RESPOND, RESOLVE] if phase == RESPOND and mode is Mode.DRILL and runbook.on_resolve else [phase]
         try:
             summaries = [
-                await Execution(plans[p], registry, run, run_step, run_undo, gatekeeper).execute() for p in phases
+                await Execution(plans[p], registry, run, run_step, run_undo, gatekeeper, waiter).execute()
+                for p in phases
             ]
+        except Suspend as suspended:
+            await arecord("run.suspended", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+                          waiting_on=sorted(g.step_id for g in waiter.waiting.values()))
+            raise Pause(state=suspended.state) from None
+        except RunCancelled as cancelled:
+            runs.end(run_id, "cancelled", str(cancelled))
+            await arecord("run.cancelled", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+                          reason=str(cancelled))
+            return Cancelled(message=str(cancelled))  # type: ignore[return-value]
         finally:
             timelines.pop(run.run_id, None)
+        runs.end(run_id, "ended")
         summary = summaries[0]
         summary.steps = [record for each in summaries for record in each.steps]
         outcome = "failed" if not summary.ok else "rejected" if summary.rejected else "ok"
@@ -154,8 +182,8 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             await _publish_deadlines(runbook, run)
         if mode is Mode.DRILL:
             await drilling.score(runbook, summary, datetime.fromisoformat(run.started_at))
-        records = await timeline.publish(final=True)
-        decisions = decision_rows(records)
+        records_shown = await timeline.publish(final=True)
+        decisions = decision_rows(records_shown)
         if decisions:
             await acreate_table_artifact(
                 key=_artifact_key(f"{runbook.id}-decisions"), table=decisions, description="Approval gate decisions"
@@ -173,8 +201,8 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         )
         if not summary.ok:
             raise RunbookFailed(summary.to_text(), summary.as_dict())
-        if summary.rejected and not all(runbook.step(r.step_id).continue_on_error for r in summary.rejected):
-            return Cancelled(message=summary.to_text(), data=summary.as_dict())  # people said no
+        if summary.rejected:  # people said no to part of it: the rest ran; say what was not done
+            return Completed(name="Rejected", message=summary.to_text(), data=summary.as_dict())  # type: ignore[return-value]
         return summary.as_dict()
 
     run_runbook.__name__ = run_runbook.__qualname__ = flow_attribute(runbook.id)
@@ -244,8 +272,8 @@ def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict
 def _step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
     spec = registry[step.action]
 
-    async def step_body(template_context: Mapping[str, Any], context: ActionContext, approved_hash: str | None = None) -> Any:
-        result = await run_step(runbook, step, spec, template_context, context, process_ledger(), approved_hash)
+    async def step_body(template_context: Mapping[str, Any], context: ActionContext, verdict: Verdict | None = None) -> Any:
+        result = await run_step(runbook, step, spec, template_context, context, process_ledger(), verdict)
         if result.status in ("completed", "recorded"):
             statement_sent(step.id, step.action, result.output, context)
         return _as_state(result)
@@ -271,7 +299,7 @@ def _undo_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[.
 def _task(fn: Any, name: str, step: Step, *, retries: int | None = None, once_per_run: bool = False) -> Task[..., Any]:
     """A step's task. With `once_per_run`, a step that completed comes back from Prefect's
     result cache (shown as Cached) when its flow run is started again from the top: a run revived
-    at an open gate (`flows/revival.py`) never does a step twice."""
+    from a suspension at its gates (`gates`) never does a step twice."""
     caching: dict[str, Any] = (
         {"cache_key_fn": _once_per_run, "persist_result": True}
         if once_per_run
@@ -305,6 +333,8 @@ def _as_state(result: StepResult) -> Any:
         return Completed(name="Skipped", message=result.note, data=result)
     if result.status == "recorded":
         return Completed(name="Recorded", message=result.note, data=result)
+    if result.status == "rejected":
+        return Cancelled(name="Rejected", message=result.note, data=result)
     return result
 
 
@@ -312,6 +342,8 @@ async def _attempt(state: State[Any]) -> Attempt:
     if state.is_completed():
         return Attempt(await state.aresult(), handle=state)
     error = await state.aresult(raise_on_failure=False)
+    if state.name == "Rejected" and isinstance(error, StepResult):  # a rejection is an outcome, not an error
+        return Attempt(error, handle=state)
     if not isinstance(error, BaseException):
         error = RuntimeError(state.message or f"step ended {state.name}")
     return Attempt(None, error, handle=state)

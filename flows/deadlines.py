@@ -4,7 +4,7 @@ watched by `siaga up`, which reminds the liaison and escalates a miss up the cha
 Why a watcher in `siaga up` and not the run: a run ends when its steps are done (minutes), while a
 regulator's deadline may be days away, and a statement may go out from a later run of the same
 incident. The clock belongs to the incident, so it lives in Siaga's store and a service of the
-stack (next to the gate watcher of `revival.py`) looks at it every few seconds; a stack restarted
+stack (next to the run watcher of `wakeups.py`) looks at it every few seconds; a stack restarted
 meanwhile sends what is owed then (the latest reminder only, see `siaga.deadlines.due`).
 
 Drills: a drill's deadlines run on the drill's own clock, and its reminders carry ``[DRILL]``; when

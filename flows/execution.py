@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +51,7 @@ class StepRunner(Protocol):
         template_context: Mapping[str, Any],
         action_context: ActionContext,
         wait_for: list[Any],
-        approved_hash: str | None = None,
+        verdict: Verdict | None = None,
     ) -> Awaitable[Attempt]: ...
 
 
@@ -61,6 +62,15 @@ class GateRunner(Protocol):
         template_context: Mapping[str, Any],
         action_context: ActionContext,
     ) -> Awaitable[Verdict]: ...
+
+
+class Waiter(Protocol):
+    """The run's waiting at its gates (`gates.RunWaiter`): steps run inside `busy()`, and `watch()`
+    runs beside them, raising when the run must suspend or was cancelled."""
+
+    def busy(self) -> AbstractAsyncContextManager[None]: ...
+
+    def watch(self) -> Awaitable[None]: ...
 
 
 class UndoRunner(Protocol):
@@ -103,6 +113,7 @@ class Execution:
         run_step: StepRunner,
         run_undo: UndoRunner,
         gate: GateRunner | None = None,
+        waiter: Waiter | None = None,
     ) -> None:
         self.plan = plan
         self.registry = registry
@@ -110,6 +121,8 @@ class Execution:
         self._run_step = run_step
         self._run_undo = run_undo
         self._gate = gate
+        self._waiter = waiter
+        self._blocked: dict[str, str] = {}  # step -> why it is not done (a rejection it depends on)
         self._records = {
             step.id: StepRecord(step.id, step.action, risky=self._spec(step.action).risk in (Risk.CHANGE, Risk.DESTRUCTIVE))
             for step in plan.steps
@@ -153,7 +166,9 @@ class Execution:
         }
 
     async def execute(self) -> RunSummary:
-        """Run every step, then undo completed ones in reverse if the run failed."""
+        """Run every step, then undo completed ones in reverse if the run failed. A step whose
+        gate was rejected is not done, nor is anything that depends on it; the rest goes on. With
+        a waiter, raise what its watch raises (the run suspends, or was cancelled)."""
         done = {step.id: asyncio.Event() for step in self.plan.steps}
 
         async def start(step: Step) -> None:
@@ -161,14 +176,29 @@ class Execution:
             for need in needs:
                 await done[need].wait()
             try:
-                if not self._stopping:
+                if self._stopping:
+                    return
+                blocked = next((n for n in needs if n in self._blocked), None)
+                if blocked is not None:
+                    await self._not_done(step, blocked)
+                else:
                     await self._step(step, [self._handles[n] for n in needs if n in self._handles])
             finally:
                 done[step.id].set()
 
-        await asyncio.gather(*(start(step) for step in self.plan.steps))
+        steps = asyncio.ensure_future(asyncio.gather(*(start(step) for step in self.plan.steps)))
+        if self._waiter is not None:
+            watch = asyncio.ensure_future(self._waiter.watch())
+            await asyncio.wait({steps, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch.done() and not watch.cancelled() and watch.exception() is not None:
+                steps.cancel()
+                await asyncio.gather(steps, return_exceptions=True)
+                raise watch.exception()  # type: ignore[misc]
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        await steps
         if any(record.outcome is Outcome.FAILED for record in self._records.values()):
-            await self._undo_completed()  # a rejection stops the run but undoes nothing
+            await self._undo_completed()  # a rejection undoes nothing
         runbook = self.plan.runbook
         return RunSummary(
             runbook.id,
@@ -178,31 +208,24 @@ class Execution:
             [self._records[step_id] for step_id in self.plan.order],
         )
 
+    def _busy(self) -> AbstractAsyncContextManager[None]:
+        return self._waiter.busy() if self._waiter is not None else nullcontext()
+
     async def _step(self, step: Step, wait_for: list[Any]) -> None:
         record = self._records[step.id]
         started = time.perf_counter()
-        approved: str | None = None
+        verdict: Verdict | None = None
         if step.approval is not None and self._gate is not None:
             verdict = await self._gate(step, self.template_context(), self.action_context(step.id))
-            if verdict.state in ("rejected", "failed"):
-                record.duration_s = round(time.perf_counter() - started, 3)
-                record.finished_at = datetime.now(UTC)
-                record.outcome = Outcome.FAILED if verdict.state == "failed" else Outcome.REJECTED
-                if verdict.state == "failed" and step.continue_on_error:
-                    record.outcome = Outcome.TOLERATED
-                record.error = verdict.reason
-                record.todo = "the approval gate failed: decide by hand whether to do this step"
-                self._finished[step.id] = {"output": None, "status": "rejected", "error": verdict.reason}
-                if not step.continue_on_error:
-                    self._stopping = True
-                return
-            approved = verdict.params_hash
-        attempt = await self._run_step(
-            step, self.template_context(), self.action_context(step.id), wait_for, approved
-        )
+            if verdict.state == "cancelled":
+                raise RunCancelled(verdict.reason)
+        async with self._busy():
+            attempt = await self._run_step(
+                step, self.template_context(), self.action_context(step.id), wait_for, verdict
+            )
         record.duration_s = round(time.perf_counter() - started, 3)
         record.finished_at = datetime.now(UTC)
-        if attempt.handle is not None and attempt.result is not None:
+        if attempt.handle is not None and attempt.result is not None and attempt.result.status != "rejected":
             # Later steps wait for this one (Prefect draws the edge); a failed step tolerated by
             # continue_on_error is left out, or Prefect would refuse to start its followers.
             self._handles[step.id] = attempt.handle
@@ -214,11 +237,38 @@ class Execution:
             if not step.continue_on_error:
                 self._stopping = True
             return
+        if attempt.result.status == "rejected":
+            record.outcome = Outcome.REJECTED
+            record.error = attempt.result.note
+            record.todo = ("it was not done; if it is still needed, start the runbook again so that "
+                           "people are asked again, or do it by hand")
+            self._finished[step.id] = {"output": None, "status": "rejected", "error": record.error}
+            self._blocked[step.id] = f"`{step.id}` was rejected ({attempt.result.note})"
+            return
         record.outcome = _OUTCOMES[attempt.result.status]
         record.output = attempt.result.output
+        if attempt.result.status == "skipped":
+            record.error = attempt.result.note if step.id in self._blocked else None
         self._finished[step.id] = {"output": attempt.result.output, "status": attempt.result.status}
         if record.outcome in (Outcome.COMPLETED, Outcome.RECORDED):
             self._completed_order.append(step.id)
+
+    async def _not_done(self, step: Step, blocked_by: str) -> None:
+        """`step` depends on a rejected step (or on one not done for that reason): it is skipped,
+        and said so, without asking anyone."""
+        reason = f"not done: it depends on {self._blocked[blocked_by]}"
+        self._blocked[step.id] = self._blocked[blocked_by]
+        record = self._records[step.id]
+        async with self._busy():
+            attempt = await self._run_step(
+                step, self.template_context(), self.action_context(step.id), [], Verdict("skipped", reason)
+            )
+        record.finished_at = datetime.now(UTC)
+        record.outcome = Outcome.SKIPPED
+        record.error = reason
+        self._finished[step.id] = {"output": None, "status": "skipped", "error": reason}
+        if attempt.result is None:
+            record.error = f"{reason} ({_describe(attempt.error)})"
 
     async def _undo_completed(self) -> None:
         for step_id in reversed(self._completed_order):
@@ -240,6 +290,10 @@ class Execution:
                 step=step_id, action=step.undo.action, mode=str(self.run.mode), outcome=str(record.undo.outcome),
                 error=record.undo.error, output=attempt.result.output if attempt.result else None,
             )
+
+
+class RunCancelled(Exception):
+    """The run was cancelled while a step waited at its gate."""
 
 
 def _describe(error: BaseException | None) -> str:

@@ -181,6 +181,8 @@ __all__ = ["flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack
 
 
 RESOLVE_KEY_SUFFIX = ":resolved"
+ALERT_REQUESTER = "alert"
+"""Who asks for a run the receiver starts: no person (so nobody is kept from approving it)."""
 """An incident's resolve run has the incident id with this suffix as its idempotency key."""
 
 
@@ -194,6 +196,7 @@ def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
     return {
         **incident["inputs"],
         "mode": "live",
+        "requested_by": ALERT_REQUESTER,
         **({"phase": "resolve"} if resolving else {}),
         "alert": incident["alert"],
         "incident": {

@@ -43,9 +43,9 @@ from .approving import announce_gates
 from .deadlines import watch_deadlines
 from .deployments import deployment
 from .faststart import FastLane
-from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_incident_run, start_run
 from .sitreps import watch_sitreps
+from .wakeups import watch_runs
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
 HEARTBEAT_SECONDS = 30
@@ -167,7 +167,8 @@ async def _serve_in(
     runner = Runner(name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False)
     for runbook in catalog.runbooks.values():
         await runner.aadd_deployment(await deployment(runbook))
-    lane = await stack.enter_async_context(FastLane(heartbeat_seconds=HEARTBEAT_SECONDS)) if options.receiver else None
+    # the fast lane starts alert runs and wakes runs waiting at gates without the runner's poll
+    lane = await stack.enter_async_context(FastLane(heartbeat_seconds=HEARTBEAT_SECONDS))
     receiver, receiver_task = await _start_receiver(catalog, options, echo, lane) if options.receiver else (None, None)
     ui = api_url.removesuffix("/api")
     echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served. Prefect UI: {ui}")
@@ -180,7 +181,7 @@ async def _serve_in(
         loop.add_signal_handler(signum, stop.set)
     code = 0
     drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
-    watcher = asyncio.create_task(watch_gates(stop))
+    watcher = asyncio.create_task(watch_runs(stop, lane))
     deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder))
     sitrep_watcher = asyncio.create_task(watch_sitreps(stop, catalog.runbooks, folder=catalog.folder))
     waiters = {asyncio.create_task(stop.wait()), runner_task}
@@ -194,7 +195,6 @@ async def _serve_in(
         receiver.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(receiver_task, timeout=10)
-    mark_interrupted()  # the runner is about to stop the runs waiting at gates: they come back
     await runner.astop()
     for task in (runner_task, drill_task, watcher, deadline_watcher, sitrep_watcher):
         if task and not task.done():

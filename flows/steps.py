@@ -24,7 +24,7 @@ from siaga.actions import (
     ProductionInDrill,
     Risk,
 )
-from siaga.approvals.codes import params_hash
+from siaga.approvals.policy import Verdict
 from siaga.audit import arecord, record
 from siaga.ledger import Ledger
 from siaga.logs import get_logger
@@ -154,11 +154,12 @@ async def run_step(
     template_context: Mapping[str, Any],
     action_context: ActionContext,
     ledger: Ledger | None = None,
-    approved_hash: str | None = None,
+    verdict: Verdict | None = None,
 ) -> StepResult:
     """The whole of one step, logged: condition, parameters, drill behaviour, action. Errors
-    leave with secrets redacted from their messages. A step that passed an approval gate runs
-    only with the very parameters approved (`approved_hash`)."""
+    leave with secrets redacted from their messages. A gated step does what its gate decided
+    (`verdict`): it runs with exactly the parameters approved, never evaluating its condition or
+    templates again, or ends as skipped, rejected or refused."""
     bound = log.bind(runbook=runbook.id, run_id=action_context.run_id, step=step.id, action=spec.name)
 
     trail = {
@@ -170,7 +171,12 @@ async def run_step(
     bound.info("step started", mode=str(action_context.mode))
     await arecord("step.started", **trail)
     try:
-        if step.when is not None:
+        if verdict is not None and verdict.state != "approved":
+            return await _as_decided(verdict, bound, trail, started)
+        if verdict is not None:
+            params = spec.params.model_validate(verdict.params or {})
+            result = await perform(spec, params, action_context, drill_behaviour(runbook, spec), ledger)
+        elif step.when is not None:
             try:
                 go = evaluate_condition(step.when, template_context)
             except TemplateError as exc:
@@ -180,13 +186,9 @@ async def run_step(
                 bound.info("step skipped", reason=result.note, duration_s=_since(started))
                 await arecord("step.skipped", **trail, outcome="skipped", note=result.note, duration_s=_since(started))
                 return result
-        params = render_params(spec, step.with_, template_context, "with")
-        if approved_hash is not None and params_hash(params.model_dump(mode="json", by_alias=True)) != approved_hash:
-            raise StepRefused(
-                "its parameters changed after they were approved",
-                todo="run the runbook again so that the gate shows the new parameters",
-            )
-        result = await perform(spec, params, action_context, drill_behaviour(runbook, spec), ledger)
+        if verdict is None:
+            params = render_params(spec, step.with_, template_context, "with")
+            result = await perform(spec, params, action_context, drill_behaviour(runbook, spec), ledger)
     except BaseException as exc:
         error = redacted(exc)
         bound.error("step failed", error=f"{type(error).__name__}: {error}", duration_s=_since(started))
@@ -201,6 +203,20 @@ async def run_step(
         outcome=result.status, note=result.note, output=result.output, duration_s=_since(started),
     )
     return result
+
+
+async def _as_decided(verdict: Verdict, bound: Any, trail: Mapping[str, Any], started: float) -> StepResult:
+    """A gated step that does not run: skipped (its condition was false when the gate opened, or
+    a step it depends on was rejected), rejected by people or the clock, or failed at its gate."""
+    if verdict.state in ("skipped", "rejected"):
+        result = StepResult(verdict.state, note=verdict.reason)
+        bound.info(f"step {verdict.state}", reason=verdict.reason, duration_s=_since(started))
+        await arecord(f"step.{verdict.state}", **trail, outcome=verdict.state, note=verdict.reason,
+                      duration_s=_since(started))
+        return result
+    todo = ("the approval gate failed: decide by hand whether to do this step" if verdict.state == "failed"
+            else "fix the runbook or the inputs and run it again")
+    raise StepRefused(f"approval gate: {verdict.reason}", todo=todo)
 
 
 def redacted(error: BaseException) -> BaseException:

@@ -121,6 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     runbook, _ = find_runbook(args.runbook, Path(args.runbooks) if args.runbooks else runbook_folder(), registry)
     inputs = parse_inputs(runbook, args.input or [], drill=args.drill)
     mode = "drill" if args.drill else "live"
+    if mode == "live" and not args.as_:
+        raise BadInput("a live run must say who asks for it: pass --as ID (your roster id) or set SIAGA_USER; "
+                       "the person who asks never approves its gates")
     if args.as_:
         inputs = {**inputs, "requested_by": args.as_}
     if args.local:
@@ -200,8 +203,12 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         out.print(f"  {g['rule']}", markup=False)
         out.print(f"  may approve: {', '.join(g['may_approve']) or 'nobody now'}"
                   + (f"; decided: {', '.join(g['decided'])}" if g["decided"] else ""), markup=False)
-        out.print(f"  deadline: {g['deadline']}   evidence: {g['url']}", markup=False)
-        out.print(f"  siaga approve {g['incident'] or g['run_id']} {g['step']} --as ID --code CODE", markup=False)
+        out.print(f"  deadline: {g['deadline']}   in the UI: {g['url']}", markup=False)
+        out.print(f"  siaga approve {g['incident'] or g['run_id']} {g['step']} --as ID --code CODE [--reject]", markup=False)
+        if args.evidence:
+            out.print("", markup=False)
+            out.print(g["evidence"], markup=False, highlight=False)
+            out.print("", markup=False)
     return OK
 
 
@@ -210,15 +217,15 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     answered = answer_gate(args.run, args.step, args.as_, args.code, reject=args.reject, comment=args.comment or "")
     gate = answered.gate
-    if answered.kind == "refused":
-        err.print(f"[red]refused[/red]: {answered.reason}")
+    if answered.outcome == "refused":
+        err.print(f"[red]refused[/red]: {answered.reason}", markup=True, highlight=False)
         return BAD_INPUT
-    verb = "rejected" if answered.kind == "rejected" else "approved"
-    out.print(f"{args.as_} {verb} step {gate.step_id} of run {gate.run_id}")
+    verb = "rejection" if args.reject else "approval"
+    out.print(f"{args.as_}'s {verb} of step {gate.step_id} of run {gate.run_id} counted", markup=False)
     if gate.state == "open":
-        out.print("the gate is still open: it waits for more approvals")
+        out.print(f"the gate is still open: {answered.reason}", markup=False)
     else:
-        out.print(f"the gate is {gate.state}: {gate.decision}")
+        out.print(f"the gate is {gate.state}: {gate.decision}", markup=False)
     return OK
 
 
@@ -671,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_drills)
 
     p = commands.add_parser("approvals", help="the approval gates waiting for people")
+    p.add_argument("--evidence", action="store_true", help="with each gate, what it would run, with exactly which values")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_approvals)
 
@@ -678,8 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_OR_INCIDENT", help="the flow run id, or the incident id")
     p.add_argument("step", metavar="STEP", help="the gated step's id")
     p.add_argument("--as", dest="as_", required=True, metavar="ID", help="your roster id")
-    p.add_argument("--code", required=True, help="the one-time code you were sent")
-    p.add_argument("--reject", action="store_true", help="reject the step instead of approving it")
+    p.add_argument("--code", required=True, help="your APPROVE code (or, with --reject, your REJECT code)")
+    p.add_argument("--reject", action="store_true", help="reject the step (with your reject code)")
     p.add_argument("--comment", help="why (kept in the record)")
     p.set_defaults(handler=cmd_approve)
 

@@ -14,8 +14,6 @@ and a duplicate run of the same incident all find what was already done:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .audit.chain import digest
 from .store import side_effects
 
 
@@ -45,10 +44,6 @@ class Entry:
     updated_at: datetime
 
 
-def params_hash(params: Any) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class Ledger:
     """The ledger in a store."""
 
@@ -58,14 +53,14 @@ class Ledger:
     def claim(self, key: str, action: str, params: Any, run_id: str) -> tuple[Claim, Any]:
         """Claim `key` for a call of `action`; returns what to do and, for DONE, the result."""
         now = datetime.now(UTC)
-        digest = params_hash(params)
+        params_digest = digest(params)
         with self.engine.begin() as db:
             row = db.execute(select(side_effects).where(side_effects.c.key == key)).first()
             if row is None:
                 try:
                     db.execute(
                         insert(side_effects).values(
-                            key=key, action=action, params_hash=digest, state="intent",
+                            key=key, action=action, params_hash=params_digest, state="intent",
                             run_id=run_id, created_at=now, updated_at=now,
                         )
                     )
@@ -73,9 +68,9 @@ class Ledger:
                     pass  # claimed a moment ago by another run: read it below
                 else:
                     return Claim.NEW, None
-        return self._existing(key, action, digest, run_id)
+        return self._existing(key, action, params_digest, run_id)
 
-    def _existing(self, key: str, action: str, digest: str, run_id: str) -> tuple[Claim, Any]:
+    def _existing(self, key: str, action: str, params_digest: str, run_id: str) -> tuple[Claim, Any]:
         now = datetime.now(UTC)
         with self.engine.begin() as db:
             row = db.execute(select(side_effects).where(side_effects.c.key == key)).one()
@@ -84,7 +79,7 @@ class Ledger:
             if row.state == "failed":
                 claimed = db.execute(
                     update(side_effects).where(side_effects.c.key == key, side_effects.c.state == "failed")
-                    .values(state="intent", action=action, params_hash=digest, run_id=run_id, error=None, updated_at=now)
+                    .values(state="intent", action=action, params_hash=params_digest, run_id=run_id, error=None, updated_at=now)
                 )
                 # Two callers may both have read `failed`: only the one whose update landed goes ahead.
                 return (Claim.NEW, None) if claimed.rowcount == 1 else (Claim.UNKNOWN, None)

@@ -5,7 +5,7 @@ Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `inci
 (what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay);
 `sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed); `gates`,
 `gate_codes` and `gate_events` (approval gates, their hashed one-time codes and everything that
-happened at them); `audit_records` (the hash-chained audit trail, see `siaga.audit`);
+happened at them); `runs` (the runs Siaga executes: pinned parameters, cancellation, wake-ups); `audit_records` (the hash-chained audit trail, see `siaga.audit`);
 `comms_deadlines` (statement deadlines, their reminders and misses); `drills` (each drill's score,
 or why it was skipped).
 
@@ -132,7 +132,7 @@ gates = Table(
     Column("mode", String(8), nullable=False),
     Column("params_hash", String(64), nullable=False),
     Column("requester", String(80)),
-    Column("state", String(16), nullable=False),  # open | approved | rejected | timed_out | failed | cancelled
+    Column("state", String(16), nullable=False),  # open | approved | rejected | timed_out | failed | skipped | refused | cancelled | voided
     Column("opened_at", DateTime(timezone=True), nullable=False),
     Column("deadline", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True)),
@@ -141,23 +141,54 @@ gates = Table(
     Column("pause_key", String(120)),  # the Prefect pause now waiting for input
     Column("level", Integer, nullable=False, default=1),  # chain-of-command levels reached
     Column("evidence", JSON, nullable=False),
-    Column("host", String(200)),  # where the run waiting at the gate lives
-    Column("pid", Integer),
+    Column("host", String(200)),  # unused since 0010 (gates no longer belong to a process)
+    Column("pid", Integer),  # unused since 0010
+    Column("params", JSON),  # the rendered parameters decided once at opening: exactly what runs
+    Column("binding", JSON),  # what votes are about (`siaga.approvals.codes.Binding`)
+    Column("binding_hash", String(64)),
+    Column("policy", JSON),  # who may decide and how (`GatePolicy.as_json`), fixed at opening
 )
-"""Approval gates: one per (flow run, step), kept across restarts of the run."""
+"""Approval gates: one per (flow run, step), the decision ledger's rows (see `siaga.approvals.records`)."""
 
 gate_codes = Table(
     "gate_codes",
     metadata,
     Column("gate_id", String(200), ForeignKey("gates.id"), primary_key=True),
     Column("approver", String(80), primary_key=True),
-    Column("salt", String(32), nullable=False),
+    Column("salt", String(32), nullable=False),  # of the approve code
     Column("hash", String(64), nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("used_at", DateTime(timezone=True)),
     Column("wrong", Integer, nullable=False, default=0),  # wrong codes typed for this approver
+    Column("reject_salt", String(32)),  # of the reject code (since 0010)
+    Column("reject_hash", String(64)),
+    Column("used_for", String(8)),  # approve | reject: which code was used
 )
-"""One-time codes, stored hashed (see `siaga.approvals.codes`)."""
+"""One-time codes, two per person and gate, stored hashed (see `siaga.approvals.codes`)."""
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("runbook_id", String(100), nullable=False),
+    Column("incident_id", String(40), index=True),
+    Column("mode", String(8), nullable=False),
+    Column("requester", String(80)),
+    Column("params_hash", String(64), nullable=False),  # the run's parameters when it first started
+    Column("state", String(16), nullable=False),  # running | waiting | cancelled | refused | ended
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("form_key", String(120)),  # the pause whose Resume form Siaga wrote last
+    Column("form_hash", String(64)),  # the form as Siaga wrote it
+    Column("answered_key", String(120)),  # the last form whose answer was taken
+    Column("waiting_on", JSON),  # the gates a waiting run waits for: one decided wakes it
+    Column("wake_at", DateTime(timezone=True)),  # when a waiting run must come back (escalation, deadline)
+    Column("wake_requested_at", DateTime(timezone=True)),  # Siaga asked Prefect to resume it
+    Column("note", Text),  # why it was cancelled or refused
+)
+"""The runs Siaga executes, as Siaga saw them start: their parameters are pinned (a run whose
+parameters or mode were changed through Prefect's API is refused), a cancelled run stays
+cancelled, and a run waiting at gates without a process is woken from here (`siaga.flows.wakeups`)."""
 
 gate_events = Table(
     "gate_events",

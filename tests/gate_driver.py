@@ -1,5 +1,6 @@
 """Driving approval gates from a test as people would: read the codes they were sent (the outbox,
-their only channel here) and answer through Prefect's resume API, then wait for the gate to move."""
+their only channel here) and vote through the ledger (as `siaga approve` does) or through the
+run's Resume form (as the Prefect UI does)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.input import keyset_from_base_key
-from prefect.input.actions import aread_flow_run_input
+from prefect.client.schemas.sorting import FlowRunSort
 
-from siaga.approvals.records import GateRecords, gate_id
+from siaga.approvals.records import Gate, GateRecords, Submission, gate_id
+from siaga.approvals.runs import RunRecords
 from siaga.integrations.outbox import read_outbox
 from siaga.store import engine
 
@@ -28,62 +29,76 @@ people:
 """
 
 
-def code_for(home: Path, person: str, run_id: Any, step: str) -> str:
-    """The one-time code `person` was sent for `step` of run `run_id` (the last one sent)."""
+def code_for(home: Path, person: str, run_id: Any, step: str, decision: str = "approve") -> str:
+    """The one-time `decision` code `person` was sent for `step` of run `run_id` (the last one sent)."""
+    label = "To APPROVE" if decision == "approve" else "To REJECT"
     found = [
         m.group(1)
         for entry in read_outbox(home)
         if entry["to"] == f"person:{person}" and str(run_id) in entry["message"] and f"step `{step}`" in entry["message"]
-        for m in [re.search(r"one-time code: (\d{8})", entry["message"])]
+        for m in [re.search(label + r", your one-time code: (\d{8})", entry["message"])]
         if m
     ]
-    assert found, f"no code was sent to {person} for {step}"
+    assert found, f"no {decision} code was sent to {person} for {step}"
     return found[-1]
 
 
-async def paused_run(flow_name: str, timeout: float = 60) -> tuple[UUID, str]:
-    """The paused run of `flow_name` and the key of its pause, once the form is up."""
+async def open_gate(run_id: Any, step: str, *people: str, timeout: float = 60, store_url: str | None = None) -> Gate:
+    """The gate at `step` of the run, once it is open and `people` were sent their codes."""
+    records = GateRecords(engine(store_url))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        gate = records.get(gate_id(str(run_id), step))
+        if gate is not None and gate.is_open and set(people) <= records.holders_of_codes(gate.id):
+            return gate
+        assert loop.time() < deadline, f"the gate at {step} did not open (it is {gate and gate.state})"
+        await asyncio.sleep(0.1)
+
+
+async def run_of(flow_name: str, timeout: float = 60) -> UUID:
+    """The newest run of `flow_name` once Prefect has it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with get_client() as client:
         while True:
-            runs = await client.read_flow_runs()
-            for run in runs:
-                if run.state and run.state.type is StateType.PAUSED and run.state.state_details.pause_key:
-                    flow = await client.read_flow(run.flow_id)
-                    key = run.state.state_details.pause_key
-                    if flow.name == flow_name and await form_saved(run.id, key):
-                        return run.id, key
-            assert loop.time() < deadline, f"no paused run of {flow_name}"
-            await asyncio.sleep(0.2)
+            for run in await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC):
+                if (await client.read_flow(run.flow_id)).name == flow_name:
+                    return run.id
+            assert loop.time() < deadline, f"no run of {flow_name}"
+            await asyncio.sleep(0.1)
 
 
-async def form_saved(run_id: UUID, pause_key: str) -> bool:
-    """Whether the paused run has saved the form of pause `pause_key` (it does so just after pausing)."""
-    return await aread_flow_run_input(keyset_from_base_key(f"paused-{pause_key}")["schema"], flow_run_id=run_id) is not None
+async def parked(run_id: Any, timeout: float = 60, after_key: str | None = None, store_url: str | None = None) -> str:
+    """The key of the pause the run waits in with its Resume form up (a new one after `after_key`)."""
+    runs = RunRecords(engine(store_url))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with get_client() as client:
+        while True:
+            state = (await client.read_flow_run(UUID(str(run_id)))).state
+            key = state.state_details.pause_key if state and state.type is StateType.PAUSED else None
+            record = runs.get(str(run_id))
+            if key and key != after_key and record is not None and record.form_key == key:
+                return key
+            assert state is None or not state.is_final(), f"the run ended: {state}"
+            assert loop.time() < deadline, "the run did not wait with its form"
+            await asyncio.sleep(0.1)
 
 
-async def answer(run_id: UUID, person: str, code: str, decision: str = "approve", comment: str = "") -> Any:
-    """Resume the paused run with an answer, as the UI does; returns the server's response."""
+async def answer(run_id: Any, step: str, person: str, code: str, decision: str = "approve", comment: str = "") -> Any:
+    """Resume the run through its form, as the UI does; returns the server's response."""
     async with get_client() as client:
         return await client.resume_flow_run(
-            run_id, run_input={"decision": decision, "approver": person, "code": code, "comment": comment}
+            UUID(str(run_id)),
+            run_input={"step": step, "decision": decision, "approver": person, "code": code, "comment": comment},
         )
 
 
-async def next_pause(run_id: UUID, after_key: str, timeout: float = 30) -> str:
-    """Wait until the run pauses again with a new form (the gate considered the last answer)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with get_client() as client:
-        while True:
-            state = (await client.read_flow_run(run_id)).state
-            key = state.state_details.pause_key if state and state.type is StateType.PAUSED else None
-            if key and key != after_key and await form_saved(run_id, key):
-                return key
-            assert state is None or not state.is_final(), f"the run ended: {state}"
-            assert loop.time() < deadline, "the gate did not pause again"
-            await asyncio.sleep(0.1)
+def vote(run_id: Any, step: str, person: str, code: str, decision: str = "approve", store_url: str | None = None) -> Submission:
+    """A vote as `siaga approve` casts it: straight to the ledger."""
+    records = GateRecords(engine(store_url))
+    return records.submit(gate_id(str(run_id), step), person, decision, code, channel="cli")  # type: ignore[arg-type]
 
 
 def events(run_id: Any, step: str) -> list[dict[str, Any]]:
@@ -95,28 +110,25 @@ def kinds(run_id: Any, step: str) -> list[str]:
 
 
 async def approve_every_gate(home: Path, runbook_id: str, stop: asyncio.Event, store_url: str | None = None) -> int:
-    """Answer every gate of `runbook_id`'s runs as its people would (each person asked, in turn,
-    approves with the code they were sent) until `stop` is set; returns how many answers."""
+    """Approve every gate of `runbook_id`'s runs as its people would (each person asked, in turn,
+    approves with the code they were sent, through the ledger as `siaga approve` does) until
+    `stop` is set; returns how many answers."""
     records = GateRecords(engine(store_url))
     answered = 0
     done: set[tuple[str, str]] = set()
-    async with get_client() as client:
-        while not stop.is_set():
-            for gate in records.find(state="open"):
-                if gate.runbook_id != runbook_id or (gate.id, gate.pause_key or "") in done:
-                    continue
-                state = (await client.read_flow_run(UUID(gate.run_id))).state
-                if not (state and state.type is StateType.PAUSED and state.state_details.pause_key == gate.pause_key):
-                    continue
-                voted = {v.person for v in records.votes(gate.id)}
-                asked = [e["actor"] for e in records.events(gate.id) if e["kind"] == "code sent"]
-                person = next((p for p in asked if p not in voted), None)
-                if person is None:
-                    continue
-                await answer(UUID(gate.run_id), person, code_for(home, person, gate.run_id, gate.step_id))
-                done.add((gate.id, gate.pause_key or ""))
-                answered += 1
-            await asyncio.sleep(0.2)
+    while not stop.is_set():
+        for gate in await asyncio.to_thread(records.find, state="open"):
+            if gate.runbook_id != runbook_id:
+                continue
+            voted = {v.person for v in records.votes(gate)}
+            asked = [e["actor"] for e in records.events(gate.id) if e["kind"] == "code sent"]
+            person = next((p for p in asked if p not in voted and (gate.id, p) not in done), None)
+            if person is None:
+                continue
+            done.add((gate.id, person))
+            records.submit(gate.id, person, "approve", code_for(home, person, gate.run_id, gate.step_id), channel="cli")
+            answered += 1
+        await asyncio.sleep(0.2)
     return answered
 
 

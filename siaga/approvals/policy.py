@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from siaga.runbook import Roster, Runbook, Step, role_members
 
@@ -53,12 +53,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a gate decided: ``approved`` (the step runs), ``rejected``, ``failed`` (on_timeout:
-    fail), or ``ungated`` (no gate was needed: the step is skipped or cannot render)."""
+    """What a gate decided for its step, once: ``approved`` (the step runs with exactly `params`),
+    ``rejected`` (by people, or by the clock with on_timeout: reject), ``failed`` (on_timeout:
+    fail), ``skipped`` (its `when:` was false when the gate opened), ``refused`` (its condition or
+    parameters could not be rendered: the step fails with `reason`), or ``cancelled`` (the run
+    was cancelled while the gate was open)."""
 
-    state: Literal["approved", "rejected", "failed", "ungated"]
+    state: Literal["approved", "rejected", "failed", "skipped", "refused", "cancelled"]
     reason: str = ""
-    params_hash: str | None = None
+    params: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,28 @@ class GatePolicy:
                 if person != self.requester:
                     people[person] = (*people.get(person, ()), role)
         return people
+
+    def as_json(self) -> dict[str, Any]:
+        """The policy as JSON, kept with its gate: every channel decides the gate by the same rule."""
+        return {
+            "step_id": self.step_id, "quorum": self.quorum, "distinct_roles": self.distinct_roles,
+            "reject_rule": self.reject_rule, "on_timeout": self.on_timeout,
+            "opened_at": self.opened_at.isoformat(), "deadline": self.deadline.isoformat(),
+            "levels": [{"index": lv.index, "at": lv.at.isoformat(), "roles": list(lv.roles)} for lv in self.levels],
+            "members": {role: list(people) for role, people in self.members.items()},
+            "requester": self.requester, "roster_names": dict(self.roster_names),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GatePolicy:
+        return cls(
+            step_id=data["step_id"], quorum=data["quorum"], distinct_roles=data["distinct_roles"],
+            reject_rule=data["reject_rule"], on_timeout=data["on_timeout"],
+            opened_at=datetime.fromisoformat(data["opened_at"]), deadline=datetime.fromisoformat(data["deadline"]),
+            levels=tuple(Level(lv["index"], datetime.fromisoformat(lv["at"]), tuple(lv["roles"])) for lv in data["levels"]),
+            members={role: tuple(people) for role, people in data["members"].items()},
+            requester=data.get("requester"), roster_names=dict(data.get("roster_names") or {}),
+        )
 
     def next_level(self, now: datetime) -> Level | None:
         return next((level for level in self.levels if level.at > now), None)

@@ -25,7 +25,7 @@ from typing import Any
 
 from siaga.logs import get_logger
 
-from .chain import GENESIS, AuditRecord, Breach, canonical_json, record_hash, verify
+from .chain import GENESIS, AuditRecord, Breach, canonical_json, digest, record_hash, verify
 from .render import decision_rows, timeline_markdown
 from .trail import AuditTrail, chain_of, read_export
 
@@ -38,6 +38,7 @@ __all__ = [
     "canonical_json",
     "chain_of",
     "decision_rows",
+    "digest",
     "read_export",
     "record",
     "record_hash",

@@ -61,6 +61,12 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_plain)
 
 
+def digest(value: Any) -> str:
+    """The SHA-256 of `value`'s canonical JSON: Siaga's one hash of parameters, evidence and
+    bindings (the side-effect ledger, approval gates and runs use it alike)."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
 def plain(value: Any) -> Any:
     """`value` as it reads back from JSON (tuples as lists, datetimes as text): what is stored
     is exactly what was hashed."""

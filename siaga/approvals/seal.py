@@ -1,0 +1,57 @@
+"""Siaga's seal on the votes it records: an HMAC-SHA256 with a key kept outside the store.
+
+The audit chain proves that no record was changed, removed or moved, but anyone who can write to
+the store can append records that chain correctly (the chain has no secret). A vote counts only if
+it carries Siaga's seal, which needs the key: ``$SIAGA_LEDGER_KEY`` where several machines share a
+store, else the file ``ledger.key`` in the Siaga home, created once (0600).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from functools import cache
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from siaga.audit.chain import canonical_json
+from siaga.home import siaga_home
+
+KEY_FILE = "ledger.key"
+
+
+def seal(fields: Mapping[str, Any], key: bytes | None = None) -> str:
+    """Siaga's seal on `fields`."""
+    return hmac.new(key or ledger_key(), canonical_json(dict(fields)).encode("utf-8"), sha256).hexdigest()
+
+
+def is_sealed(fields: Mapping[str, Any], mark: object, key: bytes | None = None) -> bool:
+    """Whether `mark` is Siaga's seal on `fields`."""
+    return isinstance(mark, str) and hmac.compare_digest(seal(fields, key), mark)
+
+
+def ledger_key() -> bytes:
+    """The key of this store's seals: ``$SIAGA_LEDGER_KEY``, else the home's key file."""
+    named = os.environ.get("SIAGA_LEDGER_KEY")
+    if named:
+        return named.encode("utf-8")
+    return _key_file(siaga_home() / KEY_FILE)
+
+
+@cache
+def _key_file(path: Path) -> bytes:
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it a moment ago
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
