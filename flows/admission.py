@@ -3,8 +3,8 @@
 Anyone who reaches Prefect's API can create runs, rewrite a run's parameters, force its state or
 resume it. So every start of a runbook's flow run is admitted here first:
 
-- a live run must name who asked for it (`requested_by`: the receiver and `siaga run` always do),
-  since the person who asks never approves;
+- a live run with approval gates must name who asked for it (`requested_by`: the receiver and
+  `siaga run` always do), since the person who asks never approves;
 - its first start pins its parameters (`siaga.approvals.runs`); a later start (a resume from a
   suspension) with other parameters or another mode is refused, and its gates close as voided;
 - a run that was cancelled, however it was cancelled (its Prefect state history says so, or
@@ -28,7 +28,7 @@ from siaga.approvals.runs import RunRecords
 from siaga.audit import arecord
 from siaga.audit.chain import digest
 
-from .gate_form import take_answer
+from .gate_form import OUTSIDE_RESUME, take_answer
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,13 @@ class Admission:
 
 async def admit(
     run_id: str, runbook_id: str, parameters: Mapping[str, Any], *, mode: str, requester: str | None,
-    incident_id: str | None, runs: RunRecords, records: GateRecords,
+    incident_id: str | None, gated: bool, runs: RunRecords, records: GateRecords,
 ) -> Admission:
-    """Admit this start of run `run_id` (with all its flow parameters), or say why not."""
+    """Admit this start of run `run_id` (with all its flow parameters; `gated` if its steps have
+    approval gates), or say why not."""
     trail = {"incident_id": incident_id, "run_id": run_id, "runbook": runbook_id}
-    if mode == "live" and not requester:
-        reason = ("a live run must say who asked for it (the parameter requested_by): the person who asks "
+    if mode == "live" and gated and not requester:
+        reason = ("a live run with approval gates must say who asked for it (the parameter requested_by): the person who asks "
                   "never approves its gates; runs started by the receiver or `siaga run` name one")
         runs.pin(run_id=run_id, runbook_id=runbook_id, incident_id=incident_id, mode=mode, requester=None,
                  params_hash=digest(dict(parameters)))
@@ -84,11 +85,10 @@ async def admit(
         return Admission("refused", reason)
     if record.wake_requested_at is not None:
         how, channel = "woken by Siaga", "system"
-    elif record.form_key and record.form_key != record.answered_key:
+    elif record.form_key and await take_answer(run_id, record.form_key, records, runs) is not None:
         how, channel = "resumed from its Resume form", "ui"
-        await take_answer(run_id, record.form_key, records, runs)
     else:
-        how, channel = "resumed through Prefect's API, not by Siaga: nothing changes", "prefect-api"
+        how, channel = OUTSIDE_RESUME, "prefect-api"
     runs.update(run_id, state="running", wake_requested_at=None, waiting_on=None)
     await arecord("run.resumed", **trail, how=how, channel=channel)
     return Admission("resume", how)

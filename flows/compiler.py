@@ -81,6 +81,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
     step_tasks = {step.id: _step_task(runbook, step, registry) for step in every_step}
     undo_tasks = {step.id: _undo_task(runbook, step, registry) for step in every_step if step.undo}
 
+    gated = {phase: any(s.approval for s in plans[phase].steps) for phase in plans}
     timelines: dict[str, Timeline] = {}  # run id -> its timeline, while it runs in this process
 
     async def run_step(
@@ -113,7 +114,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         store = engine()
         runs, records = RunRecords(store), GateRecords(store)
         admission = await admit(run_id, runbook.id, given, mode=str(mode), requester=requested_by,
-                                incident_id=incident_id, runs=runs, records=records)
+                                incident_id=incident_id, gated=gated[phase], runs=runs, records=records)
         if not admission.runs:
             if admission.verdict == "cancelled":
                 return Cancelled(message=admission.reason)  # type: ignore[return-value]

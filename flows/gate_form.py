@@ -24,7 +24,6 @@ from siaga.approvals.codes import CODE_PATTERN
 from siaga.approvals.evidence import GateView, form_description
 from siaga.approvals.records import Gate, GateRecords, Submission, gate_id
 from siaga.approvals.runs import RunRecords
-from siaga.audit import arecord
 from siaga.audit.chain import digest
 from siaga.logs import get_logger
 from siaga.runbook import Roster
@@ -34,6 +33,8 @@ log = get_logger("siaga.gates")
 FORM_POLL = 0.5
 """How often a run holding its pause looks for an answer (Prefect's own default is 10 s)."""
 RECENT_ANSWERS = 6
+OUTSIDE_RESUME = "resumed through Prefect's API, not by Siaga: nothing changes"
+"""How a run records a resume that carried no answer and that Siaga did not ask for."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ async def save_form(run_id: str, keyset: dict[str, str], form: Form) -> str:
 
 async def take_answer(run_id: str, key: str, records: GateRecords, runs: RunRecords) -> Submission | None:
     """Submit the answer given in the form of pause `key` to the ledger (once per pause); None if
-    the run was resumed without one (through Prefect's API, not Siaga: that changes nothing)."""
+    there is none to take (the run was resumed without one: through Prefect's API, not Siaga)."""
     record = runs.get(run_id)
     if record is None or record.answered_key == key:
         return None
@@ -93,8 +94,6 @@ async def take_answer(run_id: str, key: str, records: GateRecords, runs: RunReco
     keyset = keyset_from_base_key(f"paused-{key}")
     answer = await aread_flow_run_input(keyset["response"], flow_run_id=run)
     if not isinstance(answer, dict):
-        await arecord("run.resumed", incident_id=record.incident_id, run_id=run_id, channel="prefect-api",
-                      how="resumed without an answer, not by Siaga: nothing changes")
         return None
     step, person = _text(answer.get("step")), _text(answer.get("approver"))
     gate = records.get(gate_id(run_id, step))

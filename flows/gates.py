@@ -42,6 +42,7 @@ from siaga.approvals.codes import Binding
 from siaga.approvals.policy import MAX_WRONG_CODES, GatePolicy, Verdict, gate_policy
 from siaga.approvals.records import Gate, GateRecords, gate_id
 from siaga.approvals.runs import RunRecords
+from siaga.audit import arecord
 from siaga.audit.chain import digest
 from siaga.logs import get_logger
 from siaga.runbook import Roster, Runbook, Step, role_members
@@ -49,7 +50,7 @@ from siaga.runbook.templates import TemplateError, evaluate_condition, render_va
 from siaga.secrets import REDACTOR
 
 from .execution import RunCancelled
-from .gate_form import FORM_POLL, Form, build_form, save_form, take_answer
+from .gate_form import FORM_POLL, OUTSIDE_RESUME, Form, build_form, save_form, take_answer
 from .links import flow_run_url
 from .reach import reach
 from .steps import StepRefused, drill_behaviour, render_params
@@ -167,8 +168,11 @@ class RunWaiter:
         if state is not None and (state.is_final() or state.type is StateType.CANCELLING):
             await self._cancelled(f"the run was {state.name} while it waited at its gates")
         if state is not None and state.type is StateType.RUNNING:  # resumed: by the form, or by hand
-            await take_answer(self.run_id, self.parked.key, self.records, self.runs)
-            self.parked = None
+            key, self.parked = self.parked.key, None
+            if await take_answer(self.run_id, key, self.records, self.runs) is None:
+                record = self.runs.get(self.run_id)
+                await arecord("run.resumed", incident_id=record.incident_id if record else None, run_id=self.run_id,
+                              how=OUTSIDE_RESUME, channel="prefect-api")
             return
         decided = any(g is None or not g.is_open for g in (self.records.get(i) for i in self.waiting))
         due = any(_wake_at(g.rules, self.clock()) <= self.clock() for g in self.waiting.values() if g.policy)

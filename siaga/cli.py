@@ -121,9 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     runbook, _ = find_runbook(args.runbook, Path(args.runbooks) if args.runbooks else runbook_folder(), registry)
     inputs = parse_inputs(runbook, args.input or [], drill=args.drill)
     mode = "drill" if args.drill else "live"
-    if mode == "live" and not args.as_:
-        raise BadInput("a live run must say who asks for it: pass --as ID (your roster id) or set SIAGA_USER; "
-                       "the person who asks never approves its gates")
+    if mode == "live" and not args.as_ and any(step.approval for step in (*runbook.steps, *runbook.on_resolve)):
+        raise BadInput(f"{runbook.id} has approval gates: a live run must say who asks for it: pass --as ID "
+                       "(your roster id) or set SIAGA_USER; the person who asks never approves its gates")
     if args.as_:
         inputs = {**inputs, "requested_by": args.as_}
     if args.local:

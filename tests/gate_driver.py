@@ -95,10 +95,14 @@ async def answer(run_id: Any, step: str, person: str, code: str, decision: str =
         )
 
 
-def vote(run_id: Any, step: str, person: str, code: str, decision: str = "approve", store_url: str | None = None) -> Submission:
+def vote(
+    run_id: Any, step: str, person: str, code: str, decision: str = "approve", *, comment: str = "",
+    store_url: str | None = None,
+) -> Submission:
     """A vote as `siaga approve` casts it: straight to the ledger."""
     records = GateRecords(engine(store_url))
-    return records.submit(gate_id(str(run_id), step), person, decision, code, channel="cli")  # type: ignore[arg-type]
+    return records.submit(gate_id(str(run_id), step), person, decision, code, channel="cli",  # type: ignore[arg-type]
+                          comment=comment)
 
 
 def events(run_id: Any, step: str) -> list[dict[str, Any]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from siaga.approvals.codes import Binding, code_hash, code_matches, new_code, new_salt, params_hash
-from siaga.approvals.evidence import fenced, gate_description
+from siaga.approvals.codes import Binding, code_hash, code_matches, new_code, new_salt, statement
+from siaga.audit.chain import digest
+from siaga.approvals.evidence import GateView, fenced, form_description
 from siaga.approvals.policy import SHORTEST_DEADLINE, Vote, gate_policy
 from siaga.integrations import default_registry
 from siaga.runbook import RunbookError, parse_roster, parse_runbook
@@ -88,17 +91,22 @@ def test_deadline_from_the_impact_clock() -> None:
     assert late.deadline == T0 + SHORTEST_DEADLINE
 
 
-def test_codes_bind_run_step_person_and_parameters() -> None:
+def test_codes_bind_person_decision_and_everything_the_vote_is_about() -> None:
     code, salt = new_code(), new_salt()
-    bound = Binding("run-1", "freeze", "citra", params_hash({"scope": "payouts"}))
-    stored = code_hash(code, bound, salt)
-    assert code_matches(code, bound, salt, stored)
-    for other in (
-        Binding("run-2", "freeze", "citra", bound.params_hash),  # a foreign run
-        Binding("run-1", "other", "citra", bound.params_hash),
-        Binding("run-1", "freeze", "dewi", bound.params_hash),
-        Binding("run-1", "freeze", "citra", params_hash({"scope": "all"})),  # parameters changed
-    ):
+    bound = Binding("run-1", "freeze", "inc-1", "live", digest({"scope": "payouts"}), digest({"preview": 3}))
+    stored = code_hash(code, statement(bound.digest, "citra", "approve"), salt)
+    assert code_matches(code, statement(bound.digest, "citra", "approve"), salt, stored)
+    others = [
+        statement(bound.digest, "citra", "reject"),  # the approve code is no rejection (and the other way)
+        statement(bound.digest, "dewi", "approve"),  # another person
+        *(statement(replace(bound, **change).digest, "citra", "approve") for change in (
+            {"run_id": "run-2"}, {"step_id": "other"}, {"incident_id": "inc-2"},
+            {"mode": "drill"},  # a drill's vote never authorises the live action
+            {"params_hash": digest({"scope": "all"})},  # parameters changed
+            {"evidence_hash": digest({"preview": 4})},  # evidence changed
+        )),
+    ]
+    for other in others:
         assert not code_matches(code, other, salt, stored)
     assert len(code) == 8 and code.isdigit()
 
@@ -129,10 +137,8 @@ def test_roles_from_the_roster() -> None:
 
 
 def test_evidence_cannot_be_reshaped_by_what_it_shows() -> None:
-    text = gate_description(
-        title="T", runbook_id="r", incident_id="i", mode="live", step_id="s", action="a", summary="x",
-        params={"reason": "```\n# injected"}, undo=None, preview=None, deadline=T0, on_timeout="reject",
-        rule="r", eligible={"citra": "**Citra**"}, votes=[],
-    )
-    assert "\\*\\*Citra\\*\\*" in text and "````json" in text
+    gate = GateView("s", "live", T0, {"action": "a", "summary": "x", "rule": "r", "on_timeout": "reject",
+                                      "params": {"reason": "```\n# injected"}}, {"citra": "**Citra**"}, [])
+    text = form_description(title="T", runbook_id="r", incident_id="i", gates=[gate])
+    assert "\\*\\*Citra\\*\\*" in text and "````text" in text
     assert fenced("``x``").startswith("```")

@@ -195,7 +195,7 @@ def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, provid
         - {action: email.send, id: email-en, language: en, with: {to: [expat-desk@pay.example.com]}}
         - {action: outbox.send, with: {to: "customers:app-banner"}}""")
     flow = compile_runbook(runbook)
-    state = asyncio.run(with_approvals(siaga_home, runbook.id, flow(incident={"id": "INC-COMMS-1"}, return_state=True)))
+    state = asyncio.run(with_approvals(siaga_home, runbook.id, flow(incident={"id": "INC-COMMS-1"}, requested_by="alert", return_state=True)))
     assert state.is_completed(), state.message
 
     [gate] = [g for g in GateRecords(engine()).find(incident_id="INC-COMMS-1") if g.step_id == "publish-customers"]
@@ -235,20 +235,21 @@ def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, provid
 
 @pytest.mark.usefixtures("prefect_api", "roster")
 def test_a_rejected_statement_is_not_sent(siaga_home: Path) -> None:
-    from .gate_driver import answer, code_for, paused_run
+    from .gate_driver import code_for, open_gate, run_of, vote
 
     runbook = statement_runbook("comms-rejected", '[{action: outbox.send, with: {to: "customers:rejected"}}]')
     flow = compile_runbook(runbook)
 
     async def scenario() -> Any:
-        running = asyncio.create_task(flow(incident={"id": "INC-COMMS-2"}, return_state=True))
-        run_id, _ = await paused_run("comms-rejected")
-        await answer(run_id, "budi", code_for(siaga_home, "budi", run_id, "publish-customers"), "reject",
-                     "the impact line is wrong")
+        running = asyncio.create_task(flow(incident={"id": "INC-COMMS-2"}, requested_by="alert", return_state=True))
+        run_id = await run_of("comms-rejected")
+        await open_gate(run_id, "publish-customers", "budi")
+        vote(run_id, "publish-customers", "budi", code_for(siaga_home, "budi", run_id, "publish-customers", "reject"),
+             "reject")
         return await running
 
     state = asyncio.run(scenario())
-    assert state.is_cancelled(), state
+    assert state.name == "Rejected", state
     assert not [e for e in read_outbox(siaga_home) if e["to"] == "customers:rejected"]
     [deadline] = DeadlineRecords(engine()).find(incident_id="INC-COMMS-2")
     assert deadline.state == "pending" and deadline.met_at is None

@@ -36,7 +36,7 @@ from siaga.store import audit_records, gate_codes, gate_events, gates
 
 from .codes import Decision, code_hash, code_matches, new_code, new_salt, statement
 from .policy import MAX_WRONG_CODES, GatePolicy, Vote
-from .seal import is_sealed, seal
+from .seal import is_sealed, ledger_key, seal
 
 log = get_logger("siaga.gates")
 
@@ -106,8 +106,16 @@ class GateRecords:
     """The decision ledger in the store behind `engine`; codes are checked here so that only
     hashes are kept."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, key: bytes | None = None) -> None:
         self.engine = engine
+        self._key = key
+
+    @property
+    def key(self) -> bytes:
+        """The key of Siaga's seals on votes (`siaga.approvals.seal`)."""
+        if self._key is None:
+            self._key = ledger_key()
+        return self._key
 
     # --- gates ------------------------------------------------------------------------------
 
@@ -264,7 +272,7 @@ class GateRecords:
                 return refuse("the gate closed a moment ago" if row != "open" else "their code was used a moment ago")
             sealed = _vote_fields(gate, person, decision, roles)
             self.event(gate, kind, actor=person, channel=channel, connection=db, roles=roles, comment=comment,
-                       binding=gate.binding_hash, seal=seal(sealed))
+                       binding=gate.binding_hash, seal=seal(sealed, self.key))
             outcome = policy.decide(self._votes(db, gate), now)
             decided = outcome.state != "pending"
             if decided:
@@ -325,7 +333,7 @@ class GateRecords:
                 continue
             decision: Decision = "approve" if row["kind"] == "gate.approved" else "reject"
             fields = _vote_fields(gate, row["actor"], decision, list(data.get("roles") or ()))
-            if data.get("binding") != gate.binding_hash or not is_sealed(fields, data.get("seal")):
+            if data.get("binding") != gate.binding_hash or not is_sealed(fields, data.get("seal"), self.key):
                 if data.get("binding") == gate.binding_hash:
                     log.warning("a vote record without Siaga's seal does not count", gate=gate.id, record=row["id"])
                 continue

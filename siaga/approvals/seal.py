@@ -33,12 +33,12 @@ def is_sealed(fields: Mapping[str, Any], mark: object, key: bytes | None = None)
     return isinstance(mark, str) and hmac.compare_digest(seal(fields, key), mark)
 
 
-def ledger_key() -> bytes:
-    """The key of this store's seals: ``$SIAGA_LEDGER_KEY``, else the home's key file."""
+def ledger_key(home: Path | None = None) -> bytes:
+    """The key of the seals: ``$SIAGA_LEDGER_KEY``, else the key file in `home` (the Siaga home)."""
     named = os.environ.get("SIAGA_LEDGER_KEY")
     if named:
         return named.encode("utf-8")
-    return _key_file(siaga_home() / KEY_FILE)
+    return _key_file((home or siaga_home()) / KEY_FILE)
 
 
 @cache

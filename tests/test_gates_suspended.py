@@ -1,0 +1,244 @@
+"""Gates on `siaga up`: a run waiting on people holds no process (it is suspended in Prefect and
+woken by the stack when a decision or its clock needs it), survives restarts with exactly one gate
+per waiting step, and every attack through Prefect's unauthenticated REST API changes nothing:
+cancelled runs stay cancelled, a run whose mode was changed is refused, a resume Siaga did not
+ask for is recorded and ignored, and an answer given in a forged form does not count."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from siaga.approvals.records import GateRecords, gate_id
+from siaga.approvals.runs import RunRecords
+from siaga.approvals.seal import ledger_key
+from siaga.audit import AuditTrail
+from siaga.integrations.outbox import read_outbox
+from siaga.store import engine
+
+from .gate_driver import ROSTER, code_for
+from .test_stack import clean_env, free_port, stop
+
+pytestmark = pytest.mark.slow
+
+RUNBOOK = """
+runbook: waiting
+title: A gate that holds no process
+severity: sev2
+roles: {finance: [citra, dewi], ops: [eko, fajar]}
+chain_of_command: [ops]
+steps:
+  - id: before
+    action: outbox.send
+    with: {to: team, message: "before the gate"}
+  - id: freeze
+    action: outbox.send
+    with: {to: team, message: "the gated step"}
+    approval: {from: [finance, ops], quorum: 2, distinct_roles: true, timeout: 30m}
+"""
+
+
+class Up:
+    """`siaga up` on one home folder, started and stopped as a person would."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.folder = home, home / "runbooks"
+        self.folder.mkdir()
+        (self.folder / "waiting.yaml").write_text(RUNBOOK)
+        (self.folder / "roster.yaml").write_text(ROSTER)
+        self.env = clean_env(home)
+        self.process: subprocess.Popen[str] | None = None
+        self.api = ""
+        self.store = f"sqlite:///{home / 'siaga.db'}"
+
+    def start(self) -> None:
+        port = free_port()
+        log = (self.home / "up.log").open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--no-receiver", "--runbooks", str(self.folder)],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=self.env,
+        )
+        self.api = f"http://127.0.0.1:{port}/api"
+        wait(lambda: "Siaga is up" in self.log().rsplit("Stopping Siaga", 1)[-1], 180, self.log)
+
+    def log(self) -> str:
+        return (self.home / "up.log").read_text()
+
+    def stop(self) -> None:
+        assert self.process is not None
+        stop(self.process, self.home)
+
+    def siaga(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "siaga.cli", *args], capture_output=True, text=True,
+                              timeout=120, env=self.env, check=False)
+
+    def create_run(self, **parameters: Any) -> str:
+        deployment = httpx.get(f"{self.api}/deployments/name/waiting/siaga").json()
+        run = httpx.post(f"{self.api}/deployments/{deployment['id']}/create_flow_run",
+                         json={"parameters": parameters}, timeout=30).json()
+        return str(run["id"])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=30).json()
+
+    def state(self, run_id: str) -> str:
+        return self.run(run_id)["state"]["type"]
+
+    def set_state(self, run_id: str, state: str, name: str | None = None) -> dict[str, Any]:
+        body = {"state": {"type": state, **({"name": name} if name else {})}, "force": True}
+        return httpx.post(f"{self.api}/flow_runs/{run_id}/set_state", json=body, timeout=30).json()
+
+    def records(self) -> GateRecords:
+        """The stack's decision ledger, read with the stack's own key."""
+        return GateRecords(engine(self.store), ledger_key(self.home))
+
+    def gate(self, run_id: str) -> Any:
+        return self.records().get(gate_id(run_id, "freeze"))
+
+    def waiting(self, run_id: str) -> bool:
+        """Suspended at its gate, its form up: Prefect's state and Siaga's record agree."""
+        record = RunRecords(engine(self.store)).get(run_id)
+        state = self.run(run_id)["state"]
+        return bool(record and record.state == "waiting" and record.form_key
+                    and state["type"] == "PAUSED" and state["name"] == "Suspended"
+                    and state["state_details"]["pause_key"] == record.form_key)
+
+    def sent(self, run_id: str) -> list[str]:
+        return [m["step"] for m in read_outbox(self.home) if m["run_id"] == run_id and not m["to"].startswith("person:")]
+
+    def code(self, person: str, run_id: str, decision: str = "approve") -> str:
+        return code_for(self.home, person, run_id, "freeze", decision)
+
+
+def wait(condition: Callable[[], Any], timeout: float, say: Callable[[], str] = lambda: "") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, say()
+        time.sleep(0.3)
+    return value
+
+
+def processes_of(run_id: str) -> list[int]:
+    """The processes on this machine running flow run `run_id` (Prefect names it in their environment)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    stack = Up(tmp_path_factory.mktemp("gates-suspended"))
+    stack.start()
+    try:
+        yield stack
+    finally:
+        if stack.process and stack.process.poll() is None:
+            stack.stop()
+
+
+def test_a_waiting_run_holds_no_process_and_comes_back_once_decided_across_restarts(up: Up) -> None:
+    run_id = up.create_run(requested_by="eko")
+    wait(lambda: up.waiting(run_id), 120, up.log)
+    wait(lambda: processes_of(run_id) == [], 20, lambda: f"a run waiting on people holds no process: {processes_of(run_id)}")
+
+    approve = up.siaga("approve", run_id, "freeze", "--as", "citra", "--code", up.code("citra", run_id))
+    assert approve.returncode == 0 and "still open" in approve.stdout, approve.stdout + approve.stderr
+    time.sleep(2)
+    assert up.waiting(run_id), "a vote that decides nothing leaves the run asleep"
+
+    for _ in range(2):  # restarts: exactly one gate per waiting step, its vote kept
+        up.stop()
+        up.start()
+        listed = json.loads(up.siaga("approvals", "--json").stdout)
+        assert [(g["step"], g["decided"]) for g in listed if g["run_id"] == run_id] == [("freeze", ["citra"])]
+    shown = up.siaga("approvals", "--evidence").stdout  # for people: whole ids, the command, the evidence
+    assert f"run {run_id}" in shown and f"siaga approve {run_id} freeze --as ID --code CODE" in shown, shown
+    assert "the gated step" in shown, shown
+
+    approve = up.siaga("approve", run_id, "freeze", "--as", "fajar", "--code", up.code("fajar", run_id))
+    assert approve.returncode == 0 and "the gate is approved" in approve.stdout, approve.stdout + approve.stderr
+    wait(lambda: up.state(run_id) == "COMPLETED", 120, lambda: up.state(run_id) + up.log())
+    assert up.sent(run_id) == ["before", "freeze"], "no step ran twice, the gated one once"
+    task_runs = httpx.post(f"{up.api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    assert sorted(t["state"]["name"] for t in task_runs if t["name"] == "before") == ["Cached", "Completed"]
+
+
+def test_a_cancelled_run_is_never_started_again(up: Up) -> None:
+    run_id = up.create_run(requested_by="eko")
+    wait(lambda: up.waiting(run_id), 120, up.log)
+    up.siaga("approve", run_id, "freeze", "--as", "citra", "--code", up.code("citra", run_id))
+    up.set_state(run_id, "CANCELLED")
+    wait(lambda: up.gate(run_id).state == "cancelled", 30, lambda: up.gate(run_id).state)
+    # someone forces it back to Scheduled through the API: it starts, sees it was cancelled, ends
+    up.set_state(run_id, "SCHEDULED")
+    wait(lambda: up.state(run_id) == "CANCELLED", 120, lambda: up.state(run_id))
+    refused = up.siaga("approve", run_id, "freeze", "--as", "fajar", "--code", up.code("fajar", run_id))
+    assert refused.returncode != 0 and "no open gate" in refused.stderr, refused.stdout + refused.stderr
+    assert up.sent(run_id) == ["before"], "the gated step never ran"
+
+
+def test_a_drill_turned_live_while_waiting_is_refused(up: Up) -> None:
+    run_id = up.create_run(mode="drill")
+    wait(lambda: up.waiting(run_id), 120, up.log)
+    up.siaga("approve", run_id, "freeze", "--as", "citra", "--code", up.code("citra", run_id))
+    parameters = {**up.run(run_id)["parameters"], "mode": "live", "requested_by": "eko"}
+    patched = httpx.patch(f"{up.api}/flow_runs/{run_id}", json={"parameters": parameters}, timeout=30)
+    assert patched.status_code == 204, patched.text
+    up.siaga("approve", run_id, "freeze", "--as", "fajar", "--code", up.code("fajar", run_id))  # the drill's 2nd vote
+    wait(lambda: up.state(run_id) == "FAILED", 120, lambda: up.state(run_id) + up.log())
+    assert up.run(run_id)["state"]["name"] == "Refused"
+    assert "mode drill -> live" in up.run(run_id)["state"]["message"]
+    assert [m["message"] for m in read_outbox(up.home) if m["run_id"] == run_id and m["step"] == "freeze"] == []
+
+
+def test_a_resume_siaga_did_not_ask_for_changes_nothing_and_a_forged_form_does_not_count(up: Up) -> None:
+    run_id = up.create_run(requested_by="eko")
+    wait(lambda: up.waiting(run_id), 120, up.log)
+    first = up.run(run_id)["state"]["state_details"]["pause_key"]
+    up.set_state(run_id, "SCHEDULED", "Resuming")  # forced through the API, no answer
+    wait(lambda: up.waiting(run_id) and up.run(run_id)["state"]["state_details"]["pause_key"] != first, 120, up.log)
+    resumed = [r for r in AuditTrail(engine(up.store)).records(f"run:{run_id}") if r.kind == "run.resumed"]
+    assert [(r.channel, r.data["how"]) for r in resumed] == [
+        ("prefect-api", "resumed through Prefect's API, not by Siaga: nothing changes")]
+    assert up.gate(run_id).is_open and not up.records().votes(up.gate(run_id))
+
+    # the evidence in the form is replaced through the API; an answer given in that form does not count
+    key = up.run(run_id)["state"]["state_details"]["pause_key"]
+    description = f"{up.api}/flow_runs/{run_id}/input/paused-{key}-description"
+    assert httpx.delete(description).status_code == 204
+    forged = httpx.post(f"{up.api}/flow_runs/{run_id}/input",
+                        json={"key": f"paused-{key}-description", "value": json.dumps("Freeze nothing. Approve.")})
+    assert forged.status_code == 201, forged.text
+    answer = {"step": "freeze", "decision": "approve", "approver": "citra", "code": up.code("citra", run_id), "comment": ""}
+    resumed_by_form = httpx.post(f"{up.api}/flow_runs/{run_id}/resume", json={"run_input": answer}).json()
+    assert resumed_by_form["status"] == "ACCEPT", resumed_by_form
+    wait(lambda: up.waiting(run_id) and up.run(run_id)["state"]["state_details"]["pause_key"] != key, 120, up.log)
+    events = up.records().events(gate_id(run_id, "freeze"))
+    answered = [(e["kind"], e["channel"], e["detail"].get("reason", "")) for e in events
+                if e["actor"] == "citra" and e["kind"] != "code sent"]
+    assert [(kind, channel) for kind, channel, _ in answered] == [("refused", "ui")]
+    assert answered[0][2].startswith("the form was changed through Prefect's API after Siaga wrote it")
+
+    # in the form as Siaga wrote it, her answer counts: the run comes back, takes it, waits again
+    key = up.run(run_id)["state"]["state_details"]["pause_key"]
+    resumed_by_form = httpx.post(f"{up.api}/flow_runs/{run_id}/resume", json={"run_input": answer}).json()
+    assert resumed_by_form["status"] == "ACCEPT", resumed_by_form
+    wait(lambda: up.waiting(run_id) and up.run(run_id)["state"]["state_details"]["pause_key"] != key, 120, up.log)
+    events = up.records().events(gate_id(run_id, "freeze"))
+    assert [v.person for v in up.records().votes(up.gate(run_id))] == ["citra"], events
+    assert "Citra Lestari's approval of freeze counted" in json.dumps(
+        httpx.get(f"{up.api}/flow_runs/{run_id}/input/paused-{up.run(run_id)['state']['state_details']['pause_key']}-description").json())
+    up.set_state(run_id, "CANCELLED")
