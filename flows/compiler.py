@@ -11,6 +11,7 @@ named after the step id with the step's retries and timeout; the scheduling betw
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import re
 import time
@@ -135,6 +136,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             connections=load_connections(runbook_folder()),
             secret_source=prefect_secret,
             library=runbook_folder(),
+            was_done=functools.partial(_was_done, chain_of(incident_id, run_id)),
         )
         timeline = timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
         roster = find_roster(runbook_folder())
@@ -253,6 +255,15 @@ def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:
     except ValueError:
         return None
     return opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+
+
+async def _was_done(chain: str, step_id: str) -> bool:
+    """Whether the audit chain records `step_id` as done: completed, or recorded in a drill."""
+    records = await asyncio.to_thread(trail().records, chain)
+    return any(
+        r.kind == "step.finished" and r.data.get("step") == step_id and r.data.get("outcome") in ("completed", "recorded")
+        for r in records
+    )
 
 
 def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict[str, Any]:

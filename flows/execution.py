@@ -100,6 +100,8 @@ class RunInfo:
     secret_source: Callable[[str], str | None] | None = None
     library: Path | None = None
     """The runbook folder (message templates are in its templates/)."""
+    was_done: Callable[[str], Awaitable[bool]] | None = None
+    """Whether a step of this incident's response was done (completed, or recorded in a drill)."""
 
 
 class Execution:
@@ -179,6 +181,9 @@ class Execution:
                 if self._stopping:
                     return
                 blocked = next((n for n in needs if n in self._blocked), None)
+                if blocked is None and step.releases and self.run.was_done and not await self.run.was_done(step.releases):
+                    self._blocked[step.releases] = f"`{step.releases}`, which it releases, was never done"
+                    blocked = step.releases
                 if blocked is not None:
                     await self._not_done(step, blocked)
                 else:

@@ -62,6 +62,10 @@ class RunSummary:
     def next_actions(self) -> list[str]:
         """What a person must do now, most urgent first."""
         todo: list[str] = []
+        for step in self.rejected:
+            todo.append(f"Step `{step.step_id}` was rejected ({step.error}): it was not done, nor what depends on "
+                        "it; if it is still needed, start the runbook again so that people are asked again, "
+                        "or do it by hand.")
         for step in self.failed + self.tolerated:
             advice = step.todo or _DEFAULT_TODO
             todo.append(f"Step `{step.step_id}` failed: {advice}.")
@@ -82,6 +86,9 @@ class RunSummary:
                 + ", ".join(f"`{s}`" for s in kept)
                 + "."
             )
+        blocked = [s.step_id for s in self.steps if s.outcome is Outcome.SKIPPED and s.error]
+        if blocked:
+            todo.append("Not done because of a rejection: " + ", ".join(f"`{s}`" for s in blocked) + ".")
         not_run = [s.step_id for s in self.steps if s.outcome is Outcome.NOT_RUN]
         if not_run:
             todo.append(
@@ -102,8 +109,8 @@ class RunSummary:
     def headline(self) -> str:
         if not self.ok:
             verdict = "failed"
-        elif self.rejected and any(s.outcome is Outcome.NOT_RUN for s in self.steps):
-            verdict = f"stopped: {', '.join(s.step_id for s in self.rejected)} rejected"
+        elif self.rejected:
+            verdict = f"completed without {', '.join(s.step_id for s in self.rejected)} (rejected)"
         elif self.tolerated:
             verdict = f"completed with {len(self.tolerated)} failed step(s) tolerated"
         else:

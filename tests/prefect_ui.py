@@ -102,9 +102,10 @@ def run_page(ui_url: str, flow_run_id: str) -> str:
 
 
 def open_resume_form(page: Page, url: str) -> ResumeForm:
-    """Open a run's page (`url`, in either UI), check that it is Paused, open its Resume dialog."""
+    """Open a run's page (`url`, in either UI), check that it is Paused (or Suspended, a pause that
+    holds no process), open its Resume dialog."""
     page.goto(url)
-    expect(page.get_by_text("Paused", exact=True).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^(Paused|Suspended)$")).first).to_be_visible()
     if urlsplit(url).path.startswith("/v2/"):
         page.get_by_role("button", name="Open menu").click()
         page.get_by_role("menuitem", name="Resume").click()

@@ -153,7 +153,7 @@ async def _run(incident: str, probe_url: str) -> tuple[Any, dict[str, Any]]:
     flow = compile_runbook(runbook)
     run = flow(
         mode="live", incident={"id": incident}, region=REGION, synthetics_url=probe_url,
-        settle_for="1s", return_state=True,
+        settle_for="1s", requested_by="alert", return_state=True,
     )
     state = await with_approvals(Path(os.environ["SIAGA_HOME"]), runbook.id, run)  # as the team would
     result = await state.aresult(raise_on_failure=False)

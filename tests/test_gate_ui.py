@@ -1,11 +1,12 @@
 """An approval gate decided in the Prefect UI, in a real browser, on a real `siaga up` stack.
 
 A runbook with a gated step is served by `siaga up`; a live run is started on behalf of eko (one
-of the two ops people), pauses at the gate and sends each eligible person their one-time code
-through the outbox (the bundled team has no other channel). The named approver opens the link
-from the message, reads the evidence, picks himself, types his code and approves in Prefect's
-resume form; the gated step runs. The requester is never offered as an approver, and a wrong
-code leaves the run paused at the gate with the refusal noted on the form.
+of the two ops people), waits at the gate without a process (suspended) and sends each eligible
+person their approve and reject codes through the outbox (the bundled team has no other channel).
+The named approver opens the link from the message, reads the evidence, picks the step and
+himself, types his approve code and approves in Prefect's Resume form; the stack wakes the run,
+which takes the answer to the ledger, and the gated step runs. The requester is never offered as
+an approver, and a wrong code leaves the run waiting with the refusal shown on its next form.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class GatedRun:
         if key is None:
             return None
         # the form is saved just after the run pauses
-        form = self.http.get(f"{self.stack.api}/flow_runs/{self.id}/input/paused-{key}-schema")
+        form = self.http.get(f"{self.stack.api}/flow_runs/{self.id}/input/paused-{key}-description")
         return key if form.status_code == 200 else None
 
     def message_to(self, person: str) -> str:
@@ -159,11 +160,12 @@ def test_the_named_approver_approves_in_the_browser_and_the_gated_step_runs(gate
     code = code_for(gated_run.home, "fajar", gated_run.id, "freeze")
     form = open_resume_form(page, gated_run.link("fajar"))  # the v1 UI on Prefect 3.8
     # the evidence: the step, its exact parameters, who may decide now
-    expect(form.dialog.get_by_text("Approval needed: Gated payout freeze")).to_be_visible()
+    expect(form.dialog.get_by_text("Decisions needed: Gated payout freeze")).to_be_visible()
     expect(form.dialog.get_by_text(f"freeze {gated_run.scope}")).to_be_visible()
     expect(form.dialog.get_by_text("Fajar Nugroho (fajar)")).to_be_visible()
     assert not gated_run.frozen(), "the gated step ran before anyone approved"
 
+    assert form.choose("Step", "freeze") == ["freeze"]
     assert form.choose("Approver", "fajar") == ["fajar"]  # not eko, who asked for the run
     form.choose("Decision", "approve")
     form.fill("Code", code)
@@ -184,6 +186,7 @@ def test_a_wrong_code_is_refused_and_the_run_stays_paused(gated_run: GatedRun, p
     wrong = f"{(int(code) + 1) % 10**8:08d}"
     link = gated_run.link("fajar")
     form = open_resume_form(page, run_page(link.split("/runs/")[0], gated_run.id))  # the default v2 UI
+    form.choose("Step", "freeze")
     assert form.choose("Approver", "fajar") == ["fajar"]
     form.choose("Decision", "approve")
     form.fill("Code", code[:7])
@@ -197,8 +200,8 @@ def test_a_wrong_code_is_refused_and_the_run_stays_paused(gated_run: GatedRun, p
     assert (answer.http_status, answer.status) == (201, "ACCEPT"), answer.body  # well formed: the gate checks it
     wait(lambda: (key := gated_run.paused_key()) and key != gated_run.pause_key, 30)  # paused again, new form
 
-    form = open_resume_form(page, link)
-    expect(form.dialog.get_by_text("Refused an answer as fajar: wrong code (1 of 5).")).to_be_visible()
+    form = open_resume_form(page, link)  # the outcome of his answer, where he gave it
+    expect(form.dialog.get_by_text(re.compile(r"Fajar Nugroho's answer on freeze was refused: wrong code \(1 of 5\)"))).to_be_visible()
     time.sleep(2)
     assert gated_run.run()["state"]["type"] == "PAUSED"
     assert not gated_run.frozen()

@@ -396,7 +396,7 @@ def test_the_report_tells_the_whole_incident_and_renders_in_chromium(
         ("alice", "publish-customers"),
     ):
         assert (
-            f"| `{gate}` | approved | {person} | ui | `{gates[gate].params_hash}` |" in decisions
+            f"| `{gate}` | approved | {person} | cli | `{gates[gate].params_hash}` |" in decisions
         ), decisions
     messages = markdown.split("## Messages sent", 1)[1].split("## What failed", 1)[0]
     assert "| notification | pagerduty:payments-oncall | outbox | `page-oncall` |" in messages, (

@@ -291,6 +291,8 @@ class GateRecords:
         if not gate.is_open:
             return gate
         policy = gate.rules
+        if policy.decide(self.votes(gate), now).state == "pending" and now < policy.deadline:
+            return gate  # nothing to decide: no write, no lock
         with self._locked(gate.id) as db:
             if db.execute(select(gates.c.state).where(gates.c.id == gate.id)).scalar() != "open":
                 db.rollback()

@@ -96,6 +96,20 @@ def _check_step_graph(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
                     yield doc.diagnostic(
                         "unknown-step", f"no step has the id `{name}`", loc, hint=did_you_mean(name, ids)
                     )
+        for index, step in enumerate(steps):
+            if step.releases is None:
+                continue
+            responds = [s.id for s in runbook.steps]
+            if where != "on_resolve":
+                yield doc.diagnostic(
+                    "releases-in-response", "`releases:` is for on_resolve steps: it names a step of the response",
+                    (where, index, "releases"), hint="move this step to on_resolve, or use `after:`",
+                )
+            elif step.releases not in responds:
+                yield doc.diagnostic(
+                    "unknown-step", f"no step of the response has the id `{step.releases}`",
+                    (where, index, "releases"), hint=did_you_mean(step.releases, responds),
+                )
         needs = step_needs(steps)
         cycle = find_cycle({k: [n for n in v if n != k] for k, v in needs.items()})
         if cycle:

@@ -298,6 +298,11 @@ class Step(_Model):
     approval: Approval | None = None
     undo: Undo | None = None
     continue_on_error: bool = False
+    releases: Slug | None = Field(
+        default=None,
+        description="An on_resolve step that releases what a step of the response did (payouts it froze): "
+        "it is asked for and run only if that step was done; otherwise it is skipped, and said so.",
+    )
 
     @field_validator("undo", mode="before")
     @classmethod
