@@ -113,7 +113,12 @@ def main() -> None:
         deployments = {name: http.get(f"/deployments/name/{name}/siaga").json()["id"] for name in ("two-gates", "probe")}
 
         def create(name: str, **parameters: object) -> str:
-            return http.post(f"/deployments/{deployments[name]}/create_flow_run", json={"parameters": parameters}).json()["id"]
+            for _ in range(20):  # Prefect on SQLite answers 503 while its database is locked
+                created = http.post(f"/deployments/{deployments[name]}/create_flow_run", json={"parameters": parameters})
+                if created.status_code == 201:
+                    return str(created.json()["id"])
+                time.sleep(1)
+            raise RuntimeError(f"could not create a run: {created.status_code} {created.text}")
 
         def probe() -> float:
             run_id = create("probe")

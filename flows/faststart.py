@@ -13,10 +13,10 @@ then hands the run to a `FlowRunExecutor` with a forkserver starter. Its cancell
 kills a run cancelled from the UI, and a run whose process exits non-zero is reported Crashed.
 
 The receiver creates the run Scheduled (so the runner would pick it up within a second if this
-lane could not) and hands it here at once. Only one executor can move a run from Scheduled to
-Pending: when the runner's poll and this lane race for the same run, the server aborts the
-loser, who steps aside quietly. A run created any other way (UI, CLI, drill schedules) is left
-to the runner.
+lane could not) and hands it here at once; so does the run watcher (`wakeups`) when it wakes a run
+that waited at its gates. Only one executor can move a run from Scheduled to Pending: when the
+runner's poll and this lane race for the same run, the server aborts the loser, who steps aside
+quietly. A run created any other way (UI, CLI, drill schedules) is left to the runner.
 """
 
 from __future__ import annotations

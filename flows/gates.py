@@ -127,9 +127,9 @@ class RunWaiter:
 
     async def _park(self) -> None:
         async with self._lock:
-            gates = [g for g in (self.records.get(i) for i in self.waiting) if g is not None and g.is_open]
-            if not gates:
-                return
+            gates = [g for g in (self.records.get(i) for i in self.waiting) if g is not None]
+            if not gates or not all(g.is_open for g in gates):
+                return  # a gate was decided a moment ago: its step is about to run
             now = self.clock()
             wake = min(_wake_at(g.rules, now) for g in gates)
             form = build_form(self.run_id, gates, self.records, self.roster, now)

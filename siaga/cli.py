@@ -529,6 +529,10 @@ def cmd_incident(args: argparse.Namespace) -> int:
     out.print("[bold]timeline[/bold]")
     for entry in report["timeline"]:
         out.print(f"  {entry['at']:%Y-%m-%d %H:%M:%S}  {entry['event']}", markup=False)
+    if report["next"]:
+        out.print("[bold]what a person must do next[/bold]")
+        for item in report["next"]:  # whole lines: keys are there to be copied
+            out.print(f"  {item}", markup=False, soft_wrap=True)
     return OK
 
 

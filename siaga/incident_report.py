@@ -19,13 +19,16 @@ import httpx
 from sqlalchemy import Engine, select
 
 from .approvals.records import GateRecords
+from .audit import AuditTrail
 from .deadlines import DeadlineRecords
 from .errors import BadInput
 from .incidents import get_incident
+from .ledger import Ledger
 from .store import incidents
 
 __all__ = [
-    "IncidentNotFound", "find_incident_id", "gates_of", "incident_report", "read_run", "run_url", "timeline",
+    "IncidentNotFound", "find_incident_id", "gates_of", "incident_report", "next_actions", "read_run", "run_url",
+    "timeline",
 ]
 
 GATE_TIMELINE = {"opened", "approved", "rejected", "escalated", "timed out", "decided", "cancelled"}
@@ -197,7 +200,29 @@ def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datet
     report["gates"] = gates_of(engine, incident_id, api_url)
     report["deadlines"] = [d.as_dict() for d in DeadlineRecords(engine).find(incident_id=incident_id)]
     report["timeline"] = timeline(incident, run, report["gates"], resolve_run)
+    report["next"] = next_actions(engine, incident_id, report["gates"])
     return report
+
+
+def next_actions(engine: Engine, incident_id: str, gates: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What a person must do now about the incident's runs: a run that died or was refused, a
+    side effect of unknown outcome to settle (its whole ledger key), a step people rejected."""
+    todo = []
+    for record in AuditTrail(engine).records(incident_id):
+        if record.kind in ("run.died", "run.refused"):
+            todo.append(f"run {record.run_id} {'died' if record.kind == 'run.died' else 'was refused'}: "
+                        f"{record.data.get('reason')}")
+            todo += [f"  then {item}" for item in record.data.get("next") or ()]
+    for entry in Ledger(engine).entries(unsettled=True):
+        if entry.key.startswith(f"{incident_id}:"):
+            todo.append(f"settle {entry.key} ({entry.action}, outcome unknown): check the provider, then "
+                        f"`siaga ledger --resolve {entry.key} --done` (it took effect) or `--retry`")
+    for gate in gates:
+        if gate["state"] in ("rejected", "timed_out"):
+            todo.append(f"step {gate['step']} was {gate['state'].replace('_', ' ')} "
+                        f"({gate.get('decision') or 'no reason given'}): not done; start the runbook again "
+                        "if it is still needed")
+    return todo
 
 
 def labels_summary(labels: Mapping[str, str], width: int = 80) -> str:
