@@ -189,16 +189,16 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         decisions = decision_rows(records_shown)
         if decisions:
             await acreate_table_artifact(
-                key=_artifact_key(f"{runbook.id}-decisions"), table=decisions, description="Approval gate decisions"
+                key=artifact_key(f"{runbook.id}-decisions"), table=decisions, description="Approval gate decisions"
             )
         await _publish_report(runbook, registry, timeline.chain)
         await acreate_markdown_artifact(
-            key=_artifact_key(f"{runbook.id}-summary"),
+            key=artifact_key(f"{runbook.id}-summary"),
             markdown=summary.to_markdown(),
             description=summary.headline(),
         )
         await acreate_table_artifact(
-            key=_artifact_key(f"{runbook.id}-steps"),
+            key=artifact_key(f"{runbook.id}-steps"),
             table=summary.step_rows(),
             description=summary.headline(),
         )
@@ -372,7 +372,7 @@ async def _publish_deadlines(runbook: Runbook, run: RunInfo) -> None:
     incident_id = (run.incident or {}).get("id")
     found = records.find(incident_id=str(incident_id)) if incident_id else records.find(run_id=run.run_id)
     await acreate_markdown_artifact(
-        key=_artifact_key(f"{runbook.id}-statement-deadlines"),
+        key=artifact_key(f"{runbook.id}-statement-deadlines"),
         markdown="### Statement deadlines\n\n" + deadlines_markdown(found),
         description="Statement deadlines and whether they were met",
     )
@@ -392,12 +392,12 @@ async def _publish_report(runbook: Runbook, registry: ActionRegistry, chain: str
         log.error("post-incident report not published", chain=chain, error=REDACTOR.text(f"{type(exc).__name__}: {exc}"))
         return
     await acreate_markdown_artifact(
-        key=_artifact_key(f"{runbook.id}-report"), markdown=markdown,
+        key=artifact_key(f"{runbook.id}-report"), markdown=markdown,
         description=f"Post-incident report of {chain} as this run ended (`siaga report {chain}` for the latest)",
     )
 
 
-def _artifact_key(text: str) -> str:
+def artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:100]
 
 
@@ -420,7 +420,7 @@ class Timeline:
         self.published = time.monotonic()
         records = await asyncio.to_thread(trail().records, self.chain, self.run_id)
         await acreate_markdown_artifact(
-            key=_artifact_key(f"{self.runbook_id}-timeline"),
+            key=artifact_key(f"{self.runbook_id}-timeline"),
             markdown=REDACTOR.text(timeline_markdown(records, f"Timeline of run {self.run_id}")),
             description=f"Audit trail of this run: {len(records)} records, chain {self.chain}",
         )
@@ -429,7 +429,7 @@ class Timeline:
 
 def _publish(runbook_id: str) -> Any:
     async def publish(key: str, markdown: str) -> None:
-        await acreate_markdown_artifact(key=_artifact_key(f"{runbook_id}-{key}"), markdown=REDACTOR.text(markdown))
+        await acreate_markdown_artifact(key=artifact_key(f"{runbook_id}-{key}"), markdown=REDACTOR.text(markdown))
 
     return publish
 

@@ -30,7 +30,7 @@ from siaga.actions import ActionRegistry
 from siaga.errors import StackUnavailable
 from siaga.runbook import Runbook
 
-from .compiler import RunbookFailed, _artifact_key, compile_runbook
+from .compiler import RunbookFailed, artifact_key, compile_runbook
 from .deployments import DEPLOYMENT
 from .links import flow_run_url
 
@@ -123,7 +123,7 @@ async def follow_run(
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-                key=ArtifactFilterKey(any_=[_artifact_key(f"{runbook_id}-steps")]),
+                key=ArtifactFilterKey(any_=[artifact_key(f"{runbook_id}-steps")]),
             )
         )
     state = run.state

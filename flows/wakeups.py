@@ -26,6 +26,7 @@ from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Scheduled
 
@@ -35,6 +36,8 @@ from siaga.audit import arecord
 from siaga.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.store import engine
+
+from .compiler import artifact_key
 
 if TYPE_CHECKING:
     from .faststart import FastLane
@@ -70,9 +73,10 @@ class Wakeups:
         state = run.state
         assert state is not None
         if state.type in (StateType.CANCELLED, StateType.CANCELLING):
-            await self._end(record, "cancelled", f"the run was {state.name} in Prefect", state.message)
+            await self._end(client, record, "cancelled", f"the run was {state.name} in Prefect", state.message)
         elif state.is_final():
-            await self._end(record, "ended", f"the run ended {state.name} without finishing its steps", state.message)
+            await self._end(client, record, "ended", f"the run ended {state.name} without finishing its steps",
+                            state.message)
         elif record.state == "waiting" and state.type is StateType.PAUSED:
             reason = self._wake_reason(record)
             if reason and record.wake_requested_at is None:
@@ -108,7 +112,7 @@ class Wakeups:
             deployment = self._deployments[run.deployment_id] = await client.read_deployment(run.deployment_id)
         self.lane.dispatch(run, deployment)
 
-    async def _end(self, record: RunRecord, state: str, reason: str, message: str | None) -> None:
+    async def _end(self, client: Any, record: RunRecord, state: str, reason: str, message: str | None) -> None:
         if not self.runs.end(record.run_id, state, reason):
             return
         closed = self.records.close_for_run(record.run_id, "cancelled", reason)
@@ -123,6 +127,13 @@ class Wakeups:
             gates_closed=[g.step_id for g in closed], unsettled=unsettled, next=todo,
         )
         log.warning("run ended outside its flow", run_id=record.run_id, state=state, reason=reason, next=todo)
+        await client.create_artifact(ArtifactCreate(
+            key=artifact_key(f"{record.runbook_id}-summary"), type="markdown", flow_run_id=UUID(record.run_id),
+            description=f"Runbook {record.runbook_id}: {reason}",
+            data="\n".join([f"# {record.runbook_id}: {reason}", "", *(f"- {m}" for m in [message] if m),
+                            *([f"- gates closed: {', '.join(g.step_id for g in closed)}"] if closed else []),
+                            "", "## What a person must do next", "", *(f"- {item}" for item in todo)]) + "\n",
+        ))
 
 
 async def _read(client: Any, run_ids: Iterable[str]) -> dict[str, FlowRun]:

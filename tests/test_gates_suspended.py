@@ -7,6 +7,8 @@ ask for is recorded and ignored, and an answer given in a forged form does not c
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,19 @@ from .gate_driver import ROSTER, code_for
 from .test_stack import clean_env, free_port, stop
 
 pytestmark = pytest.mark.slow
+
+HANGING = """
+runbook: hanging
+title: A step killed in flight
+severity: sev2
+steps:
+  - id: change
+    action: http.request
+    timeout: 10m
+    with: {url: "{{ inputs.url }}", method: POST, json: {freeze: payouts}}
+inputs:
+  url: {type: string}
+"""
 
 RUNBOOK = """
 runbook: waiting
@@ -53,6 +68,7 @@ class Up:
         self.home, self.folder = home, home / "runbooks"
         self.folder.mkdir()
         (self.folder / "waiting.yaml").write_text(RUNBOOK)
+        (self.folder / "hanging.yaml").write_text(HANGING)
         (self.folder / "roster.yaml").write_text(ROSTER)
         self.env = clean_env(home)
         self.process: subprocess.Popen[str] | None = None
@@ -80,8 +96,8 @@ class Up:
         return subprocess.run([sys.executable, "-m", "siaga.cli", *args], capture_output=True, text=True,
                               timeout=120, env=self.env, check=False)
 
-    def create_run(self, **parameters: Any) -> str:
-        deployment = httpx.get(f"{self.api}/deployments/name/waiting/siaga").json()
+    def create_run(self, runbook: str = "waiting", **parameters: Any) -> str:
+        deployment = httpx.get(f"{self.api}/deployments/name/{runbook}/siaga").json()
         run = httpx.post(f"{self.api}/deployments/{deployment['id']}/create_flow_run",
                          json={"parameters": parameters}, timeout=30).json()
         return str(run["id"])
@@ -242,3 +258,44 @@ def test_a_resume_siaga_did_not_ask_for_changes_nothing_and_a_forged_form_does_n
     assert "Citra Lestari's approval of freeze counted" in json.dumps(
         httpx.get(f"{up.api}/flow_runs/{run_id}/input/paused-{up.run(run_id)['state']['state_details']['pause_key']}-description").json())
     up.set_state(run_id, "CANCELLED")
+
+
+def test_a_run_killed_in_a_step_ends_and_names_the_side_effect_to_settle(up: Up) -> None:
+    """The provider takes the call and never answers; the run's process is killed while it waits.
+    Within seconds the run is Crashed (its runner saw it die), the stack records its end, and its
+    summary and `siaga incident`'s next actions name the whole ledger key to settle."""
+    import socket
+    import threading
+
+    taken = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        taken.set()  # the call reached the provider; its answer never comes
+
+    threading.Thread(target=hang, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/freeze"
+    run_id = up.create_run("hanging", url=url, incident={"id": "INC-KILLED"})
+    assert taken.wait(120), up.log()
+    killed = wait(lambda: processes_of(run_id), 30)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    died = wait(lambda: [r for r in AuditTrail(engine(up.store)).records("INC-KILLED") if r.kind == "run.died"], 120,
+                lambda: up.state(run_id) + up.log())
+    ended_after = time.monotonic() - started
+    key = "INC-KILLED:change:http.request"
+    assert up.state(run_id) == "CRASHED" and ended_after < 90, (up.state(run_id), ended_after)
+    assert died[0].data["unsettled"] == [key]
+    assert any(f"siaga ledger --resolve {key} --done" in item for item in died[0].data["next"]), died[0].data
+    summary = httpx.post(f"{up.api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+    assert any(f"siaga ledger --resolve {key}" in (a.get("data") or "") for a in summary), summary
+    from siaga.incident_report import next_actions
+
+    todo = next_actions(engine(up.store), "INC-KILLED", [])
+    assert any(key in item and "--retry" in item for item in todo), todo
+    ledger = up.siaga("ledger", "--unsettled")
+    assert key in ledger.stdout, ledger.stdout
+    listener.close()
