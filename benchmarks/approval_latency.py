@@ -124,8 +124,6 @@ def held() -> list[float]:
     with prefect_test_harness(server_startup_timeout=120):
         async def go() -> list[float]:
             run = asyncio.create_task(flow(requested_by="bench", return_state=True))
-            from prefect.context import FlowRunContext  # noqa: F401
-
             while not (run_ids := _runs(home)):
                 await asyncio.sleep(0.05)
             latencies = await asyncio.to_thread(drive, home, run_ids[0], f"sqlite:///{home / 'siaga.db'}", lambda: True)

@@ -120,7 +120,9 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             if admission.verdict == "cancelled":
                 return Cancelled(message=admission.reason)  # type: ignore[return-value]
             return Failed(name="Refused", message=admission.reason)  # type: ignore[return-value]
-        if mode is Mode.DRILL and (skipped := await drilling.stand_down(runbook, run_id)) is not None:
+        if admission.verdict == "start" and mode is Mode.DRILL and (
+            skipped := await drilling.stand_down(runbook, run_id)
+        ) is not None:
             runs.end(run_id, "ended", "stood down")
             return skipped  # type: ignore[return-value]  # never beside a live incident
         run = RunInfo(

@@ -97,9 +97,8 @@ async def take_answer(run_id: str, key: str, records: GateRecords, runs: RunReco
         return None
     step, person = _text(answer.get("step")), _text(answer.get("approver"))
     gate = records.get(gate_id(run_id, step))
-    if gate is None:
-        await arecord("run.resumed", incident_id=record.incident_id, run_id=run_id, channel="ui",
-                      how=f"an answer for no gate of this run ({step!r}): nothing counted")
+    if gate is None:  # not a step the form offered: the stored answer was rewritten
+        log.warning("an answer for no gate of this run: nothing counted", run_id=run_id, step=step)
         return None
     if record.form_key == key and record.form_hash and await _form_hash(run, keyset) != record.form_hash:
         records.event(gate, "refused", actor=person, channel="ui", decision=_text(answer.get("decision")),

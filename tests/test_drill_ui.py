@@ -12,8 +12,6 @@ Rejected and says what a person must do next.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +29,7 @@ from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures 
 from .conftest import RUNBOOKS
 from .gate_driver import code_for
 from .prefect_ui import open_resume_form, run_page
-from .test_stack import Stack, clean_env, free_port, stop
+from .test_stack import Stack, running_stack
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -48,21 +46,8 @@ def wait(ready: Callable[[], T], timeout: float = 120, say: Callable[[], str] = 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("drill-ui-home")
-    port = free_port()
-    env = clean_env(home)
-    output = home / "up.log"
-    with output.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--no-receiver", "--runbooks", str(RUNBOOKS)],
-            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
-        )
-    try:
-        wait(lambda: "Siaga is up" in output.read_text() or process.poll() is not None, 180)
-        assert process.poll() is None, output.read_text()
-        yield Stack(process, output, f"http://127.0.0.1:{port}/api", env)
-    finally:
-        stop(process, home)
+    with running_stack(tmp_path_factory.mktemp("drill-ui-home"), RUNBOOKS, "--no-receiver") as up:
+        yield up
 
 
 class Drill:

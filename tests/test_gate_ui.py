@@ -12,8 +12,6 @@ an approver, and a wrong code leaves the run waiting with the refusal shown on i
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -29,7 +27,7 @@ from siaga.integrations.outbox import read_outbox
 from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
 from .gate_driver import ROSTER, code_for
 from .prefect_ui import open_resume_form, run_page
-from .test_stack import Stack, clean_env, free_port, stop
+from .test_stack import Stack, free_port, running_stack
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -65,21 +63,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder.mkdir()
     (folder / "roster.yaml").write_text(ROSTER)
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
-    port = free_port()
-    env = clean_env(home)
-    output = home / "up.log"
-    with output.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port", str(free_port()),
-             "--runbooks", str(folder)],
-            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
-        )
-    try:
-        wait(lambda: "Siaga is up" in output.read_text() or process.poll() is not None, 180)
-        assert process.poll() is None, output.read_text()
-        yield Stack(process, output, f"http://127.0.0.1:{port}/api", env)
-    finally:
-        stop(process, home)
+    with running_stack(home, folder, "--receiver-port", str(free_port())) as up:
+        yield up
 
 
 def wait(ready: Callable[[], T], timeout: float = 60) -> T:

@@ -3,6 +3,7 @@ from the Prefect API, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -89,28 +90,33 @@ class Stack:
         return said
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("stack-home")
+@contextlib.contextmanager
+def running_stack(home: Path, runbooks: Path, *options: str) -> Iterator[Stack]:
+    """`siaga up` on `home` serving `runbooks` (with `options`), until the block ends: stopped as a
+    person would stop it."""
     port = free_port()
     env = clean_env(home)
     output = home / "up.log"
     with output.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port", str(free_port()),
-             "--runbooks", str(RUNBOOKS)],
+            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--runbooks", str(runbooks), *options],
             stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
         )
-    deadline = time.monotonic() + 180
-    while "Siaga is up" not in output.read_text():
-        assert process.poll() is None, output.read_text()
-        assert time.monotonic() < deadline, output.read_text()
-        time.sleep(0.5)
-    stack = Stack(process, output, f"http://127.0.0.1:{port}/api", env)
     try:
-        yield stack
+        deadline = time.monotonic() + 180
+        while "Siaga is up" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.5)
+        yield Stack(process, output, f"http://127.0.0.1:{port}/api", env)
     finally:
         stop(process, home)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack-home"), RUNBOOKS, "--receiver-port", str(free_port())) as up:
+        yield up
 
 
 def test_a_drill_through_the_cli_runs_on_the_stack(stack: Stack) -> None:

@@ -98,7 +98,7 @@ def gate_section(gate: GateView) -> list[str]:
     lines += [
         f"- **Deadline:** {gate.deadline:%Y-%m-%d %H:%M:%S} UTC, then **{escape(ev.get('on_timeout', 'reject'))}**",
         f"- **Rule:** {escape(ev.get('rule', ''))}",
-        f"- **Whose vote can still count:** "
+        "- **Whose vote can still count:** "
         + (", ".join(f"{escape(name)} ({escape(pid)})" for pid, name in gate.may_decide.items()) or "nobody"),
     ]
     if gate.votes:
