@@ -64,6 +64,8 @@ class StackOptions:
     receiver: bool = True
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8787
+    max_runs: int = 20
+    """How many flow runs the runner runs at once (Prefect's own default is 5)."""
 
 
 def run_stack(options: StackOptions, echo: Echo = print) -> int:
@@ -164,13 +166,18 @@ async def _serve_in(
     stack: contextlib.AsyncExitStack, catalog: Catalog, options: StackOptions, api_url: str, echo: Echo
 ) -> int:
     await ensure_zombie_automation(list(catalog.runbooks))
-    runner = Runner(name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False)
+    runner = Runner(
+        name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False,
+        limit=options.max_runs,
+    )
     for runbook in catalog.runbooks.values():
         await runner.aadd_deployment(await deployment(runbook))
     lane = await stack.enter_async_context(FastLane(heartbeat_seconds=HEARTBEAT_SECONDS)) if options.receiver else None
     receiver, receiver_task = await _start_receiver(catalog, options, echo, lane) if options.receiver else (None, None)
     ui = api_url.removesuffix("/api")
-    echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served. Prefect UI: {ui}")
+    runs = f"{runner.limit} run" + ("" if runner.limit == 1 else "s")
+    echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served, at most {runs} at once (--max-runs). "
+         f"Prefect UI: {ui}")
     echo("Press Ctrl-C to stop.")
     stop = asyncio.Event()
     runner_task = asyncio.create_task(runner.start())

@@ -304,6 +304,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         receiver=not args.no_receiver,
         receiver_host=args.receiver_host,
         receiver_port=args.receiver_port,
+        max_runs=args.max_runs,
     )
     return run_stack(options, echo=out.print)
 
@@ -629,6 +630,16 @@ def cmd_alert_send(args: argparse.Namespace) -> int:
     return OK if answer.ok else RUN_FAILED
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -705,6 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receiver-host", default="127.0.0.1", help="where the alert receiver listens")
     p.add_argument("--receiver-port", type=int, default=8787)
     p.add_argument("--no-receiver", action="store_true", help="do not start the alert receiver")
+    p.add_argument("--max-runs", type=_at_least_one, default=20, metavar="N",
+                   help="how many runs the runner runs at once (default 20)")
     p.set_defaults(handler=cmd_up)
 
     p = commands.add_parser("receiver", help="serve the alert receiver alone (webhooks in, incidents and runs out)")

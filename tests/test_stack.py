@@ -223,3 +223,59 @@ def test_up_reuses_the_server_named_by_prefect_api_url(prefect_api: str, tmp_pat
     assert f"Using the Prefect server at {prefect_api}" in text
     assert "Run Completed" in text and "completed  hello (note)" in text
     assert httpx.get(f"{prefect_api}/health").status_code == 200, "a reused server is left running"
+
+
+# --- a small stack on the session's server: the runner's limit ---------------------------------
+
+SLOW = "runbook: slow\ntitle: Slow\nseverity: sev4\nsteps:\n  - {id: pause, action: wait, with: {duration: 2s}}\n"
+
+
+def wait_for(text: str, output: Path, process: subprocess.Popen[str], timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (said := output.read_text()):
+        assert process.poll() is None, said
+        assert time.monotonic() < deadline, said
+        time.sleep(0.2)
+    return said
+
+
+@pytest.fixture(scope="module")
+def small_stack(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`siaga up --max-runs 1` serving one slow runbook on the session's Prefect server."""
+    home = tmp_path_factory.mktemp("small-stack")
+    folder = home / "runbooks"
+    folder.mkdir()
+    (folder / "slow.yaml").write_text(SLOW)
+    env = {**clean_env(home), "PREFECT_API_URL": prefect_api, "SIAGA_RUNBOOKS": str(folder)}
+    output = home / "up.log"
+    with output.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--runbooks", str(folder), "--no-receiver", "--max-runs", "1"],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+    try:
+        wait_for("Siaga is up", output, process)
+        yield Stack(process, output, prefect_api, env)
+    finally:
+        stop(process)
+
+
+def test_max_runs_is_the_runners_limit(small_stack: Stack) -> None:
+    """With --max-runs 1, two runs created together run one after the other."""
+    help_text = small_stack.siaga("up", "--help").stdout
+    assert "--max-runs N" in help_text and "(default 20)" in help_text
+    assert "at most 1 run at once (--max-runs)" in small_stack.output.read_text()
+
+    api = small_stack.api
+    deployment = httpx.get(f"{api}/deployments/name/slow/siaga").json()
+    runs = [httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {}}).json()["id"]
+            for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while True:
+        done = [httpx.get(f"{api}/flow_runs/{run}").json() for run in runs]
+        if all(run["state"]["type"] == "COMPLETED" for run in done):
+            break
+        assert time.monotonic() < deadline, [run["state"] for run in done]
+        time.sleep(0.5)
+    first, second = sorted(done, key=lambda run: run["start_time"])
+    assert second["start_time"] >= first["end_time"], "the runner ran two runs at once"
