@@ -23,11 +23,11 @@ from prefect.client.schemas.filters import (
     LogFilterTimestamp,
 )
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.settings import PREFECT_API_URL
 
 from siaga.actions import ActionRegistry
-from siaga.errors import StackUnavailable
+from siaga.errors import StackUnavailable, Terminated
 from siaga.runbook import Runbook
 
 from .compiler import RunbookFailed, _artifact_key, compile_runbook
@@ -53,7 +53,10 @@ def run_local(runbook: Runbook, registry: ActionRegistry, inputs: Mapping[str, A
             return error.summary | {"state": state.name, "message": str(error)}
         return {"ok": False, "state": state.name, "message": state.message}
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except TerminationSignal:  # SIGTERM during the run: Prefect's handler marked the run Crashed
+        raise Terminated from None
 
 
 def run_on_stack(runbook: Runbook, inputs: Mapping[str, Any], mode: str, echo: Echo = print) -> dict[str, Any]:

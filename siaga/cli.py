@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,13 +20,14 @@ from rich.table import Table
 
 from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
-from .errors import BadInput
+from .errors import BadInput, Terminated
 from .home import prepare_prefect_environment, runbook_folder
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
 from .team import find_roster
 
 OK, RUN_FAILED, BAD_INPUT = 0, 1, 2
+TERMINATED = 128 + 15  # as a shell reports a process ended by SIGTERM
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -130,7 +132,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         from .flows.running import run_on_stack
 
-        summary = run_on_stack(runbook, inputs, mode, echo=None if args.json else out.print)
+        try:
+            summary = run_on_stack(runbook, inputs, mode, echo=None if args.json else out.print)
+        except Terminated:
+            err.print("siaga run: stopped following the run (SIGTERM); the run goes on on the stack",
+                      markup=False)
+            return TERMINATED
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return OK if summary.get("ok") else RUN_FAILED
@@ -306,7 +313,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         receiver_port=args.receiver_port,
         max_runs=args.max_runs,
     )
-    return run_stack(options, echo=out.print)
+    try:
+        return run_stack(options, echo=out.print)
+    except Terminated:  # before the stack was up (once up, it stops itself): its server is stopped
+        out.print("Siaga stopped (SIGTERM) before it was up.")
+        return OK
 
 
 def cmd_receiver(args: argparse.Namespace) -> int:
@@ -780,9 +791,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare_prefect_environment()
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return _handle(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except BrokenPipeError:  # `siaga schema | head`
@@ -796,6 +823,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        err.print(f"siaga {args.command}: stopped (SIGTERM)", markup=False)
+        return TERMINATED
 
 
 if __name__ == "__main__":
