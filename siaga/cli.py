@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -247,10 +248,20 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([e.__dict__ for e in entries], indent=2, default=str))
         return OK
-    table = Table("key", "action", "state", "run", "updated", "error")
-    for e in entries:
-        table.add_row(e.key, e.action, e.state, e.run_id or "", f"{e.updated_at:%Y-%m-%d %H:%M:%S}", (e.error or "")[:80])
-    out.print(table)
+    if not entries:
+        out.print("no call waits to be settled" if args.unsettled else "the ledger is empty")
+        return OK
+    for e in entries:  # a block per entry, whole at any terminal width: the key is there to be copied
+        out.print(e.key, markup=False)
+        state = "intent, outcome unknown" if e.state == "intent" else e.state
+        out.print(f"  {e.action}, {state} since {e.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+                  + (f", run {e.run_id}" if e.run_id else ""), markup=False)
+        if e.error:
+            out.print(f"  error: {e.error}", markup=False)
+        if e.state == "intent":  # its outcome is unknown: a person settles it
+            resolve = f"siaga ledger --resolve {shlex.quote(e.key)}"
+            out.print(f"  {resolve} --done --note 'what you checked'    # it took effect", markup=False)
+            out.print(f"  {resolve} --retry --note 'what you checked'   # it did not", markup=False)
     return OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -176,3 +177,37 @@ def test_a_drill_takes_the_runbooks_drill_inputs(tmp_path: Path, prefect_api: st
     runbook.write_text(runbook.read_text().replace("  inputs: {region: ap-southeast-3}\n", ""))
     assert main(["validate", str(runbook)]) == 2
     assert "a scheduled drill gives no value for required input region" in capsys.readouterr().err
+
+
+def test_ledger_unsettled_shows_whole_keys_and_the_line_that_settles_each(tmp_path: Path) -> None:
+    """At 80 columns each unsettled call's key is whole on its line, with the command lines that
+    settle it; running one of them settles it."""
+    from siaga.ledger import Ledger
+    from siaga.store import engine
+
+    url = f"sqlite:///{tmp_path / 'siaga.db'}"
+    ledger = Ledger(engine(url))
+    key = "incident:inc-20260101-payments-gateway-ap-southeast-1-0123456789abcdef:freeze-payouts-everywhere"
+    ledger.claim(key, "payments.freeze", {"scope": "payouts"}, run_id="0b7c1f52-5d2e-4f8e-9a41-3c6d2b1e9f07")
+    settled = "run:5f0e6d3c:page-oncall"
+    ledger.claim(settled, "pagerduty.trigger", {}, run_id="5f0e6d3c")
+    ledger.done(settled, {"dedup_key": "x"})
+    env = {"SIAGA_DATABASE_URL": url, "SIAGA_HOME": str(tmp_path / "home"), "COLUMNS": "80"}
+
+    listed = siaga("ledger", "--unsettled", env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(key) > 80 and key in lines
+    assert settled not in listed.stdout
+    retry = f"  siaga ledger --resolve {key} --retry --note 'what you checked'   # it did not"
+    assert f"  siaga ledger --resolve {key} --done --note 'what you checked'    # it took effect" in lines
+    assert retry in lines
+
+    command = shlex.split(retry, comments=True)
+    assert command[0] == "siaga"
+    done = siaga(*command[1:], env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{key}: failed"
+    assert siaga("ledger", "--unsettled", env=env).stdout.strip() == "no call waits to be settled"
+    everything = siaga("ledger", env=env).stdout.splitlines()
+    assert key in everything and settled in everything
