@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 import uvicorn
 from prefect import get_client
@@ -260,16 +261,39 @@ async def _drill(options: StackOptions, echo: Echo) -> int:
     return 0 if summary["ok"] else 1
 
 
-async def ensure_zombie_automation(flow_names: list[str]) -> None:
-    """Install Prefect's zombie-run automation for Siaga's flows: a run whose heartbeats stop
-    for 60 s is marked Crashed. Paused and Suspended runs are expected to go quiet."""
-    automation = AutomationCore(
+async def ensure_zombie_automation(flow_names: list[str]) -> UUID:
+    """Install Prefect's zombie-run automation for Siaga's flows (a run whose heartbeats stop for
+    60 s is marked Crashed; Paused and Suspended runs are expected to go quiet); return its id.
+
+    An automation that is already as wanted is left alone. Prefect keeps each run's heartbeat
+    window under the trigger's id, and its server draws a new trigger id at every create and
+    update (it resets ids a client sends): updating at every `siaga up` forgot the windows of the
+    runs that went quiet before the restart, so a run killed together with the stack stayed
+    Running forever. Now only a change of the runbooks served changes the trigger."""
+    automation = _zombie_automation(flow_names)
+    async with get_client() as client:
+        existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)  # newest first
+        if not existing:
+            return await client.create_automation(automation)
+        keep, *extra = existing
+        for other in extra:
+            await client.delete_automation(other.id)
+        if AutomationCore.model_validate(keep.model_dump()) != automation:
+            await client.update_automation(keep.id, automation)
+        return keep.id
+
+
+def _zombie_automation(flow_names: list[str]) -> AutomationCore:
+    """The zombie-run automation for `flow_names` (as Prefect's client models it: no trigger id)."""
+    return AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description="Marks Siaga flow runs Crashed when their process stops sending heartbeats.",
         enabled=True,
         trigger=EventTrigger(
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            match_related=ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": sorted(flow_names)}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "flow", "prefect.resource.name": sorted(flow_names)}
+            ),
             after={"prefect.flow-run.heartbeat"},
             expect={
                 "prefect.flow-run.heartbeat",
@@ -285,13 +309,8 @@ async def ensure_zombie_automation(flow_names: list[str]) -> None:
             threshold=1,
             within=ZOMBIE_WINDOW,
         ),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED, message="Flow run marked as crashed: its process stopped sending heartbeats.")],
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message="Flow run marked as crashed: its process stopped sending heartbeats.",
+        )],
     )
-    async with get_client() as client:
-        existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
-        if existing:
-            await client.update_automation(existing[0].id, automation)
-            for extra in existing[1:]:
-                await client.delete_automation(extra.id)
-        else:
-            await client.create_automation(automation)
