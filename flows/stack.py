@@ -38,7 +38,7 @@ from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
-from siaga.home import siaga_home, stack_file
+from siaga.home import ensure_home, stack_file
 
 from .approving import announce_gates
 from .deadlines import watch_deadlines
@@ -80,7 +80,7 @@ def run_stack(options: StackOptions, echo: Echo = print) -> int:
     if options.drill and options.drill not in catalog.runbooks:
         echo(f"no runbook `{options.drill}` in {options.runbooks}")
         return 2
-    home = siaga_home()
+    home = ensure_home()
     os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
     with _server(options, home, echo) as (api_url, server_pid), temporary_settings({PREFECT_API_URL: api_url}):
@@ -110,7 +110,7 @@ def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[tuple[str
         yield api_url, None
         return
     logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(exist_ok=True)
     log_path = logs / "prefect-server.log"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.setdefault("PREFECT_HOME", str(home / "prefect"))
