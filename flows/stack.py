@@ -16,10 +16,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,6 +42,7 @@ from .deployments import deployment
 from .faststart import FastLane
 from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_incident_run, start_run
+from .server import healthy, prefect_server
 from .sitreps import watch_sitreps
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
@@ -99,63 +96,19 @@ def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[tuple[str
     and the new server's process id."""
     named = os.environ.get("PREFECT_API_URL")
     if named:
-        if not _healthy(named):
+        if not healthy(named):
             raise StackUnavailable(f"PREFECT_API_URL is {named}, but no Prefect server answers there")
         echo(f"Using the Prefect server at {named}")
         yield named, None
         return
     api_url = f"http://{options.host}:{options.port}/api"
-    if _healthy(api_url):
+    if healthy(api_url):
         echo(f"Using the Prefect server already running at {api_url}")
         yield api_url, None
         return
-    logs = home / "logs"
-    logs.mkdir(exist_ok=True)
-    log_path = logs / "prefect-server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.setdefault("PREFECT_HOME", str(home / "prefect"))
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["PREFECT_UI_API_URL"] = api_url
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", options.host, "--port", str(options.port)]
-    with log_path.open("ab") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not _healthy(api_url):
-            if server.poll() is not None:
-                tail = log_path.read_text(errors="replace").splitlines()[-15:]
-                raise StackUnavailable(
-                    f"the Prefect server stopped while starting (exit {server.returncode}); "
-                    f"the end of {log_path}:\n" + "\n".join(tail)
-                )
-            if time.monotonic() > deadline:
-                raise StackUnavailable(f"the Prefect server did not answer within 120 s; see {log_path}")
-            time.sleep(0.3)
-        echo(f"Prefect server up (SQLite under {env['PREFECT_HOME']}), logs in {log_path}")
-        yield api_url, server.pid
-    finally:
-        _stop(server)
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except (OSError, ValueError):
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with prefect_server(options.host, options.port, home) as server:
+        echo(f"Prefect server up (SQLite under {server.prefect_home}), logs in {server.log}")
+        yield server.api_url, server.pid
 
 
 async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Echo) -> int:

@@ -129,7 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.local:
         from .flows.running import run_local
 
-        summary = run_local(runbook, registry, inputs, mode)
+        summary = run_local(runbook, registry, inputs, mode, echo=err.print if args.json else out.print)
+        if not args.json:
+            _said_where_the_run_is(summary)
     else:
         from .flows.running import run_on_stack
 
@@ -142,6 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return OK if summary.get("ok") else RUN_FAILED
+
+
+def _said_where_the_run_is(summary: dict[str, Any]) -> None:
+    out.print(f"Run {summary['state']}: {summary['url']}", markup=False)
+    if summary.get("temporary_server"):
+        out.print(f"(its temporary Prefect server, {summary['temporary_server']}, stopped with the run: "
+                  "the link opens once `siaga up` runs over the same Siaga home)", markup=False)
 
 
 def cmd_runbooks(args: argparse.Namespace) -> int:
