@@ -12,12 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from siaga.errors import StackUnavailable
+from siaga.home import prefect_answers
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def prefect_server(host: str, port: int, home: Path, *, timeout: float = 120) ->
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
-        while not healthy(api_url):
+        while not prefect_answers(api_url):
             if server.poll() is not None:
                 tail = log_path.read_text(errors="replace").splitlines()[-15:]
                 raise StackUnavailable(
@@ -71,15 +71,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def healthy(api_url: str) -> bool:
-    """Whether a Prefect server answers at `api_url`."""
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except (OSError, ValueError):
-        return False
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -34,7 +34,7 @@ from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
-from siaga.home import ensure_home, stack_file
+from siaga.home import ensure_home, prefect_answers, stack_file
 
 from .approving import announce_gates
 from .deadlines import watch_deadlines
@@ -42,7 +42,7 @@ from .deployments import deployment
 from .faststart import FastLane
 from .revival import mark_interrupted, watch_gates
 from .running import flow_run_url, follow_run, start_incident_run, start_run
-from .server import healthy, prefect_server
+from .server import prefect_server
 from .sitreps import watch_sitreps
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
@@ -96,13 +96,13 @@ def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[tuple[str
     and the new server's process id."""
     named = os.environ.get("PREFECT_API_URL")
     if named:
-        if not healthy(named):
+        if not prefect_answers(named):
             raise StackUnavailable(f"PREFECT_API_URL is {named}, but no Prefect server answers there")
         echo(f"Using the Prefect server at {named}")
         yield named, None
         return
     api_url = f"http://{options.host}:{options.port}/api"
-    if healthy(api_url):
+    if prefect_answers(api_url):
         echo(f"Using the Prefect server already running at {api_url}")
         yield api_url, None
         return

@@ -66,11 +66,12 @@ def prepare_prefect_environment() -> None:
             noted = json.loads(stack_file(home).read_text())
         except (OSError, ValueError):
             return
-        if _answers(noted.get("api_url", "")):
+        if prefect_answers(noted.get("api_url", "")):
             os.environ["PREFECT_API_URL"] = noted["api_url"]
 
 
-def _answers(api_url: str) -> bool:
+def prefect_answers(api_url: str) -> bool:
+    """Whether a Prefect server answers at `api_url` (its ``/health``)."""
     import urllib.request
 
     try:
