@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -23,16 +23,20 @@ from prefect.client.schemas.filters import (
     LogFilterTimestamp,
 )
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
-from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL
+from prefect.events.worker import EventsWorker
+from prefect.exceptions import ObjectNotFound, TerminationSignal
+from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from siaga.actions import ActionRegistry
-from siaga.errors import StackUnavailable
+from siaga.errors import StackUnavailable, Terminated
+from siaga.home import ensure_home
 from siaga.runbook import Runbook
 
 from .compiler import RunbookFailed, artifact_key, compile_runbook
 from .deployments import DEPLOYMENT
 from .links import flow_run_url
+from .server import Started, free_port, prefect_server
 
 if TYPE_CHECKING:
     from .faststart import FastLane
@@ -40,20 +44,55 @@ if TYPE_CHECKING:
 Echo = Callable[[str], None] | None
 
 
-def run_local(runbook: Runbook, registry: ActionRegistry, inputs: Mapping[str, Any], mode: str) -> dict[str, Any]:
-    """Run `runbook` in this process; return its summary."""
+def run_local(
+    runbook: Runbook, registry: ActionRegistry, inputs: Mapping[str, Any], mode: str, echo: Echo = None
+) -> dict[str, Any]:
+    """Run `runbook` in this process; return its summary.
+
+    On the Prefect server PREFECT_API_URL names (`siaga up`'s, when it runs); with none, on a
+    temporary server of its own, with its UI, for as long as the run lasts, so that the links
+    printed meanwhile (gates, codes, Prefect's own) open the run. The summary's `url` is where the
+    run can be seen afterwards; after a temporary server, `temporary_server` says where it was."""
     flow = compile_runbook(runbook, registry)
 
     async def go() -> dict[str, Any]:
         state = await flow(**inputs, mode=mode, return_state=True)
+        run_id = str(state.state_details.flow_run_id)
         if state.is_completed():
-            return await state.aresult()
+            return {"run_id": run_id, "state": state.name, **await state.aresult()}
         error = await state.aresult(raise_on_failure=False)
         if isinstance(error, RunbookFailed):
-            return error.summary | {"state": state.name, "message": str(error)}
-        return {"ok": False, "state": state.name, "message": state.message}
+            return {"run_id": run_id, **error.summary, "state": state.name, "message": str(error)}
+        return {"run_id": run_id, "ok": False, "state": state.name, "message": state.message}
 
-    return asyncio.run(go())
+    try:
+        with _server_for_local_runs(echo) as temporary:
+            summary = asyncio.run(go())
+    except TerminationSignal:  # SIGTERM during the run: Prefect's handler marked the run Crashed
+        raise Terminated from None
+    summary["url"] = flow_run_url(summary["run_id"])  # the temporary server has stopped: where to look now
+    if temporary:
+        summary["temporary_server"] = temporary.ui_url
+    return summary
+
+
+@contextlib.contextmanager
+def _server_for_local_runs(echo: Echo) -> Iterator[Started | None]:
+    """A temporary Prefect server with its UI when no server is named, else None. (Left to itself,
+    Prefect would start an ephemeral server without a UI on a random port.)"""
+    if PREFECT_API_URL.value():
+        yield None
+        return
+    with prefect_server("127.0.0.1", free_port(), ensure_home()) as server:
+        if echo:
+            echo(f"No Prefect server is named and no `siaga up` answers: this run goes to a temporary "
+                 f"Prefect server, UI at {server.ui_url}, until it ends (logs in {server.log})")
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            try:
+                yield server
+            finally:  # the run's last logs and events reach the server before it stops
+                APILogWorker.drain_all(timeout=5)
+                EventsWorker.drain_all(timeout=5)
 
 
 def run_on_stack(runbook: Runbook, inputs: Mapping[str, Any], mode: str, echo: Echo = print) -> dict[str, Any]:

@@ -16,14 +16,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 import uvicorn
 from prefect import get_client
@@ -37,13 +34,14 @@ from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
-from siaga.home import siaga_home, stack_file
+from siaga.home import ensure_home, prefect_answers, stack_file
 
 from .approving import announce_gates
 from .deadlines import watch_deadlines
 from .deployments import deployment
 from .faststart import FastLane
 from .running import flow_run_url, follow_run, start_incident_run, start_run
+from .server import prefect_server
 from .sitreps import watch_sitreps
 from .wakeups import watch_runs
 
@@ -64,6 +62,8 @@ class StackOptions:
     receiver: bool = True
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 8787
+    max_runs: int = 20
+    """How many flow runs the runner runs at once (Prefect's own default is 5)."""
 
 
 def run_stack(options: StackOptions, echo: Echo = print) -> int:
@@ -77,7 +77,7 @@ def run_stack(options: StackOptions, echo: Echo = print) -> int:
     if options.drill and options.drill not in catalog.runbooks:
         echo(f"no runbook `{options.drill}` in {options.runbooks}")
         return 2
-    home = siaga_home()
+    home = ensure_home()
     os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
     with _server(options, home, echo) as (api_url, server_pid), temporary_settings({PREFECT_API_URL: api_url}):
@@ -96,63 +96,19 @@ def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[tuple[str
     and the new server's process id."""
     named = os.environ.get("PREFECT_API_URL")
     if named:
-        if not _healthy(named):
+        if not prefect_answers(named):
             raise StackUnavailable(f"PREFECT_API_URL is {named}, but no Prefect server answers there")
         echo(f"Using the Prefect server at {named}")
         yield named, None
         return
     api_url = f"http://{options.host}:{options.port}/api"
-    if _healthy(api_url):
+    if prefect_answers(api_url):
         echo(f"Using the Prefect server already running at {api_url}")
         yield api_url, None
         return
-    logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / "prefect-server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.setdefault("PREFECT_HOME", str(home / "prefect"))
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["PREFECT_UI_API_URL"] = api_url
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", options.host, "--port", str(options.port)]
-    with log_path.open("ab") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not _healthy(api_url):
-            if server.poll() is not None:
-                tail = log_path.read_text(errors="replace").splitlines()[-15:]
-                raise StackUnavailable(
-                    f"the Prefect server stopped while starting (exit {server.returncode}); "
-                    f"the end of {log_path}:\n" + "\n".join(tail)
-                )
-            if time.monotonic() > deadline:
-                raise StackUnavailable(f"the Prefect server did not answer within 120 s; see {log_path}")
-            time.sleep(0.3)
-        echo(f"Prefect server up (SQLite under {env['PREFECT_HOME']}), logs in {log_path}")
-        yield api_url, server.pid
-    finally:
-        _stop(server)
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except (OSError, ValueError):
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with prefect_server(options.host, options.port, home) as server:
+        echo(f"Prefect server up (SQLite under {server.prefect_home}), logs in {server.log}")
+        yield server.api_url, server.pid
 
 
 async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Echo) -> int:
@@ -164,14 +120,19 @@ async def _serve_in(
     stack: contextlib.AsyncExitStack, catalog: Catalog, options: StackOptions, api_url: str, echo: Echo
 ) -> int:
     await ensure_zombie_automation(list(catalog.runbooks))
-    runner = Runner(name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False)
+    runner = Runner(
+        name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False,
+        limit=options.max_runs,
+    )
     for runbook in catalog.runbooks.values():
         await runner.aadd_deployment(await deployment(runbook))
     # the fast lane starts alert runs and wakes runs waiting at gates without the runner's poll
     lane = await stack.enter_async_context(FastLane(heartbeat_seconds=HEARTBEAT_SECONDS))
     receiver, receiver_task = await _start_receiver(catalog, options, echo, lane) if options.receiver else (None, None)
     ui = api_url.removesuffix("/api")
-    echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served. Prefect UI: {ui}")
+    runs = f"{runner.limit} run" + ("" if runner.limit == 1 else "s")
+    echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served, at most {runs} at once (--max-runs). "
+         f"Prefect UI: {ui}")
     echo("Press Ctrl-C to stop.")
     stop = asyncio.Event()
     runner_task = asyncio.create_task(runner.start())
@@ -253,16 +214,39 @@ async def _drill(options: StackOptions, echo: Echo) -> int:
     return 0 if summary["ok"] else 1
 
 
-async def ensure_zombie_automation(flow_names: list[str]) -> None:
-    """Install Prefect's zombie-run automation for Siaga's flows: a run whose heartbeats stop
-    for 60 s is marked Crashed. Paused and Suspended runs are expected to go quiet."""
-    automation = AutomationCore(
+async def ensure_zombie_automation(flow_names: list[str]) -> UUID:
+    """Install Prefect's zombie-run automation for Siaga's flows (a run whose heartbeats stop for
+    60 s is marked Crashed; Paused and Suspended runs are expected to go quiet); return its id.
+
+    An automation that is already as wanted is left alone. Prefect keeps each run's heartbeat
+    window under the trigger's id, and its server draws a new trigger id at every create and
+    update (it resets ids a client sends): updating at every `siaga up` forgot the windows of the
+    runs that went quiet before the restart, so a run killed together with the stack stayed
+    Running forever. Now only a change of the runbooks served changes the trigger."""
+    automation = _zombie_automation(flow_names)
+    async with get_client() as client:
+        existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)  # newest first
+        if not existing:
+            return await client.create_automation(automation)
+        keep, *extra = existing
+        for other in extra:
+            await client.delete_automation(other.id)
+        if AutomationCore.model_validate(keep.model_dump()) != automation:
+            await client.update_automation(keep.id, automation)
+        return keep.id
+
+
+def _zombie_automation(flow_names: list[str]) -> AutomationCore:
+    """The zombie-run automation for `flow_names` (as Prefect's client models it: no trigger id)."""
+    return AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description="Marks Siaga flow runs Crashed when their process stops sending heartbeats.",
         enabled=True,
         trigger=EventTrigger(
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            match_related=ResourceSpecification({"prefect.resource.role": "flow", "prefect.resource.name": sorted(flow_names)}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "flow", "prefect.resource.name": sorted(flow_names)}
+            ),
             after={"prefect.flow-run.heartbeat"},
             expect={
                 "prefect.flow-run.heartbeat",
@@ -278,13 +262,8 @@ async def ensure_zombie_automation(flow_names: list[str]) -> None:
             threshold=1,
             within=ZOMBIE_WINDOW,
         ),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED, message="Flow run marked as crashed: its process stopped sending heartbeats.")],
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message="Flow run marked as crashed: its process stopped sending heartbeats.",
+        )],
     )
-    async with get_client() as client:
-        existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
-        if existing:
-            await client.update_automation(existing[0].id, automation)
-            for extra in existing[1:]:
-                await client.delete_automation(extra.id)
-        else:
-            await client.create_automation(automation)

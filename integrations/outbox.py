@@ -7,6 +7,7 @@ and as a Markdown artifact of the run, so a drill on a bare machine shows what w
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from siaga.actions import ActionContext, ActionParams, ActionSpec, Risk
+from siaga.home import ensure_home, private_file
 
 
 class OutboxSend(ActionParams):
@@ -54,9 +56,8 @@ async def send(params: OutboxSend, context: ActionContext) -> dict[str, Any]:
         "subject": params.subject,
         "message": params.message,
     }
-    path = outbox_path(context.home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as file:
+    path = outbox_path(ensure_home(context.home))
+    with os.fdopen(private_file(path), "a", encoding="utf-8") as file:  # codes in plain text: 0600
         file.write(json.dumps(entry) + "\n")
     subject = f" — {params.subject}" if params.subject else ""
     await context.publish(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,13 +21,14 @@ from rich.table import Table
 
 from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
-from .errors import BadInput
+from .errors import BadInput, Terminated
 from .home import prepare_prefect_environment, runbook_folder
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
 from .team import find_roster
 
 OK, RUN_FAILED, BAD_INPUT = 0, 1, 2
+TERMINATED = 128 + 15  # as a shell reports a process ended by SIGTERM
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -129,14 +132,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.local:
         from .flows.running import run_local
 
-        summary = run_local(runbook, registry, inputs, mode)
+        summary = run_local(runbook, registry, inputs, mode, echo=err.print if args.json else out.print)
+        if not args.json:
+            _said_where_the_run_is(summary)
     else:
         from .flows.running import run_on_stack
 
-        summary = run_on_stack(runbook, inputs, mode, echo=None if args.json else out.print)
+        try:
+            summary = run_on_stack(runbook, inputs, mode, echo=None if args.json else out.print)
+        except Terminated:
+            err.print("siaga run: stopped following the run (SIGTERM); the run goes on on the stack",
+                      markup=False)
+            return TERMINATED
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     return OK if summary.get("ok") else RUN_FAILED
+
+
+def _said_where_the_run_is(summary: dict[str, Any]) -> None:
+    out.print(f"Run {summary['state']}: {summary['url']}", markup=False)
+    if summary.get("temporary_server"):
+        out.print(f"(its temporary Prefect server, {summary['temporary_server']}, stopped with the run: "
+                  "the link opens once `siaga up` runs over the same Siaga home)", markup=False)
 
 
 def cmd_runbooks(args: argparse.Namespace) -> int:
@@ -247,10 +264,20 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([e.__dict__ for e in entries], indent=2, default=str))
         return OK
-    table = Table("key", "action", "state", "run", "updated", "error")
-    for e in entries:
-        table.add_row(e.key, e.action, e.state, e.run_id or "", f"{e.updated_at:%Y-%m-%d %H:%M:%S}", (e.error or "")[:80])
-    out.print(table)
+    if not entries:
+        out.print("no call waits to be settled" if args.unsettled else "the ledger is empty")
+        return OK
+    for e in entries:  # a block per entry, whole at any terminal width: the key is there to be copied
+        out.print(e.key, markup=False)
+        state = "intent, outcome unknown" if e.state == "intent" else e.state
+        out.print(f"  {e.action}, {state} since {e.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+                  + (f", run {e.run_id}" if e.run_id else ""), markup=False)
+        if e.error:
+            out.print(f"  error: {e.error}", markup=False)
+        if e.state == "intent":  # its outcome is unknown: a person settles it
+            resolve = f"siaga ledger --resolve {shlex.quote(e.key)}"
+            out.print(f"  {resolve} --done --note 'what you checked'    # it took effect", markup=False)
+            out.print(f"  {resolve} --retry --note 'what you checked'   # it did not", markup=False)
     return OK
 
 
@@ -311,8 +338,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         receiver=not args.no_receiver,
         receiver_host=args.receiver_host,
         receiver_port=args.receiver_port,
+        max_runs=args.max_runs,
     )
-    return run_stack(options, echo=out.print)
+    try:
+        return run_stack(options, echo=out.print)
+    except Terminated:  # before the stack was up (once up, it stops itself): its server is stopped
+        out.print("Siaga stopped (SIGTERM) before it was up.")
+        return OK
 
 
 def cmd_receiver(args: argparse.Namespace) -> int:
@@ -640,6 +672,16 @@ def cmd_alert_send(args: argparse.Namespace) -> int:
     return OK if answer.ok else RUN_FAILED
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description="Crisis runbooks, executable, rehearsable and accountable.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -717,6 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receiver-host", default="127.0.0.1", help="where the alert receiver listens")
     p.add_argument("--receiver-port", type=int, default=8787)
     p.add_argument("--no-receiver", action="store_true", help="do not start the alert receiver")
+    p.add_argument("--max-runs", type=_at_least_one, default=20, metavar="N",
+                   help="how many runs the runner runs at once (default 20)")
     p.set_defaults(handler=cmd_up)
 
     p = commands.add_parser("receiver", help="serve the alert receiver alone (webhooks in, incidents and runs out)")
@@ -779,9 +823,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare_prefect_environment()
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return _handle(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except BrokenPipeError:  # `siaga schema | head`
@@ -795,6 +855,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        err.print(f"siaga {args.command}: stopped (SIGTERM)", markup=False)
+        return TERMINATED
 
 
 if __name__ == "__main__":

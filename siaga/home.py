@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
+
+PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 
 
 def siaga_home() -> Path:
     """The data folder: ``$SIAGA_HOME``, else ``~/.siaga``."""
     return Path(os.environ.get("SIAGA_HOME") or Path.home() / ".siaga").expanduser()
+
+
+def ensure_home(home: Path | None = None) -> Path:
+    """The data folder (`home`, else `siaga_home()`), made private: created with mode 0700, and
+    tightened to 0700 if it exists and others may enter it. It holds the outbox (every approver's
+    one-time codes in plain text), the store and the logs. Return it."""
+    home = home or siaga_home()
+    home.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    _tighten(home.stat(), home.chmod)
+    return home
+
+
+def private_file(path: Path) -> int:
+    """Open `path` to append, creating it with mode 0600 whatever the umask, and tightening it to
+    0600 if others may read it; return the file descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+    _tighten(os.fstat(fd), lambda mode: os.fchmod(fd, mode))
+    return fd
+
+
+def _tighten(found: os.stat_result, chmod: Callable[[int], None]) -> None:
+    """Take group and other permissions away from what this user owns (not from someone else's)."""
+    if found.st_mode & 0o077 and found.st_uid == os.getuid():
+        chmod(stat.S_IMODE(found.st_mode) & 0o700)
 
 
 def runbook_folder() -> Path:
@@ -29,7 +57,7 @@ def prepare_prefect_environment() -> None:
     """
     import json
 
-    home = siaga_home()
+    home = ensure_home()
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -38,11 +66,12 @@ def prepare_prefect_environment() -> None:
             noted = json.loads(stack_file(home).read_text())
         except (OSError, ValueError):
             return
-        if _answers(noted.get("api_url", "")):
+        if prefect_answers(noted.get("api_url", "")):
             os.environ["PREFECT_API_URL"] = noted["api_url"]
 
 
-def _answers(api_url: str) -> bool:
+def prefect_answers(api_url: str) -> bool:
+    """Whether a Prefect server answers at `api_url` (its ``/health``)."""
     import urllib.request
 
     try:

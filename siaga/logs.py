@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from .home import ensure_home
 from .secrets import REDACTOR
 
 _SHARED = [
@@ -44,8 +45,8 @@ def configure_logging(home: Path, *, console: bool = True, level: int = logging.
     for handler in list(logger.handlers):
         if getattr(handler, "_siaga", False):
             logger.removeHandler(handler)
-    path = log_file(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = log_file(ensure_home(home))
+    path.parent.mkdir(exist_ok=True)
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(formatter(structlog.processors.JSONRenderer()))
     handlers: list[logging.Handler] = [to_file]

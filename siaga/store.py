@@ -49,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DatabaseError
 
-from .home import siaga_home
+from .home import ensure_home, siaga_home
 
 metadata = MetaData()
 
@@ -405,7 +405,11 @@ def migrate(url: str | None = None) -> tuple[str | None, str | None]:
 
 def _connect(url: str) -> Engine:
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if folder == siaga_home():
+            ensure_home(folder)
+        else:  # a folder SIAGA_DATABASE_URL names: left as its owner made it
+            folder.mkdir(parents=True, exist_ok=True)
     created = create_engine(url, future=True)
     if created.dialect.name == "sqlite":
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from siaga.integrations.outbox import read_outbox
 
 from siaga.cli import main
+
+from .conftest import RUNBOOKS
 
 GOOD = textwrap.dedent("""\
     runbook: cli-good
@@ -176,3 +184,105 @@ def test_a_drill_takes_the_runbooks_drill_inputs(tmp_path: Path, prefect_api: st
     runbook.write_text(runbook.read_text().replace("  inputs: {region: ap-southeast-3}\n", ""))
     assert main(["validate", str(runbook)]) == 2
     assert "a scheduled drill gives no value for required input region" in capsys.readouterr().err
+
+
+def test_ledger_unsettled_shows_whole_keys_and_the_line_that_settles_each(tmp_path: Path) -> None:
+    """At 80 columns each unsettled call's key is whole on its line, with the command lines that
+    settle it; running one of them settles it."""
+    from siaga.ledger import Ledger
+    from siaga.store import engine
+
+    url = f"sqlite:///{tmp_path / 'siaga.db'}"
+    ledger = Ledger(engine(url))
+    key = "incident:inc-20260101-payments-gateway-ap-southeast-1-0123456789abcdef:freeze-payouts-everywhere"
+    ledger.claim(key, "payments.freeze", {"scope": "payouts"}, run_id="0b7c1f52-5d2e-4f8e-9a41-3c6d2b1e9f07")
+    settled = "run:5f0e6d3c:page-oncall"
+    ledger.claim(settled, "pagerduty.trigger", {}, run_id="5f0e6d3c")
+    ledger.done(settled, {"dedup_key": "x"})
+    env = {"SIAGA_DATABASE_URL": url, "SIAGA_HOME": str(tmp_path / "home"), "COLUMNS": "80"}
+
+    listed = siaga("ledger", "--unsettled", env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(key) > 80 and key in lines
+    assert settled not in listed.stdout
+    retry = f"  siaga ledger --resolve {key} --retry --note 'what you checked'   # it did not"
+    assert f"  siaga ledger --resolve {key} --done --note 'what you checked'    # it took effect" in lines
+    assert retry in lines
+
+    command = shlex.split(retry, comments=True)
+    assert command[0] == "siaga"
+    done = siaga(*command[1:], env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{key}: failed"
+    assert siaga("ledger", "--unsettled", env=env).stdout.strip() == "no call waits to be settled"
+    everything = siaga("ledger", env=env).stdout.splitlines()
+    assert key in everything and settled in everything
+
+
+GATED = textwrap.dedent("""\
+    runbook: cli-gated
+    title: CLI gated
+    severity: sev3
+    roles:
+      commander: [alice]
+    steps:
+      - id: hold
+        action: note
+        with: {text: nobody answers}
+        approval: {from: [commander], timeout: 10s}
+    """)
+
+
+def local_run_at_a_gate(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """`siaga run --local` of a gated runbook with no stack and no PREFECT_API_URL, once its gate
+    has sent its code; the link in the code's message."""
+    folder, home = tmp_path / "runbooks", tmp_path / "home"
+    folder.mkdir()
+    (folder / "cli-gated.yaml").write_text(GATED)
+    (folder / "roster.yaml").write_text((RUNBOOKS / "roster.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIAGA_"))} | {"SIAGA_HOME": str(home)}
+    with (tmp_path / "run.log").open("w") as log:
+        run = subprocess.Popen([sys.executable, "-m", "siaga.cli", "run", "cli-gated", "--runbooks", str(folder),
+                                "--local"], stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (messages := read_outbox(home)):
+        if run.poll() is not None or time.monotonic() > deadline:
+            run.kill()
+            pytest.fail((tmp_path / "run.log").read_text())
+        time.sleep(0.2)
+    return run, re.search(r"Decide in the Prefect UI: (\S+) \(Resume\)", messages[0]["message"]).group(1)
+
+
+def test_a_local_run_without_a_stack_prints_links_to_the_server_that_holds_it(tmp_path: Path) -> None:
+    """No stack and no PREFECT_API_URL: `siaga run --local` runs on a temporary Prefect server with
+    its UI, the gate's message links to the run there while it waits, and the end says that server
+    stopped and where the run shows next."""
+    run, link = local_run_at_a_gate(tmp_path)
+    try:
+        ui, run_id = link.split("/runs/flow-run/")
+        page = httpx.get(link, headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "<html" in page.text  # the UI, with the run, while it waits
+        assert httpx.get(f"{ui}/api/flow_runs/{run_id}").json()["state"]["type"] == "PAUSED"
+        assert run.wait(timeout=120) == 1  # nobody answered: the gate rejected the step
+    finally:
+        if run.poll() is None:
+            run.kill()
+    said = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in said
+    assert f"this run goes to a temporary Prefect server, UI at {ui}, until it ends" in said
+    assert f"\nRun Cancelled: http://127.0.0.1:4200/runs/flow-run/{run_id}\n" in said
+    assert f"(its temporary Prefect server, {ui}, stopped with the run: the link opens once `siaga up` runs" in said
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{ui}/api/health", timeout=2)
+
+
+def test_sigterm_stops_a_local_run_and_its_temporary_server(tmp_path: Path) -> None:
+    run, link = local_run_at_a_gate(tmp_path)
+    ui = link.split("/runs/flow-run/")[0]
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 143
+    said = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in said and said.rstrip().endswith("siaga run: stopped (SIGTERM)")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{ui}/api/health", timeout=2)

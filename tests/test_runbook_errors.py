@@ -111,6 +111,16 @@ CASES: dict[str, list[Expected]] = {
     ],
     "unknown_role_chain": [Expected("unknown-role", "chain_of_command[1]", 6, 40, ROLE_HINT)],
     "quorum_too_high": [Expected("quorum-too-high", "steps[0].approval.quorum", 13, 15)],
+    "on_timeout_approve_destructive": [
+        Expected(
+            "timeout-approves-destructive",
+            "steps[0].approval.on_timeout",
+            14,
+            19,
+            "use on_timeout: reject or fail, or add `timeout_approves_destructive: true` to this "
+            "approval if running it unapproved is really the safe choice",
+        )
+    ],
     # templates
     "template_syntax": [Expected("template-syntax", "steps[0].with.text", 8, 13)],
     "template_too_deep": [Expected("template-syntax", "steps[0].when", 7, 11)],
@@ -199,6 +209,7 @@ MESSAGES: dict[str, list[str]] = {
     "bad_parameter_type": ["valid list"],
     "undo_unknown_action": ["no action is named `http.reqest`"],
     "quorum_too_high": ["quorum 3 needs more people than the 2 in roles incident-commander"],
+    "on_timeout_approve_destructive": ["`payments.freeze` is destructive: on_timeout: approve"],
     "template_syntax": ["template does not parse"],
     "template_too_deep": ["nested too deeply"],
     "unknown_name_root": ["templates here cannot read `input`"],
@@ -212,6 +223,18 @@ MESSAGES: dict[str, list[str]] = {
     "comms_bad_timezone": ["`Asia/Jakrta` is not an IANA time zone"],
     "comms_unknown_audience": ["'customers', 'employees', 'media', 'regulator' or 'partners'"],
 }
+
+
+def test_the_clock_approves_a_destructive_step_only_when_the_runbook_says_so() -> None:
+    """`timeout_approves_destructive: true` lets a destructive step be approved on timeout; the
+    same approval on a step that is not destructive never needed it."""
+    text = (REPO / fixture_path("on_timeout_approve_destructive")).read_text(encoding="utf-8")
+    said = text + "      timeout_approves_destructive: true\n"
+    freeze = parse_runbook(said, REGISTRY, file="said.yaml").step("freeze-payouts")
+    assert freeze.approval is not None and freeze.approval.timeout_approves_destructive is True
+    assert freeze.approval.on_timeout == "approve"
+    unfreeze = text.replace("payments.freeze", "payments.unfreeze")  # a change, not destructive
+    assert parse_runbook(unfreeze, REGISTRY, file="unfreeze.yaml").steps[0].approval is not None
 
 
 def fixture_path(name: str) -> Path:

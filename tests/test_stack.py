@@ -229,3 +229,123 @@ def test_up_reuses_the_server_named_by_prefect_api_url(prefect_api: str, tmp_pat
     assert f"Using the Prefect server at {prefect_api}" in text
     assert "Run Completed" in text and "completed  hello (note)" in text
     assert httpx.get(f"{prefect_api}/health").status_code == 200, "a reused server is left running"
+
+
+
+# --- a small stack on the session's server: the runner's limit, and stopping with SIGTERM --------
+
+SLOW = "runbook: slow\ntitle: Slow\nseverity: sev4\nsteps:\n  - {id: pause, action: wait, with: {duration: 2s}}\n"
+
+
+def create_flow_run(api: str, deployment_id: str) -> dict:
+    """A run of the deployment, created as the UI would (SQLite answers 503 "database is locked"
+    while the server is busy: ask again)."""
+    for _ in range(10):
+        created = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": {}})
+        if created.status_code != 503:
+            break
+        time.sleep(1)
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def wait_for(text: str, output: Path, process: subprocess.Popen[str], timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (said := output.read_text()):
+        assert process.poll() is None, said
+        assert time.monotonic() < deadline, said
+        time.sleep(0.2)
+    return said
+
+
+@pytest.fixture(scope="module")
+def small_stack(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`siaga up --max-runs 1` serving one slow runbook on the session's Prefect server."""
+    home = tmp_path_factory.mktemp("small-stack")
+    folder = home / "runbooks"
+    folder.mkdir()
+    (folder / "slow.yaml").write_text(SLOW)
+    env = {**clean_env(home), "PREFECT_API_URL": prefect_api, "SIAGA_RUNBOOKS": str(folder)}
+    output = home / "up.log"
+    with output.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--runbooks", str(folder), "--no-receiver", "--max-runs", "1"],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+    try:
+        wait_for("Siaga is up", output, process)
+        yield Stack(process, output, prefect_api, env)
+    finally:
+        stop(process)
+
+
+def test_max_runs_is_the_runners_limit(small_stack: Stack) -> None:
+    """With --max-runs 1, two runs created together run one after the other."""
+    help_text = small_stack.siaga("up", "--help").stdout
+    assert "--max-runs N" in help_text and "(default 20)" in help_text
+    assert "at most 1 run at once (--max-runs)" in small_stack.output.read_text()
+
+    api = small_stack.api
+    deployment = httpx.get(f"{api}/deployments/name/slow/siaga").json()
+    runs = [create_flow_run(api, deployment["id"])["id"] for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while True:
+        done = [httpx.get(f"{api}/flow_runs/{run}").json() for run in runs]
+        if all(run["state"]["type"] == "COMPLETED" for run in done):
+            break
+        assert time.monotonic() < deadline, [run["state"] for run in done]
+        time.sleep(0.5)
+    first, second = sorted(done, key=lambda run: run["start_time"])
+    assert second["start_time"] >= first["end_time"], "the runner ran two runs at once"
+
+
+def test_sigterm_stops_siaga_run_following_a_run_without_a_traceback(small_stack: Stack) -> None:
+    """`siaga run` on a stack only follows the run: SIGTERM stops the following, not the run."""
+    output = Path(small_stack.env["SIAGA_HOME"]) / "run.log"
+    with output.open("w") as log:
+        follow = subprocess.Popen([sys.executable, "-m", "siaga.cli", "run", "slow"],
+                                  stdout=log, stderr=subprocess.STDOUT, text=True, env=small_stack.env)
+    said = wait_for("Started live run of slow: ", output, follow)
+    run_id = said.split("/runs/flow-run/")[1].split()[0]
+    follow.send_signal(signal.SIGTERM)
+    assert follow.wait(timeout=30) == 143
+    said = output.read_text()
+    assert "Traceback" not in said
+    assert said.rstrip().endswith("siaga run: stopped following the run (SIGTERM); the run goes on on the stack")
+    deadline = time.monotonic() + 120
+    while (state := httpx.get(f"{small_stack.api}/flow_runs/{run_id}").json()["state"])["type"] != "COMPLETED":
+        assert time.monotonic() < deadline and state["type"] not in ("FAILED", "CRASHED", "CANCELLED"), state
+        time.sleep(0.5)
+
+
+def test_sigterm_stops_siaga_up_cleanly(small_stack: Stack) -> None:
+    small_stack.process.send_signal(signal.SIGTERM)
+    assert small_stack.process.wait(timeout=60) == 0, small_stack.output.read_text()
+    said = small_stack.output.read_text()
+    assert "Stopping Siaga..." in said and "Traceback" not in said
+    assert not (Path(small_stack.env["SIAGA_HOME"]) / "stack.json").exists()
+
+
+def test_sigterm_while_starting_stops_the_server_it_started(tmp_path: Path) -> None:
+    """SIGTERM before the stack is up (its Prefect server just answered) still stops that server."""
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "slow.yaml").write_text(SLOW)
+    port = free_port()
+    output = tmp_path / "up.log"
+    with output.open("w") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--runbooks", str(folder), "--no-receiver"],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=clean_env(tmp_path / "home"),
+        )
+    try:
+        wait_for("Prefect server up", output, up)
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0, output.read_text()
+    finally:
+        stop(up, tmp_path / "home")
+    said = output.read_text()
+    assert "Traceback" not in said
+    assert "stopped (SIGTERM) before it was up" in said or "Stopping Siaga..." in said, said
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)

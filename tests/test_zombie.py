@@ -1,19 +1,24 @@
 """A runner killed with -9 leaves its run Running forever in Prefect OSS; the automation `siaga up`
-installs marks it Crashed once its heartbeats stop."""
+installs marks it Crashed once its heartbeats stop, also when the stack started again meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import httpx
+import pytest
+from siaga.flows.stack import ZOMBIE_AUTOMATION, ensure_zombie_automation
 
-from .test_stack import clean_env, free_port
+from .test_stack import clean_env, create_flow_run, free_port
 
 LONG_WAIT = """\
 runbook: long-wait
@@ -62,13 +67,7 @@ def test_a_killed_runner_leaves_a_crashed_run_not_a_running_one(tmp_path: Path) 
             time.sleep(0.5)
         server_pid = json.loads((home / "stack.json").read_text())["server_pid"]
         deployment = httpx.get(f"{api}/deployments/name/long-wait/siaga").json()
-        for _ in range(10):  # SQLite answers 503 "database is locked" while the server is busy
-            created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {}})
-            if created.status_code != 503:
-                break
-            time.sleep(1)
-        assert created.status_code == 201, created.text
-        run = created.json()
+        run = create_flow_run(api, deployment["id"])
         while httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]["type"] != "RUNNING":
             assert time.monotonic() < deadline
             time.sleep(0.5)
@@ -91,3 +90,52 @@ def test_a_killed_runner_leaves_a_crashed_run_not_a_running_one(tmp_path: Path) 
         if server_pid:
             stop_group(server_pid)
         log.close()
+
+
+# --- the automation across restarts of `siaga up` ---------------------------------------------
+
+
+def zombie_automations(api: str) -> list[dict]:
+    found = httpx.post(f"{api}/automations/filter", json={}).json()
+    return [a for a in found if a["name"] == ZOMBIE_AUTOMATION]
+
+
+def test_the_zombie_automation_is_left_alone_when_unchanged(prefect_api: str) -> None:
+    """Each `siaga up` start ensures the automation: the same runbooks leave it (and its trigger,
+    whose id Prefect keeps the runs' heartbeat windows under) as it was."""
+    names = ["zombie-test-a", "zombie-test-b"]
+    first = asyncio.run(ensure_zombie_automation(names))
+    [before] = zombie_automations(prefect_api)
+    again = asyncio.run(ensure_zombie_automation(list(reversed(names))))
+    [after] = zombie_automations(prefect_api)
+    assert first == again == UUID(after["id"])
+    assert after["trigger"]["id"] == before["trigger"]["id"] and after["updated"] == before["updated"]
+
+    changed = asyncio.run(ensure_zombie_automation([*names, "zombie-test-c"]))
+    [updated] = zombie_automations(prefect_api)
+    assert changed == first and updated["trigger"]["match_related"]["prefect.resource.name"][-1] == "zombie-test-c"
+
+
+@pytest.mark.slow
+def test_a_run_that_went_quiet_before_a_restart_is_marked_crashed(prefect_api: str) -> None:
+    """A run sends a heartbeat and its process dies with the stack; the stack starts again (and
+    ensures the automation again); within the 60 s window and a little, the run is Crashed."""
+    name = "zombie-test-quiet"
+    asyncio.run(ensure_zombie_automation([name]))
+    flow = httpx.post(f"{prefect_api}/flows/", json={"name": name}).json()
+    run = httpx.post(f"{prefect_api}/flow_runs/", json={"flow_id": flow["id"], "state": {"type": "RUNNING"}}).json()
+    heartbeat = {
+        "id": str(uuid4()), "occurred": datetime.now(UTC).isoformat(), "event": "prefect.flow-run.heartbeat",
+        "resource": {"prefect.resource.id": f"prefect.flow-run.{run['id']}"},
+        "related": [{"prefect.resource.id": f"prefect.flow.{flow['id']}", "prefect.resource.role": "flow",
+                     "prefect.resource.name": name}],
+    }  # what the run's process sends, once, before it dies
+    assert httpx.post(f"{prefect_api}/events", json=[heartbeat]).status_code == 204
+    time.sleep(2)
+    asyncio.run(ensure_zombie_automation([name]))  # the restart
+    deadline = time.monotonic() + 90
+    while (state := httpx.get(f"{prefect_api}/flow_runs/{run['id']}").json()["state"])["type"] == "RUNNING":
+        assert time.monotonic() < deadline, "the quiet run is still Running"
+        time.sleep(1)
+    assert state["type"] == "CRASHED" and "stopped sending heartbeats" in state["message"]
+

@@ -14,7 +14,7 @@ from typing import Any
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ValidationError
 
-from ..actions import ActionRegistry
+from ..actions import ActionRegistry, Risk
 from .comms import check_comms
 from .diagnostics import Diagnostic, Loc, did_you_mean
 from .models import PHASE_LISTS, RESOLVE, RESPOND, ROSTER_ROLE, Runbook, Step
@@ -42,6 +42,7 @@ def check_runbook(
         *_check_step_graph(runbook, doc),
         *_check_actions(runbook, doc, registry),
         *_check_roles(runbook, doc, roster),
+        *_check_clock_approvals(runbook, doc, registry),
         *(check_roster(runbook, doc, roster) if roster is not None else ()),
         *_check_templates(runbook, doc),
         *_check_triggers(runbook, doc),
@@ -241,6 +242,27 @@ def _check_roles(runbook: Runbook, doc: Document, roster: Roster | None) -> Iter
                 f"distinct_roles with quorum {approval.quorum} needs at least "
                 f"{approval.quorum} roles in `from`",
                 (*loc, "quorum"),
+            )
+
+
+def _check_clock_approvals(
+    runbook: Runbook, doc: Document, registry: ActionRegistry
+) -> Iterator[Diagnostic]:
+    """A destructive step is approved by the clock only where its approval says so in words."""
+    for where, index, step in _all_steps(runbook):
+        approval = step.approval
+        if approval is None or approval.on_timeout != "approve":
+            continue
+        if approval.timeout_approves_destructive:
+            continue
+        if step.action in registry and registry[step.action].risk is Risk.DESTRUCTIVE:
+            yield doc.diagnostic(
+                "timeout-approves-destructive",
+                f"`{step.action}` is destructive: on_timeout: approve would let the clock approve it "
+                "when nobody answers",
+                (where, index, "approval", "on_timeout"),
+                hint="use on_timeout: reject or fail, or add `timeout_approves_destructive: true` to "
+                "this approval if running it unapproved is really the safe choice",
             )
 
 

@@ -264,6 +264,12 @@ class Approval(_Model):
     safe_by_default: bool = False  # before `on_timeout`, whose validator reads it
     on_timeout: Literal["reject", "approve", "fail"] = "reject"
     reject: Literal["any", "majority"] = "any"
+    timeout_approves_destructive: bool = Field(
+        default=False,
+        description="With on_timeout: approve on a step whose action is destructive (payments.freeze, "
+        "aws.route53.failover...), true says that the clock may approve it when nobody answers; "
+        "without it such a runbook is refused.",
+    )
 
     @field_validator("on_timeout")
     @classmethod
