@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from siaga.audit.chain import canonical_json
-from siaga.home import siaga_home
+from siaga.home import ensure_home
 
 KEY_FILE = "ledger.key"
 
@@ -38,7 +38,7 @@ def ledger_key(home: Path | None = None) -> bytes:
     named = os.environ.get("SIAGA_LEDGER_KEY")
     if named:
         return named.encode("utf-8")
-    return _key_file((home or siaga_home()) / KEY_FILE)
+    return _key_file(ensure_home(home) / KEY_FILE)
 
 
 @cache
@@ -47,7 +47,6 @@ def _key_file(path: Path) -> bytes:
         return bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it a moment ago
