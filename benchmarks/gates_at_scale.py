@@ -6,7 +6,10 @@ Prints, in one run:
 - the time a probe run takes from its creation to its first step on the idle stack, and again
   while the 50 runs wait (target: within 1.5x of idle);
 - the time from submitting all 100 decisions (as `siaga approve` does, to the ledger) to every
-  run finished.
+  run finished;
+- side by side, the alternative: HELD runs that hold their process while they wait (a flow run
+  in its own process with no deployment to come back through, as `--local` runs), and their RSS
+  per waiting gate.
 
     python benchmarks/gates_at_scale.py [RUNS]
 """
@@ -27,6 +30,15 @@ from pathlib import Path
 import httpx
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+HELD = 10
+HOLDER = """
+import asyncio, sys
+from siaga.flows import compile_runbook
+from siaga.integrations import default_registry
+from siaga.runbook import parse_roster, parse_runbook
+book = parse_runbook(open(sys.argv[1]).read(), default_registry(), roster=parse_roster(open(sys.argv[2]).read()))
+asyncio.run(compile_runbook(book)(requested_by="bench", return_state=True))
+"""
 ROSTER = """people:
   citra: {name: Citra, roles: [finance]}
   eko: {name: Eko, roles: [ops]}
@@ -149,6 +161,8 @@ def main() -> None:
         wait(lambda: all(http.get(f"/flow_runs/{i}").json()["state"]["type"] == "COMPLETED" for i in runs), 1800)
         finished = time.time() - submitted
 
+        held_rss = holding(home, folder, api, env, records, store)
+
         gates = 2 * RUNS
         print(f"{RUNS} runs waiting at {gates} gates on siaga up (Prefect server on SQLite), {os.cpu_count()} cores")
         print(f"  stack RSS idle           {idle_rss:8.0f} MB")
@@ -158,9 +172,38 @@ def main() -> None:
               f"{statistics.median(loaded):.2f} s  ({statistics.median(loaded) / statistics.median(idle):.2f}x; target <= 1.5x)"
               f"  [medians of 3: idle {', '.join(f'{x:.2f}' for x in idle)}; loaded {', '.join(f'{x:.2f}' for x in loaded)}]")
         print(f"  {gates} decisions submitted in {decided:.1f} s; every run finished {finished:.1f} s after the first")
+        print(f"  the alternative, {HELD} runs holding their process while they wait: {held_rss:.0f} MB, "
+              f"{held_rss / (2 * HELD):.1f} MB per waiting gate")
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(timeout=120)
+
+
+def holding(home: Path, folder: Path, api: str, env: dict[str, str], records: object, store: object) -> float:
+    """Start HELD runs that hold their process at their gates; their RSS once all wait, then approve them."""
+    holders = [
+        subprocess.Popen([sys.executable, "-c", HOLDER, str(folder / "two-gates.yaml"), str(folder / "roster.yaml")],
+                         env=env | {"PREFECT_API_URL": api, "SIAGA_ROSTER": str(folder / "roster.yaml")},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(HELD)
+    ]
+    pids = {p.pid for p in holders}
+
+    def parked() -> list[str]:
+        waiting = [r for r in store.find("running") if r.form_key and r.requester == "bench"]  # type: ignore[attr-defined]
+        return [r.run_id for r in waiting]
+
+    wait(lambda: len(parked()) >= HELD, 600)
+    time.sleep(3)
+    rss = sum(tree_rss_mb(pid) for pid in pids)
+    codes = approve_codes(home)
+    for run_id in parked():
+        for step, person in (("freeze", "citra"), ("failover", "eko")):
+            if (run_id, step) in codes:
+                records.submit(f"{run_id}:{step}", person, "approve", codes[(run_id, step)], channel="cli")  # type: ignore[attr-defined]
+    for process in holders:
+        process.wait(timeout=600)
+    return rss
 
 
 def approve_codes(home: Path) -> dict[tuple[str, str], str]:

@@ -134,7 +134,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             alert=alert,
             incident=incident,
             publish=_publish(runbook.id),
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            started_at=_first_start(runs, run_id).isoformat(timespec="seconds"),  # a resumed run keeps its start
             connections=load_connections(runbook_folder()),
             secret_source=prefect_secret,
             library=runbook_folder(),
@@ -257,6 +257,11 @@ def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:
     except ValueError:
         return None
     return opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+
+
+def _first_start(runs: RunRecords, run_id: str) -> datetime:
+    pinned = runs.get(run_id)
+    return pinned.started_at if pinned else datetime.now(UTC)
 
 
 async def _was_done(chain: str, step_id: str) -> bool:

@@ -254,20 +254,36 @@ class FastLane:
         self._executors = None
         await self._stack.aclose()
 
+    def holds(self, flow_run_id: UUID) -> bool:
+        """Whether a process of `flow_run_id` started here is still running (a run that just
+        suspended exits within a second or two)."""
+        return flow_run_id in self._tasks
+
     def dispatch(self, flow_run: FlowRun, deployment: DeploymentResponse) -> bool:
         """Start `flow_run` of `deployment` now if it is still Scheduled; False when it is left to
         the runner."""
-        if not self.available or flow_run.id in self._tasks:
-            return False
         if flow_run.state is None or not flow_run.state.is_scheduled():
             return False
-        task = asyncio.create_task(self._execute(flow_run, deployment), name=f"siaga-fast-{flow_run.id}")
+        return self._start(flow_run, deployment, wake=False)
+
+    def wake(self, flow_run: FlowRun, deployment: DeploymentResponse) -> bool:
+        """Resume `flow_run`, suspended at its gates, and start it here at once: Scheduled, then
+        claimed (Pending) straight away, so that the runner's poll does not take it first and start
+        it in a cold interpreter. False when the lane cannot (the caller resumes it for the runner)."""
+        return self._start(flow_run, deployment, wake=True)
+
+    def _start(self, flow_run: FlowRun, deployment: DeploymentResponse, *, wake: bool) -> bool:
+        if not self.available or flow_run.id in self._tasks:
+            return False
+        task = asyncio.create_task(self._execute(flow_run, deployment, wake), name=f"siaga-fast-{flow_run.id}")
         self._tasks[flow_run.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(flow_run.id, None))
         return True
 
-    async def _execute(self, flow_run: FlowRun, deployment: DeploymentResponse) -> None:
+    async def _execute(self, flow_run: FlowRun, deployment: DeploymentResponse, wake: bool = False) -> None:
         try:
+            if wake and not await self._resume(flow_run):
+                return
             if not await self._claim(flow_run):
                 return
             starter = WarmStarter(
@@ -282,6 +298,17 @@ class FastLane:
             await executor.submit()
         except Exception:  # the lane must outlive any one run
             log.exception("flow run %s failed to start on the fast path", flow_run.id)
+
+    async def _resume(self, flow_run: FlowRun) -> bool:
+        """Paused (suspended) -> Scheduled "Resuming", as Prefect's resume does."""
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Scheduled
+
+        result = await self._executors.client.set_flow_run_state(flow_run.id, Scheduled(name="Resuming"))
+        if result.state is None or result.state.type is not StateType.SCHEDULED:
+            log.warning("flow run %s could not be resumed: %s", flow_run.id, result.details)
+            return False
+        return True
 
     async def _claim(self, flow_run: FlowRun) -> bool:
         """Scheduled -> Pending, as a runner claims a run; False (quietly) if another did first."""

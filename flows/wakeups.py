@@ -1,6 +1,7 @@
 """Runs waiting at their gates hold no process: `siaga up` wakes them, and ends runs that died.
 
-Every `POLL` seconds this watcher reads the runs Siaga recorded as waiting or running
+Every `POLL` seconds this watcher reads the store for waiting runs that a decision or their clock
+needs back; every `LOOK_EVERY` seconds it also reads the runs Siaga recorded as waiting or running
 (`siaga.approvals.runs`) and their Prefect states, in one call per 200 runs:
 
 - a waiting run still suspended is woken when a gate it waits on was decided, or its clock (the
@@ -44,7 +45,10 @@ if TYPE_CHECKING:
 
 log = get_logger("siaga.wakeups")
 
-POLL = 0.25
+POLL = 0.1
+"""How often the store is read for runs to wake (a vote to a step running again is mostly this)."""
+LOOK_EVERY = 1.0
+"""How often the Prefect states of the runs are read (cancellations, deaths, resumes by others)."""
 BATCH = 200
 
 
@@ -57,8 +61,11 @@ class Wakeups:
         self.lane = lane
         self._deployments: dict[UUID, Any] = {}
 
-    async def once(self) -> None:
-        known = self.runs.find("waiting", "running")
+    async def once(self, look: bool = True) -> None:
+        """Wake the waiting runs that must come back; with `look`, also compare every waiting or
+        running run with its state in Prefect."""
+        due = [r for r in self.runs.find("waiting") if r.wake_requested_at is None and self._wake_reason(r)]
+        known = self.runs.find("waiting", "running") if look else due
         if not known:
             return
         async with get_client() as client:
@@ -79,7 +86,8 @@ class Wakeups:
                             state.message)
         elif record.state == "waiting" and state.type is StateType.PAUSED:
             reason = self._wake_reason(record)
-            if reason and record.wake_requested_at is None:
+            if reason and record.wake_requested_at is None and not (self.lane and self.lane.holds(run.id)):
+                # (a run the lane started is woken once its process has exited: the lane starts it again)
                 await self._wake(client, record, run, reason)
         elif record.state == "waiting" and state.type is StateType.SCHEDULED:
             await self._dispatch(client, run)  # resumed by its form, or by someone on the API
@@ -96,21 +104,25 @@ class Wakeups:
     async def _wake(self, client: Any, record: RunRecord, run: FlowRun, reason: str) -> None:
         if not self.runs.update(record.run_id, only_if={"state": "waiting"}, wake_requested_at=datetime.now(UTC)):
             return
-        result = await client.set_flow_run_state(run.id, Scheduled(name="Resuming"))
+        if self.lane is not None and run.deployment_id is not None and self.lane.wake(run, await self._deployment(client, run)):
+            log.info("run woken", run_id=record.run_id, reason=reason, on="the fast lane")
+            return
+        result = await client.set_flow_run_state(run.id, Scheduled(name="Resuming"))  # for the runner
         if result.state is None or result.state.type is not StateType.SCHEDULED:
             self.runs.update(record.run_id, wake_requested_at=None)  # looked at again next time
             log.warning("could not wake a waiting run", run_id=record.run_id, details=str(result.details))
             return
-        log.info("run woken", run_id=record.run_id, reason=reason)
-        await self._dispatch(client, await client.read_flow_run(run.id))
+        log.info("run woken", run_id=record.run_id, reason=reason, on="the runner")
+
+    async def _deployment(self, client: Any, run: FlowRun) -> Any:
+        assert run.deployment_id is not None
+        if run.deployment_id not in self._deployments:
+            self._deployments[run.deployment_id] = await client.read_deployment(run.deployment_id)
+        return self._deployments[run.deployment_id]
 
     async def _dispatch(self, client: Any, run: FlowRun) -> None:
-        if self.lane is None or run.deployment_id is None:
-            return
-        deployment = self._deployments.get(run.deployment_id)
-        if deployment is None:
-            deployment = self._deployments[run.deployment_id] = await client.read_deployment(run.deployment_id)
-        self.lane.dispatch(run, deployment)
+        if self.lane is not None and run.deployment_id is not None:
+            self.lane.dispatch(run, await self._deployment(client, run))
 
     async def _end(self, client: Any, record: RunRecord, state: str, reason: str, message: str | None) -> None:
         if not self.runs.end(record.run_id, state, reason):
@@ -155,11 +167,16 @@ def _uuid(text: str) -> bool:
 
 
 async def watch_runs(stop: asyncio.Event, lane: FastLane | None = None, interval: float = POLL) -> None:
-    """Wake waiting runs and end dead ones every `interval` seconds until `stop` is set."""
+    """Wake waiting runs every `interval` seconds, and look for dead ones every `LOOK_EVERY`, until
+    `stop` is set."""
     watcher = Wakeups(lane)
+    loop = asyncio.get_running_loop()
+    looked = float("-inf")
     while not stop.is_set():
         try:
-            await watcher.once()
+            look = loop.time() - looked >= LOOK_EVERY
+            await watcher.once(look)
+            looked = loop.time() if look else looked
         except Exception as exc:  # noqa: BLE001 - the watcher outlives a bad moment of the API
             log.error("run watcher failed; trying again", error=str(exc))
         with contextlib.suppress(TimeoutError):
