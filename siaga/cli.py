@@ -146,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return TERMINATED
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
-    return OK if summary.get("ok") else RUN_FAILED
+    rejected = summary.get("state") == "Rejected"  # people said no to a step: not everything was done
+    return OK if summary.get("ok") and not rejected else RUN_FAILED
 
 
 def _said_where_the_run_is(summary: dict[str, Any]) -> None:

@@ -244,7 +244,7 @@ def local_run_at_a_gate(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIAGA_"))} | {"SIAGA_HOME": str(home)}
     with (tmp_path / "run.log").open("w") as log:
         run = subprocess.Popen([sys.executable, "-m", "siaga.cli", "run", "cli-gated", "--runbooks", str(folder),
-                                "--local"], stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+                                "--local", "--as", "eko"], stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 120
     while not (messages := read_outbox(home)):
         if run.poll() is not None or time.monotonic() > deadline:
@@ -263,7 +263,10 @@ def test_a_local_run_without_a_stack_prints_links_to_the_server_that_holds_it(tm
         ui, run_id = link.split("/runs/flow-run/")
         page = httpx.get(link, headers={"Accept": "text/html"})
         assert page.status_code == 200 and "<html" in page.text  # the UI, with the run, while it waits
-        assert httpx.get(f"{ui}/api/flow_runs/{run_id}").json()["state"]["type"] == "PAUSED"
+        deadline = time.monotonic() + 30  # it waits with its form once nothing but people is awaited
+        while httpx.get(f"{ui}/api/flow_runs/{run_id}").json()["state"]["type"] != "PAUSED":
+            assert time.monotonic() < deadline, "the run did not wait at its gate"
+            time.sleep(0.2)
         assert run.wait(timeout=120) == 1  # nobody answered: the gate rejected the step
     finally:
         if run.poll() is None:
@@ -271,7 +274,7 @@ def test_a_local_run_without_a_stack_prints_links_to_the_server_that_holds_it(tm
     said = (tmp_path / "run.log").read_text()
     assert "Traceback" not in said
     assert f"this run goes to a temporary Prefect server, UI at {ui}, until it ends" in said
-    assert f"\nRun Cancelled: http://127.0.0.1:4200/runs/flow-run/{run_id}\n" in said
+    assert f"\nRun Rejected: http://127.0.0.1:4200/runs/flow-run/{run_id}\n" in said
     assert f"(its temporary Prefect server, {ui}, stopped with the run: the link opens once `siaga up` runs" in said
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{ui}/api/health", timeout=2)

@@ -29,7 +29,7 @@ from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures 
 from .conftest import RUNBOOKS
 from .gate_driver import code_for
 from .prefect_ui import open_resume_form, run_page
-from .test_stack import Stack, running_stack
+from .test_stack import Stack, create_flow_run, running_stack
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -55,8 +55,7 @@ class Drill:
         self.stack, self.home = stack, Path(stack.env["SIAGA_HOME"])
         self.http = httpx.Client(base_url=stack.api, timeout=30)
         deployment = self.http.get(f"/deployments/name/{RUNBOOK}/siaga").json()
-        self.id: str = self.http.post(f"/deployments/{deployment['id']}/create_flow_run",
-                                      json={"parameters": {"mode": "drill"}}).json()["id"]
+        self.id: str = create_flow_run(stack.api, deployment["id"], {"mode": "drill"})["id"]
         self.runs = RunRecords(engine(f"sqlite:///{self.home / 'siaga.db'}"))
         self.key: str | None = None
 

@@ -27,7 +27,7 @@ from siaga.integrations.outbox import read_outbox
 from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
 from .gate_driver import ROSTER, code_for
 from .prefect_ui import open_resume_form, run_page
-from .test_stack import Stack, free_port, running_stack
+from .test_stack import Stack, create_flow_run, free_port, running_stack
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -82,12 +82,9 @@ class GatedRun:
         self.stack, self.home = stack, Path(stack.env["SIAGA_HOME"])
         self.http = httpx.Client(timeout=30)  # SQLite under a loaded machine answers slowly
         deployment = self.http.get(f"{stack.api}/deployments/name/{RUNBOOK}/siaga").json()
-        created = self.http.post(
-            f"{stack.api}/deployments/{deployment['id']}/create_flow_run",
-            json={"parameters": {"scope": scope, "mode": "live", "requested_by": "eko"}, "tags": ["live"]},
-        )
-        assert created.status_code == 201, created.text
-        self.id: str = created.json()["id"]
+        created = create_flow_run(stack.api, deployment["id"], {"scope": scope, "mode": "live", "requested_by": "eko"},
+                                  tags=["live"])
+        self.id: str = created["id"]
         self.scope = scope
         self.pause_key = wait(self.paused_key, 120)
 

@@ -27,9 +27,22 @@ from siaga.integrations.outbox import read_outbox
 from siaga.store import engine
 
 from .gate_driver import ROSTER, code_for
-from .test_stack import clean_env, free_port, stop
+from .test_stack import clean_env, create_flow_run, free_port, stop
 
 pytestmark = pytest.mark.slow
+
+CLOCK = """
+runbook: clock
+title: Nobody answers
+severity: sev2
+roles: {finance: [citra, dewi], ops: [eko, fajar]}
+chain_of_command: [ops]
+steps:
+  - id: freeze
+    action: outbox.send
+    with: {to: team, message: "frozen by nobody"}
+    approval: {from: [finance], quorum: 1, timeout: 6s, on_timeout: reject}
+"""
 
 HANGING = """
 runbook: hanging
@@ -69,6 +82,7 @@ class Up:
         self.folder.mkdir()
         (self.folder / "waiting.yaml").write_text(RUNBOOK)
         (self.folder / "hanging.yaml").write_text(HANGING)
+        (self.folder / "clock.yaml").write_text(CLOCK)
         (self.folder / "roster.yaml").write_text(ROSTER)
         self.env = clean_env(home)
         self.process: subprocess.Popen[str] | None = None
@@ -98,9 +112,7 @@ class Up:
 
     def create_run(self, runbook: str = "waiting", **parameters: Any) -> str:
         deployment = httpx.get(f"{self.api}/deployments/name/{runbook}/siaga").json()
-        run = httpx.post(f"{self.api}/deployments/{deployment['id']}/create_flow_run",
-                         json={"parameters": parameters}, timeout=30).json()
-        return str(run["id"])
+        return str(create_flow_run(self.api, deployment["id"], parameters)["id"])
 
     def run(self, run_id: str) -> dict[str, Any]:
         return httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=30).json()
@@ -299,3 +311,17 @@ def test_a_run_killed_in_a_step_ends_and_names_the_side_effect_to_settle(up: Up)
     ledger = up.siaga("ledger", "--unsettled")
     assert key in ledger.stdout, ledger.stdout
     listener.close()
+
+
+def test_the_clock_wakes_a_suspended_run_to_escalate_and_to_time_out(up: Up) -> None:
+    run_id = up.create_run("clock", requested_by="alert")
+    wait(lambda: up.state(run_id) == "COMPLETED", 120, lambda: up.state(run_id) + up.log())
+    assert up.run(run_id)["state"]["name"] == "Rejected"
+    records = GateRecords(engine(up.store), ledger_key(up.home))
+    events = [e["kind"] for e in records.events(gate_id(run_id, "freeze"))]
+    assert "escalated" in events and events[-2:] == ["timed out", "decided"], events
+    asked = {e["actor"] for e in records.events(gate_id(run_id, "freeze")) if e["kind"] == "code sent"}
+    assert asked == {"citra", "dewi", "eko", "fajar"}, "ops were asked once the clock escalated"
+    suspended = [r for r in AuditTrail(engine(up.store)).records(f"run:{run_id}") if r.kind == "run.suspended"]
+    assert suspended, "the run waited without a process"
+    assert "freeze" not in up.sent(run_id)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -237,11 +238,12 @@ def test_up_reuses_the_server_named_by_prefect_api_url(prefect_api: str, tmp_pat
 SLOW = "runbook: slow\ntitle: Slow\nseverity: sev4\nsteps:\n  - {id: pause, action: wait, with: {duration: 2s}}\n"
 
 
-def create_flow_run(api: str, deployment_id: str) -> dict:
+def create_flow_run(api: str, deployment_id: str, parameters: dict | None = None, **body: Any) -> dict:
     """A run of the deployment, created as the UI would (SQLite answers 503 "database is locked"
     while the server is busy: ask again)."""
     for _ in range(10):
-        created = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": {}})
+        created = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run",
+                             json={"parameters": parameters or {}, **body}, timeout=30)
         if created.status_code != 503:
             break
         time.sleep(1)
