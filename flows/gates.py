@@ -28,7 +28,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -262,7 +262,7 @@ class Gatekeeper:
         binding = Binding(context.run_id, step.id, context.incident_id, str(context.mode), params_hash, digest(evidence))
         gate, created = self.records.open(
             **common, params_hash=params_hash, params=rendered, evidence=evidence,
-            binding=binding.__dict__, binding_hash=binding.digest,
+            binding=asdict(binding), binding_hash=binding.digest,
         )
         if created:
             self.records.event(gate, "opened", channel="system", deadline=policy.deadline.isoformat(),
@@ -278,7 +278,7 @@ class Gatekeeper:
         binding = Binding(**{**gate.binding, "mode": str(context.mode), "incident_id": context.incident_id})
         if binding.digest == gate.binding_hash:
             return gate
-        return self.records.rebind(gate, binding.__dict__, binding.digest,
+        return self.records.rebind(gate, asdict(binding), binding.digest,
                                    "the run's mode or incident changed: earlier votes no longer count")
 
     async def _evidence(
