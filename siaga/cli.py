@@ -22,7 +22,7 @@ from rich.table import Table
 from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
 from .errors import BadInput, Terminated
-from .home import prepare_prefect_environment, runbook_folder
+from .home import prepare_prefect_environment, runbook_folder, siaga_home
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
 from .team import find_roster
@@ -232,6 +232,9 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from .flows.approving import answer_gate
+    from .logs import configure_logging
+
+    configure_logging(siaga_home(), console=False)  # the vote's record goes to the log file; the person reads the answer
 
     answered = answer_gate(args.run, args.step, args.as_, args.code, reject=args.reject, comment=args.comment or "")
     gate = answered.gate
