@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 
 GATES = 20
+EXITED_AFTER = 3.0
+"""Seconds after a run suspended by when its process has exited (Prefect's engine takes 1-2 s)."""
 ROSTER = "people:\n  citra: {name: Citra, roles: [finance]}\n"
 STEP = """
   - id: gated-{n}
@@ -100,25 +102,19 @@ def on_stack() -> list[float]:
         runs = RunRecords(engine(store))
 
         def suspended() -> bool:
-            """Waiting at its gate with no process (the one that suspended has exited)."""
+            """Waiting at its gate with no process: suspended, and its process has had the time it
+            takes to exit (a forked process keeps the forkserver's /proc environment, so it cannot
+            be found there)."""
             record = runs.get(run_id)
-            return bool(record and record.state == "waiting" and record.form_key) and not holding(run_id)
+            if not (record and record.state == "waiting" and record.form_key):
+                return False
+            since = time.time() - record.updated_at.timestamp()
+            return since > EXITED_AFTER
 
         return drive(home, run_id, store, suspended)
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(timeout=120)
-
-
-def holding(run_id: str) -> bool:
-    """Whether a process on this machine runs flow run `run_id`."""
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (proc / "environ").read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def held() -> list[float]:
