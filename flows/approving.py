@@ -42,10 +42,17 @@ def open_gates() -> list[dict[str, Any]]:
             "decided": sorted(v.person for v in votes),
             "rule": gate.evidence.get("rule"),
             "deadline": gate.deadline.isoformat(),
-            "url": flow_run_url(gate.run_id),
+            "url": _opened_at_url(records, gate),
             "evidence": "\n".join(gate_section(view)),
         })
     return rows
+
+
+def _opened_at_url(records: GateRecords, gate: Gate) -> str:
+    """The run's link on the server that holds it, as the run itself wrote it when the gate opened
+    (a `--local` run's temporary server is known only to that run)."""
+    opened = next((e for e in records.events(gate.id) if e["kind"] == "opened"), None)
+    return str((opened or {}).get("detail", {}).get("url") or flow_run_url(gate.run_id))
 
 
 def find_gate(reference: str, step: str) -> Gate:
