@@ -11,20 +11,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .test_gates_suspended import Up, processes_of, wait
+from .test_gates_suspended import Up, processes_of, started, wait
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    stack = Up(tmp_path_factory.mktemp("gate-restarts"))
-    stack.start()
-    try:
+    with started(tmp_path_factory.mktemp("gate-restarts")) as stack:
         yield stack
-    finally:
-        if stack.process and stack.process.poll() is None:
-            stack.stop()
 
 
 def test_a_waiting_run_holds_no_process_and_comes_back_once_decided_across_restarts(up: Up) -> None:

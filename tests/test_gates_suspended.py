@@ -6,6 +6,7 @@ ask for is recorded and ignored, and an answer given in a forged form does not c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -166,15 +167,22 @@ def processes_of(run_id: str) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    stack = Up(tmp_path_factory.mktemp("gates-suspended"))
+@contextlib.contextmanager
+def started(home: Path) -> Iterator[Up]:
+    """`siaga up` on `home` until the block ends (it may have been restarted meanwhile)."""
+    stack = Up(home)
     stack.start()
     try:
         yield stack
     finally:
         if stack.process and stack.process.poll() is None:
             stack.stop()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    with started(tmp_path_factory.mktemp("gates-suspended")) as stack:
+        yield stack
 
 
 def test_a_cancelled_run_is_never_started_again(up: Up) -> None:
