@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -102,16 +103,45 @@ def run_on_stack(runbook: Runbook, inputs: Mapping[str, Any], mode: str, echo: E
 
 async def _run_on_stack(runbook: Runbook, inputs: dict[str, Any], mode: str, echo: Echo) -> dict[str, Any]:
     run_id = await start_run(runbook.id, {**inputs, "mode": mode})
-    if not echo:
-        return await follow_run(run_id, runbook.id, echo)
-    echo(f"Started {mode} run of {runbook.id}: {flow_run_url(run_id)}")
-    from .approving import announce_gates
+    async with _stopped_by_sigterm():
+        if not echo:
+            return await follow_run(run_id, runbook.id, echo)
+        echo(f"Started {mode} run of {runbook.id}: {flow_run_url(run_id)}")
+        from .approving import announce_gates
 
-    gates = asyncio.create_task(announce_gates(run_id, echo))
+        gates = asyncio.create_task(announce_gates(run_id, echo))
+        try:
+            return await follow_run(run_id, runbook.id, echo)
+        finally:
+            gates.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _stopped_by_sigterm() -> AsyncIterator[None]:
+    """SIGTERM stops the block and raises Terminated, whichever task was running when it came (a
+    signal handler's exception raised inside another task would be kept in that task, unseen)."""
+    loop, block = asyncio.get_running_loop(), asyncio.current_task()
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        if block is not None:
+            block.cancel()
+
     try:
-        return await follow_run(run_id, runbook.id, echo)
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError):  # no signals here (not the main thread, Windows)
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if stopped:
+            raise Terminated from None
+        raise
     finally:
-        gates.cancel()
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def start_run(runbook_id: str, parameters: dict[str, Any]) -> UUID:
