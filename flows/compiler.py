@@ -125,6 +125,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         ) is not None:
             runs.end(run_id, "ended", "stood down")
             return skipped  # type: ignore[return-value]  # never beside a live incident
+        first_start = _first_start(runs, run_id)  # a resumed run keeps its start
         run = RunInfo(
             run_id=run_id,
             run_name=str(flow_run.get_name() or "local"),
@@ -134,7 +135,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
             alert=alert,
             incident=incident,
             publish=_publish(runbook.id),
-            started_at=_first_start(runs, run_id).isoformat(timespec="seconds"),  # a resumed run keeps its start
+            started_at=first_start.isoformat(timespec="seconds"),
             connections=load_connections(runbook_folder()),
             secret_source=prefect_secret,
             library=runbook_folder(),
@@ -186,7 +187,7 @@ def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) ->
         if phase == RESPOND:
             await _publish_deadlines(runbook, run)
         if mode is Mode.DRILL:
-            await drilling.score(runbook, summary, datetime.fromisoformat(run.started_at))
+            await drilling.score(runbook, summary, first_start)
         records_shown = await timeline.publish(final=True)
         decisions = decision_rows(records_shown)
         if decisions:
