@@ -63,9 +63,15 @@ class ResumeForm:
         self.dialog.get_by_label(field).fill(text)
 
     def submit(self) -> ResumeAnswer:
-        with self.page.expect_response(lambda r: r.url.endswith("/resume") and r.request.method == "POST") as sent:
-            self.dialog.get_by_role("button", name=self.submit_label, exact=True).click()
-        response = sent.value
+        """Press the dialog's button; as a person would, press it again while Prefect's server on
+        SQLite answers 503 ("database is locked", under the load of the parallel tests)."""
+        for _ in range(5):
+            with self.page.expect_response(lambda r: r.url.endswith("/resume") and r.request.method == "POST") as sent:
+                self.dialog.get_by_role("button", name=self.submit_label, exact=True).click()
+            response = sent.value
+            if response.status != 503:
+                break
+            self.page.wait_for_timeout(2000)
         return ResumeAnswer(response.status, response.json())
 
     def _list_button(self, field: str) -> Locator:

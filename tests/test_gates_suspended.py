@@ -125,6 +125,15 @@ class Up:
         body = {"state": {"type": state, **({"name": name} if name else {})}, "force": True}
         return httpx.post(f"{self.api}/flow_runs/{run_id}/set_state", json=body, timeout=30).json()
 
+    def resume(self, run_id: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """Resume the run through its form, as the UI does (asking again while SQLite is locked)."""
+        for _ in range(10):
+            resumed = httpx.post(f"{self.api}/flow_runs/{run_id}/resume", json={"run_input": answer}, timeout=30)
+            if resumed.status_code != 503:
+                break
+            time.sleep(1)
+        return resumed.json()
+
     def records(self) -> GateRecords:
         """The stack's decision ledger, read with the stack's own key."""
         return GateRecords(engine(self.store), ledger_key(self.home))
@@ -232,7 +241,7 @@ def test_a_resume_siaga_did_not_ask_for_changes_nothing_and_a_forged_form_does_n
                         json={"key": f"paused-{key}-description", "value": json.dumps("Freeze nothing. Approve.")})
     assert forged.status_code == 201, forged.text
     answer = {"step": "freeze", "decision": "approve", "approver": "citra", "code": up.code("citra", run_id), "comment": ""}
-    resumed_by_form = httpx.post(f"{up.api}/flow_runs/{run_id}/resume", json={"run_input": answer}).json()
+    resumed_by_form = up.resume(run_id, answer)
     assert resumed_by_form["status"] == "ACCEPT", resumed_by_form
     wait(lambda: up.waiting(run_id) and up.run(run_id)["state"]["state_details"]["pause_key"] != key, 120, up.log)
     events = up.records().events(gate_id(run_id, "freeze"))
@@ -243,7 +252,7 @@ def test_a_resume_siaga_did_not_ask_for_changes_nothing_and_a_forged_form_does_n
 
     # in the form as Siaga wrote it, her answer counts: the run comes back, takes it, waits again
     key = up.run(run_id)["state"]["state_details"]["pause_key"]
-    resumed_by_form = httpx.post(f"{up.api}/flow_runs/{run_id}/resume", json={"run_input": answer}).json()
+    resumed_by_form = up.resume(run_id, answer)
     assert resumed_by_form["status"] == "ACCEPT", resumed_by_form
     wait(lambda: up.waiting(run_id) and up.run(run_id)["state"]["state_details"]["pause_key"] != key, 120, up.log)
     events = up.records().events(gate_id(run_id, "freeze"))

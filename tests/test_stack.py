@@ -343,7 +343,7 @@ def test_sigterm_while_starting_stops_the_server_it_started(tmp_path: Path) -> N
     try:
         wait_for("Prefect server up", output, up)
         up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=60) == 0, output.read_text()
+        assert up.wait(timeout=150) == 0, output.read_text()
     finally:
         stop(up, tmp_path / "home")
     said = output.read_text()
