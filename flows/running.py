@@ -282,7 +282,7 @@ def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
 async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None = None) -> str:
     """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
     idempotency key, so a retry returns the run the first call created. Return the run id.
-    An incident whose ``phase`` is ``resolve`` (`siaga.incidents.pending_resolve_runs`) gets its
+    An incident whose ``phase`` is ``resolve`` (`siaga.incidents.runs.pending_resolve_runs`) gets its
     resolve run instead: the runbook's `on_resolve` steps, keyed ``<incident id>:resolved``.
 
     Prefect keeps an idempotency key unique per flow, not per deployment; incident ids are random,

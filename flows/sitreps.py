@@ -28,7 +28,7 @@ from siaga.audit import AuditTrail
 from siaga.connections import load_connections
 from siaga.errors import BadInput
 from siaga.home import runbook_folder, siaga_home
-from siaga.incidents import list_incidents
+from siaga.incidents.views import list_incidents
 from siaga.logs import get_logger
 from siaga.report.gather import gather
 from siaga.report.sitrep import build_sitrep, recipients, sitrep_due

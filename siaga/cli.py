@@ -369,7 +369,7 @@ def cmd_receiver(args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    from .incidents import list_incidents
+    from .incidents.views import list_incidents
     from .store import engine
 
     rows = list_incidents(engine(), args.state, args.limit)

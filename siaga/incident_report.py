@@ -22,7 +22,7 @@ from .approvals.records import GateRecords
 from .audit import AuditTrail
 from .deadlines import DeadlineRecords
 from .errors import BadInput
-from .incidents import get_incident
+from .incidents.views import get_incident
 from .ledger import Ledger
 from .store import incidents
 

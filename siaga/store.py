@@ -23,6 +23,7 @@ open the same incident cannot both succeed.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
@@ -293,6 +294,14 @@ drills = Table(
     Column("reason", Text),  # why it was skipped
 )
 """Drills run (or skipped) and how the team scored (`siaga.drills`)."""
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A time read from the store, in UTC: SQLite hands datetimes back naive (they were written in
+    UTC), PostgreSQL with a zone."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def database_url(home: Path | None = None) -> str:

@@ -28,7 +28,8 @@ from siaga.audit import (
 )
 from siaga.audit.chain import GENESIS, AuditRecord
 from siaga.cli import main
-from siaga.incidents import process, set_flow_run
+from siaga.incidents.recording import process
+from siaga.incidents.runs import set_flow_run
 from siaga.secrets import resolve_secret
 from siaga.store import engine
 

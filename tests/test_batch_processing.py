@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from siaga.alerts import Alert, AlertStatus
-from siaga.incidents import _bulk_ok, process, process_batch
+from siaga.incidents.recording import _bulk_ok, process, process_batch
 from siaga.store import alerts, audit_records, engine, incident_alerts, incidents
 
 from .postgres import fresh_database

@@ -17,9 +17,9 @@ from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
 
-from siaga.alerts.model import Alert, AlertStatus
+from siaga.incidents import Alert, AlertStatus
 from siaga.drills.records import DrillRecords
-from siaga.incidents import process
+from siaga.incidents.recording import process
 from siaga.runbook import parse_roster, parse_runbook
 from siaga.store import engine
 

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from siaga.alerts import Alert, AlertStatus
-from siaga.incidents import get_incident, list_incidents, process
+from siaga.incidents.recording import process
+from siaga.incidents.views import get_incident, list_incidents
 
 from .postgres import fresh_database
 from .test_routing import CATALOG, STARTED

@@ -8,17 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from siaga.alerts import Alert, AlertStatus
-from siaga.alerts.routing import group_key, matches, routes, threshold_reached
 from siaga.audit import AuditTrail
-from siaga.incidents import (
-    get_incident,
-    list_incidents,
-    pending_resolve_runs,
-    pending_runs,
-    process,
-    set_resolve_run,
-)
+from siaga.incidents import Alert, AlertStatus
+from siaga.incidents.recording import process
+from siaga.incidents.routing import group_key, matches, routes, threshold_reached
+from siaga.incidents.runs import pending_resolve_runs, pending_runs, set_resolve_run
+from siaga.incidents.views import get_incident, list_incidents
 from siaga.runbook.models import Runbook, Threshold
 from siaga.store import alerts, engine
 
@@ -309,7 +304,7 @@ def test_routing_is_pure() -> None:
     import sys
 
     code = (
-        "import sys, siaga.alerts.routing; "
+        "import sys, siaga.incidents.routing; "
         "print(sorted(m for m in ('prefect', 'fastapi', 'httpx', 'sqlalchemy', 'uvicorn', 'boto3') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -22,7 +22,7 @@ from siaga.integrations.outbox import read_outbox
 from siaga.alerts.parsers import parse
 from siaga.audit import AuditTrail
 from siaga.cli import main
-from siaga.incidents import process
+from siaga.incidents.recording import process
 from siaga.report import IncidentFacts, report_markdown, tell
 from siaga.report.gather import gather
 from siaga.report.sitrep import build_sitrep, recipients, sitrep_due

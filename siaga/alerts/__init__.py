@@ -1,13 +1,15 @@
-"""Alerts: one parser per source turns a webhook payload into `Alert`s; signatures prove where a
-payload came from; routing groups alerts into incidents. The parsers and routing are pure.
+"""Alerts: the way in. One parser per source turns a webhook payload into `Alert`s (the incident
+engine's input, `siaga.incidents`); signatures prove where a payload came from; the receiver takes
+webhooks over HTTP. The parsers are pure. Alerts may import the incident engine, never the reverse.
 
 * `parse(source, payload) -> list[Alert]` (siaga.alerts.parsers), raising `BadPayload`;
 * `verify(source, headers, body, config, now, fetch_certificate=None)` (siaga.alerts.signatures),
   raising `Unauthenticated` (401) or `Forbidden` (403); `SourceAuth` configures it.
 """
 
-from .model import Alert, AlertStatus, BadPayload
-from .parsers import SOURCES, generic_fingerprint, parse, parse_body, sns_subscribe_url
+from siaga.incidents.alert import Alert, AlertStatus
+
+from .parsers import SOURCES, BadPayload, generic_fingerprint, parse, parse_body, sns_subscribe_url
 from .signatures import (
     AuthError,
     Forbidden,

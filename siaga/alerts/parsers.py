@@ -30,15 +30,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .model import Alert, AlertStatus, BadPayload
+from siaga.incidents.alert import Alert, AlertStatus
 
 __all__ = [
     "SOURCES",
+    "BadPayload",
     "generic_fingerprint",
     "parse",
     "parse_body",
     "sns_subscribe_url",
 ]
+
+
+
+class BadPayload(ValueError):
+    """A payload that is not what its source sends; the message says what is wrong (HTTP 400/422)."""
+
 
 _GENERIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 

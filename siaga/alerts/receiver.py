@@ -13,7 +13,7 @@ A webhook is answered fast (202) and worked on after: Alertmanager gives a webho
 re-sends the whole batch. The request only authenticates, parses and writes the raw body to the
 store's inbox (`siaga.alerts.inbox`) before it is answered; the batch goes onto one queue, and a
 single worker records its alerts and opens or joins incidents, one transaction per batch
-(`siaga.incidents.process_batch`); beside it a single starter starts each new incident's run, one
+(`siaga.incidents.recording.process_batch`); beside it a single starter starts each new incident's run, one
 at a time and the highest ranked first, then the resolve run of each resolved incident whose
 runbook declares `on_resolve` steps, so a slow Prefect server never holds up recording (on the SQLite default, concurrent
 writers and concurrent run creation lose work to "database is locked"). Database and Prefect calls
@@ -65,23 +65,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
-from siaga.incidents import (
-    Outcome,
-    get_incident,
-    list_incidents,
-    note_run_failure,
-    pending_resolve_runs,
-    pending_runs,
-    process,
-    process_batch,
-    set_flow_run,
-    set_resolve_run,
-)
+from siaga.incidents import Alert
+from siaga.incidents.recording import Outcome, process, process_batch
+from siaga.incidents.runs import note_run_failure, pending_resolve_runs, pending_runs, set_flow_run, set_resolve_run
+from siaga.incidents.views import get_incident, list_incidents
 from siaga.runbook import Runbook
 
 from . import inbox
-from .model import Alert, BadPayload
-from .parsers import SOURCES, parse, sns_subscribe_url
+from .parsers import SOURCES, BadPayload, parse, sns_subscribe_url
 from .replay import StoreReplayGuard
 from .signatures import (
     AuthError,

@@ -23,7 +23,7 @@ from siaga.deadlines import DeadlineRecords
 from siaga.errors import BadInput
 from siaga.home import runbook_folder
 from siaga.incident_report import IncidentNotFound, find_incident_id
-from siaga.incidents import get_incident
+from siaga.incidents.views import get_incident
 from siaga.runbook import Runbook, RunbookError, load_runbook, runbook_files
 from siaga.runbook.roster import Roster, role_members
 from siaga.runbook.source import YamlSyntaxError, read_yaml

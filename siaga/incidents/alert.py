@@ -1,4 +1,4 @@
-"""The one shape every alert source is normalised into."""
+"""The one shape every alert source is normalised into: what the incident engine takes in."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 class AlertStatus(StrEnum):
     FIRING = "firing"
     RESOLVED = "resolved"
-
-
-class BadPayload(ValueError):
-    """A payload that is not what its source sends; the message says what is wrong (HTTP 400/422)."""
 
 
 class Alert(BaseModel):

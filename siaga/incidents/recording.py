@@ -1,8 +1,8 @@
-"""Alerts and incidents in Siaga's store: record an alert once, open or join its incidents, resolve.
+"""Recording alerts: record an alert once, open or join its incidents, resolve them.
 
 Every function takes a connection inside a transaction (or an engine) and the time `now`; the
-receiver's worker calls `process` once per alert, in one transaction, so an alert is recorded
-together with the incidents it opened or joined, or not at all.
+receiver's worker calls `process_batch` once per webhook, so an alert is recorded together with the
+incidents it opened or joined, or not at all.
 
 * A repeat of a notification (same source, fingerprint, start and status) is recorded once and
   changes nothing else.
@@ -10,10 +10,8 @@ together with the incidents it opened or joined, or not at all.
   unique `open_key` and reads back the winner, so concurrent receivers (PostgreSQL) join one incident.
 * A resolved notification marks its firing alert resolved; an incident whose firing alerts are all
   resolved is resolved, and its key is free for the next episode. If its runbook declares
-  `on_resolve` steps and its run was started, a resolve run is then due (`pending_resolve_runs`),
-  started once like the first run.
-* Open incidents rank by severity (sev1 first), then priority (P1 first; none last), then age
-  (oldest first): `pending_runs` starts runs in that order and `list_incidents` lists them so.
+  `on_resolve` steps and its run was started, a resolve run is then due
+  (`siaga.incidents.runs.pending_resolve_runs`), started once like the first run.
 """
 
 from __future__ import annotations
@@ -21,32 +19,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, true, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .alerts.model import Alert, AlertStatus
-from .alerts.routing import Route, group_key, matches, render_inputs, routes, threshold_reached
-from .audit import AuditTrail
-from .runbook import Runbook
-from .runbook.models import Trigger
-from .store import alerts, incident_alerts, incidents
+from siaga.audit import AuditTrail
+from siaga.runbook import Runbook
+from siaga.runbook.models import Trigger
+from siaga.store import alerts, as_utc, incident_alerts, incidents
 
-__all__ = [
-    "Outcome",
-    "get_incident",
-    "list_incidents",
-    "note_run_failure",
-    "pending_resolve_runs",
-    "pending_runs",
-    "priority_of",
-    "process",
-    "process_batch",
-    "set_flow_run",
-    "set_resolve_run",
-]
+from .alert import Alert, AlertStatus
+from .ranking import priority_of
+from .routing import Route, group_key, matches, render_inputs, routes, threshold_reached
+
+__all__ = ["Outcome", "open_or_join", "process", "process_batch", "record_alert", "resolve_alert"]
 
 
 @dataclass
@@ -59,13 +47,6 @@ class Outcome:
     joined: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; everything here is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _insert(connection: Connection, table: Any):  # type: ignore[no-untyped-def]
@@ -180,7 +161,7 @@ def _recent(connection: Connection, route: Route, runbook: Runbook, now: datetim
     for alert_id, fingerprint, labels, received_at in rows:
         candidate = Alert(source=trigger.source, fingerprint=fingerprint, status=AlertStatus.FIRING, labels=labels)
         if matches(trigger, candidate) and group_key(trigger, candidate) == route.group_key:
-            recent[alert_id] = _utc(received_at) or now
+            recent[alert_id] = as_utc(received_at) or now
     return recent
 
 
@@ -460,155 +441,3 @@ def _audit_opened(trail: AuditTrail, connection: Connection, incident_id: str, r
 
 def _opened_record(runbook_id: str, group: str, runbook: Runbook, inputs: Mapping[str, Any]) -> dict[str, Any]:
     return {"runbook": runbook_id, "group_key": group, "severity": str(runbook.severity), "inputs": dict(inputs)}
-
-
-PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
-
-
-def priority_of(alert: Alert, runbook: Runbook) -> str | None:
-    """The incident's priority: the alert's `priority` label when it names one (P1 to P5; ``p2``
-    and ``2`` count too), else the runbook's `impact.priority`."""
-    label = str(alert.labels.get("priority") or "").strip().upper()
-    label = f"P{label}" if label.isdigit() else label
-    return label if label in PRIORITIES else runbook.impact.priority
-
-
-_RANK = (
-    incidents.c.severity.is_(None), incidents.c.severity,
-    incidents.c.priority.is_(None), incidents.c.priority,
-    incidents.c.opened_at, incidents.c.id,
-)
-"""The ranking of open incidents as SQL ORDER BY terms: severity (sev1 first), priority (P1 first),
-none of either last, then the oldest first. Both values sort as text: sev1 < sev2, P1 < P2."""
-
-
-def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
-    """Open incidents whose run has not been started yet, the highest ranked first."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(incidents)
-            .where(incidents.c.state == "open", incidents.c.flow_run_id.is_(None), incidents.c.run_attempts < max_attempts)
-            .order_by(*_RANK)
-        ).mappings().all()
-    return [_incident(row) | {"phase": "respond"} for row in rows]
-
-
-def pending_resolve_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
-    """Resolved incidents whose resolve run is due and not started yet, the highest ranked first.
-    Only incidents whose first run was started: an incident that resolved before anything was
-    done has nothing to wind down."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(incidents)
-            .where(
-                incidents.c.state == "resolved", incidents.c.resolve_due == true(),
-                incidents.c.resolve_run_id.is_(None), incidents.c.flow_run_id.is_not(None),
-                incidents.c.resolve_attempts < max_attempts,
-            )
-            .order_by(*_RANK)
-        ).mappings().all()
-    return [_incident(row) | {"phase": "resolve"} for row in rows]
-
-
-def set_flow_run(engine: Engine, incident_id: str, flow_run_id: str) -> None:
-    """Note the run started for the incident, with its audit record, in one transaction."""
-    with engine.begin() as connection:
-        runbook_id = connection.execute(
-            update(incidents)
-            .where(incidents.c.id == incident_id)
-            .values(flow_run_id=flow_run_id, run_error=None, run_attempts=incidents.c.run_attempts + 1)
-            .returning(incidents.c.runbook_id)
-        ).scalar_one_or_none()
-        AuditTrail(engine).append(
-            "incident.run_started", incident_id=incident_id, run_id=flow_run_id, connection=connection,
-            data={"runbook": runbook_id},
-        )
-
-
-def set_resolve_run(engine: Engine, incident_id: str, flow_run_id: str) -> bool:
-    """Note the resolve run started for the incident, with its audit record, in one transaction;
-    False (and no record) if one was noted already."""
-    with engine.begin() as connection:
-        runbook_id = connection.execute(
-            update(incidents)
-            .where(incidents.c.id == incident_id, incidents.c.resolve_run_id.is_(None))
-            .values(resolve_run_id=flow_run_id, resolve_error=None, resolve_attempts=incidents.c.resolve_attempts + 1)
-            .returning(incidents.c.runbook_id)
-        ).scalar_one_or_none()
-        if runbook_id is None:
-            return False
-        AuditTrail(engine).append(
-            "incident.resolve_run_started", incident_id=incident_id, run_id=flow_run_id, connection=connection,
-            data={"runbook": runbook_id},
-        )
-    return True
-
-
-def note_run_failure(engine: Engine, incident_id: str, error: str, phase: str = "respond") -> None:
-    """Note that the incident's run (or with ``phase="resolve"``, its resolve run) did not start."""
-    if phase == "resolve":
-        values = {"resolve_error": error[:2000], "resolve_attempts": incidents.c.resolve_attempts + 1}
-    else:
-        values = {"run_error": error[:2000], "run_attempts": incidents.c.run_attempts + 1}
-    with engine.begin() as connection:
-        connection.execute(update(incidents).where(incidents.c.id == incident_id).values(**values))
-
-
-def _incident(row: Mapping[str, Any]) -> dict[str, Any]:
-    incident = dict(row)
-    incident.pop("open_key", None)
-    for name in ("opened_at", "resolved_at"):
-        incident[name] = _utc(incident[name])
-    return incident
-
-
-def list_incidents(engine: Engine, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Open incidents ranked (severity, priority, age: see `_RANK`), each with its `rank` (1 the
-    first to attend to); then resolved ones, the newest first."""
-    found: list[dict[str, Any]] = []
-    with engine.connect() as connection:
-        if state in (None, "open"):
-            query = select(incidents).where(incidents.c.state == "open").order_by(*_RANK).limit(limit)
-            rows = connection.execute(query).mappings().all()
-            found += [_incident(row) | {"rank": n} for n, row in enumerate(rows, 1)]
-        if state in (None, "resolved") and len(found) < limit:
-            query = (
-                select(incidents).where(incidents.c.state == "resolved")
-                .order_by(incidents.c.opened_at.desc()).limit(limit - len(found))
-            )
-            found += [_incident(row) | {"rank": None} for row in connection.execute(query).mappings().all()]
-    return found
-
-
-def get_incident(engine: Engine, incident_id: str) -> dict[str, Any] | None:
-    """The incident with its alerts, or None."""
-    with engine.connect() as connection:
-        row = connection.execute(select(incidents).where(incidents.c.id == incident_id)).mappings().first()
-        if row is None:
-            return None
-        linked = connection.execute(
-            select(alerts)
-            .join(incident_alerts, incident_alerts.c.alert_id == alerts.c.id)
-            .where(incident_alerts.c.incident_id == incident_id)
-            .order_by(alerts.c.id)
-        ).mappings().all()
-    incident = _incident(row)
-    incident["alert_list"] = [
-        {
-            "id": a["id"],
-            "source": a["source"],
-            "fingerprint": a["fingerprint"],
-            "status": a["status"],
-            "starts_at": _utc(a["starts_at"]),
-            "received_at": _utc(a["received_at"]),
-            "resolved_at": _utc(a["resolved_at"]),
-            "labels": a["labels"],
-            "annotations": a["annotations"],
-        }
-        for a in linked
-    ]
-    return incident
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

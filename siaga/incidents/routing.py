@@ -24,7 +24,7 @@ from siaga.runbook import Runbook
 from siaga.runbook.models import Threshold, Trigger
 from siaga.runbook.templates import TemplateError, render_value
 
-from .model import Alert
+from .alert import Alert
 
 __all__ = ["Route", "group_key", "matches", "render_inputs", "routes", "threshold_reached"]
 

@@ -1,0 +1,22 @@
+"""Incidents: the engine that turns normalised alerts into incidents, one per problem, and owes each
+its runs. Pure routing, recording in Siaga's store, ranking, the runs due, and read views.
+
+* `alert`: `Alert`, the one shape every source is normalised into (by `siaga.alerts`).
+* `routing` (pure): which runbooks an alert starts, its incident key, the run's inputs.
+* `recording`: `process` / `process_batch` record alerts once and open, join or resolve incidents,
+  each with its audit records, in one transaction.
+* `ranking`: severity, priority, age.
+* `runs`: the first and resolve runs due, and noting them started or failed.
+* `views`: the ranked list and one incident with its alerts.
+
+Direction: `siaga.alerts` (parsers, signatures, the receiver) imports this package, never the
+reverse; this package imports the runbook language, the store and the audit trail.
+
+Importing the package loads only its pure parts (`Alert`, routing); the store-backed modules are
+imported by name (`siaga.incidents.recording`, ...), so the pure parts stay free of SQLAlchemy.
+"""
+
+from .alert import Alert, AlertStatus
+from .routing import Route, group_key, matches, render_inputs, routes, threshold_reached
+
+__all__ = ["Alert", "AlertStatus", "Route", "group_key", "matches", "render_inputs", "routes", "threshold_reached"]
