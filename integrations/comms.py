@@ -32,8 +32,6 @@ channel is its own side-effect ledger entry, as in `notify.fanout`. A status pag
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +51,7 @@ from siaga.actions import (
     ProductionInDrill,
     Risk,
 )
+from siaga.canonical import digest
 from siaga.home import runbook_folder
 from siaga.runbook.comms import render_message, template_file
 from siaga.runbook.durations import Duration
@@ -143,8 +142,7 @@ def draft_hash(value: DraftText | dict[str, Any]) -> str:
     """SHA-256 of a draft's audience, languages, messages and combined text (canonical JSON)."""
     data = value.model_dump(mode="json") if isinstance(value, BaseModel) else dict(value)
     content = {k: data[k] for k in ("audience", "languages", "messages", "subject", "text")}
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return digest(content)
 
 
 def combined(languages: list[str], messages: dict[str, Message]) -> tuple[str, str]:
