@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from siaga.runbook.comms import POSTING_ACTIONS
+
 PAGE_WITHIN = timedelta(minutes=5)
 """How soon after a run starts the on-call should be paged."""
 PAGE_POINTS_PER_MINUTE = 2
@@ -40,7 +42,8 @@ NOT_RUN_STEP_POINTS = 2
 MISSED_DEADLINE_POINTS = 15
 
 PAGING_ACTIONS = frozenset({"pagerduty.trigger"})
-PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish"})
+PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish",
+                            *POSTING_ACTIONS})
 PUBLIC_AUDIENCES = ("customers", "social", "public", "statuspage", "press")
 """`outbox.send` to one of these audiences (``to: customers:affected``) is a public statement."""
 DONE = frozenset({"completed", "recorded"})
