@@ -105,17 +105,7 @@ class Graph:
             params={**(query or {}), **self.proof},
             json=body,
         )
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ActionFailed(
-                f"{self.provider} answered {response.status_code} with a body that is not Graph's "
-                f"JSON: {REDACTOR.text(response.text[:200])}",
-                changed=None if method != "GET" else False,
-            )
-        return answer
+        return _http.json_object(response, self.provider, changed=None if method != "GET" else False)
 
 
 def graph_error(response: httpx.Response) -> dict[str, Any]:

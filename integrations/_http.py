@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 from siaga.actions import ActionFailed
+from siaga.secrets import REDACTOR
 
 Describe = Callable[[httpx.Response], str]
 """Turns a provider's error response into its message."""
@@ -136,6 +137,22 @@ async def _once(
         message, retryable=False, changed=False,
         todo=f"read {provider}'s message above, fix the request or the connection, and run the step again",
     )
+
+
+def json_object(response: httpx.Response, provider: str, *, changed: bool | None) -> dict[str, Any]:
+    """The JSON object a provider answered; ActionFailed (scrubbed of secrets) when it is not one.
+    `changed` says whether the call may have acted all the same."""
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ActionFailed(
+            f"{provider} answered {response.status_code} with a body that is not its JSON: "
+            f"{REDACTOR.text(response.text[:200])}",
+            changed=changed,
+        )
+    return answer
 
 
 @cache

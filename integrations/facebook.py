@@ -88,19 +88,10 @@ async def post(
 
 
 async def reconcile_post(params: FacebookPost, context: ActionContext) -> Posted | None:
-    """The Page's post with this text among its latest, if an earlier attempt made it."""
-    page = account(context, FacebookConnection, params.connection)
-    if page is None:
-        return None
-    async with http_client(None, page.timeout) as http:
-        feed = await _graph(page, context, http).call(
-            "GET",
-            f"{page.page_id}/feed",
-            query={"fields": "id,message,created_time", "limit": _LOOK_BACK,
-                   "since": int(time.time() - LOOK_BACK_HOURS * 3600)},
-        )
-    found = _ours(feed, params.message)
-    return None if found is None else _posted(f"facebook:{page.page_id}", found, reconciled=True)
+    """The Page's post of the last day with this text, if an earlier attempt made it."""
+    since = int(time.time() - LOOK_BACK_HOURS * 3600)
+    return await _find(params.connection, context, "feed", params.message,
+                       {"fields": "id,message,created_time", "since": since})
 
 
 async def reply(
@@ -118,32 +109,33 @@ async def reply(
 
 async def reconcile_reply(params: FacebookReply, context: ActionContext) -> Posted | None:
     """The Page's comment with this text on the object, if an earlier attempt made it."""
-    page = account(context, FacebookConnection, params.connection)
+    return await _find(params.connection, context, f"{params.reply_to}/comments", params.message,
+                       {"fields": "id,message,from", "filter": "stream", "order": "reverse_chronological"})
+
+
+async def _find(
+    connection: str | None, context: ActionContext, edge: str, message: str, query: dict[str, Any]
+) -> Posted | None:
+    """The Page's own entry of a Graph listing (its feed, or comments) whose text is `message`;
+    `edge` ``feed`` is the Page's feed."""
+    page = account(context, FacebookConnection, connection)
     if page is None:
         return None
+    path = f"{page.page_id}/feed" if edge == "feed" else edge
     async with http_client(None, page.timeout) as http:
-        comments = await _graph(page, context, http).call(
-            "GET",
-            f"{params.reply_to}/comments",
-            query={"fields": "id,message,from", "filter": "stream", "order": "reverse_chronological",
-                   "limit": _LOOK_BACK},
-        )
-    mine = [c for c in comments.get("data") or [] if isinstance(c, dict)
-            and isinstance(c.get("from"), dict) and str(c["from"].get("id")) == page.page_id]
-    found = _ours({"data": mine}, params.message)
-    return None if found is None else _posted(f"facebook:{params.reply_to}", found, reconciled=True)
+        listing = await _graph(page, context, http).call("GET", path, query={**query, "limit": _LOOK_BACK})
+    for entry in listing.get("data") or []:
+        author = entry.get("from") if isinstance(entry, dict) else None
+        if isinstance(author, dict) and str(author.get("id")) != page.page_id:
+            continue  # someone else's comment with the same words
+        if isinstance(entry, dict) and same_text(message, entry.get("message")):
+            where = page.page_id if edge == "feed" else edge.split("/")[0]
+            return _posted(f"facebook:{where}", str(entry.get("id")), reconciled=True)
+    return None
 
 
 def _graph(page: FacebookConnection, context: ActionContext, http: httpx.AsyncClient) -> Graph:
     return Graph(page, context, http, "Facebook")
-
-
-def _ours(listing: dict[str, Any], message: str) -> str | None:
-    """The id of the first entry of a Graph listing whose message is `message`."""
-    for entry in listing.get("data") or []:
-        if isinstance(entry, dict) and same_text(message, entry.get("message")):
-            return str(entry.get("id"))
-    return None
 
 
 def _posted(to: str, object_id: str, *, reconciled: bool = False) -> Posted:

@@ -192,14 +192,7 @@ class _Account:
             params=query,
             json=body,
         )
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ActionFailed(f"X answered {response.status_code} with a body that is not JSON",
-                               changed=None if method != "GET" else False)
-        return answer
+        return _http.json_object(response, "X", changed=None if method != "GET" else False)
 
     async def user_id(self) -> str:
         if self.conn.user_id:
