@@ -509,3 +509,60 @@ def test_social_actions_are_channels_of_comms_publish_and_notify_fanout(
         context(tmp_path, connections, step="tell-cmt"), fanout.drill_behaviour, ledger)).output
     assert sent["delivered"] == ["whatsapp", "outbox"] and graph.messages[-1]["text"]["body"] == "Bridge: #war-room-social"
     assert_no_canary(result, sent, [e.result for e in ledger.entries()], read_outbox(tmp_path))
+
+
+# --- a runbook's flow run -----------------------------------------------------------------------
+
+RUNBOOK = """\
+runbook: social-answer
+title: Social answer
+severity: sev3
+steps:
+  - id: answer-x
+    action: x.reply
+    with: {reply_to: "1790000000000000999", text: "Halo Budi, saldo Anda aman (run {{ run.name }})."}
+  - id: page-post
+    action: facebook.post
+    with: {message: "Pembaruan {{ run.name }}: pembayaran pulih bertahap."}
+  - id: tell-ops
+    action: whatsapp.send
+    with: {to: "+6283333333333", text: "Bridge: #war-room-social"}
+  - id: banner
+    action: website.notice
+    with: {title: Gangguan pembayaran, text: Kami sedang menanganinya.}
+"""
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_runbook_posts_once_live_and_nothing_in_a_drill(
+    x_api: FakeX, graph: FakeGraph, site: FakeWebsite, siaga_home: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from siaga.flows import compile_runbook
+    from siaga.runbook import parse_runbook
+
+    connections = {"brand": x_connection(x_api), "page": graph_connection(graph, "facebook"),
+                   "wa": graph_connection(graph, "whatsapp"), "site": site_connection(site)}
+    file = tmp_path / "connections.yaml"
+    file.write_text(json.dumps({"connections": connections}))
+    monkeypatch.setenv("SIAGA_CONNECTIONS", str(file))
+    graph.window_open.add("6283333333333")
+    flow = compile_runbook(parse_runbook(RUNBOOK, REGISTRY, file="social-answer.yaml"))
+
+    def run(mode: str) -> dict[str, str]:
+        state = asyncio.run(flow(mode=mode, return_state=True))
+        assert state.is_completed(), state.message
+        return {s["step"]: s["outcome"] for s in asyncio.run(state.aresult())["steps"]}
+
+    seen = len(x_api.requests) + len(graph.requests) + len(site.requests)
+    assert run("drill") == dict.fromkeys(("answer-x", "page-post", "tell-ops", "banner"), "recorded")
+    assert len(x_api.requests) + len(graph.requests) + len(site.requests) == seen, "a drill posted"
+
+    posts, feed, messages = len(x_api.posts), len(graph.feed), len(graph.messages)
+    assert run("live") == dict.fromkeys(("answer-x", "page-post", "tell-ops", "banner"), "completed")
+    assert (len(x_api.posts), len(graph.feed), len(graph.messages)) == (posts + 1, feed + 1, messages + 1)
+    assert x_api.posts[-1]["referenced_tweets"] == [{"type": "replied_to", "id": "1790000000000000999"}]
+    assert any(n.startswith("incident-") for n in site.notices)
+    logs = (siaga_home / "logs" / "siaga.jsonl").read_text(encoding="utf-8")
+    assert '"step": "answer-x"' in logs or '"step":"answer-x"' in logs
+    assert_no_canary(logs)
