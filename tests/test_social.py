@@ -370,6 +370,30 @@ def test_whatsapp_throughput_limits_are_waited_out_and_unknown_outcomes_left_to_
     assert len(graph.messages) == before + 2, "the second attempt sent nothing"
 
 
+def test_a_person_is_reached_on_whatsapp_and_on_the_next_channel_once_their_window_closed(
+    graph: FakeGraph, tmp_path: Path
+) -> None:
+    from siaga.flows.reach import reach
+
+    from siaga.runbook.roster import parse_roster
+
+    roster = parse_roster("""\
+people:
+  budi: {roles: [liaison], channels: {whatsapp: "+6284444444444"}}
+  dewi: {roles: [care], channels: {whatsapp: "+6285555555555"}}
+""")
+    graph.window_open.add("6284444444444")
+    ctx = context(tmp_path, {"wa": graph_connection(graph, "whatsapp")}, step="gate-codes")
+    assert asyncio.run(reach("budi", "Kode persetujuan", "APPROVE 12345678", REGISTRY, roster, ctx)) == "whatsapp"
+    assert graph.messages[-1]["to"] == "6284444444444"
+    assert graph.messages[-1]["text"]["body"] == "*Kode persetujuan*\nAPPROVE 12345678"
+    assert asyncio.run(reach("dewi", "Kode persetujuan", "APPROVE 87654321", REGISTRY, roster, ctx)) == "outbox"
+    assert read_outbox(tmp_path)[-1]["to"] == "person:dewi", "her window was closed (131047): the next channel"
+    bare = context(tmp_path, {}, step="gate-codes")
+    assert asyncio.run(reach("budi", "Kode", "APPROVE 1", REGISTRY, roster, bare)) == "outbox"
+    assert read_outbox(tmp_path)[-1]["to"] == "person:budi", "no WhatsApp number configured: not tried"
+
+
 # --- website notices ----------------------------------------------------------------------------
 
 
