@@ -112,7 +112,8 @@ async def publish(
 ) -> Posted:
     insta = account(context, InstagramConnection, params.connection)
     if insta is None:
-        return await to_outbox_instead(context, "Instagram", "instagram:feed", f"{params.caption}\n\n(image: {params.image_url})")
+        text = f"{params.caption}\n\n(image: {params.image_url})"
+        return await to_outbox_instead(context, "Instagram", "instagram:feed", text)
     async with http_client(client, insta.timeout) as http:
         graph = _graph(insta, context, http)
         container = _id(await graph.call(

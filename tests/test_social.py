@@ -523,6 +523,13 @@ def test_social_actions_are_channels_of_comms_publish_and_notify_fanout(
     assert graph.objects[result["channels"]["facebook"]["result"]["id"]]["message"] == fields["text"]
     assert site.notices["incident-inc-50"]["title"] == "Pembayaran"
     assert graph.messages[-1]["text"]["body"] == fields["text"]
+    seen = len(x_api.requests) + len(graph.requests) + len(site.requests)
+    drill = context(tmp_path, connections, step="holding-statement", incident="inc-51", mode=Mode.DRILL)
+    rehearsed = asyncio.run(perform(spec, params, drill, spec.drill_behaviour, ledger)).output
+    assert rehearsed["delivered"] == ["x", "facebook", "website", "whatsapp"]
+    assert all(c["result"]["drill"] == "recorded" and "sandbox" in c["result"]["reason"]
+               for c in rehearsed["channels"].values())
+    assert len(x_api.requests) + len(graph.requests) + len(site.requests) == seen, "a drill's statement was posted"
     with pytest.raises(ValueError, match="come from the approved draft"):
         spec.params.model_validate({"draft": draft, "channels": [{"action": "x.post", "with": {"text": "mine"}}]})
 
