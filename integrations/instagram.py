@@ -47,8 +47,8 @@ __all__ = ["ACTIONS", "InstagramConnection", "InstagramPublish", "InstagramReply
 
 _CONNECTION_HELP = "The `type: instagram` connection (account) to post as."
 _LOOK_BACK = 50
-_CONTAINER_CHECKS = 10
-_CONTAINER_WAIT = 1.0
+_CONTAINER_CHECKS = 20
+_CONTAINER_WAIT = 0.5
 
 
 class InstagramConnection(GraphConnection):

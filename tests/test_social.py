@@ -307,7 +307,7 @@ def test_instagram_reply_and_two_step_publish(graph: FakeGraph, tmp_path: Path) 
     assert asyncio.run(reply_spec.reconcile(reply_spec.params.model_validate(
         {"reply_to": "1780000000000001", "message": "Halo! Cek DM ya."}), ctx)).id == answer["id"]
 
-    graph.publish_limit = len(graph.media)
+    graph.publish_limit, graph.container_checks = len(graph.media), 0
     limited = failure("instagram.publish", {"image_url": "https://cdn.example.com/x.jpg", "caption": "Lagi."}, ctx)
     assert "(#9) Application request limit reached" in str(limited) and "maximum number of posts" in str(limited)
     assert not limited.retryable
