@@ -1,4 +1,8 @@
-"""Actions that runbook steps call, one module per provider, each declaring an ``ACTIONS`` tuple."""
+"""Actions that runbook steps call, one module per provider, each declaring an ``ACTIONS`` tuple.
+
+Installed as ``siaga.integrations`` from the top-level folder ``integrations/`` (pyproject's
+package-dir): import it as ``siaga.integrations``. Its part and the directions it may import:
+docs/parts.toml."""
 
 from siaga.actions import ActionRegistry
 
