@@ -597,3 +597,12 @@ def test_a_runbook_posts_once_live_and_nothing_in_a_drill(
     logs = (siaga_home / "logs" / "siaga.jsonl").read_text(encoding="utf-8")
     assert '"step": "answer-x"' in logs or '"step":"answer-x"' in logs
     assert_no_canary(logs)
+
+
+def test_every_posting_action_counts_as_a_public_statement() -> None:
+    from siaga.drills.score import PUBLIC_ACTIONS
+
+    from siaga.runbook.comms import POSTING_ACTIONS
+
+    assert POSTING_ACTIONS <= PUBLIC_ACTIONS and POSTING_ACTIONS <= set(REGISTRY.names())
+    assert {n for n in REGISTRY.names() if n.split(".")[0] in ("x", "facebook", "instagram", "website")} == POSTING_ACTIONS

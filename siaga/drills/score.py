@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from siaga.runbook.comms import POSTING_ACTIONS
-
 PAGE_WITHIN = timedelta(minutes=5)
 """How soon after a run starts the on-call should be paged."""
 PAGE_POINTS_PER_MINUTE = 2
@@ -42,8 +40,11 @@ NOT_RUN_STEP_POINTS = 2
 MISSED_DEADLINE_POINTS = 15
 
 PAGING_ACTIONS = frozenset({"pagerduty.trigger"})
-PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish",
-                            *POSTING_ACTIONS})
+PUBLIC_ACTIONS = frozenset({
+    "statuspage.create_incident", "statuspage.update_incident", "comms.publish",
+    # the posting actions (siaga.runbook.comms.POSTING_ACTIONS; drills import no language)
+    "x.post", "x.reply", "facebook.post", "facebook.reply", "instagram.reply", "instagram.publish", "website.notice",
+})
 PUBLIC_AUDIENCES = ("customers", "social", "public", "statuspage", "press")
 """`outbox.send` to one of these audiences (``to: customers:affected``) is a public statement."""
 DONE = frozenset({"completed", "recorded"})
