@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from siaga.runbook.comms import POSTING_ACTIONS
 from siaga.runbook.durations import human_duration
 
 PAGE_WITHIN = timedelta(minutes=5)
@@ -42,7 +43,7 @@ NOT_RUN_STEP_POINTS = 2
 MISSED_DEADLINE_POINTS = 15
 
 PAGING_ACTIONS = frozenset({"pagerduty.trigger"})
-PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish"})
+PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish"}) | POSTING_ACTIONS
 PUBLIC_AUDIENCES = ("customers", "social", "public", "statuspage", "press")
 """`outbox.send` to one of these audiences (``to: customers:affected``) is a public statement."""
 DONE = frozenset({"completed", "recorded"})

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from siaga.audit.chain import AuditRecord
+from siaga.runbook.comms import POSTING_ACTIONS
 from siaga.runbook.durations import human_duration
 
 from .facts import DeadlineInfo, GateInfo, IncidentFacts, StepInfo
@@ -29,7 +30,7 @@ DECISION_EVENTS = (
     "decided",
 )
 ENDS = {"step.finished": None, "step.skipped": "skipped", "step.failed": "failed"}
-PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident"})
+PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", *POSTING_ACTIONS})
 PUBLIC_AUDIENCES = ("customers", "media", "social", "public", "statuspage", "press")
 
 
