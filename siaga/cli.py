@@ -635,7 +635,7 @@ def cmd_sitrep(args: argparse.Namespace) -> int:
     if args.send:
         import asyncio
 
-        from .flows.compiler import prefect_secret
+        from .flows.secret_blocks import prefect_secret
         from .flows.sitreps import send_sitrep
 
         done = asyncio.run(send_sitrep(
