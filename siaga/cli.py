@@ -23,7 +23,7 @@ from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
 from .errors import BadInput, Terminated
 from .home import prepare_prefect_environment, runbook_folder, siaga_home
-from .runbook import Runbook, RunbookError, load_runbook, runbook_files
+from .runbook import Runbook, RunbookError, inspect_runbook_file, runbook_files
 from .runbook.diagnostics import Diagnostic
 from .team import find_roster
 
@@ -43,7 +43,8 @@ def _registry() -> ActionRegistry:
 def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for d in diagnostics:
         hint = f" [dim]({d.hint})[/dim]" if d.hint else ""
-        err.print(f"[bold]{d.file}:{d.line}:{d.column}[/bold]: [cyan]{d.path}[/cyan]: {d.message}{hint}", markup=True)
+        warning = "" if d.is_error else "[yellow]warning[/yellow]: "
+        err.print(f"[bold]{d.file}:{d.line}:{d.column}[/bold]: {warning}[cyan]{d.path}[/cyan]: {d.message}{hint}", markup=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -52,17 +53,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     failed = 0
     for path in files:
-        try:
-            runbook = load_runbook(path, registry, find_roster(path.parent))
-        except RunbookError as exc:
+        inspection = inspect_runbook_file(path, registry, find_roster(path.parent))
+        warnings = [d.as_dict() for d in inspection.warnings]
+        if inspection.runbook is None:
             failed += 1
-            results.append({"file": str(path), "ok": False, "errors": [d.as_dict() for d in exc.diagnostics]})
-            if not args.json:
-                _print_diagnostics(exc.diagnostics)
+            results.append({"file": str(path), "ok": False, "errors": [d.as_dict() for d in inspection.errors],
+                            "warnings": warnings})
         else:
-            results.append({"file": str(path), "ok": True, "runbook": runbook.id, "steps": len(runbook.steps)})
-            if not args.json:
-                out.print(f"[green]ok[/green] {path} ({runbook.id}, {len(runbook.steps)} steps)")
+            runbook = inspection.runbook
+            results.append({"file": str(path), "ok": True, "runbook": runbook.id, "steps": len(runbook.steps),
+                            "warnings": warnings})
+        if args.json:
+            continue
+        _print_diagnostics(inspection.diagnostics)
+        if inspection.runbook is not None:
+            said = f", {len(warnings)} warnings" if warnings else ""
+            out.print(f"[green]ok[/green] {path} ({inspection.runbook.id}, {len(inspection.runbook.steps)} steps{said})")
     if args.json:
         print(json.dumps(results, indent=2))
     elif not files:
@@ -217,7 +223,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         return OK
     for g in gates:  # a block per gate, whole at any terminal width: ids are there to be copied
         where = f"incident {g['incident']}, run {g['run_id']}" if g["incident"] else f"run {g['run_id']}"
-        out.print(f"[bold]{g['step']}[/bold] ({g['action'] or 'no action'}) of {g['runbook']}, {where}", highlight=False)
+        out.print(f"[bold]{g['step']}[/bold] ({g['action'] or 'no action'}) of {g['runbook']}, {where}")
         out.print(f"  {g['rule']}", markup=False)
         out.print(f"  may approve: {', '.join(g['may_approve']) or 'nobody now'}"
                   + (f"; decided: {', '.join(g['decided'])}" if g["decided"] else ""), markup=False)
@@ -225,7 +231,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         out.print(f"  siaga approve {g['incident'] or g['run_id']} {g['step']} --as ID --code CODE [--reject]", markup=False)
         if args.evidence:
             out.print("", markup=False)
-            out.print(g["evidence"], markup=False, highlight=False)
+            out.print(g["evidence"], markup=False)
             out.print("", markup=False)
     return OK
 
@@ -239,7 +245,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     answered = answer_gate(args.run, args.step, args.as_, args.code, reject=args.reject, comment=args.comment or "")
     gate = answered.gate
     if answered.outcome == "refused":
-        err.print(f"[red]refused[/red]: {answered.reason}", markup=True, highlight=False)
+        err.print(f"[red]refused[/red]: {answered.reason}", markup=True)
         return BAD_INPUT
     verb = "rejection" if args.reject else "approval"
     out.print(f"{args.as_}'s {verb} of step {gate.step_id} of run {gate.run_id} counted", markup=False)
@@ -369,10 +375,19 @@ def cmd_receiver(args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
+    from .alerts.inbox import losses
     from .incidents.views import list_incidents
     from .store import engine
 
-    rows = list_incidents(engine(), args.state, args.limit)
+    store = engine()
+    rows = list_incidents(store, args.state, args.limit)
+    lost = losses(store)
+    if lost.webhooks:  # on stderr, so that --json stays one document
+        known = f" ({lost.alerts} of their alerts)" if lost.alerts else ""
+        err.print(f"[bold red]{lost.webhooks} webhooks taken in could not be recorded{known}[/bold red]; why:")
+        for why, count in lost.reasons:
+            err.print(f"  {count} x {why}", markup=False)
+        err.print("  (kept in the inbox table with their bodies; not tried again)")
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return OK

@@ -3,7 +3,8 @@
 
 Tables: `side_effects` (the side-effect ledger); `alerts`, `incidents` and `incident_alerts`
 (what the alert receiver recorded and opened); `deliveries` (webhooks seen, against replay);
-`sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed); `gates`,
+`sns_subscriptions` (SNS topics confirmed); `inbox` (webhooks taken in, until processed, or given
+up on with the reason); `threshold_hits` (what threshold triggers counted); `gates`,
 `gate_codes` and `gate_events` (approval gates, their hashed one-time codes and everything that
 happened at them); `runs` (the runs Siaga executes: pinned parameters, cancellation, wake-ups); `audit_records` (the hash-chained audit trail, see `siaga.audit`);
 `comms_deadlines` (statement deadlines, their reminders and misses); `drills` (each drill's score,
@@ -22,7 +23,9 @@ open the same incident cannot both succeed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -35,6 +38,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -255,11 +259,28 @@ inbox = Table(
     Column("body", LargeBinary, nullable=False),  # the raw webhook, as verified
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True), index=True),  # NULL until its alerts are recorded
-    Column("attempts", Integer, nullable=False),
-    Column("error", Text),
+    Column("attempts", Integer, nullable=False),  # tries started (by this receiver or one that died)
+    Column("error", Text),  # why the last try did not record everything
+    Column("failed_at", DateTime(timezone=True), index=True),  # given up on: `error` says why (since 0012)
+    Column("lost", Integer),  # alerts of a webhook given up on that were not recorded (NULL: unknown)
 )
 """Webhooks taken in (answered 202) and whether they were processed: a receiver that dies with
-work queued processes the unfinished ones when it starts again (`siaga.alerts.inbox`)."""
+work queued processes the unfinished ones when it starts again; one that cannot be recorded after
+a few tries is marked failed, with its reason, and left for a person (`siaga.alerts.inbox`)."""
+
+threshold_hits = Table(
+    "threshold_hits",
+    metadata,
+    Column("runbook_id", String(100), primary_key=True),
+    Column("trigger_index", Integer, primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
+    Column("group_hash", String(64), nullable=False),  # sha256 of the group key: bounded, whatever the labels
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    Index("ix_threshold_hits_window", "runbook_id", "trigger_index", "group_hash", "received_at"),
+)
+"""The firing alerts each threshold trigger took, by group (since 0012): a threshold is counted with
+an index over its window, not by rescanning recent alerts (`siaga.incidents.thresholds`); rows
+older than every window are pruned."""
 
 audit_records = Table(
     "audit_records",
@@ -302,6 +323,23 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes, committed when the block ends (rolled back on an exception). On
+    SQLite it takes the write lock at its start (``BEGIN IMMEDIATE``): its reads see the state it
+    writes over, and it cannot fail half-way on a stale snapshot. Keep it short: on SQLite every
+    other writer waits for it."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
 
 
 def database_url(home: Path | None = None) -> str:

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from siaga.audit import AuditTrail
 from siaga.incidents import Alert, AlertStatus
 from siaga.incidents.recording import process
-from siaga.incidents.routing import group_key, matches, routes, threshold_reached
+from siaga.incidents.routing import decide, group_key, matches, per_runbook, render_inputs, routes
 from siaga.incidents.runs import pending_resolve_runs, pending_runs, set_resolve_run
 from siaga.incidents.views import get_incident, list_incidents
-from siaga.runbook.models import Runbook, Threshold
+from siaga.runbook.models import Runbook
 from siaga.store import alerts, engine
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -71,26 +71,42 @@ def test_a_trigger_matches_on_source_and_every_label() -> None:
 
 def test_the_incident_key_is_the_runbook_and_the_group_by_values() -> None:
     (route,) = routes([GATEWAY, STORM], alert("ap-southeast-1"))
-    assert route.key == ("gateway", '["ap-southeast-1"]')
-    assert route.inputs == {"region": "ap-southeast-1"}
+    assert route.key == ("gateway", '["ap-southeast-1"]') and route.open_key == 'gateway ["ap-southeast-1"]'
+    assert render_inputs(route.trigger, alert("ap-southeast-1"), GATEWAY) == ({"region": "ap-southeast-1"}, [])
     assert group_key(GATEWAY.triggers[0], alert("x")) != route.group_key
     missing = Alert(source="alertmanager", fingerprint="f", status=AlertStatus.FIRING, labels={"alertname": "GatewayErrors"})
     (route,) = routes([GATEWAY], missing)
     assert route.group_key == '[""]'
-    assert route.inputs == {} and "region" in route.problems[0]
+    inputs, problems = render_inputs(route.trigger, missing, GATEWAY)
+    assert inputs == {} and "region" in problems[0]
 
 
-def test_a_runbook_is_routed_once_however_many_of_its_triggers_match() -> None:
+def test_every_trigger_is_a_candidate_and_the_first_that_fires_decides() -> None:
     twice = runbook("twice", {"source": "alertmanager"}, {"source": "alertmanager", "match": {"region": "a"}})
-    assert [r.trigger_index for r in routes([twice], alert("a"))] == [0]
+    found = routes([twice, GATEWAY], alert("a"))
+    assert [(r.runbook_id, r.trigger_index) for r in found] == [("twice", 0), ("twice", 1), ("gateway", 0)]
+    assert [[r.trigger_index for r in of] for of in per_runbook(found)] == [[0, 1], [0]]
+    never = lambda route: pytest.fail("a plain trigger needs no count")  # noqa: E731
+    assert decide(found[:2], lambda route: False, never) is found[0]
 
 
-def test_threshold_counts_within_the_window_ending_now() -> None:
-    threshold = Threshold(count=3, within=timedelta(minutes=10))
-    recent = [NOW - timedelta(minutes=m) for m in (1, 5)]
-    assert not threshold_reached(threshold, recent, NOW)
-    assert threshold_reached(threshold, [*recent, NOW], NOW)
-    assert not threshold_reached(threshold, [*recent, NOW - timedelta(minutes=11)], NOW)
+def test_a_threshold_not_reached_does_not_shadow_a_later_trigger() -> None:
+    counting = runbook(
+        "counting",
+        {"source": "generic", "threshold": {"count": 200, "within": "30m", "match": {"sentiment": "negative"}}},
+        {"source": "generic", "threshold": {"count": 5, "within": "15m", "match": {"sentiment": "negative", "tier": "vip"}}},
+        {"source": "generic", "match": {"tier": "vip"}, "group_by": ["topic"]},
+    )
+    post = Alert(source="generic", fingerprint="p", status=AlertStatus.FIRING,
+                 labels={"sentiment": "negative", "tier": "vip", "topic": "fees"})
+    found = routes([counting], post)
+    assert [r.trigger_index for r in found] == [0, 1, 2]
+    counts = {0: 5, 1: 5}
+    assert decide(found, lambda r: False, lambda r: counts[r.trigger_index]) is found[1]  # 5 of 5, not 5 of 200
+    counts[1] = 4
+    assert decide(found, lambda r: False, lambda r: counts[r.trigger_index]) is found[2]  # neither: the plain one
+    assert decide(found, lambda r: r.trigger_index == 0, lambda r: 0) is found[0]  # its incident is open: it joins
+    assert decide(found[:2], lambda r: False, lambda r: 1) is None
 
 
 @pytest.fixture
@@ -151,6 +167,27 @@ def test_a_threshold_trigger_opens_on_the_count_th_alert_then_joins(store) -> No
     assert post(6, NOW + timedelta(hours=1)) == opened
 
 
+def test_every_trigger_of_a_runbook_is_evaluated_on_the_store(store) -> None:  # type: ignore[no-untyped-def]
+    counting = runbook(
+        "counting",
+        {"source": "generic", "group_by": ["topic"], "threshold": {"count": 3, "within": "10m"}},
+        {"source": "generic", "match": {"tier": "vip"}, "group_by": ["topic"]},
+    )
+    catalog = {"counting": counting}
+
+    def post(n: int, topic: str, **labels: str):  # type: ignore[no-untyped-def]
+        a = Alert(source="generic", fingerprint=f"p-{n}", status=AlertStatus.FIRING, labels={"topic": topic, **labels})
+        return process(store, catalog, a, NOW + timedelta(seconds=n))
+
+    vip = post(1, "fees", tier="vip")
+    assert len(vip.opened) == 1, "the plain trigger fires though the threshold before it (1 of 3) does not"
+    assert not post(2, "rates").opened and not post(3, "rates").opened
+    third = post(4, "rates")
+    assert len(third.opened) == 1 and get_incident(store, third.opened[0])["alerts"] == 3
+    assert post(5, "fees").joined == vip.opened, "the threshold joins the open incident of its key"
+    assert get_incident(store, vip.opened[0])["alerts"] == 2
+
+
 def test_inputs_are_coerced_to_the_runbooks_types_or_left_out() -> None:
     typed = Runbook.model_validate(
         {
@@ -164,8 +201,9 @@ def test_inputs_are_coerced_to_the_runbooks_types_or_left_out() -> None:
         }
     )
     (route,) = routes([typed], alert(n="3", zone="z"))
-    assert route.inputs == {"replicas": 3}
-    assert "zone" in route.problems[0]
+    inputs, problems = render_inputs(route.trigger, alert(n="3", zone="z"), typed)
+    assert inputs == {"replicas": 3}
+    assert "zone" in problems[0]
 
 
 def test_the_worker_retries_a_run_that_did_not_start_and_records_it_once(store) -> None:  # type: ignore[no-untyped-def]

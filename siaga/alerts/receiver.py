@@ -5,23 +5,23 @@ Endpoints:
 * ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
   signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (deliveries are
   remembered in the store, so a replayed one is refused: `siaga.alerts.replay`).
-* ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
+* ``GET /healthz``: ok, the worker's queue (``queued``, ``busy``, ``processed``), and ``failed``:
+  how many webhooks taken in were given up on and how many of their alerts were not recorded
+  (counts only).
+* ``GET /metrics``: the same as Prometheus text (`siaga.alerts.metrics`).
 * ``GET /incidents`` (``?state=open|resolved``): open incidents ranked (severity, priority, age;
   each with its ``rank``), then resolved ones newest first; ``GET /incidents/{id}`` (with its alerts).
 
 A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
 re-sends the whole batch. The request only authenticates, parses and writes the raw body to the
-store's inbox (`siaga.alerts.inbox`) before it is answered; the batch goes onto one queue, and a
-single worker records its alerts and opens or joins incidents, one transaction per batch
-(`siaga.incidents.recording.process_batch`); beside it a single starter starts each new incident's run, one
-at a time and the highest ranked first, then the resolve run of each resolved incident whose
-runbook declares `on_resolve` steps, so a slow Prefect server never holds up recording (on the SQLite default, concurrent
-writers and concurrent run creation lose work to "database is locked"). Database and Prefect calls
-are retried; an incident whose run could not be
-started is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id, or
-``<incident id>:resolved`` for the resolve run, makes a retry return the same run; the store notes
-the run once, so a restart or a repeated resolved notification starts nothing more). A batch queued but not yet recorded when the process dies stays unfinished in
-the inbox, and the next receiver to start processes it (recording is idempotent, so twice is safe).
+store's inbox (`siaga.alerts.inbox`) before it is answered; the batch then goes to the worker
+(`siaga.alerts.worker`), which records it in pieces of bounded transactions, one source's lane
+after another's, so a storm from one source holds up neither the answers to other webhooks nor
+their incidents; nothing answered 202 is dropped: it is recorded, or given up on after a few tries
+with its reason, counted in ``/healthz``, ``/metrics`` and ``siaga incidents``. Beside it the
+worker starts each new incident's run once. A webhook queued but not yet recorded when the process
+dies stays unfinished in the inbox, and the next receiver to start takes it up (recording is
+idempotent, so twice is safe).
 
 Answers: 202 accepted (200 for an SNS subscription message); 401 a missing or wrong credential
 (nothing recorded); 400 a body that is not JSON; 403 proven but refused (a replay, a topic or host not allowed); 404 a source not configured;
@@ -54,24 +54,22 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError
 
-from siaga.incidents import Alert
-from siaga.incidents.recording import Outcome, process, process_batch
-from siaga.incidents.runs import note_run_failure, pending_resolve_runs, pending_runs, set_flow_run, set_resolve_run
 from siaga.incidents.views import get_incident, list_incidents
 from siaga.runbook import Runbook
 
 from . import inbox
+from .metrics import METRICS_CONTENT_TYPE, metrics_text
 from .parsers import SOURCES, BadPayload, parse, sns_subscribe_url
 from .replay import StoreReplayGuard
 from .signatures import (
@@ -84,8 +82,9 @@ from .signatures import (
     verify,
 )
 from .sns import CertificateCache, confirm_subscription, record_subscription
+from .worker import Batch, StartRun, Worker
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Batch", "ReceiverConfig", "Worker", "create_app"]
 
 log = logging.getLogger("siaga.receiver")
 log.propagate = False  # the `siaga` logger may carry Prefect's API handler, for flow runs only
@@ -98,17 +97,9 @@ if not log.handlers:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 MAX_BODY = 10 * 1024 * 1024
-QUEUE_SIZE = 10_000
-RESCAN_SECONDS = 15.0
-INBOX_KEEP = timedelta(days=1)
-"""How long processed webhooks stay in the inbox (to look into)."""
 
 GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
 BUILT_IN = frozenset(SOURCES)
-
-StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
-"""Start an incident's run (idempotently, keyed by the incident id), or its resolve run when the
-incident's ``phase`` is ``resolve``; return the flow run id."""
 
 
 @dataclass(frozen=True)
@@ -156,214 +147,6 @@ class ReceiverConfig:
         return auth.bearer_token.get_secret_value() if auth and auth.bearer_token else None
 
 
-@dataclass(frozen=True)
-class Batch:
-    source: str
-    alerts: list[Alert]
-    received_at: datetime
-    inbox_id: int | None = None
-    """Its row in the durable inbox, marked done once the alerts are recorded."""
-
-
-@dataclass
-class Worker:
-    """The one consumer of the queue: records and routes each batch in one transaction; beside it
-    one starter starts the new incidents' runs, one at a time."""
-
-    runbooks: Mapping[str, Runbook]
-    engine: Engine
-    start_run: StartRun
-    queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
-    notify: Callable[[str], None] | None = None
-    """Told, in one line each, of incidents opened and resolved and runs started (`siaga up`)."""
-    recording: bool = False
-    starting: bool = False
-    processed: int = 0
-    attempts: int = 6
-    first_delay: float = 0.25
-    _not_before: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(incident, phase) whose run failed to start: not retried before this (monotonic) time."""
-    session: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
-    """Entered around each pass of run starts: one Prefect client for the pass, rather than one per
-    run (building a client costs ~20 ms of CPU on the event loop: its TLS context)."""
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set after each batch: the starter looks for incidents whose run is to start."""
-    _recorded: int = 0
-    """Queued batches recorded since the starter's last pass began."""
-
-    @property
-    def busy(self) -> bool:
-        """Recording a batch, starting runs, or about to (`/healthz`)."""
-        return self.recording or self.starting or self._recorded > 0
-
-    async def run(self) -> None:
-        starter = asyncio.create_task(self._starter(), name="siaga-receiver-run-starter")
-        try:
-            await self._take_up_inbox()
-            while True:
-                batch = await self.queue.get()
-                await self._handle(batch, queued=True)
-        finally:
-            starter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starter
-
-    async def _handle(self, batch: Batch, queued: bool) -> None:
-        """Record `batch`, close its inbox row, and wake the starter."""
-        self.recording = True
-        try:
-            complete = await self._record(batch)
-            if batch.inbox_id is not None:
-                error = None if complete else "some alerts were not recorded"
-                await asyncio.to_thread(inbox.finish, self.engine, batch.inbox_id, datetime.now(UTC), error)
-        except Exception:  # the worker must outlive any one batch
-            log.exception("alert batch from %s failed", batch.source)
-        finally:
-            self.processed += 1
-            self.recording = False
-            if queued:
-                self._recorded += 1  # done (`queue.task_done`) once the starter has been through
-            self._wake.set()
-
-    async def _starter(self) -> None:
-        """Start the runs of new incidents (woken after each batch), and retry the runs that did
-        not start (at startup and every RESCAN_SECONDS). Apart from recording, so a slow Prefect
-        server does not hold up the queue. A batch counts as done (`queue.join`) once a pass that
-        began after it was recorded is over."""
-        while True:
-            self._wake.clear()
-            recorded, self._recorded = self._recorded, 0
-            self.starting = True
-            try:
-                await self._rescan()
-            finally:
-                self.starting = False
-                for _ in range(recorded):
-                    self.queue.task_done()
-            if not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=RESCAN_SECONDS)
-
-    async def _take_up_inbox(self) -> None:
-        """Process the webhooks a previous receiver took in but did not finish (it died)."""
-        try:
-            await asyncio.to_thread(inbox.prune, self.engine, datetime.now(UTC) - INBOX_KEEP)
-            left = await asyncio.to_thread(inbox.unfinished, self.engine)
-        except Exception:  # the store is down: the next start tries again
-            log.exception("reading the inbox failed")
-            return
-        if left:
-            log.info("taking up %d webhooks received before a restart", len(left))
-        for delivery in left:
-            try:
-                alerts = parse(delivery.source, json.loads(delivery.body))
-            except Exception as exc:  # noqa: BLE001 - a row that no longer parses is set aside
-                log.error("inbox %d from %s no longer parses: %s", delivery.id, delivery.source, exc)
-                await asyncio.to_thread(inbox.finish, self.engine, delivery.id, datetime.now(UTC), None)
-                continue
-            await self._handle(Batch(delivery.source, alerts, delivery.received_at, delivery.id), queued=False)
-
-    async def _rescan(self) -> None:
-        """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""
-        try:
-            await self._start_pending()
-        except Exception:  # the store is down: try again at the next rescan
-            log.exception("rescanning incidents whose run did not start failed")
-
-    def _tell(self, message: str) -> None:
-        if self.notify:
-            self.notify(message)
-        else:
-            log.info(message)
-
-    async def _record(self, batch: Batch) -> bool:
-        """The batch in one transaction; if that fails for a reason other than a locked store,
-        alert by alert, so one bad alert does not cost the rest. False if an alert was lost."""
-        try:
-            outcomes = await self._retry(
-                f"recording {len(batch.alerts)} {batch.source} alerts",
-                lambda: asyncio.to_thread(process_batch, self.engine, self.runbooks, batch.alerts, batch.received_at),
-                (OperationalError,),
-            )
-        except Exception:
-            log.exception("%s batch of %d alerts failed as a whole; recording it alert by alert", batch.source, len(batch.alerts))
-            outcomes = [await self._record_one(batch, alert) for alert in batch.alerts]
-        for alert, outcome in zip(batch.alerts, outcomes, strict=True):
-            if outcome is None:
-                continue
-            for problem in outcome.problems:
-                log.warning("alert %s: %s", alert.fingerprint, problem)
-            for incident_id in outcome.opened:
-                self._tell(f"incident {incident_id} opened by {alert.source} alert {alert.labels.get('alertname', alert.fingerprint)}")
-            for incident_id in outcome.resolved:
-                self._tell(f"incident {incident_id} resolved")
-        return all(outcome is not None for outcome in outcomes)
-
-    async def _record_one(self, batch: Batch, alert: Alert) -> Outcome | None:
-        try:
-            return await self._retry(
-                f"recording alert {alert.fingerprint}",
-                lambda: asyncio.to_thread(process, self.engine, self.runbooks, alert, batch.received_at),
-                (OperationalError,),
-            )
-        except Exception:  # one bad alert must not cost the rest of the batch
-            log.exception("%s alert %s was not recorded", batch.source, alert.fingerprint)
-            return None
-
-    async def _start_pending(self) -> None:
-        pending = await asyncio.to_thread(pending_runs, self.engine)
-        pending += await asyncio.to_thread(pending_resolve_runs, self.engine)
-        if not pending:
-            return
-        async with contextlib.AsyncExitStack() as stack:
-            if self.session is not None:
-                try:
-                    await stack.enter_async_context(self.session())
-                except Exception as exc:  # noqa: BLE001 (each start then opens its own connection, and says why it fails)
-                    log.warning("no shared connection for starting runs: %s", exc)
-            await self._start(pending)
-
-    async def _start(self, pending: list[dict[str, Any]]) -> None:
-        loop = asyncio.get_running_loop()
-        for incident in pending:
-            phase = incident.get("phase", "respond")
-            resolving = phase == "resolve"
-            which = "resolve run" if resolving else "run"
-            key = (incident["id"], phase)
-            if self._not_before.get(key, 0.0) > loop.time():
-                continue  # failed lately: the rescan retries it later, and the queue moves on
-            try:
-                flow_run_id = await self._retry(
-                    f"starting the {which} of incident {incident['id']}",
-                    lambda incident=incident: self.start_run(incident),
-                    (Exception,),
-                )
-            except Exception as exc:  # noqa: BLE001 - whatever start_run raised, retry later
-                log.error("incident %s: its %s did not start: %s", incident["id"], which, exc)
-                await asyncio.to_thread(
-                    note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}", phase
-                )
-                failures = incident["resolve_attempts" if resolving else "run_attempts"] + 1
-                self._not_before[key] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
-                continue
-            self._not_before.pop(key, None)
-            note = set_resolve_run if resolving else set_flow_run
-            await asyncio.to_thread(note, self.engine, incident["id"], str(flow_run_id))
-            self._tell(f"incident {incident['id']}: {incident['runbook_id']} {which} {flow_run_id} started")
-
-    async def _retry(self, what: str, call: Callable[[], Awaitable[Any]], errors: tuple[type[BaseException], ...]) -> Any:
-        delay = self.first_delay
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await call()
-            except errors as exc:
-                if attempt == self.attempts:
-                    raise
-                log.warning("%s failed (attempt %d of %d), retrying in %.2f s: %s", what, attempt, self.attempts, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-
 def _prefect_session() -> contextlib.AbstractAsyncContextManager[Any]:
     """A Prefect client shared by every `get_client()` inside it (`start_incident_run`'s)."""
     from prefect.context import AsyncClientContext
@@ -407,7 +190,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker.queue = asyncio.Queue(QUEUE_SIZE)  # bound to the serving loop
+        worker.queue = asyncio.Queue()  # bound to the serving loop (`worker.submit` bounds it)
         worker._wake = asyncio.Event()
         task = asyncio.create_task(worker.run(), name="siaga-receiver-worker")
         try:
@@ -425,7 +208,14 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"ok": True, "queued": worker.queue.qsize(), "busy": worker.busy, "processed": worker.processed}
+        lost = await asyncio.to_thread(inbox.losses, engine)
+        return {"ok": True, "queued": worker.queued, "busy": worker.busy, "processed": worker.processed,
+                "failed": {"webhooks": lost.webhooks, "alerts": lost.alerts}}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        lost = await asyncio.to_thread(inbox.losses, engine)
+        return PlainTextResponse(metrics_text(worker, lost), media_type=METRICS_CONTENT_TYPE)
 
     @app.post(
         "/hooks/{source}",
@@ -448,10 +238,11 @@ def create_app(
         if len(body) > MAX_BODY:
             raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
         try:
-            # In a thread: the replay guard writes to the store.
-            await asyncio.to_thread(
-                verify, source, request.headers, body, auth, datetime.now(UTC), certificates, replay_guard=replay_guard
-            )
+            # In a thread: the replay guard writes to the store (before the worker's next piece).
+            async with worker.intake():
+                await asyncio.to_thread(
+                    verify, source, request.headers, body, auth, datetime.now(UTC), certificates, replay_guard=replay_guard
+                )
         except AuthError as exc:
             challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
             raise HTTPException(exc.status_code, exc.reason, challenge) from None
@@ -471,15 +262,16 @@ def create_app(
             raise HTTPException(422, f"not a {source} payload: {exc}") from None
         received_at = datetime.now(UTC)
         key = replay_key(source, request.headers, body, auth)
-        if worker.queue.full():
+        if worker.full():
             await refuse(key, "the receiver is busy; retry")
         try:
-            inbox_id = await asyncio.to_thread(inbox.put, engine, source, body, received_at)
+            async with worker.intake():  # before the worker's next piece
+                inbox_id = await asyncio.to_thread(inbox.put, engine, source, body, received_at)
         except DatabaseError as exc:
             log.error("a %s webhook was refused: the inbox could not keep it: %s", source, exc)
             await refuse(key, "the receiver cannot store webhooks right now; retry")
         try:
-            worker.queue.put_nowait(Batch(source, alerts, received_at, inbox_id))
+            worker.submit(Batch(source, alerts, received_at, inbox_id))
         except asyncio.QueueFull:  # filled while the inbox row was written
             with contextlib.suppress(DatabaseError):  # if it stays, the next start does it: harmless
                 await asyncio.to_thread(inbox.drop, engine, inbox_id)

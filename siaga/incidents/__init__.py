@@ -2,9 +2,11 @@
 its runs. Pure routing, recording in Siaga's store, ranking, the runs due, and read views.
 
 * `alert`: `Alert`, the one shape every source is normalised into (by `siaga.alerts`).
-* `routing` (pure): which runbooks an alert starts, its incident key, the run's inputs.
+* `routing` (pure): the routes an alert takes (every trigger considered; per runbook the first
+  that fires decides), its incident key, the run's inputs.
 * `recording`: `process` / `process_batch` record alerts once and open, join or resolve incidents,
-  each with its audit records, in one transaction.
+  each with its audit records: one path, a batch in pieces of bounded transactions.
+* `thresholds`: what threshold triggers counted, counted with an index.
 * `ranking`: severity, priority, age.
 * `runs`: the first and resolve runs due, and noting them started or failed.
 * `views`: the ranked list and one incident with its alerts.
@@ -17,6 +19,15 @@ imported by name (`siaga.incidents.recording`, ...), so the pure parts stay free
 """
 
 from .alert import Alert, AlertStatus
-from .routing import Route, group_key, matches, render_inputs, routes, threshold_reached
+from .routing import Route, decide, group_key, matches, render_inputs, routes
 
-__all__ = ["Alert", "AlertStatus", "Route", "group_key", "matches", "render_inputs", "routes", "threshold_reached"]
+__all__ = [
+    "Alert",
+    "AlertStatus",
+    "Route",
+    "decide",
+    "group_key",
+    "matches",
+    "render_inputs",
+    "routes",
+]

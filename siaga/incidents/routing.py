@@ -1,61 +1,80 @@
 """Routing: which runbooks an alert starts, the incident it belongs to, and the run's inputs.
 
-Pure: values in, values out; no store, no clock (threshold checks take `now` and the times of the
-recent matching alerts as arguments).
+Pure: values in, values out; no store, no clock. What routing needs from the store (is an incident
+open, how many alerts a threshold counted) comes in as functions (`decide`).
 
-* A trigger matches an alert when the sources are equal and every ``match`` label (and, for a
+* A trigger takes an alert when the sources are equal and every ``match`` label (and, for a
   threshold trigger, every ``threshold.match`` label) has exactly the given value.
-* One alert starts a runbook at most once: of a runbook's triggers, the first that matches wins.
+* Every trigger of a runbook that takes the alert is a candidate `Route`, in file order
+  (`routes`). Of one runbook's candidates, the first that fires decides (`decide`): a plain
+  trigger fires when it takes the alert; a threshold trigger fires once ``count`` alerts it took
+  (of the same group, the current one included) arrived within ``within``, or when the incident of
+  its key is open already (the alert joins it). A threshold trigger that is not reached does not
+  shadow a later trigger that fires.
+* So one alert opens or joins at most one incident per runbook: the one of the deciding route.
+  Every threshold trigger that takes a firing alert counts it, whichever route decides.
 * The incident key is (runbook id, the values of the trigger's ``group_by`` labels); a label the
   alert lacks groups as the empty string. `group_key` is that tuple of values as canonical JSON.
-* A threshold trigger opens its incident once ``count`` matching alerts of the same group arrived
-  within ``within``, counting the current one.
+* A trigger that an earlier one of its runbook always pre-empts never decides
+  (`siaga.runbook.triggers.shadowed_by`; ``siaga validate`` warns about it).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from siaga.runbook import Runbook
 from siaga.runbook.models import Threshold, Trigger
 from siaga.runbook.templates import TemplateError, render_value
+from siaga.runbook.triggers import wanted_labels
 
 from .alert import Alert
 
-__all__ = ["Route", "group_key", "matches", "render_inputs", "routes", "threshold_reached"]
+__all__ = [
+    "Route",
+    "decide",
+    "group_key",
+    "matches",
+    "per_runbook",
+    "render_inputs",
+    "routes",
+]
 
 
 @dataclass(frozen=True)
 class Route:
-    """One runbook an alert starts (or joins), and how."""
+    """One trigger of one runbook that takes an alert: the incident it would open or join."""
 
     runbook_id: str
     trigger_index: int
     group_key: str
-    group: dict[str, str]
-    inputs: dict[str, Any]
-    threshold: Threshold | None = None
-    problems: list[str] = field(default_factory=list)
-    """Inputs that did not render (the input is left out, so the runbook's default applies)."""
+    group: dict[str, str] = field(hash=False)
+    trigger: Trigger = field(compare=False, hash=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
         """The incident key: (runbook id, group key)."""
         return self.runbook_id, self.group_key
 
+    @property
+    def open_key(self) -> str:
+        """The incident key as the store's one-open-incident constraint holds it."""
+        return f"{self.runbook_id} {self.group_key}"
+
+    @property
+    def threshold(self) -> Threshold | None:
+        return self.trigger.threshold
+
 
 def matches(trigger: Trigger, alert: Alert) -> bool:
     """Whether `trigger` takes `alert`: same source, and every match label equal."""
     if trigger.source != alert.source:
         return False
-    wanted = dict(trigger.match)
-    if trigger.threshold:
-        wanted.update(trigger.threshold.match)
-    return all(alert.labels.get(name) == value for name, value in wanted.items())
+    return all(alert.labels.get(name) == value for name, value in wanted_labels(trigger).items())
 
 
 def group_key(trigger: Trigger, alert: Alert) -> str:
@@ -91,31 +110,33 @@ def render_inputs(trigger: Trigger, alert: Alert, runbook: Runbook | None = None
 
 
 def routes(runbooks: Iterable[Runbook], alert: Alert) -> list[Route]:
-    """Every runbook `alert` starts or joins, each once, in catalog order."""
+    """Every trigger that takes `alert`: runbook by runbook in catalog order, each runbook's
+    triggers in file order (`per_runbook` splits them; `decide` picks one per runbook)."""
     found = []
     for runbook in runbooks:
         for index, trigger in enumerate(runbook.triggers):
-            if not matches(trigger, alert):
-                continue
-            inputs, problems = render_inputs(trigger, alert, runbook)
-            found.append(
-                Route(
-                    runbook_id=runbook.id,
-                    trigger_index=index,
-                    group_key=group_key(trigger, alert),
-                    group={name: alert.labels.get(name, "") for name in trigger.group_by},
-                    inputs=inputs,
-                    threshold=trigger.threshold,
-                    problems=problems,
-                )
-            )
-            break
+            if matches(trigger, alert):
+                found.append(Route(
+                    runbook_id=runbook.id, trigger_index=index, group_key=group_key(trigger, alert),
+                    group={name: alert.labels.get(name, "") for name in trigger.group_by}, trigger=trigger,
+                ))
     return found
 
 
-def threshold_reached(threshold: Threshold, times: Sequence[datetime], now: datetime) -> bool:
-    """Whether `times` (of the matching alerts of one group, the current one included) hold
-    `threshold.count` within the window ending at `now`."""
-    since = now - threshold.within
-    return sum(1 for t in times if since <= t <= now) >= threshold.count
+def per_runbook(found: Sequence[Route]) -> Iterator[list[Route]]:
+    """`routes`' candidates, one list per runbook."""
+    for _, candidates in groupby(found, key=lambda route: route.runbook_id):
+        yield list(candidates)
 
+
+def decide(candidates: Sequence[Route], is_open: Callable[[Route], bool], counted: Callable[[Route], int]) -> Route | None:
+    """Of one runbook's candidate routes (file order), the first that fires; None if none does.
+
+    `is_open(route)`: whether the incident of the route's key is open; `counted(route)`: the alerts
+    its threshold counted in its window, the current one included (asked only of threshold routes
+    whose incident is not open)."""
+    for route in candidates:
+        threshold = route.threshold
+        if threshold is None or is_open(route) or counted(route) >= threshold.count:
+            return route
+    return None

@@ -3,7 +3,7 @@ reading the files it is asked to read; no Prefect, no network, no clock."""
 
 from .diagnostics import Diagnostic, RunbookError
 from .durations import Duration, format_duration, parse_duration
-from .loader import load_roster, load_runbook, parse_runbook, runbook_files
+from .loader import Inspection, inspect_runbook, inspect_runbook_file, load_roster, load_runbook, parse_runbook, runbook_files
 from .models import Approval, Input, InputType, Runbook, Severity, Step, Trigger, Undo
 from .plan import Plan, plan_runbook
 from .roster import Person, Roster, parse_roster, role_members
@@ -13,6 +13,7 @@ __all__ = [
     "Diagnostic",
     "Duration",
     "Input",
+    "Inspection",
     "InputType",
     "Person",
     "Plan",
@@ -24,6 +25,8 @@ __all__ = [
     "Trigger",
     "Undo",
     "format_duration",
+    "inspect_runbook",
+    "inspect_runbook_file",
     "load_roster",
     "load_runbook",
     "parse_duration",

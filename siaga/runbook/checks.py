@@ -1,6 +1,7 @@
 """Rules that span a runbook: step graph, actions and their parameters, roles, templates, schedule.
 
-Each check takes the validated model and returns diagnostics; none raises.
+Each check takes the validated model and returns diagnostics (errors, and warnings such as a
+trigger that never decides); none raises.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .plan import find_cycle, is_upstream, step_needs
 from .roster import Roster, check_roster, role_members
 from .source import Document
 from .templates import CONTEXT_ROOTS, TemplateError, is_template, references
+from .triggers import shadowed_by
 
 _TRIGGER_ROOTS = frozenset({"alert"})
 UNDO_ROOTS = frozenset({"step"})
@@ -399,6 +401,16 @@ def _check_triggers(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
                 "this trigger gives no value for required input " + ", ".join(missing),
                 loc,
                 hint="map it under the trigger's `inputs:` or give the input a default",
+            )
+        earlier = shadowed_by(runbook.triggers, index)
+        if earlier is not None:
+            yield doc.diagnostic(
+                "shadowed-trigger",
+                f"this trigger never decides: triggers[{earlier}] takes every alert it takes and fires first"
+                + ("" if runbook.triggers[earlier].threshold is None else " (it needs no more alerts, over no shorter a window, in groups no finer)"),
+                loc,
+                hint=f"move it above triggers[{earlier}], or narrow triggers[{earlier}]'s match",
+                severity="warning",
             )
 
 

@@ -4,6 +4,10 @@ Our error hierarchy:
 
 * RunbookError (ValueError): one or more diagnostics for a runbook source; raised once, at the
   boundary that asked (`parse_runbook`, `load_runbook`), never from inside a check.
+
+A diagnostic is an error (the runbook cannot be used) or a warning (it can, but something in it
+does not do what it seems to: a trigger that never decides). Only errors are raised; warnings are
+for whoever inspects the runbook (`inspect_runbook`, ``siaga validate``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
 
 Loc = tuple[str | int, ...]
 """A place in the runbook document: ``("steps", 3, "approval", "quorum")``."""
@@ -37,7 +44,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """One problem in a runbook: what, where (file, 1-based line and column, field path), a hint."""
+    """One problem in a runbook: what, where (file, 1-based line and column, field path), a hint,
+    and whether it is an error or a warning."""
 
     code: str
     message: str
@@ -46,13 +54,19 @@ class Diagnostic:
     line: int = 1
     column: int = 1
     hint: str | None = None
+    severity: Severity = "error"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
 
     @property
     def path(self) -> str:
         return format_path(self.loc)
 
     def __str__(self) -> str:
-        text = f"{self.file}:{self.line}:{self.column}: {self.path}: {self.message}"
+        warning = "" if self.is_error else "warning: "
+        text = f"{self.file}:{self.line}:{self.column}: {warning}{self.path}: {self.message}"
         return f"{text} ({self.hint})" if self.hint else text
 
     def as_dict(self) -> dict[str, object]:
@@ -64,6 +78,7 @@ class Diagnostic:
             "line": self.line,
             "column": self.column,
             "hint": self.hint,
+            "severity": self.severity,
         }
 
 

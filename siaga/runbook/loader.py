@@ -1,11 +1,14 @@
 """From YAML text to a validated runbook, with every problem placed at file:line:col.
 
-Reading files happens at the edge (`load_runbook`); `parse_runbook` works on text alone.
+Reading files happens at the edge (`load_runbook`, `inspect_runbook_file`); `parse_runbook` and
+`inspect_runbook` work on text alone. `inspect_*` hand back every diagnostic, errors and warnings;
+`parse_runbook` / `load_runbook` raise the errors once (`RunbookError`) and return the runbook.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,50 @@ from .source import Document, YamlSyntaxError, read_yaml
 RUNBOOK_SUFFIXES = (".yaml", ".yml")
 
 
+@dataclass(frozen=True)
+class Inspection:
+    """A runbook source checked: the runbook when it has no errors, and every diagnostic (errors
+    and warnings) in file order."""
+
+    runbook: Runbook | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+
+def inspect_runbook(
+    text: str,
+    registry: ActionRegistry,
+    *,
+    file: str = "<runbook>",
+    roster: Roster | None = None,
+    templates: Mapping[str, str] | None = None,
+) -> Inspection:
+    """Check runbook `text` (against `roster` and the message `templates` by file name, if
+    given); never raises for a problem in the text."""
+    try:
+        doc = read_yaml(text, file)
+    except YamlSyntaxError as exc:
+        return Inspection(None, (exc.diagnostic,))
+    if not isinstance(doc.data, Mapping):
+        problem = doc.diagnostic("not-a-mapping", "a runbook is a mapping of keys such as `runbook:` and `steps:`", ())
+        return Inspection(None, (problem,))
+    runbook, diagnostics, patched = _validate_shape(doc)
+    if runbook is not None:
+        diagnostics += [
+            d for d in check_runbook(runbook, doc, registry, roster, templates)
+            if not any(d.loc[: len(loc)] == loc for loc in patched)
+        ]
+    ordered = tuple(sorted(diagnostics, key=lambda d: (d.file, d.line, d.column)))
+    return Inspection(None if any(d.is_error for d in ordered) else runbook, ordered)
+
+
 def parse_runbook(
     text: str,
     registry: ActionRegistry,
@@ -32,36 +79,32 @@ def parse_runbook(
     templates: Mapping[str, str] | None = None,
 ) -> Runbook:
     """Validate runbook `text` (against `roster` and the message `templates` by file name, if
-    given); raise RunbookError carrying every problem found."""
-    try:
-        doc = read_yaml(text, file)
-    except YamlSyntaxError as exc:
-        raise RunbookError([exc.diagnostic]) from None
-    if not isinstance(doc.data, Mapping):
-        raise RunbookError(
-            [doc.diagnostic("not-a-mapping", "a runbook is a mapping of keys such as `runbook:` and `steps:`", ())]
-        )
-    runbook, diagnostics, patched = _validate_shape(doc)
-    if runbook is not None:
-        diagnostics += [
-            d for d in check_runbook(runbook, doc, registry, roster, templates)
-            if not any(d.loc[: len(loc)] == loc for loc in patched)
-        ]
-    if diagnostics:
-        raise RunbookError(diagnostics)
-    assert runbook is not None
-    return runbook
+    given); raise RunbookError carrying every error found (warnings are `inspect_runbook`'s)."""
+    return _usable(inspect_runbook(text, registry, file=file, roster=roster, templates=templates))
 
 
-def load_runbook(path: str | Path, registry: ActionRegistry, roster: Roster | None = None) -> Runbook:
-    """Read and validate the runbook file at `path` (against `roster` if given, and the message
+def inspect_runbook_file(path: str | Path, registry: ActionRegistry, roster: Roster | None = None) -> Inspection:
+    """Read and check the runbook file at `path` (against `roster` if given, and the message
     templates in ``templates/`` next to it)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RunbookError([Diagnostic("unreadable", f"cannot read the file: {exc}", (), str(path))]) from None
-    return parse_runbook(text, registry, file=str(path), roster=roster, templates=read_templates(path.parent))
+        return Inspection(None, (Diagnostic("unreadable", f"cannot read the file: {exc}", (), str(path)),))
+    return inspect_runbook(text, registry, file=str(path), roster=roster, templates=read_templates(path.parent))
+
+
+def load_runbook(path: str | Path, registry: ActionRegistry, roster: Roster | None = None) -> Runbook:
+    """Read and validate the runbook file at `path` (against `roster` if given, and the message
+    templates in ``templates/`` next to it); raise RunbookError carrying every error."""
+    return _usable(inspect_runbook_file(path, registry, roster))
+
+
+def _usable(inspection: Inspection) -> Runbook:
+    if inspection.errors:
+        raise RunbookError(inspection.errors)
+    assert inspection.runbook is not None
+    return inspection.runbook
 
 
 def read_templates(folder: str | Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .diagnostics import Diagnostic, Loc
+from .diagnostics import Diagnostic, Loc, Severity
 
 
 @dataclass
@@ -41,10 +41,11 @@ class Document:
     file: str
 
     def diagnostic(
-        self, code: str, message: str, loc: Loc, *, hint: str | None = None, key: bool = False
+        self, code: str, message: str, loc: Loc, *, hint: str | None = None, key: bool = False,
+        severity: Severity = "error",
     ) -> Diagnostic:
         line, column = self.positions.of(tuple(loc), key=key)
-        return Diagnostic(code, message, tuple(loc), self.file, line, column, hint)
+        return Diagnostic(code, message, tuple(loc), self.file, line, column, hint, severity)
 
 
 class YamlSyntaxError(Exception):
