@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from typing import Any
+
+from sqlalchemy import Engine, Select, delete, func, insert, select, update
 
 from siaga.secrets import REDACTOR
 from siaga.store import inbox
@@ -41,6 +43,7 @@ __all__ = [
     "reason",
     "retry_later",
     "take_up",
+    "unfinished",
 ]
 
 MAX_ATTEMPTS = 5
@@ -112,16 +115,25 @@ def fail(engine: Engine, delivery_id: int, now: datetime, error: str, lost: int 
         )
 
 
+def _unfinished(limit: int) -> Select[Any]:
+    return (select(inbox.c.id, inbox.c.source, inbox.c.body, inbox.c.received_at, inbox.c.attempts, inbox.c.error)
+            .where(inbox.c.done_at.is_(None), inbox.c.failed_at.is_(None)).order_by(inbox.c.id).limit(limit))
+
+
+def unfinished(engine: Engine, limit: int = 10_000) -> list[Delivery]:
+    """The webhooks taken in and neither done nor given up on, oldest first (to look at: a
+    receiver that starts takes them up with `take_up`)."""
+    with engine.connect() as connection:
+        rows = connection.execute(_unfinished(limit)).all()
+    return [Delivery(row.id, row.source, row.body, row.received_at, row.attempts) for row in rows]
+
+
 def take_up(engine: Engine, now: datetime, limit: int = 10_000) -> list[Delivery]:
-    """The webhooks taken in and neither done nor given up on, oldest first, for a receiver that
-    starts: each counts one more try (the one a receiver that stopped did not finish); those out of
-    tries are given up on instead (their reason says so) and not returned."""
-    open_rows = (inbox.c.done_at.is_(None), inbox.c.failed_at.is_(None))
+    """The `unfinished` webhooks, for a receiver that starts: each counts one more try (the one a
+    receiver that stopped did not finish); those out of tries are given up on instead (their
+    reason says so) and not returned."""
     with engine.begin() as connection:
-        rows = connection.execute(
-            select(inbox.c.id, inbox.c.source, inbox.c.body, inbox.c.received_at, inbox.c.attempts, inbox.c.error)
-            .where(*open_rows).order_by(inbox.c.id).limit(limit)
-        ).all()
+        rows = connection.execute(_unfinished(limit)).all()
         if not rows:
             return []
         ids = [row.id for row in rows]
