@@ -103,6 +103,46 @@ def test_validate_json(folder: Path, capsys: pytest.CaptureFixture[str]) -> None
     ]
 
 
+SHADOWED = textwrap.dedent("""\
+    runbook: cli-shadowed
+    title: CLI shadowed trigger
+    severity: sev3
+    triggers:
+      - source: social
+        threshold: {count: 200, within: 30m, match: {sentiment: negative}}
+      - source: social
+        threshold: {count: 5, within: 15m, match: {sentiment: negative, tier: influencer}}
+      - source: alertmanager
+        match: {alertname: GatewayErrors}
+      - source: alertmanager
+        match: {alertname: GatewayErrors, severity: critical}
+    steps:
+      - id: tell
+        action: note
+        with: {text: hi}
+    """)
+
+
+def test_validate_warns_about_a_trigger_that_never_decides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A threshold that is not reached does not shadow the next trigger (the influencers' count is
+    not reported); a plain trigger that takes every alert of a later one does: a warning, at its
+    place, and the runbook is still ok (exit 0)."""
+    path = tmp_path / "cli-shadowed.yaml"
+    path.write_text(SHADOWED)
+    checked = siaga("validate", str(path))
+    assert checked.returncode == 0, checked.stderr
+    (warning,) = checked.stderr.strip().splitlines()
+    assert warning.startswith(f"{path}:11:5: warning: triggers[3]: this trigger never decides: triggers[2] takes every alert")
+    assert "move it above triggers[2]" in warning and "ok" in checked.stdout and "1 warnings" in checked.stdout
+    assert main(["validate", str(path), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["ok"] is True
+    assert [(w["code"], w["path"], w["line"], w["severity"]) for w in result["warnings"]] == [
+        ("shadowed-trigger", "triggers[3]", 11, "warning")]
+    bundled = siaga("validate", str(RUNBOOKS))
+    assert bundled.returncode == 0 and "warning" not in bundled.stderr, bundled.stderr
+
+
 def test_schema_and_actions(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

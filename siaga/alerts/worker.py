@@ -157,8 +157,8 @@ class Worker:
     _recorded: int = 0
     """Queued batches recorded since the starter's last pass began."""
     _lanes: _Lanes = field(default_factory=_Lanes)
-    _intake: int = 0
-    _intake_done: asyncio.Event = field(default_factory=asyncio.Event)
+    _intake: set[asyncio.Future[None]] = field(default_factory=set)
+    """The HTTP layer's store writes under way (`intake`)."""
     _pruned_at: float | None = None
 
     @property
@@ -182,18 +182,17 @@ class Worker:
 
     @contextlib.asynccontextmanager
     async def intake(self) -> AsyncIterator[None]:
-        """Around a store write of the HTTP layer: the worker starts no piece while one is under
-        way (for up to `INTAKE_WAIT`)."""
-        self._intake += 1
+        """Around a store write of the HTTP layer: the worker's next piece waits for it (for up to
+        `INTAKE_WAIT`; writes that begin meanwhile do not hold the piece up further)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._intake.add(done)
         try:
             yield
         finally:
-            self._intake -= 1
-            if not self._intake:
-                self._intake_done.set()
+            self._intake.discard(done)
+            done.set_result(None)
 
     async def run(self) -> None:
-        self._intake_done = asyncio.Event()  # bound to the serving loop
         starter = asyncio.create_task(self._starter(), name="siaga-receiver-run-starter")
         try:
             await self._take_up_inbox()
@@ -226,10 +225,8 @@ class Worker:
         """Record the next piece of `job`; once its try is through, finish it or plan the next."""
         self.recording = True
         try:
-            if self._intake:
-                self._intake_done.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._intake_done.wait(), INTAKE_WAIT)
+            if self._intake:  # the writes under way go first
+                await asyncio.wait(list(self._intake), timeout=INTAKE_WAIT)
             piece = job.alerts[job.position : job.position + self.piece]
             results = await self._record(job.batch, piece)
             job.position += len(piece)
