@@ -211,8 +211,8 @@ def throughput(options: argparse.Namespace) -> None:
             c_wall, c_lat, c_status = asyncio.run(storm(f"http://127.0.0.1:{ceiling_port}/hooks/alertmanager", bodies, options.concurrency))
 
         with process(prefect, base, home / "prefect.log", f"{api}/health"):
-            flow_id = httpx.post(f"{api}/flows/", json={"name": RUNBOOK}).json()["id"]
-            httpx.post(f"{api}/deployments/", json={"name": "siaga", "flow_id": flow_id}).raise_for_status()
+            flow_id = _created(f"{api}/flows/", {"name": RUNBOOK})["id"]
+            _created(f"{api}/deployments/", {"name": "siaga", "flow_id": flow_id})
             url = f"http://127.0.0.1:{receiver_port}"
             with process(receiver, receiver_env, home / "receiver.log", f"{url}/healthz"):
                 began = time.perf_counter()
@@ -244,6 +244,18 @@ def throughput(options: argparse.Namespace) -> None:
     print(f"incidents opened:            {opened}   target {options.groups}: {verdict(opened == options.groups)}")
     print(f"alerts stored:               {stored} (linked to incidents: {linked}), lost: {n - stored}   "
           f"target 0 lost: {verdict(stored == n and linked == n)}")
+
+
+def _created(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST to the Prefect API, again while its SQLite answers 503 under load."""
+    for _ in range(20):
+        answer = httpx.post(url, json=body, timeout=30)
+        if answer.status_code != 503:
+            answer.raise_for_status()
+            return answer.json()
+        time.sleep(0.5)
+    answer.raise_for_status()
+    raise AssertionError("unreachable")
 
 
 def _linked(home: Path) -> int:
