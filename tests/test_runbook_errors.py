@@ -299,6 +299,7 @@ def test_runbook_error_text_lists_every_diagnostic() -> None:
         "line": 3,
         "column": 11,
         "hint": None,
+        "severity": "error",
     }
 
 
