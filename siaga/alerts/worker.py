@@ -261,7 +261,7 @@ class Worker:
             return [(alert, None, inbox.reason(exc)) for alert in piece]
         except Exception as exc:  # noqa: BLE001 - whatever the store raised, each alert on its own
             if len(piece) == 1:
-                log.exception("%s alert %s was not recorded", batch.source, piece[0].fingerprint)
+                log.error("%s alert %s was not recorded: %s", batch.source, piece[0].fingerprint, inbox.reason(exc))
                 return [(piece[0], None, inbox.reason(exc))]
             log.warning("%d %s alerts were refused together (%s); recording them one by one",
                         len(piece), batch.source, inbox.reason(exc))
