@@ -38,6 +38,7 @@ __all__ = [
     "audiences_meeting",
     "check_comms",
     "render_message",
+    "render_text",
     "statement_deadlines",
     "template_file",
 ]
@@ -86,9 +87,14 @@ def _environment() -> ImmutableSandboxedEnvironment:
     )
 
 
+def render_text(source: str, values: Mapping[str, Any]) -> str:
+    """Render a template of the runbook folder (a message, a reply) to text; raise TemplateError."""
+    return _environment().from_string(source).render(**values).strip()
+
+
 def render_message(source: str, values: Mapping[str, Any], default_subject: str = "") -> Message:
     """Render a message template; raise TemplateError. A first line ``# Subject`` is the subject."""
-    text = _environment().from_string(source).render(**values).strip()
+    text = render_text(source, values)
     first, _, rest = text.partition("\n")
     if first.startswith("# "):
         return Message(first[2:].strip(), rest.strip())
