@@ -36,7 +36,7 @@ from siaga.runbook import Runbook, RunbookError
 from siaga.secrets import REDACTOR, SecretSource
 from siaga.store import engine as store_engine
 from siaga.team import find_roster
-from siaga.voices import OPEN_STATES, Voice
+from siaga.voices import OPEN_STATES, Voice, people_of
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
 from siaga.voices.views import time_left
@@ -104,7 +104,8 @@ async def check_voice_deadlines(
         told = [v for v in voices if v.id in set(claimed)]
         if not told:
             continue  # another watcher told of them meanwhile
-        people, subject, text = _message(told, kind, level, now)
+        runbook = (runbooks or {}).get(told[0].runbook_id)
+        people, subject, text = _message(told, kind, level, now, people_of(runbook, roster) if runbook else None)
         first = told[0]
         sent = []
         for person in people:
@@ -124,8 +125,13 @@ async def check_voice_deadlines(
     return done
 
 
-def _message(voices: Sequence[Voice], kind: str, level: int, now: datetime) -> tuple[list[str], str, str]:
+def _message(
+    voices: Sequence[Voice], kind: str, level: int, now: datetime, people: Mapping[str, Any] | None
+) -> tuple[list[str], str, str]:
+    """Whom to tell (from the runbook and roster as they are now, else as they were when the
+    voices arrived), the subject and the text."""
     first = voices[0]
+    people = people or first.people
     about = f"incident {first.incident_id} ({first.runbook_id})"
     lines = [_line(v, now) for v in voices[:LISTED]]
     if len(voices) > LISTED:
@@ -134,19 +140,20 @@ def _message(voices: Sequence[Voice], kind: str, level: int, now: datetime) -> t
     how = (f"Draft the replies (`siaga voices draft {first.incident_id}`), or dismiss a voice owed no answer "
            f"(`siaga voices dismiss ID --reason ...`); `siaga voices {first.incident_id}` lists them all.")
     if kind == "remind":
-        people = list(first.people.get("owners") or [])
+        owners = list(people.get("owners") or [])
         subject = f"{len(voices)} voice(s) to answer on {about}, first due {_at(first.due_at)}"
         text = f"{len(voices)} voice(s) of {about} are due to be answered and have not been yet:\n{listing}\n\n{how}"
-        return people, subject, text
-    chain: list[Any] = first.people.get("chain") or []
-    people = list(chain[level - 1]) if level <= len(chain) else []
+        return owners, subject, text
+    chain: list[Any] = people.get("chain") or []
+    told = list(chain[level - 1]) if level <= len(chain) else []
     subject = f"Voices MISSED: {len(voices)} unanswered past their deadline on {about}"
     text = (
         f"{len(voices)} voice(s) of {about} were not answered by their deadline:\n{listing}\n\n"
-        f"Their owners were reminded. You are level {level} of the chain of command: get them answered now, "
+        f"Their owners were reminded {max(v.reminders for v in voices)} time(s). You are level {level} of the "
+        "chain of command: get them answered now, "
         f"or decide who does. {how}"
     )
-    return people, subject, text
+    return told, subject, text
 
 
 def _line(voice: Voice, now: datetime) -> str:

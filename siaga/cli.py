@@ -546,21 +546,24 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
         out.print(f"[bold]{found.incident_id}[/bold] {found.runbook_id} ({found.state}{late}): "
                   f"{found.open} open, {found.overdue} overdue, {found.closed} closed", highlight=False)
         if found.voices:
-            table = Table("voice", "left", "platform", "author", "state", "text", box=None, pad_edge=False)
-            for column in table.columns[:3]:
-                column.no_wrap = True
-            table.columns[5].overflow = "ellipsis"
-            table.columns[5].no_wrap = True
-            for v in found.voices:
-                said = f"{v.problem}: {v.text}" if v.state == "refused" else v.text
-                table.add_row(v.id, time_left(v, now), v.platform or "-", v.author or "-",
-                              v.state + (" (late)" if v.late else ""), excerpt(said), style="red" if (
-                                  v.left(now) is not None and v.left(now).total_seconds() < 0) else None)
+            table = Table(box=None, pad_edge=False)
+            cells = {"voice": [v.id for v in found.voices], "left": [time_left(v, now) for v in found.voices],
+                     "platform": [v.platform or "-" for v in found.voices],
+                     "state": [v.state + (" (late)" if v.late else "") for v in found.voices]}
+            widths = {name: max(len(name), *map(len, values)) for name, values in cells.items()}
+            for name, width in widths.items():  # whole: ids are there to be copied
+                table.add_column(name, no_wrap=True, min_width=width)
+            table.add_column("author: text", no_wrap=True)
+            room = max(12, out.width - sum(widths.values()) - 2 * len(widths))
+            for row, v in enumerate(found.voices):
+                said = f"{v.problem}: {v.text}" if v.state == "refused" else f"{v.author or '-'}: {v.text}"
+                left = v.left(now)
+                table.add_row(*(cells[name][row] for name in cells), excerpt(said, room),
+                              style="red" if left is not None and left.total_seconds() < 0 else None)
             out.print(table)
         hidden = found.closed if not include_closed else 0
         if hidden:
-            out.print(f"  {hidden} answered, dismissed or refused: `siaga voices {found.incident_id} --all` shows them",
-                      markup=False)
+            out.print(f"  `siaga voices {found.incident_id} --all` shows the {hidden} closed", markup=False)
     return OK
 
 

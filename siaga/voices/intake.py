@@ -31,14 +31,13 @@ from sqlalchemy import Connection, Engine, and_, select
 from siaga.audit import AuditTrail
 from siaga.incidents.alert import Alert, AlertStatus
 from siaga.incidents.routing import routes
-from siaga.runbook import Roster, Runbook, role_members
+from siaga.runbook import Roster, Runbook
 from siaga.store import alerts, as_utc, incident_alerts, incidents, insert_ignoring, voice_alerts, voices
 
-from .model import Refusal, is_mention, read_mention, remind_at, respond_within, voice_id
+from .model import Refusal, is_mention, people_of, read_mention, remind_at, respond_within, voice_id
 
 __all__ = ["Intake", "take_in"]
 
-LIAISON = "liaison"
 _CHUNK = 500
 
 
@@ -178,16 +177,6 @@ def _late(connection: Connection, answering: Mapping[str, Runbook], sources: lis
     return found
 
 
-def _people(runbook: Runbook, roster: Roster | None) -> dict[str, Any]:
-    """Who is reminded of a voice (its owners) and who hears of a miss (the chain of command)."""
-    chain = [role_members(runbook, role, roster) for role in runbook.chain_of_command]
-    spec = runbook.voices
-    assert spec is not None
-    owners = [p for role in spec.owners for p in role_members(runbook, role, roster)]
-    owners = owners or role_members(runbook, LIAISON, roster) or (chain[0] if chain else [])
-    return {"owners": list(dict.fromkeys(owners)), "chain": chain}
-
-
 def _rows(
     candidates: list[_Candidate], answering: Mapping[str, Runbook], roster: Roster | None, now: datetime
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
@@ -204,7 +193,7 @@ def _rows(
         spec = runbook.voices
         assert spec is not None
         if c.runbook_id not in people:
-            people[c.runbook_id] = _people(runbook, roster)
+            people[c.runbook_id] = people_of(runbook, roster)
         read = read_mention(spec, c.alert.labels, c.alert.annotations)
         base = {"incident_id": c.incident_id, "runbook_id": c.runbook_id, "alert_id": c.alert_id,
                 "received_at": c.received_at, "posted_at": c.posted_at, "late": c.late, "reminders": 0,

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from siaga.incidents.alert import Alert
+from siaga.runbook import Roster, role_members
 from siaga.runbook.models import MentionSource, Runbook, Voices
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Voice",
     "is_mention",
     "mention_refusals",
+    "people_of",
     "read_mention",
     "remind_at",
     "respond_within",
@@ -54,6 +56,7 @@ LIMITS = {"id": 300, "platform": 40, "thread": 300, "author": 200, "author_tier"
 """The longest value of each field the store keeps."""
 
 PLATFORM_ALIASES = {"twitter": "x"}
+LIAISON = "liaison"
 
 State = Literal["new", "drafted", "approved", "answered", "dismissed", "refused"]
 OPEN_STATES = frozenset({"new", "drafted", "approved"})
@@ -161,6 +164,16 @@ def remind_at(voices: Voices, received_at: datetime, due_at: datetime) -> dateti
     window = due_at - received_at
     before = voices.remind_before if voices.remind_before and voices.remind_before < window else window / 4
     return due_at - before
+
+
+def people_of(runbook: Runbook, roster: Roster | None) -> dict[str, Any]:
+    """Who is reminded of a runbook's voices (``owners``: `voices.owners`, else the liaison, else
+    the first level of the chain of command) and who hears of a miss (``chain``, level by level)."""
+    chain = [role_members(runbook, role, roster) for role in runbook.chain_of_command]
+    roles = runbook.voices.owners if runbook.voices else []
+    owners = [person for role in roles for person in role_members(runbook, role, roster)]
+    owners = owners or role_members(runbook, LIAISON, roster) or (chain[0] if chain else [])
+    return {"owners": list(dict.fromkeys(owners)), "chain": chain}
 
 
 def voice_id(platform: str, mention_id: str) -> str:
