@@ -27,7 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .diagnostics import Diagnostic, Loc, did_you_mean
 from .models import PHASE_LISTS, PUBLIC, RESOLVE, RESPOND, Audience, Runbook, Step
 from .source import Document
-from .templates import is_template, references
+from .templates import Reference, is_template, references
 
 __all__ = [
     "AUDIENCES",
@@ -41,6 +41,7 @@ __all__ = [
     "render_text",
     "statement_deadlines",
     "template_file",
+    "template_references",
 ]
 
 DRAFT_ACTION = "comms.draft"
@@ -136,6 +137,24 @@ def check_comms(runbook: Runbook, doc: Document, templates: Mapping[str, str] | 
             yield from _check_draft(runbook, doc, (where, index), step, templates)
 
 
+def template_references(
+    doc: Document, templates: Mapping[str, str], file: str, where: Loc, what: str
+) -> tuple[list[Reference], Diagnostic | None]:
+    """The names the template `file` (of the folder's `templates`) reads; and, when it is missing
+    (`what` names it: ``reply template `templates/x.id.md.j2` in `id` ``) or does not parse, none
+    and the diagnostic to give at `where`."""
+    source = templates.get(file)
+    if source is None:
+        return [], doc.diagnostic(
+            "missing-template", f"no {what}", where,
+            hint=did_you_mean(file, templates) or "write it next to the runbooks, in templates/",
+        )
+    try:
+        return references(source), None
+    except TemplateError as exc:
+        return [], doc.diagnostic("template-syntax", f"`templates/{file}` does not parse: {exc}", where)
+
+
 def _check_draft(
     runbook: Runbook, doc: Document, base: Loc, step: Step, templates: Mapping[str, str]
 ) -> Iterator[Diagnostic]:
@@ -153,19 +172,10 @@ def _check_draft(
     missing: set[str] = set()
     for language in languages:
         file = template_file(name or audience, language)
-        source = templates.get(file)
-        if source is None:
-            yield doc.diagnostic(
-                "missing-template",
-                f"no message template `templates/{file}` for {audience} in `{language}`",
-                where,
-                hint=did_you_mean(file, templates) or "write it next to the runbooks, in templates/",
-            )
-            continue
-        try:
-            read = references(source)
-        except TemplateError as exc:
-            yield doc.diagnostic("template-syntax", f"`templates/{file}` does not parse: {exc}", where)
+        read, problem = template_references(doc, templates, file, where, f"message template `templates/{file}` "
+                                            f"for {audience} in `{language}`")
+        if problem is not None:
+            yield problem
             continue
         if isinstance(facts, Mapping):
             for ref in read:

@@ -25,7 +25,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from .comms import render_text, template_file
+from .comms import render_text, template_file, template_references
 from .diagnostics import Diagnostic, Loc, did_you_mean
 from .models import Runbook, Voices
 from .source import Document
@@ -131,17 +131,10 @@ def _check_replies(
         where: Loc = ("voices", "replies", topic) if written and topic is not None else ("voices",)
         for language in runbook.comms.languages:
             file = template_file(name, language)
-            source = templates.get(file)
-            if source is None:
-                yield doc.diagnostic(
-                    "missing-template", f"no reply template `templates/{file}` in `{language}`", where,
-                    hint=did_you_mean(file, templates) or "write it next to the runbooks, in templates/",
-                )
-                continue
-            try:
-                read = references(source)
-            except TemplateError as exc:
-                yield doc.diagnostic("template-syntax", f"`templates/{file}` does not parse: {exc}", where)
+            read, problem = template_references(doc, templates, file, where,
+                                                f"reply template `templates/{file}` in `{language}`")
+            if problem is not None:
+                yield problem
                 continue
             for ref in read:
                 if ref.key is None and ref.root not in REPLY_ROOTS:
