@@ -497,14 +497,16 @@ def cmd_voices(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from .incident_report import find_incident_id
+    from .report.gather import learn_environment_secrets
     from .store import engine
     from .voices.intake import take_in
     from .voices.records import VoiceRecords
 
+    learn_environment_secrets()  # a mention may quote a credential back: what is printed is redacted
     store = engine()
     words = list(args.words)
     action = words.pop(0) if words and words[0] in VOICE_ACTIONS else None
-    actor = getattr(args, "as_") or os.environ.get("SIAGA_USER")
+    actor = args.as_ or os.environ.get("SIAGA_USER")
     if action in ("dismiss", "answered"):
         if not words:
             raise BadInput(f"siaga voices {action}: name the voices (ids as `siaga voices` lists them)")
@@ -531,11 +533,12 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
 
 def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json: bool, now: Any) -> int:
+    from .secrets import REDACTOR
     from .voices.views import excerpt, list_voices, time_left, voice_json
 
     listed = list_voices(store, incident_id=incident, include_closed=include_closed, now=now)
     if as_json:
-        print(json.dumps([voice_json(v, now) for found in listed for v in found.voices], indent=2))
+        print(REDACTOR.text(json.dumps([voice_json(v, now) for found in listed for v in found.voices], indent=2)))
         return OK
     if not listed:
         out.print(f"no voices of {incident}" if incident else "no voices: no incident of a runbook with `voices:` "
@@ -558,7 +561,7 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
             for row, v in enumerate(found.voices):
                 said = f"{v.problem}: {v.text}" if v.state == "refused" else f"{v.author or '-'}: {v.text}"
                 left = v.left(now)
-                table.add_row(*(cells[name][row] for name in cells), excerpt(said, room),
+                table.add_row(*(cells[name][row] for name in cells), excerpt(REDACTOR.text(said), room),
                               style="red" if left is not None and left.total_seconds() < 0 else None)
             out.print(table)
         hidden = found.closed if not include_closed else 0
@@ -569,16 +572,18 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
 
 def _draft_voices(store: Any, catalog: Catalog, incident: str | None, as_json: bool) -> int:
     from .runbook.loader import read_templates
+    from .secrets import REDACTOR
     from .voices.drafting import draft_replies
 
     done = draft_replies(store, catalog.runbooks, read_templates(catalog.folder), incident_id=incident)
     if as_json:
-        print(json.dumps({"drafts": [d.as_dict() for d in done.drafts], "problems": done.problems}, indent=2))
+        print(REDACTOR.text(json.dumps({"drafts": [d.as_dict() for d in done.drafts], "problems": done.problems},
+                                       indent=2)))
     else:
         for d in done.drafts:
             out.print(f"[bold]{d.id}[/bold] {d.incident_id} {d.topic} {d.language}: {len(d.voices)} voice(s), "
                       f"text sha256 {d.text_hash}", highlight=False)
-            out.print(d.text, markup=False)
+            out.print(REDACTOR.text(d.text), markup=False)
             out.print("  answers " + " ".join(d.voices), markup=False)
         if not done.drafts and not done.problems:
             out.print("nothing to draft: no voice is new or drafted", markup=False)

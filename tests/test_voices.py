@@ -16,23 +16,23 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
-from siaga.flows.deadlines import watch_deadlines
-from siaga.flows.voice_clocks import check_voice_deadlines
-from siaga.integrations import default_registry
-from siaga.integrations.outbox import read_outbox
 
 from siaga.alerts.receiver import ReceiverConfig, create_app
 from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
 from siaga.cli import main
 from siaga.deadlines import Due
+from siaga.flows.deadlines import watch_deadlines
+from siaga.flows.voice_clocks import check_voice_deadlines
+from siaga.integrations import default_registry
+from siaga.integrations.outbox import read_outbox
 from siaga.store import alerts, engine, voice_alerts, voices
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
@@ -122,6 +122,7 @@ def mention(post: str, topic: str, *, text: str | None = "Pembayaran saya gagal!
 @pytest.fixture(scope="module")
 def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from siaga.flows.running import start_incident_run
 
     home = tmp_path_factory.mktemp("voices")
@@ -202,9 +203,13 @@ def test_a_storm_of_mentions_is_one_incident_whose_voices_are_listed_by_deadline
     assert all(v["id"] in table.stdout for v in listed) and "10 open, 0 overdue" in table.stdout
 
 
-def test_bad_mentions_are_refused_with_the_reason_and_lose_nothing(desk: Desk, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_mentions_are_refused_with_the_reason_and_lose_nothing(
+    desk: Desk, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     topic = f"payment-failure-{uuid.uuid4().hex[:6]}"
-    desk.mentions(*[mention(f"ok{n}-{topic[-6:]}", topic) for n in range(3)])
+    monkeypatch.setenv("SIAGA_SECRET_SOCIAL_TOKEN", "tok-8d1e0c5a77")
+    desk.mentions(*[mention(f"ok{n}-{topic[-6:]}", topic) for n in range(2)],
+                  mention(f"ok2-{topic[-6:]}", topic, text="your bot posted tok-8d1e0c5a77 in a reply!"))
     incident = desk.incident_of(topic)
     huge = "gagal" * 6000
     desk.mentions(
@@ -214,6 +219,7 @@ def test_bad_mentions_are_refused_with_the_reason_and_lose_nothing(desk: Desk, c
         mention(f"hg-{topic[-6:]}", topic, text=huge),
     )
     shown = {v["mention_id"]: v for v in desk.voices(capsys, incident["id"], "--all")}
+    assert shown[f"ok2-{topic[-6:]}"]["text"] == "your bot posted [secret:social-token] in a reply!"  # printed redacted
     refused = [v for v in shown.values() if v["state"] == "refused"]
     assert len(refused) == 4 and len(shown) == 7
     problems = sorted(v["problem"] for v in refused)

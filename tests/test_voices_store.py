@@ -9,14 +9,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from siaga.integrations import default_registry
 
 from siaga.audit import AuditTrail
 from siaga.incidents import Alert
 from siaga.incidents.recording import process_batch
+from siaga.integrations import default_registry
 from siaga.runbook import Runbook, RunbookError, parse_runbook
 from siaga.store import engine
-from siaga.voices import Mention, Refusal, Voice, mention_refusals, read_mention, remind_at, respond_within, voice_figures
+from siaga.voices import (
+    Mention,
+    Refusal,
+    Voice,
+    mention_refusals,
+    read_mention,
+    remind_at,
+    respond_within,
+    voice_figures,
+)
 from siaga.voices.drafting import draft_replies
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
@@ -144,15 +153,15 @@ def test_the_deadline_is_the_shortest_rule_and_bad_mentions_say_what_is_wrong() 
     assert refused.problem.split("; ") == [
         "the mention has no id (a label or annotation `mention_id` or `post`)",
         "the mention has no text (a label or annotation `text`)",
-        "the platform `orkut` is not one this runbook answers on (x, instagram, facebook, tiktok, youtube, threads, "
-        "linkedin, whatsapp, website, app-store, play-store: `voices.platforms`)",
+        ("the platform `orkut` is not one this runbook answers on (x, instagram, facebook, tiktok, youtube, threads, "
+        "linkedin, whatsapp, website, app-store, play-store: `voices.platforms`)"),
         "its author is 300 characters long, over the 200 kept",
     ]
     alerts = [post("ok"), Alert(source="social", fingerprint="f", status="firing", labels={"sentiment": "negative"}),
               Alert(source="grafana", fingerprint="g", status="firing", labels={})]
     assert mention_refusals([desk()], alerts) == [
-        "alerts[1]: the mention has no id (a label or annotation `mention_id` or `post`); the mention has no text "
-        "(a label or annotation `text`); the mention names no platform (a label or annotation `platform`)"]
+        ("alerts[1]: the mention has no id (a label or annotation `mention_id` or `post`); the mention has no text "
+        "(a label or annotation `text`); the mention names no platform (a label or annotation `platform`)")]
 
 
 def test_the_figures_count_what_became_of_each_voice() -> None:

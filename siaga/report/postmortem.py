@@ -24,7 +24,6 @@ from markupsafe import Markup
 
 from siaga.audit.chain import AuditRecord
 from siaga.audit.render import describe
-
 from siaga.voices.figures import Tally, VoiceFigures
 
 from .chart import timeline_svg

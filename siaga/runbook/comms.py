@@ -18,10 +18,10 @@ import zoneinfo
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, get_args
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .diagnostics import Diagnostic, Loc, did_you_mean
@@ -88,9 +88,15 @@ def _environment() -> ImmutableSandboxedEnvironment:
     )
 
 
+@lru_cache(maxsize=256)
+def _compiled(source: str) -> Template:
+    return _environment().from_string(source)
+
+
 def render_text(source: str, values: Mapping[str, Any]) -> str:
-    """Render a template of the runbook folder (a message, a reply) to text; raise TemplateError."""
-    return _environment().from_string(source).render(**values).strip()
+    """Render a template of the runbook folder (a message, a reply) to text; raise TemplateError.
+    Each template is compiled once (a storm's replies render one template thousands of times)."""
+    return _compiled(source).render(**values).strip()
 
 
 def render_message(source: str, values: Mapping[str, Any], default_subject: str = "") -> Message:

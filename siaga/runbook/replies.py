@@ -99,14 +99,14 @@ def check_voices(runbook: Runbook, doc: Document, templates: Mapping[str, str] |
 
 def _check_fact(runbook: Runbook, doc: Document, name: str, value: Any) -> Iterator[Diagnostic]:
     loc: Loc = ("voices", "facts", name)
-    texts = value.items() if isinstance(value, Mapping) else [(None, value)]
+    texts: list[tuple[str | None, str]] = list(value.items()) if isinstance(value, Mapping) else [(None, value)]
     if isinstance(value, Mapping):
         for language in runbook.comms.languages:
             if language not in value:
                 yield doc.diagnostic("missing-language", f"fact `{name}` has no `{language}` text", loc,
                                      hint="give one text per language of `comms.languages`, or a single text for all")
-    for language, text in texts:
-        where = (*loc, language) if language else loc
+    for written_in, text in texts:
+        where = (*loc, written_in) if written_in else loc
         if not is_template(text):
             continue
         try:

@@ -32,7 +32,15 @@ from siaga.audit import AuditTrail
 from siaga.incidents.alert import Alert, AlertStatus
 from siaga.incidents.routing import routes
 from siaga.runbook import Roster, Runbook
-from siaga.store import alerts, as_utc, incident_alerts, incidents, insert_ignoring, voice_alerts, voices
+from siaga.store import (
+    alerts,
+    as_utc,
+    incident_alerts,
+    incidents,
+    insert_ignoring,
+    voice_alerts,
+    voices,
+)
 
 from .model import Refusal, is_mention, people_of, read_mention, remind_at, respond_within, voice_id
 
@@ -147,7 +155,7 @@ def _late(connection: Connection, answering: Mapping[str, Runbook], sources: lis
     ).mappings().all()
     if not resolved:
         return []
-    since = min(as_utc(r["resolved_at"]) for r in resolved)
+    since = min(r["resolved_at"] for r in resolved)
     query = (
         select(*_ALERT_COLUMNS)
         .select_from(alerts.outerjoin(voice_alerts, voice_alerts.c.alert_id == alerts.c.id)
@@ -195,23 +203,23 @@ def _rows(
         if c.runbook_id not in people:
             people[c.runbook_id] = people_of(runbook, roster)
         read = read_mention(spec, c.alert.labels, c.alert.annotations)
-        base = {"incident_id": c.incident_id, "runbook_id": c.runbook_id, "alert_id": c.alert_id,
+        base: dict[str, Any] = {"incident_id": c.incident_id, "runbook_id": c.runbook_id, "alert_id": c.alert_id,
                 "received_at": c.received_at, "posted_at": c.posted_at, "late": c.late, "reminders": 0,
                 "escalated": 0, "people": people[c.runbook_id], "updated_at": now}
         if isinstance(read, Refusal):
             mention_id = f"alert:{c.alert_id}"
             row = base | {"platform": read.platform, "mention_id": mention_id, "text": read.excerpt,
-                          "state": "refused", "problem": read.problem, "due_at": None, "author": None}
+                          "state": "refused", "problem": read.problem}
         else:
             mention_id = read.id
+            due_at = c.received_at + respond_within(spec, read)
             row = base | {
                 "platform": read.platform, "mention_id": read.id, "text": read.text, "thread": read.thread,
                 "author": read.author, "author_tier": read.author_tier, "sentiment": read.sentiment,
                 "language": read.language, "topic": read.topic, "url": read.url, "state": "new", "problem": None,
-                "due_at": c.received_at + respond_within(spec, read),
+                "due_at": due_at, "remind_at": remind_at(spec, c.received_at, due_at),
             }
-            row["remind_at"] = remind_at(spec, c.received_at, row["due_at"])
-        vid = voice_id(row["platform"], mention_id)
+        vid = voice_id(read.platform, mention_id)
         rows.setdefault(vid, row | {"id": vid})
         sources.setdefault(vid, c.alert.source)
         links[c.alert_id] = {"alert_id": c.alert_id, "voice_id": vid, "taken_at": now}
