@@ -36,7 +36,7 @@ from siaga.runbook import Runbook, RunbookError
 from siaga.secrets import REDACTOR, SecretSource
 from siaga.store import engine as store_engine
 from siaga.team import find_roster
-from siaga.voices import OPEN_STATES, Voice, people_of
+from siaga.voices import Voice, people_of
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
 from siaga.voices.views import time_left
@@ -49,6 +49,8 @@ log = get_logger("siaga.voices")
 
 LISTED = 20
 """Voices named in one message; the rest are counted."""
+DEEPEST = 32
+"""The chain of command levels a missed voice may still be told to, when the runbooks are not given."""
 
 
 def clock_of(voice: Voice) -> Clock:
@@ -88,7 +90,8 @@ async def check_voice_deadlines(
         await asyncio.to_thread(take_in, store, runbooks, roster=roster, now=now)
     records = VoiceRecords(store)
     groups: dict[tuple[str, str, int], list[Voice]] = {}
-    for voice in await asyncio.to_thread(records.find, states=OPEN_STATES):
+    deepest = max((len(rb.chain_of_command) for rb in runbooks.values()), default=0) if runbooks else DEEPEST
+    for voice in await asyncio.to_thread(records.owing, now, deepest):
         due = owed(clock_of(voice), now) if voice.due_at is not None else None
         if due is not None:
             groups.setdefault((voice.incident_id, due.kind, due.level), []).append(voice)

@@ -533,6 +533,8 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
 
 def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json: bool, now: Any) -> int:
+    from rich.text import Text
+
     from .secrets import REDACTOR
     from .voices.views import excerpt, list_voices, time_left, voice_json
 
@@ -561,7 +563,7 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
             for row, v in enumerate(found.voices):
                 said = f"{v.problem}: {v.text}" if v.state == "refused" else f"{v.author or '-'}: {v.text}"
                 left = v.left(now)
-                table.add_row(*(cells[name][row] for name in cells), excerpt(REDACTOR.text(said), room),
+                table.add_row(*(Text(cells[name][row]) for name in cells), Text(excerpt(REDACTOR.text(said), room)),
                               style="red" if left is not None and left.total_seconds() < 0 else None)
             out.print(table)
         hidden = found.closed if not include_closed else 0
@@ -571,6 +573,8 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
 
 
 def _draft_voices(store: Any, catalog: Catalog, incident: str | None, as_json: bool) -> int:
+    from rich.markup import escape
+
     from .runbook.loader import read_templates
     from .secrets import REDACTOR
     from .voices.drafting import draft_replies
@@ -581,7 +585,7 @@ def _draft_voices(store: Any, catalog: Catalog, incident: str | None, as_json: b
                                        indent=2)))
     else:
         for d in done.drafts:
-            out.print(f"[bold]{d.id}[/bold] {d.incident_id} {d.topic} {d.language}: {len(d.voices)} voice(s), "
+            out.print(f"[bold]{d.id}[/bold] {d.incident_id} {escape(d.topic)} {d.language}: {len(d.voices)} voice(s), "
                       f"text sha256 {d.text_hash}", highlight=False)
             out.print(REDACTOR.text(d.text), markup=False)
             out.print("  answers " + " ".join(d.voices), markup=False)

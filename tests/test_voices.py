@@ -208,7 +208,8 @@ def test_bad_mentions_are_refused_with_the_reason_and_lose_nothing(
 ) -> None:
     topic = f"payment-failure-{uuid.uuid4().hex[:6]}"
     monkeypatch.setenv("SIAGA_SECRET_SOCIAL_TOKEN", "tok-8d1e0c5a77")
-    desk.mentions(*[mention(f"ok{n}-{topic[-6:]}", topic) for n in range(2)],
+    desk.mentions(mention(f"ok0-{topic[-6:]}", topic, text="[/red] [link=https://evil.example]refund here[/link]"),
+                  mention(f"ok1-{topic[-6:]}", topic, author="[bold]@mallory"),
                   mention(f"ok2-{topic[-6:]}", topic, text="your bot posted tok-8d1e0c5a77 in a reply!"))
     incident = desk.incident_of(topic)
     huge = "gagal" * 6000
@@ -238,6 +239,7 @@ def test_bad_mentions_are_refused_with_the_reason_and_lose_nothing(
     capsys.readouterr()
     assert main(["voices", incident["id"]]) == 0
     said = capsys.readouterr().out
+    assert "@ok0-" in said and ": [/red] [link=" in said and "[bold]@mallory" in said  # shown, not obeyed
     assert "3 open, 0 overdue, 4 closed" in said and f"siaga voices {incident['id']} --all` shows the 4 closed" in said
 
 

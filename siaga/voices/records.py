@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, and_, or_, select, update
 
 from siaga.audit import AuditTrail
 from siaga.errors import BadInput
@@ -55,6 +55,20 @@ class VoiceRecords:
             query = query.where(voices.c.state.in_(list(states)))
         if ids is not None:
             query = query.where(voices.c.id.in_(list(ids)))
+        return self._select(query)
+
+    def owing(self, now: datetime, deepest: int) -> list[Voice]:
+        """The open voices something may be owed on at `now`: past their reminder time and not
+        reminded, or past their deadline and not yet told to all `deepest` levels of a chain of
+        command (the others are not read: a storm's thousands of fresh voices cost the watcher nothing)."""
+        c = voices.c
+        return self._select(select(voices).where(
+            c.state.in_(list(OPEN_STATES)),
+            or_(and_(c.remind_at <= now, c.reminders == 0),
+                and_(c.due_at <= now, or_(c.missed_at.is_(None), c.escalated < deepest))),
+        ).order_by(c.due_at, c.id))
+
+    def _select(self, query: Any) -> list[Voice]:
         with self.engine.connect() as connection:
             return [voice_of(row) for row in connection.execute(query).mappings()]
 
