@@ -36,6 +36,7 @@ from siaga.store import engine
 from siaga.team import find_roster
 
 from .reach import reach
+from .secret_blocks import prefect_secret
 
 log = get_logger("siaga.deadlines")
 
@@ -85,8 +86,6 @@ async def check_deadlines(
     store: DeadlineRecords | None = None,
 ) -> list[tuple[str, Due]]:
     """Send what is owed now on every unsettled deadline; returns (deadline id, what was done)."""
-    from .compiler import prefect_secret  # the compiler imports this module
-
     if registry is None:
         from siaga.integrations import default_registry
 
@@ -152,8 +151,7 @@ async def watch_deadlines(
     """Check the statement deadlines, and the voices' (taking new voices of `runbooks` in,
     `voice_clocks`), every `interval` seconds until `stop` is set (the runbook `folder` has the
     roster and connections that reach people)."""
-    from .compiler import prefect_secret  # the compiler imports this module
-    from .voice_clocks import check_voice_deadlines
+    from .voice_clocks import check_voice_deadlines  # it imports this module's neighbours: kept lazy
 
     interval = interval or float(os.environ.get("SIAGA_DEADLINE_POLL_SECONDS", "5"))
     while not stop.is_set():

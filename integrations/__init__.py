@@ -11,7 +11,9 @@ from . import (
     aws,
     basic,
     comms,
+    facebook,
     fanout,
+    instagram,
     outbox,
     pagerduty,
     payments,
@@ -20,6 +22,9 @@ from . import (
     statuspage,
     teams,
     webhook,
+    website,
+    whatsapp,
+    x,
 )
 
 __all__ = ["default_registry"]
@@ -32,5 +37,7 @@ def default_registry() -> ActionRegistry:
         *aws.ACTIONS,
         *payments.ACTIONS, *statuspage.ACTIONS,
         *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
+        *whatsapp.ACTIONS,
+        *x.ACTIONS, *facebook.ACTIONS, *instagram.ACTIONS, *website.ACTIONS,
         *fanout.ACTIONS, *comms.ACTIONS,
     ])

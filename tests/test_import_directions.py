@@ -113,11 +113,11 @@ def test_every_import_goes_an_allowed_direction() -> None:
     parts = _parts()
     debts = {(d["source"], d["target"]) for d in parts.get("debts", [])}
     arrows = _arrows(parts)
-    forbidden = sorted(
+    forbidden = sorted({
         f"{a.where}: {a.source} imports {a.target}"
         for a in arrows
         if not _allowed(a, parts) and (a.source, a.target) not in debts
-    )
+    })
     assert not forbidden, "imports docs/parts.toml does not allow:\n" + "\n".join(forbidden)
     drawn = {(a.source, a.target) for a in arrows}
     paid = sorted(f"{s} -> {t}" for s, t in debts if (s, t) not in drawn)

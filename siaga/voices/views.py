@@ -5,12 +5,12 @@ line prints or dumps as JSON."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from siaga.runbook.durations import format_duration
+from siaga.runbook.durations import human_duration
 from siaga.store import as_utc, incidents
 
 from .model import Voice
@@ -40,8 +40,7 @@ def time_left(voice: Voice, now: datetime) -> str:
     left = voice.left(now)
     if left is None:
         return {"answered": "answered", "dismissed": "dismissed", "refused": "refused"}.get(voice.state, voice.state)
-    whole = timedelta(seconds=int(abs(left.total_seconds())) // 60 * 60) or timedelta(seconds=int(abs(left.total_seconds())))
-    return f"{format_duration(whole)} {'left' if left.total_seconds() >= 0 else 'overdue'}"
+    return f"{human_duration(abs(left))} {'left' if left.total_seconds() >= 0 else 'overdue'}"
 
 
 def excerpt(text: str, width: int = 120) -> str:
