@@ -10,6 +10,9 @@ meanwhile sends what is owed then (the latest reminder only, see `siaga.deadline
 Drills: a drill's deadlines run on the drill's own clock, and its reminders carry ``[DRILL]``; when
 the drill run ends, deadlines it did not meet are recorded missed (nobody is told of a drill that
 is over) so that the drill's record says whether the team made it.
+
+The same watcher keeps the voices' clocks (`voice_clocks`: a deadline per mention to answer), on
+the same rule.
 """
 
 from __future__ import annotations
@@ -141,9 +144,15 @@ def _message(deadline: Deadline, owed: Due, now: datetime, roster: Roster | None
     return people, subject, text
 
 
-async def watch_deadlines(stop: asyncio.Event, interval: float | None = None, folder: Path | None = None) -> None:
-    """Check the statement deadlines every `interval` seconds until `stop` is set (the runbook
-    `folder` has the roster and connections that reach people)."""
+async def watch_deadlines(
+    stop: asyncio.Event, interval: float | None = None, folder: Path | None = None,
+    runbooks: Mapping[str, Runbook] | None = None,
+) -> None:
+    """Check the statement deadlines, and the voices' (taking new voices of `runbooks` in,
+    `voice_clocks`), every `interval` seconds until `stop` is set (the runbook `folder` has the
+    roster and connections that reach people)."""
+    from .voice_clocks import check_voice_deadlines  # it imports this module's neighbours: kept lazy
+
     interval = interval or float(os.environ.get("SIAGA_DEADLINE_POLL_SECONDS", "5"))
     while not stop.is_set():
         try:
@@ -151,6 +160,10 @@ async def watch_deadlines(stop: asyncio.Event, interval: float | None = None, fo
                 log.info("statement deadline acted on", deadline=deadline_id, kind=owed.kind, level=owed.level)
         except Exception as exc:  # noqa: BLE001 - the watcher outlives a bad moment of the store
             log.error("deadline watcher failed; trying again", error=str(exc))
+        try:
+            await check_voice_deadlines(runbooks=runbooks, folder=folder, secret_source=prefect_secret)
+        except Exception as exc:  # noqa: BLE001 - likewise
+            log.error("voice deadline watcher failed; trying again", error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 

@@ -143,7 +143,7 @@ async def _serve_in(
     code = 0
     drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
     watcher = asyncio.create_task(watch_runs(stop, lane))
-    deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder))
+    deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder, runbooks=catalog.runbooks))
     sitrep_watcher = asyncio.create_task(watch_sitreps(stop, catalog.runbooks, folder=catalog.folder))
     waiters = {asyncio.create_task(stop.wait()), runner_task}
     if drill_task and options.exit_after_drill:

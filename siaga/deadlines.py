@@ -8,7 +8,9 @@ asks `due(...)` what is owed now: a reminder to the liaison at half and at three
 time, and at the deadline a miss, told to the first level of the chain of command, then one level
 further up every further quarter of the time while no statement has gone out.
 
-`due` is pure (a clock it is given); `DeadlineRecords` keeps the deadlines in Siaga's store.
+`owed` is the rule for any clock of the kind (a statement's, a voice's: `siaga.voices`), `due` its
+use on a statement deadline; both are pure (a time they are given). `DeadlineRecords` keeps the
+statement deadlines in Siaga's store.
 """
 
 from __future__ import annotations
@@ -72,22 +74,54 @@ class Due:
     level: int
 
 
-def due(deadline: Deadline, now: datetime) -> Due | None:
-    """What is owed on `deadline` at `now`, if anything (one thing at a time; the watcher asks
-    again). A watcher that was away sends only the latest reminder, not every one it missed."""
-    if deadline.met_at is not None:
+@dataclass(frozen=True)
+class Clock:
+    """What the rule reads of a deadline: when its time started and ends, when its reminders are
+    due, what was sent so far, and whether it was missed (recorded) or settled (nothing more owed)."""
+
+    opened_at: datetime
+    due_at: datetime
+    remind_at: tuple[datetime, ...]
+    reminders: int
+    escalated: int
+    levels: int
+    """The levels of the chain of command a miss can be told to."""
+    missed: bool = False
+    settled: bool = False
+
+
+def owed(clock: Clock, now: datetime) -> Due | None:
+    """What is owed on `clock` at `now`, if anything (one thing at a time; the watcher asks
+    again): a reminder, then at the deadline the miss (told to level 1 of the chain of command),
+    then one level further up every further quarter of the time. A watcher that was away sends
+    only the latest reminder, not every one it missed."""
+    if clock.settled:
         return None
-    chain = len(deadline.people.get("chain") or ())
-    if deadline.state == "pending":
-        if now >= deadline.due_at:
+    if not clock.missed:
+        if now >= clock.due_at:
             return Due("miss", 1)
-        owed = sum(now >= deadline.opened_at + deadline.period * f for f in REMINDERS)
-        return Due("remind", owed) if owed > deadline.reminders else None
-    if deadline.state == "missed" and deadline.escalated < chain:
-        level = deadline.escalated + 1
-        if now >= deadline.due_at + deadline.period * (0.25 * (level - 1)):
+        count = sum(now >= at for at in clock.remind_at)
+        return Due("remind", count) if count > clock.reminders else None
+    if clock.escalated < clock.levels:
+        level = clock.escalated + 1
+        if now >= clock.due_at + (clock.due_at - clock.opened_at) * (0.25 * (level - 1)):
             return Due("escalate", level)
     return None
+
+
+def due(deadline: Deadline, now: datetime) -> Due | None:
+    """What is owed on the statement deadline `deadline` at `now` (`owed`); its reminders are due
+    at half and three quarters of its time."""
+    return owed(
+        Clock(
+            opened_at=deadline.opened_at, due_at=deadline.due_at,
+            remind_at=tuple(deadline.opened_at + deadline.period * f for f in REMINDERS),
+            reminders=deadline.reminders, escalated=deadline.escalated,
+            levels=len(deadline.people.get("chain") or ()), missed=deadline.state == "missed",
+            settled=deadline.met_at is not None or deadline.state not in ("pending", "missed"),
+        ),
+        now,
+    )
 
 
 def deadline_id(subject: str, name: str) -> str:

@@ -8,7 +8,8 @@ up on with the reason); `threshold_hits` (what threshold triggers counted); `gat
 `gate_codes` and `gate_events` (approval gates, their hashed one-time codes and everything that
 happened at them); `runs` (the runs Siaga executes: pinned parameters, cancellation, wake-ups); `audit_records` (the hash-chained audit trail, see `siaga.audit`);
 `comms_deadlines` (statement deadlines, their reminders and misses); `drills` (each drill's score,
-or why it was skipped).
+or why it was skipped); `voices`, `voice_alerts` and `voice_drafts` (mentions to answer, the alerts
+that carried them, the reply texts drafted for them).
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -52,7 +53,9 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
+from sqlalchemy.sql.dml import Insert
 
 from .home import ensure_home, siaga_home
 
@@ -316,6 +319,73 @@ drills = Table(
 )
 """Drills run (or skipped) and how the team scored (`siaga.drills`)."""
 
+voices = Table(
+    "voices",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "v-" + 12 hex of (platform, mention id)
+    Column("incident_id", String(40), ForeignKey("incidents.id"), nullable=False, index=True),
+    Column("runbook_id", String(100), nullable=False),
+    Column("platform", String(40), nullable=False),
+    Column("mention_id", String(300), nullable=False),  # a refused mention without one: "alert:<id>"
+    Column("alert_id", Integer, ForeignKey("alerts.id"), nullable=False),  # the first alert that carried it
+    Column("thread", String(300)),
+    Column("author", String(200)),
+    Column("author_tier", String(40)),
+    Column("sentiment", String(40)),
+    Column("language", String(16)),
+    Column("topic", String(80)),
+    Column("text", Text, nullable=False),  # of a refused mention: its first characters
+    Column("url", String(2000)),
+    Column("posted_at", DateTime(timezone=True)),  # the source's own time, as given
+    Column("received_at", DateTime(timezone=True), nullable=False),  # the clock's start
+    Column("due_at", DateTime(timezone=True)),  # NULL for a refused mention
+    Column("remind_at", DateTime(timezone=True)),  # when its owners are reminded
+    Column("late", Boolean, nullable=False),  # arrived after its incident resolved
+    Column("state", String(16), nullable=False),  # new | drafted | approved | answered | dismissed | refused
+    Column("problem", Text),  # why the mention was refused
+    Column("draft_id", String(40), ForeignKey("voice_drafts.id")),  # its group: the reply text drafted for it
+    Column("answered_at", DateTime(timezone=True)),
+    Column("answered_by", String(200)),
+    Column("reply_url", String(2000)),
+    Column("dismissed_at", DateTime(timezone=True)),
+    Column("dismissed_by", String(200)),
+    Column("dismissed_reason", Text),
+    Column("missed_at", DateTime(timezone=True)),  # when the watcher recorded its deadline missed
+    Column("reminders", Integer, nullable=False),  # reminders sent to its owners
+    Column("escalated", Integer, nullable=False),  # chain-of-command levels told of a miss
+    Column("people", JSON, nullable=False),  # {"owners": [...], "chain": [[...], ...]}
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("platform", "mention_id", name="uq_voices_mention"),
+)
+"""Voices: each mention that reached an incident whose runbook has `voices:`, one per (platform,
+mention id), with its response deadline and what became of it (`siaga.voices`)."""
+
+voice_alerts = Table(
+    "voice_alerts",
+    metadata,
+    Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
+    Column("voice_id", String(40), ForeignKey("voices.id"), nullable=False, index=True),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+)
+"""Every alert taken in as a voice (duplicates of one mention included): what intake has read."""
+
+voice_drafts = Table(
+    "voice_drafts",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "d-" + 12 hex of (incident, language, text)
+    Column("incident_id", String(40), ForeignKey("incidents.id"), nullable=False, index=True),
+    Column("runbook_id", String(100), nullable=False),
+    Column("topic", String(80), nullable=False),
+    Column("language", String(16), nullable=False),
+    Column("template", String(120), nullable=False),  # the template file it was rendered from
+    Column("text", Text, nullable=False),  # exactly what would be posted
+    Column("text_hash", String(64), nullable=False),  # SHA-256 of `text`: what an approval binds to
+    Column("state", String(16), nullable=False),  # drafted | approved | posted | superseded
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+"""Reply drafts: one text per group of voices it answers (`siaga.voices.drafting`)."""
+
 
 def as_utc(value: datetime | None) -> datetime | None:
     """A time read from the store, in UTC: SQLite hands datetimes back naive (they were written in
@@ -340,6 +410,15 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             connection.rollback()
             raise
         connection.commit()
+
+
+def insert_ignoring(connection: Connection, table: Table) -> Insert:
+    """An INSERT into `table` that does nothing on a unique conflict (SQLite and PostgreSQL)."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if connection.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"Siaga's store needs SQLite or PostgreSQL, not {connection.dialect.name}")
 
 
 def database_url(home: Path | None = None) -> str:

@@ -45,6 +45,7 @@ from siaga.incidents import thresholds
 from siaga.incidents.recording import PIECE, Outcome, record_piece
 from siaga.incidents.runs import note_run_failure, pending_resolve_runs, pending_runs, set_flow_run, set_resolve_run
 from siaga.runbook import Runbook
+from siaga.voices.intake import take_in
 
 from . import inbox
 from .parsers import parse
@@ -351,6 +352,7 @@ class Worker:
             self.starting = True
             try:
                 await self._rescan()
+                await self._take_in_voices()
                 await self._prune_hits()
             finally:
                 self.starting = False
@@ -359,6 +361,14 @@ class Worker:
             if not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=RESCAN_SECONDS)
+
+    async def _take_in_voices(self) -> None:
+        """The mentions just recorded become voices with their deadlines (`siaga.voices`); safe to
+        repeat, so a failure here is made good by the next pass (or `siaga voices`)."""
+        try:
+            await asyncio.to_thread(take_in, self.engine, self.runbooks)
+        except Exception:  # noqa: BLE001 - recording is done; the next pass takes them in
+            log.exception("taking voices in failed; the next pass tries again")
 
     async def _rescan(self) -> None:
         """Start the runs that did not start before (at startup, and every RESCAN_SECONDS)."""

@@ -42,11 +42,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from siaga.audit import AuditTrail
 from siaga.runbook import Runbook
-from siaga.store import alerts, incident_alerts, incidents, write_transaction
+from siaga.store import alerts, incident_alerts, incidents, insert_ignoring, write_transaction
 
 from . import thresholds
 from .alert import Alert, AlertStatus
@@ -114,16 +113,6 @@ def _same_episode(alert: Alert, status: AlertStatus) -> Any:
         alerts.c.episode == _episode(alert),
         alerts.c.status == str(status),
     )
-
-
-def _insert(connection: Connection, table: Any):  # type: ignore[no-untyped-def]
-    """An INSERT that does nothing on a unique conflict (SQLite and PostgreSQL)."""
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"the incident store needs SQLite or PostgreSQL, not {dialect}")
 
 
 def _chunks(items: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
@@ -215,7 +204,7 @@ class _Piece:
         ]
         returning = (alerts.c.id, alerts.c.source, alerts.c.fingerprint, alerts.c.episode, alerts.c.status)
         for chunk in _chunks(rows):
-            for alert_id, *key in self.connection.execute(_insert(self.connection, alerts).returning(*returning), list(chunk)):
+            for alert_id, *key in self.connection.execute(insert_ignoring(self.connection, alerts).returning(*returning), list(chunk)):
                 inserted[tuple(key)] = alert_id  # type: ignore[index]
         for key, alert in fresh.items():
             if key not in inserted:  # another receiver recorded it meanwhile (PostgreSQL)
@@ -319,7 +308,7 @@ class _Piece:
             runbook_id, open_key = c.execute(
                 select(incidents.c.runbook_id, incidents.c.open_key).where(incidents.c.id == incident_id).with_for_update()
             ).one()
-            c.execute(_insert(c, incident_alerts).values(incident_id=incident_id, alert_id=alert_id))
+            c.execute(insert_ignoring(c, incident_alerts).values(incident_id=incident_id, alert_id=alert_id))
             self.drafts.append(("alert.received", incident_id, _alert_record(alert, alert_id), alert.source))
             still_firing = c.execute(
                 select(func.count())
@@ -356,7 +345,7 @@ class _Piece:
             counts: dict[str, int] = {}
             for chunk in _chunks(list(self.links)):
                 linked = c.execute(
-                    _insert(c, incident_alerts).returning(incident_alerts.c.incident_id),
+                    insert_ignoring(c, incident_alerts).returning(incident_alerts.c.incident_id),
                     [{"incident_id": i, "alert_id": a} for i, a in chunk],
                 )
                 for (incident_id,) in linked:
@@ -385,7 +374,7 @@ class _Piece:
         rows = list(self.new_incidents.values())
         won: set[str] = set()
         for chunk in _chunks(rows):
-            won.update(c.execute(_insert(c, incidents).returning(incidents.c.id), list(chunk)).scalars())
+            won.update(c.execute(insert_ignoring(c, incidents).returning(incidents.c.id), list(chunk)).scalars())
         lost = {row["id"]: row["open_key"] for row in rows if row["id"] not in won}
         if lost:
             winners = dict(c.execute(

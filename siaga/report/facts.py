@@ -14,6 +14,7 @@ from typing import Any
 
 from siaga.audit.chain import AuditRecord
 from siaga.canonical import utc_iso
+from siaga.voices.figures import VoiceFigures
 
 __all__ = ["DeadlineInfo", "GateInfo", "IncidentFacts", "IncidentInfo", "RunbookInfo", "StepInfo"]
 
@@ -122,6 +123,8 @@ class IncidentFacts:
     """Each action's risk (read, notify, change, destructive): `notify` actions send messages."""
     notes: list[str] = field(default_factory=list)
     """What the facts lack, said in the report (a runbook that could not be read...)."""
+    voices: VoiceFigures | None = None
+    """The figures of the incident's voices, when its runbook answers them (`voices:`)."""
 
     def as_json(self) -> dict[str, Any]:
         return _jsonable(
@@ -136,6 +139,7 @@ class IncidentFacts:
                 "deadlines": [asdict(d) for d in self.deadlines],
                 "risks": dict(self.risks),
                 "notes": list(self.notes),
+                "voices": self.voices.as_json() if self.voices else None,
             }
         )
 
@@ -164,6 +168,7 @@ class IncidentFacts:
             ],
             risks=dict(data.get("risks") or {}),
             notes=list(data.get("notes") or []),
+            voices=VoiceFigures.from_json(data["voices"]) if data.get("voices") else None,
         )
 
 

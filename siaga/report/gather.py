@@ -1,6 +1,6 @@
 """Gather the facts of an incident (the I/O side of the reports): its audit chain, its row, its
-gates and statement deadlines from Siaga's store, and its runbook (targets, steps and the line of
-each step) from the runbook folder. Every value passes through the process's `REDACTOR` here,
+gates, statement deadlines and voices (new ones taken in first, so the figures are current) from
+Siaga's store, and its runbook (targets, steps and the line of each step) from the runbook folder. Every value passes through the process's `REDACTOR` here,
 before anything renders it: the trail is redacted when written, but the redactor of this process
 may know secrets the writer did not (and gate evidence holds rendered parameters).
 """
@@ -29,6 +29,9 @@ from siaga.runbook.roster import Roster, role_members
 from siaga.runbook.source import YamlSyntaxError, read_yaml
 from siaga.secrets import REDACTOR
 from siaga.team import find_roster
+from siaga.voices import VoiceFigures, voice_figures
+from siaga.voices.intake import take_in
+from siaga.voices.records import VoiceRecords
 
 from .facts import DeadlineInfo, GateInfo, IncidentFacts, IncidentInfo, RunbookInfo, StepInfo
 
@@ -72,10 +75,10 @@ def gather(
 
         registry = default_registry()
     chain = find_chain(engine, wanted)
-    records = AuditTrail(engine).records(chain)
-    head = records[-1].hash if records else ""
+    now = now or datetime.now(UTC)
     row = None if chain.startswith("run:") else get_incident(engine, chain)
     incident = _incident(row) if row else None
+    records = [] if incident else AuditTrail(engine).records(chain)
     runbook_id = (
         incident.runbook_id
         if incident
@@ -94,6 +97,10 @@ def gather(
         runbook, runbook_path = _load(runbook_id, folder, registry, roster)
     elif runbook is not None and runbook_path is None:
         runbook_path = _file_of(runbook.id, folder)
+    voices = _voices(engine, incident, runbook, roster, now)  # takes new voices in: before the trail is read
+    if incident:
+        records = AuditTrail(engine).records(chain)
+    head = records[-1].hash if records else ""
     notes = []
     if runbook is None:
         why = (
@@ -113,7 +120,7 @@ def gather(
         deadlines = DeadlineRecords(engine).find(incident_id=chain)
     facts = IncidentFacts(
         chain=chain,
-        generated_at=now or datetime.now(UTC),
+        generated_at=now,
         records=[replace(r, actor=REDACTOR(r.actor), data=REDACTOR(dict(r.data))) for r in records],
         head=head,
         incident=incident,
@@ -152,6 +159,7 @@ def gather(
         ],
         risks={spec.name: str(spec.risk) for spec in registry},
         notes=notes,
+        voices=voices,
     )
     return facts
 
@@ -234,6 +242,21 @@ def _incident(row: Mapping[str, Any]) -> IncidentInfo:
         resolved_at=row.get("resolved_at"),
         inputs=REDACTOR(dict(row.get("inputs") or {})),
     )
+
+
+def _voices(
+    engine: Engine, incident: IncidentInfo | None, runbook: Runbook | None, roster: Roster | None, now: datetime
+) -> VoiceFigures | None:
+    """The incident's voices in figures, the newest mentions taken in first; None when its
+    runbook answers none and none was taken in."""
+    if incident is None:
+        return None
+    if runbook is not None and runbook.voices is not None:
+        take_in(engine, {runbook.id: runbook}, roster=roster)  # on the real clock: `now` may be a report's
+    found = VoiceRecords(engine).find(incident_id=incident.id)
+    if not found and (runbook is None or runbook.voices is None):
+        return None
+    return voice_figures(found, now)
 
 
 def _roster(folder: Path) -> Roster | None:

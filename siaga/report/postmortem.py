@@ -4,7 +4,8 @@ text out (the picture comes from `chart.timeline_svg`).
 Sections: summary; impact and durations against the runbook's targets (met or missed); the
 timeline picture; every decision at an approval gate (approver, channel, evidence hash, time);
 every message sent (audience, channel, time); what failed and what was undone; statement
-deadlines; lessons learned, each question pointing at the runbook step (and line) it is about; and
+deadlines; voices (received, answered within their deadline, median time to answer, dismissed,
+open, by platform); lessons learned, each question pointing at the runbook step (and line) it is about; and
 the whole audit trail, in order, with the chain's head hash to verify it against.
 
 The HTML goes through Jinja with autoescape on; the Markdown escapes every value from the trail,
@@ -23,10 +24,10 @@ from markupsafe import Markup
 
 from siaga.audit.chain import AuditRecord
 from siaga.audit.render import describe
+from siaga.runbook.durations import human_duration
+from siaga.voices.figures import Tally, VoiceFigures
 
 from .chart import timeline_svg
-from siaga.runbook.durations import human_duration
-
 from .story import Story, Target
 
 __all__ = ["report_html", "report_markdown"]
@@ -130,6 +131,23 @@ def _failures(story: Story) -> list[str]:
     return lines
 
 
+VOICE_COLUMNS = ("platform", "received", "answered", "within deadline", "median time to answer", "dismissed",
+                 "still open", "refused")
+
+
+def _voice_rows(figures: VoiceFigures) -> list[list[str]]:
+    """The voices' figures by platform, then in all: received, answered, within the deadline (and
+    their share of the voices owed an answer), median time to answer, dismissed, open, refused."""
+
+    def row(name: str, t: Tally) -> list[str]:
+        share = f" ({t.share_in_time:.0%})" if t.share_in_time is not None else ""
+        return [name, str(t.received), str(t.answered), f"{t.answered_in_time}{share}", human_duration(t.median_answer_s),
+                str(t.dismissed), f"{t.open}" + (f" ({t.overdue} overdue)" if t.overdue else ""), str(t.refused)]
+
+    rows = [row(name, tally) for name, tally in figures.by_platform.items()]
+    return [*rows, row("all", figures.total)] if len(rows) != 1 else [row("all", figures.total)]
+
+
 def report_markdown(story: Story, picture: str | None = None) -> str:
     """The report as Markdown; `picture` is where the timeline SVG is (a file name or a data: URI),
     None to leave it out (a Prefect artifact)."""
@@ -201,6 +219,10 @@ def report_markdown(story: Story, picture: str | None = None) -> str:
             out.append(
                 f"| {_md(d.name)} | {_when(d.due_at)} | {_md(d.state)} | {sent} | {d.reminders} | {d.escalated} |"
             )
+    if facts.voices is not None:
+        out += ["", "## Voices", ""]
+        out += [f"| {' | '.join(VOICE_COLUMNS)} |", "| " + " | ".join("---" for _ in VOICE_COLUMNS) + " |"]
+        out += [f"| {' | '.join(_md(cell) for cell in row)} |" for row in _voice_rows(facts.voices)]
     out += ["", "## Lessons learned", ""]
     for number, lesson in enumerate(story.lessons, 1):
         where = ""
@@ -294,6 +316,11 @@ th { background: #f4f4f4; } code { font-size: 0.85rem; white-space: nowrap; } co
 <td>{% if d.met_at %}{{ when(d.met_at) }} ({{ d.met_by }}){% else %}not yet{% endif %}</td><td>{{ d.reminders }}</td>
 <td>{{ d.escalated }}</td></tr>
 {% endfor %}</table>{% endif %}
+{% if facts.voices %}
+<h2 id="voices">Voices</h2>
+<table class="voices"><tr>{% for name in voice_columns %}<th>{{ name }}</th>{% endfor %}</tr>
+{% for row in voice_rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 
 <h2 id="lessons">Lessons learned</h2>
 <ol class="lessons">{% for lesson in story.lessons %}<li>{{ lesson.question }}{% if lesson.step_id %}
@@ -335,5 +362,7 @@ def report_html(story: Story) -> str:
             human_duration=human_duration,
             mark=_mark,
             details=_details,
+            voice_columns=VOICE_COLUMNS,
+            voice_rows=_voice_rows(story.facts.voices) if story.facts.voices else [],
         )
     )

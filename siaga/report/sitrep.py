@@ -1,6 +1,7 @@
 """Situation reports (SITREPs) while an incident is open: conditions (alerts, impact, time against
 the maximum tolerable downtime), actions (steps done, running, failed, undone; gates waiting) and
-needs (open decisions and who may answer them, statement deadlines pending or overdue). Pure: a
+needs (open decisions and who may answer them, statement deadlines pending or overdue, voices
+still to answer); with the voices' figures among the conditions. Pure: a
 `Story` and a clock in, a `Sitrep` (text and data) out; `flows/sitreps.py` sends it.
 
 They go to the liaison and the commander (or the roles of `comms.sitrep.to`) through their roster
@@ -14,13 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from siaga.runbook.models import SITREP_ROLES
+from siaga.voices.figures import VoiceFigures
 
 from .facts import IncidentFacts, RunbookInfo
 from siaga.runbook.durations import human_duration
 
 from .story import Story
 
-__all__ = ["Sitrep", "build_sitrep", "recipients", "sitrep_due"]
+__all__ = ["Sitrep", "build_sitrep", "recipients", "sitrep_due", "voices_line"]
 
 DONE = ("completed", "recorded", "skipped")
 DRILL_PREFIX = "[DRILL] "
@@ -154,7 +156,29 @@ def _conditions(story: Story, now: datetime) -> list[str]:
         lines.append(f"Alerts resolved ({len(resolved)}): {', '.join(resolved)}.")
     if not alerts:
         lines.append("No alert is linked to it (started by hand).")
+    if facts.voices is not None:
+        lines.append(voices_line(facts.voices))
     return lines
+
+
+def voices_line(figures: VoiceFigures) -> str:
+    """The voices of an incident in one line: received (by platform), answered and within their
+    deadline, dismissed, open, refused."""
+    total = figures.total
+    platforms = ", ".join(f"{name} {tally.received}" for name, tally in figures.by_platform.items() if tally.received)
+    said = f"Voices: {total.received} received" + (f" ({platforms})" if platforms else "")
+    if total.answered:
+        share = f"{total.share_in_time:.0%} of the {total.owed} owed an answer" if total.share_in_time is not None else ""
+        said += (f"; {total.answered} answered, {total.answered_in_time} within their deadline ({share}; "
+                 f"median {human_duration(total.median_answer_s)} to answer)")
+    else:
+        said += "; none answered yet"
+    said += f"; {total.dismissed} dismissed; {total.open} still open"
+    if total.overdue:
+        said += f", {total.overdue} overdue"
+    if total.refused:
+        said += f"; {total.refused} mention(s) refused (`siaga voices --all` says why)"
+    return said + "."
 
 
 def _actions(story: Story, now: datetime) -> list[str]:
@@ -217,6 +241,18 @@ def _needs(story: Story, now: datetime) -> list[str]:
                 f"Statement to {d.name} due {d.due_at:%H:%M} UTC (in {human_duration((d.due_at - now).total_seconds())}); "
                 "none published yet."
             )
+    voices = facts.voices
+    if voices is not None and voices.total.open:
+        first = voices.next_due_at
+        when = ""
+        if first is not None:
+            left = (first - now).total_seconds()
+            when = f", the first due {first:%H:%M} UTC ({'in ' + human_duration(left) if left >= 0 else human_duration(-left) + ' ago'})"
+        overdue = f" ({voices.total.overdue} overdue)" if voices.total.overdue else ""
+        lines.append(
+            f"Answers to {voices.total.open} voice(s){overdue}{when}: `siaga voices {facts.chain}` lists them, "
+            f"`siaga voices draft {facts.chain}` drafts the replies."
+        )
     return lines or ["No decision or statement is waiting."]
 
 

@@ -609,6 +609,14 @@ def _lessons(story: Story) -> list[Lesson]:
                 )
                 + ". What would shorten it next time?",
             )
+    voices = facts.voices.total if facts.voices else None
+    if voices is not None and voices.owed and voices.answered_in_time < voices.owed:
+        late = voices.answered - voices.answered_in_time
+        lessons.append(Lesson(
+            f"{voices.owed - voices.answered_in_time} of the {voices.owed} voices owed an answer were not answered "
+            f"within their deadline ({late} answered late, {voices.open} still open): were there enough people "
+            "answering, were the reply templates ready, and are `voices.respond_within` and its overrides right?"
+        ))
     lessons.append(
         Lesson("What went well and should be kept, in the runbook or in how the team worked?")
     )

@@ -20,6 +20,7 @@ from .comms import check_comms
 from .diagnostics import Diagnostic, Loc, did_you_mean
 from .models import PHASE_LISTS, RESOLVE, RESPOND, ROSTER_ROLE, Runbook, Step
 from .plan import find_cycle, is_upstream, step_needs
+from .replies import check_voices
 from .roster import Roster, check_roster, role_members
 from .source import Document
 from .templates import CONTEXT_ROOTS, TemplateError, is_template, references
@@ -50,6 +51,7 @@ def check_runbook(
         *_check_triggers(runbook, doc),
         *_check_drill(runbook, doc, registry),
         *check_comms(runbook, doc, templates),
+        *check_voices(runbook, doc, templates),
     ]
 
 

@@ -18,16 +18,16 @@ import zoneinfo
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, get_args
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .diagnostics import Diagnostic, Loc, did_you_mean
 from .models import PHASE_LISTS, PUBLIC, RESOLVE, RESPOND, Audience, Runbook, Step
 from .source import Document
-from .templates import is_template, references
+from .templates import Reference, is_template, references
 
 __all__ = [
     "AUDIENCES",
@@ -39,8 +39,10 @@ __all__ = [
     "audiences_meeting",
     "check_comms",
     "render_message",
+    "render_text",
     "statement_deadlines",
     "template_file",
+    "template_references",
 ]
 
 DRAFT_ACTION = "comms.draft"
@@ -92,9 +94,20 @@ def _environment() -> ImmutableSandboxedEnvironment:
     )
 
 
+@lru_cache(maxsize=256)
+def _compiled(source: str) -> Template:
+    return _environment().from_string(source)
+
+
+def render_text(source: str, values: Mapping[str, Any]) -> str:
+    """Render a template of the runbook folder (a message, a reply) to text; raise TemplateError.
+    Each template is compiled once (a storm's replies render one template thousands of times)."""
+    return _compiled(source).render(**values).strip()
+
+
 def render_message(source: str, values: Mapping[str, Any], default_subject: str = "") -> Message:
     """Render a message template; raise TemplateError. A first line ``# Subject`` is the subject."""
-    text = _environment().from_string(source).render(**values).strip()
+    text = render_text(source, values)
     first, _, rest = text.partition("\n")
     if first.startswith("# "):
         return Message(first[2:].strip(), rest.strip())
@@ -136,6 +149,24 @@ def check_comms(runbook: Runbook, doc: Document, templates: Mapping[str, str] | 
             yield from _check_draft(runbook, doc, (where, index), step, templates)
 
 
+def template_references(
+    doc: Document, templates: Mapping[str, str], file: str, where: Loc, what: str
+) -> tuple[list[Reference], Diagnostic | None]:
+    """The names the template `file` (of the folder's `templates`) reads; and, when it is missing
+    (`what` names it: ``reply template `templates/x.id.md.j2` in `id` ``) or does not parse, none
+    and the diagnostic to give at `where`."""
+    source = templates.get(file)
+    if source is None:
+        return [], doc.diagnostic(
+            "missing-template", f"no {what}", where,
+            hint=did_you_mean(file, templates) or "write it next to the runbooks, in templates/",
+        )
+    try:
+        return references(source), None
+    except TemplateError as exc:
+        return [], doc.diagnostic("template-syntax", f"`templates/{file}` does not parse: {exc}", where)
+
+
 def _check_draft(
     runbook: Runbook, doc: Document, base: Loc, step: Step, templates: Mapping[str, str]
 ) -> Iterator[Diagnostic]:
@@ -153,19 +184,10 @@ def _check_draft(
     missing: set[str] = set()
     for language in languages:
         file = template_file(name or audience, language)
-        source = templates.get(file)
-        if source is None:
-            yield doc.diagnostic(
-                "missing-template",
-                f"no message template `templates/{file}` for {audience} in `{language}`",
-                where,
-                hint=did_you_mean(file, templates) or "write it next to the runbooks, in templates/",
-            )
-            continue
-        try:
-            read = references(source)
-        except TemplateError as exc:
-            yield doc.diagnostic("template-syntax", f"`templates/{file}` does not parse: {exc}", where)
+        read, problem = template_references(doc, templates, file, where, f"message template `templates/{file}` "
+                                            f"for {audience} in `{language}`")
+        if problem is not None:
+            yield problem
             continue
         if isinstance(facts, Mapping):
             for ref in read:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -221,6 +222,92 @@ class Comms(_Model):
         return languages
 
 
+PLATFORMS = (
+    "x", "instagram", "facebook", "tiktok", "youtube", "threads", "linkedin", "whatsapp", "website",
+    "app-store", "play-store",
+)
+"""The platforms a mention may come from unless `voices.platforms` says otherwise."""
+
+
+def _names(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+FieldNames = Annotated[list[str], BeforeValidator(_names), Field(min_length=1)]
+"""Label (or annotation) names to look for, the first one present wins; one name may be written as text."""
+
+
+class MentionSource(_Model):
+    """Alerts that are mentions: those from `source` whose labels equal every `match` value."""
+
+    source: Slug
+    match: dict[str, str] = Field(default_factory=dict)
+
+
+class MentionFields(_Model):
+    """Where each fact of a mention is in its alert: a label, else an annotation, of these names."""
+
+    id: FieldNames = Field(default_factory=lambda: ["mention_id", "post"])
+    """The mention's own id on its platform (with the platform, what makes duplicates one voice)."""
+    platform: FieldNames = Field(default_factory=lambda: ["platform"])
+    thread: FieldNames = Field(default_factory=lambda: ["thread_id", "thread"])
+    author: FieldNames = Field(default_factory=lambda: ["author"])
+    author_tier: FieldNames = Field(default_factory=lambda: ["author_tier"])
+    text: FieldNames = Field(default_factory=lambda: ["text"])
+    url: FieldNames = Field(default_factory=lambda: ["url"])
+    sentiment: FieldNames = Field(default_factory=lambda: ["sentiment"])
+    language: FieldNames = Field(default_factory=lambda: ["language", "lang"])
+    topic: FieldNames = Field(default_factory=lambda: ["topic"])
+    """The kind of complaint (which reply template answers it); else the incident's `topic` input."""
+
+
+DEFAULT_REPLY = "reply"
+"""The reply template of a topic `voices.replies` does not name (and of none named `default`)."""
+
+
+class Voices(_Model):
+    """Every mention that reaches an incident of this runbook is a voice to answer by a deadline:
+    `respond_within` from its arrival, or the shortest of the overrides that apply to it."""
+
+    respond_within: PositiveDuration
+    by_author_tier: dict[str, PositiveDuration] = Field(default_factory=dict)
+    """A shorter (or longer) time for authors of a tier: ``{influencer: 2h, media: 1h}``."""
+    by_sentiment: dict[str, PositiveDuration] = Field(default_factory=dict)
+    """Per sentiment: ``{negative: 12h}``. Of every rule that applies, the shortest wins."""
+    remind_before: PositiveDuration | None = None
+    """The owners are reminded this long before a voice's deadline (default: a quarter of its time);
+    a missed one is told up the chain of command, as statement deadlines are."""
+    owners: list[Slug] = Field(default_factory=list)
+    """The roles that answer voices and are reminded (default: the liaison, else the first level
+    of the chain of command)."""
+    mentions: list[MentionSource] = Field(
+        default_factory=lambda: [MentionSource(source="social"),
+                                 MentionSource(source="generic", match={"event_type": "mention"})],
+        min_length=1,
+    )
+    """Which alerts linked to the incident are mentions (others, such as a volume spike, are not)."""
+    fields: MentionFields = Field(default_factory=MentionFields)
+    platforms: list[Slug] = Field(default_factory=lambda: list(PLATFORMS), min_length=1)
+    """The platforms mentions may come from: a mention from any other is refused, with the reason."""
+    late_within: PositiveDuration = timedelta(days=3)
+    """A mention arriving this long after its incident resolved is still a voice of it."""
+    replies: dict[str, Slug] = Field(default_factory=dict)
+    """The reply template per topic (``templates/<name>.<language>.md.j2``); the key `default`
+    names the one for other topics (default: `reply`)."""
+    facts: dict[Identifier, str | dict[Language, str]] = Field(default_factory=dict)
+    """What replies may say (`facts.<name>` in a template): a text, or one per language; ``{{ }}``
+    reads the incident's `inputs`."""
+
+    def reply_template(self, topic: str) -> str:
+        """The template name that answers voices of `topic`."""
+        return self.replies.get(topic) or self.replies.get("default") or DEFAULT_REPLY
+
+    def template_names(self) -> list[str]:
+        """Every reply template the runbook may use, each once."""
+        names = [self.reply_template(topic) for topic in self.replies if topic != "default"]
+        return list(dict.fromkeys([*names, self.reply_template("")]))
+
+
 class Threshold(_Model):
     """Open an incident once `count` matching alerts arrive within `within`."""
 
@@ -344,6 +431,8 @@ class Runbook(_Model):
     triggers: list[Trigger] = Field(default_factory=list)
     drill: Drill = Field(default_factory=Drill)
     comms: Comms = Field(default_factory=Comms)
+    voices: Voices | None = None
+    """Answer every voice: each mention reaching an incident, with a response deadline."""
     steps: list[Step] = Field(min_length=1)
     on_resolve: list[Step] = Field(default_factory=list)
     """Steps to run once the incident resolves (every alert of it resolved), in a run of their
