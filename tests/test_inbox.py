@@ -20,6 +20,7 @@ from siaga.store import engine
 from siaga.store import inbox as inbox_table
 from siaga.store import incidents as incidents_table
 
+from .live_receiver import read
 from .receiver_process import ReceiverProcess, receiver_process
 from .test_stack import free_port
 
@@ -63,7 +64,7 @@ def post(receiver: ReceiverProcess, region: str, alerts: int = 1) -> httpx.Respo
 
 
 def incidents(receiver: ReceiverProcess) -> dict[str, dict[str, Any]]:
-    return {i["inputs"]["region"]: i for i in httpx.get(f"{receiver.url}/incidents", timeout=10).json()}
+    return {i["inputs"]["region"]: i for i in read(receiver.url)}
 
 
 def incidents_in(store: Any) -> set[str]:

@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import select
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +29,7 @@ from siaga.alerts.receiver import MAX_BODY, ReceiverConfig, create_app
 from siaga.audit import AuditTrail
 from siaga.store import engine, inbox
 
+from .chunked_sender import MIB, send_chunked
 from .live_receiver import serve
 from .postgres import fresh_database
 from .receiver_process import ReceiverProcess, receiver_process, signed_headers
@@ -416,36 +415,15 @@ def rss_kib(pid: int) -> int:
 
 def test_a_chunked_body_over_the_limit_is_refused_before_it_ends(sqlite_edge: Edge) -> None:
     """Unauthenticated and chunked (no Content-Length to refuse it by): the 413 comes once the
-    limit is passed, while the sender is still sending, and the receiver does not hold the body."""
+    limit is passed, while the sender is still sending, and the receiver does not hold the body
+    (`benchmarks/receiver_body_limit.py` sends 200 MiB and prints the memory, beside a server that
+    reads the whole body first)."""
     process = sqlite_edge.receiver.process
     assert process is not None
     before = rss_kib(process.pid)
-    chunk = b"x" * (1024 * 1024)
-    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-    sent, answer = 0, b""
-    with socket.create_connection(("127.0.0.1", sqlite_edge.receiver.port)) as sock:
-        sock.sendall(b"POST /hooks/alertmanager HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
-        sock.setblocking(False)
-        pending = memoryview(frame)
-        deadline = time.monotonic() + 30
-        while not answer.endswith(b"}") and sent < 64 * len(chunk):
-            assert time.monotonic() < deadline, f"no answer after {sent} bytes"
-            readable, writable, _ = select.select([sock], [sock], [], 1)
-            if readable:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                answer += data
-            elif writable:
-                try:
-                    done = sock.send(pending)
-                except (BrokenPipeError, ConnectionResetError):
-                    break
-                sent += done
-                pending = pending[done:] or memoryview(frame)
-    assert answer.startswith(b"HTTP/1.1 413"), (sent, answer[:300])
-    assert sent < MAX_BODY + 8 * len(chunk), f"the 413 came only after {sent} bytes"
+    result = send_chunked(sqlite_edge.receiver.port, 64 * MIB)
+    assert result.status_line.startswith("HTTP/1.1 413"), result
+    assert result.answered_at is not None and result.answered_at < MAX_BODY + 8 * MIB, f"413 only after {result.answered_at} bytes"
     assert rss_kib(process.pid) - before < 40 * 1024
 
 
