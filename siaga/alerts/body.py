@@ -83,7 +83,7 @@ def _check(value: Any, where: str) -> None:
     small objects would otherwise spend its time in the garbage collector); the path of what is
     refused is looked up only then."""
     if not isinstance(value, _CONTAINERS):
-        if isinstance(value, str) and _unkeepable(value) or isinstance(value, float) and not math.isfinite(value):
+        if (isinstance(value, str) and _unkeepable(value)) or (isinstance(value, float) and not math.isfinite(value)):
             _refuse(value, where)
         return
     items: list[Any] = [value]

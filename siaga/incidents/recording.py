@@ -7,7 +7,8 @@ incidents it opened or joined, or not at all.
 * A repeat of a notification (same source, fingerprint, start and status) is recorded once and
   changes nothing else.
 * One open incident per (runbook, group key): opening inserts with ``ON CONFLICT DO NOTHING`` on the
-  unique `open_key` and reads back the winner, so concurrent receivers (PostgreSQL) join one incident.
+  open key's unique index (`uq_incidents_open`, see `siaga.store`) and reads back the winner, so
+  concurrent receivers (PostgreSQL) join one incident.
 * A resolved notification marks its firing alert resolved; an incident whose firing alerts are all
   resolved is resolved, and its key is free for the next episode. If its runbook declares
   `on_resolve` steps and its run was started, a resolve run is then due
