@@ -194,8 +194,8 @@ async def _start_receiver(
             raise StackUnavailable("the alert receiver stopped while starting")
         await asyncio.sleep(0.05)
     echo(f"Alert receiver: http://{host}:{port} (Alertmanager webhook: http://{host}:{port}/hooks/alertmanager)")
-    if not config.alertmanager_token:
-        echo("warning: SIAGA_ALERTMANAGER_TOKEN is not set: the receiver refuses every Alertmanager webhook")
+    for warning in config.warnings():
+        echo(f"warning: {warning}")
     return server, task
 
 

@@ -366,8 +366,8 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     catalog = Catalog.load(folder, _registry())
     _print_diagnostics(catalog.problems)
     config = ReceiverConfig.from_env()
-    if not config.alertmanager_token:
-        err.print("warning: SIAGA_ALERTMANAGER_TOKEN is not set: the receiver refuses every Alertmanager webhook")
+    for warning in config.warnings():
+        err.print(f"warning: {warning}")
     host, port = args.host or config.host, args.port or config.port
     out.print(f"Alert receiver: http://{host}:{port} ({len(catalog.runbooks)} runbooks from {folder})")
     uvicorn.run(create_app(catalog.runbooks, config), host=host, port=port, log_level="info")

@@ -17,19 +17,27 @@ tables, no ``alembic_version``) by stamping the baseline. A change to `metadata`
 a test fails otherwise.
 
 One open incident per (runbook, group key): `incidents.open_key` holds the key while the incident is
-open and NULL once it is resolved, under a unique constraint. SQLite and PostgreSQL both treat NULLs
-as distinct in a unique constraint, so resolved incidents never collide and two receivers racing to
-open the same incident cannot both succeed.
+open and NULL once it is resolved; the unique index `uq_incidents_open` covers the key's digest
+(`key_digest`) where `open_key` is not NULL, so resolved incidents never collide and two receivers
+racing to open the same incident cannot both succeed (``INSERT ... ON CONFLICT DO NOTHING`` without
+a target sees every unique index, partial ones included, on both databases).
+
+Text from outside is kept whole on both databases: what may be any length (a fingerprint, a group
+key) is a ``Text`` column, and where it must be unique or looked up, a fixed-size digest column
+(`siaga.canonical.digest`, filled in on insert) carries the unique key, and a hash index (on
+PostgreSQL, whose btree entries hold at most about 2.7 kB) the lookups. What no store keeps (half a
+surrogate pair, NUL, NaN) never gets this far: the receiver refuses it (`siaga.alerts.body`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -57,6 +65,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.sql.dml import Insert
 
+from .canonical import digest
 from .home import ensure_home, siaga_home
 
 metadata = MetaData()
@@ -75,15 +84,27 @@ side_effects = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+def _digest_of(*names: str) -> Callable[[Any], str]:
+    """A column default: the digest (`siaga.canonical.digest`) of the named values of the row
+    being inserted. Unbounded text (a fingerprint, a group key) is unique through its digest: a
+    PostgreSQL btree entry holds at most about 2.7 kB, SQLite's any length."""
+
+    def default(context: Any) -> str:
+        row = context.get_current_parameters()
+        return digest([row[name] for name in names])
+
+    return default
+
+
 alerts = Table(
     "alerts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("source", String(40), nullable=False),
-    Column("fingerprint", String(200), nullable=False),
+    Column("source", String(64), nullable=False),  # a generic source's name has up to 63 characters
+    Column("fingerprint", Text, nullable=False),  # as the source sent it, any length
     Column("starts_at", DateTime(timezone=True)),
-    # `starts_at` as ISO text, "" when the source gave none: the unique constraint needs a
-    # non-NULL value, since NULLs never collide.
+    # `starts_at` as ISO text, "" when the source gave none: the unique key needs a non-NULL
+    # value, since NULLs never collide.
     Column("episode", String(64), nullable=False),
     Column("status", String(16), nullable=False),  # firing | resolved
     Column("labels", JSON, nullable=False),
@@ -91,7 +112,13 @@ alerts = Table(
     Column("raw", JSON, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True)),  # on a firing alert: when it was resolved
-    UniqueConstraint("source", "fingerprint", "episode", "status", name="uq_alerts_notification"),
+    # What a repeat of one notification shares, (source, fingerprint, episode, status), as one
+    # fixed-size unique key: filled in on insert.
+    Column("notification", String(64), nullable=False,
+           default=_digest_of("source", "fingerprint", "episode", "status")),
+    UniqueConstraint("notification", name="uq_alerts_notification"),
+    # Alerts are looked up by fingerprint: a hash index on PostgreSQL takes a key of any length.
+    Index("ix_alerts_fingerprint", "fingerprint", postgresql_using="hash"),
 )
 
 incidents = Table(
@@ -99,9 +126,10 @@ incidents = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("runbook_id", String(100), nullable=False),
-    Column("group_key", String(500), nullable=False),
-    # runbook_id + " " + group_key while open, NULL once resolved: one open incident per key
-    Column("open_key", String(700), unique=True),
+    Column("group_key", Text, nullable=False),  # the group_by labels' values, any length
+    # runbook_id + " " + group_key while open, NULL once resolved: one open incident per key,
+    # unique through `key_digest` (`uq_incidents_open`)
+    Column("open_key", Text),
     Column("state", String(16), nullable=False),  # open | resolved
     Column("severity", String(16)),
     Column("priority", String(16)),
@@ -119,6 +147,11 @@ incidents = Table(
     Column("resolve_run_id", String(64)),
     Column("resolve_attempts", Integer, nullable=False, default=0, server_default=text("0")),
     Column("resolve_error", Text),
+    # (runbook_id, group_key) as one fixed-size key, filled in on insert
+    Column("key_digest", String(64), nullable=False, default=_digest_of("runbook_id", "group_key")),
+    Index("uq_incidents_open", "key_digest", unique=True,
+          sqlite_where=text("open_key IS NOT NULL"), postgresql_where=text("open_key IS NOT NULL")),
+    Index("ix_incidents_open_key", "open_key", postgresql_using="hash"),
 )
 
 incident_alerts = Table(
@@ -235,7 +268,7 @@ comms_deadlines = Table(
 deliveries = Table(
     "deliveries",
     metadata,
-    Column("source", String(40), nullable=False),
+    Column("source", String(64), nullable=False),
     Column("key", String(600), nullable=False),  # `signatures.replay_key`: signature, MessageId...
     Column("seen_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
@@ -258,7 +291,7 @@ inbox = Table(
     "inbox",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("source", String(40), nullable=False),
+    Column("source", String(64), nullable=False),
     Column("body", LargeBinary, nullable=False),  # the raw webhook, as verified
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True), index=True),  # NULL until its alerts are recorded

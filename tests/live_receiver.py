@@ -13,6 +13,18 @@ from typing import Any
 import httpx
 import uvicorn
 
+API_TOKEN = "siaga-api-token-for-tests"
+"""The read API's token (``SIAGA_API_TOKEN``) every test receiver is given (`test_stack.clean_env`)."""
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+"""The headers that read ``GET /incidents``."""
+
+
+def read(url: str, path: str = "/incidents", **params: str) -> Any:
+    """A read API answer (``GET /incidents``, ``GET /incidents/<id>``) as JSON, with the token."""
+    answer = httpx.get(f"{url}{path}", params=params, headers=API, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
 
 @contextlib.contextmanager
 def serve(app: Any, port: int) -> Iterator[str]:
@@ -37,7 +49,7 @@ def settle(url: str, timeout: float = 60) -> None:
     while True:
         health = httpx.get(f"{url}/healthz", timeout=5).json()
         if health["queued"] == 0 and not health["busy"]:
-            opened = httpx.get(f"{url}/incidents", params={"state": "open"}, timeout=5).json()
+            opened = read(url, state="open")
             if all(i["flow_run_id"] or i["run_error"] for i in opened):
                 return
         assert time.monotonic() < deadline, health

@@ -294,8 +294,11 @@ def test_unknown_source_names_and_non_objects() -> None:
 def test_parse_body() -> None:
     body = (FIXTURES / "alertmanager_firing.json").read_bytes()
     assert len(parse_body("alertmanager", body)) == 2
-    for bad in (b"{", b"\xff\xfe", b"[" * 100_000):
-        with pytest.raises(BadPayload, match="body: not valid JSON"):
+    for bad, reason in ((b"{", "body: not JSON"), (b"\xff\xfe", "body: not JSON: not UTF-8"),
+                        (b"[" * 100_000, "body: nested deeper than 64 levels"),
+                        (b'{"alerts": [{"labels": {"a": "\\ud83d"}}]}', "alerts.0..labels.a: holds half of a UTF-16 surrogate"),
+                        (b'{"alerts": [], "x": NaN}', "x: nan is not a finite number")):
+        with pytest.raises(BadPayload, match=reason):
             parse_body("alertmanager", bad)
 
 

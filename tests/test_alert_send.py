@@ -21,7 +21,7 @@ from siaga.catalog import Catalog
 from siaga.store import engine
 
 from .conftest import REPO, RUNBOOKS
-from .live_receiver import serve, settle
+from .live_receiver import API_TOKEN, read, serve, settle
 from .test_stack import clean_env, free_port
 
 EXAMPLES = REPO / "examples" / "alerts"
@@ -47,7 +47,7 @@ class Receiver:
 
     def incidents(self, runbook: str) -> list[dict[str, Any]]:
         settle(self.url)
-        return [i for i in httpx.get(f"{self.url}/incidents").json() if i["runbook_id"] == runbook]
+        return [i for i in read(self.url) if i["runbook_id"] == runbook]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def receiver(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
             return await start_incident_run(incident)
 
-    app = create_app(runbooks, ReceiverConfig.from_env(SECRETS), engine(f"sqlite:///{home / 'siaga.db'}"), start_run)
+    app = create_app(runbooks, ReceiverConfig.from_env({**SECRETS, "SIAGA_API_TOKEN": API_TOKEN}), engine(f"sqlite:///{home / 'siaga.db'}"), start_run)
     with serve(app, free_port()) as url:
         yield Receiver(url, home)
 
@@ -86,7 +86,7 @@ def test_the_alertmanager_example_opens_the_payment_gateway_incident(receiver: R
 
 
 def test_a_wrong_token_or_secret_is_refused_and_exits_non_zero(receiver: Receiver) -> None:
-    before = httpx.get(f"{receiver.url}/incidents").json()
+    before = read(receiver.url)
     wrong = receiver.send(str(EXAMPLES / "alertmanager-payment-gateway.json"), "--to", f"{receiver.url}/hooks/alertmanager",
                           "--token", "MY_TOKEN", env={"MY_TOKEN": "guessed-token"})
     assert wrong.returncode == 1
@@ -98,7 +98,7 @@ def test_a_wrong_token_or_secret_is_refused_and_exits_non_zero(receiver: Receive
     assert forged.returncode == 1 and forged.stderr.startswith("401")
     assert "signature does not match" in forged.stdout
     assert "not-the-secret" not in forged.stdout + forged.stderr
-    assert httpx.get(f"{receiver.url}/incidents").json() == before
+    assert read(receiver.url) == before
 
     unset = receiver.send(str(EXAMPLES / "generic-mention-spike.json"), "--to", f"{receiver.url}/hooks/generic", env={})
     assert unset.returncode == 2

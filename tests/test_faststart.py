@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .live_receiver import read
 from .test_stack import clean_env, free_port, stop
 
 TOKEN = "fast-lane-token"
@@ -247,7 +248,7 @@ def test_a_duplicate_alert_never_starts_a_second_run(fast: FastStack) -> None:
     assert len(fast.runs(key)) == 1
     assert fast.target.calls[key] == 1
     assert fast.states(run["id"]).count("Running") == 1
-    incidents = httpx.get(f"{fast.hooks}/incidents", params={"state": "open"}).json()
+    incidents = read(fast.hooks, state="open")
     assert len([i for i in incidents if i["inputs"] == {"key": key}]) == 1
 
 

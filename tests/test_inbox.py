@@ -21,6 +21,7 @@ from siaga.store import engine
 from siaga.store import inbox as inbox_table
 from siaga.store import incidents as incidents_table
 
+from .live_receiver import read
 from .receiver_process import ReceiverProcess, receiver_process
 from .test_stack import free_port
 
@@ -64,7 +65,7 @@ def post(receiver: ReceiverProcess, region: str, alerts: int = 1) -> httpx.Respo
 
 
 def incidents(receiver: ReceiverProcess) -> dict[str, dict[str, Any]]:
-    return {i["inputs"]["region"]: i for i in httpx.get(f"{receiver.url}/incidents", timeout=10).json()}
+    return {i["inputs"]["region"]: i for i in read(receiver.url)}
 
 
 def alerts_of(store: Any, region: str) -> int:

@@ -23,7 +23,7 @@ from siaga.approvals.records import GateRecords, gate_id
 from siaga.catalog import Catalog
 from siaga.store import engine
 
-from .live_receiver import serve, settle
+from .live_receiver import API_TOKEN, read, serve, settle
 from .test_receiver import (
     RESOLVING,
     RESOLVING_YAML,
@@ -56,7 +56,7 @@ class Setup:
                               env=env, timeout=60)
 
     def incident_of(self, group: str) -> dict[str, Any]:
-        (found,) = [i for i in httpx.get(f"{self.url}/incidents").json() if i["group_key"] == json.dumps([group])]
+        (found,) = [i for i in read(self.url) if i["group_key"] == json.dumps([group])]
         return found
 
 
@@ -81,7 +81,7 @@ def setup(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             return await start_incident_run(incident)
 
     store = engine(f"sqlite:///{home / 'siaga.db'}")
-    app = create_app(runbooks, ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN}), store, start_run)
+    app = create_app(runbooks, ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_API_TOKEN": API_TOKEN}), store, start_run)
     with serve(app, free_port()) as url:
         yield Setup(url, prefect_api, home, store)
 

@@ -27,6 +27,7 @@ from .test_receiver import (  # noqa: F401  (module fixtures: the `siaga up` sta
     runs_in,
     wait_for,
 )
+from .live_receiver import read
 from .test_stack import free_port
 
 PROMETHEUS = shutil.which("prometheus")
@@ -137,7 +138,7 @@ def test_a_dead_scrape_target_starts_the_runbook_once_and_its_return_resolves_th
         # the target is gone: up == 0 on the next scrape, the rule fires, Alertmanager sends the webhook
         (incident,) = wait_for(lambda: [i for i in of_group(receiver.incidents(), r) if i["flow_run_id"]],
                                timeout=45, what="the incident and its run")
-        detail = httpx.get(f"{receiver.url}/incidents/{incident['id']}").json()
+        detail = read(receiver.url, f"/incidents/{incident['id']}")
         (alert,) = detail["alert_list"]
         assert alert["source"] == "alertmanager" and alert["status"] == "firing"
         assert alert["labels"]["alertname"] == "GatewayErrors" and alert["labels"]["job"] == "gateway"

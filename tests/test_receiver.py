@@ -24,6 +24,7 @@ import pytest
 
 from .conftest import missing
 from .gate_driver import code_for
+from .live_receiver import API, read
 from .test_stack import Stack, clean_env, free_port, stop
 from .webhook_server import WebhookServer, webhook_server
 
@@ -121,7 +122,7 @@ class Receiver:
             time.sleep(0.2)
 
     def incidents(self, **params: str) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.url}/incidents", params=params, timeout=10).json()
+        return read(self.url, **params)
 
     def runs(self, runbook: str = RUNBOOK) -> list[dict[str, Any]]:
         return httpx.post(
@@ -241,7 +242,7 @@ def test_alerts_open_one_incident_and_start_its_runbook_once(receiver: Receiver)
         assert state not in ("FAILED", "CRASHED", "CANCELLED") and time.monotonic() < deadline, state
         time.sleep(0.5)
 
-    detail = httpx.get(f"{receiver.url}/incidents/{incident['id']}").json()
+    detail = read(receiver.url, f"/incidents/{incident['id']}")
     assert {a["fingerprint"] for a in detail["alert_list"]} == {f"fp-{r}", f"fp-{r}-2", f"fp-{r}-3"}
 
     # resolved, two in one webhook and the last one later: the incident resolves with the last
@@ -380,8 +381,8 @@ def test_other_sources_and_unknown_incidents(receiver: Receiver) -> None:
     assert httpx.post(f"{receiver.url}/hooks/nagios", json={}).status_code == 404
     sns = httpx.post(f"{receiver.url}/hooks/cloudwatch", json={})  # SIAGA_SNS_TOPIC_ARNS is not set
     assert sns.status_code == 404 and "SIAGA_SNS_TOPIC_ARNS" in sns.json()["detail"]
-    assert httpx.get(f"{receiver.url}/incidents/inc-nope").status_code == 404
-    assert httpx.get(f"{receiver.url}/incidents", params={"state": "weird"}).status_code == 422
+    assert httpx.get(f"{receiver.url}/incidents/inc-nope", headers=API).status_code == 404
+    assert httpx.get(f"{receiver.url}/incidents", params={"state": "weird"}, headers=API).status_code == 422
 
 
 def test_30_concurrent_webhooks_lose_no_run_and_start_none_twice(receiver: Receiver) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from siaga.store import engine, sns_subscriptions
 
+from .live_receiver import read
 from .receiver_process import ReceiverProcess, receiver_process
 from .sns_server import SnsKey, SnsServer
 from .test_stack import free_port
@@ -68,7 +69,7 @@ class Sns:
                                                        "x-amz-sns-message-type": "Notification"})
 
     def incidents(self, alarm: str) -> list[dict[str, Any]]:
-        found = httpx.get(f"{self.receiver.url}/incidents", timeout=10).json()
+        found = read(self.receiver.url)
         return [i for i in found if i["inputs"].get("alarm") == alarm]
 
     def settle(self) -> None:

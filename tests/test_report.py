@@ -39,6 +39,7 @@ from siaga.store import engine
 from .browser import browser_fixture, page_fixture  # noqa: F401
 from .conftest import RUNBOOKS
 from .gate_driver import approving_in_background
+from .live_receiver import read
 from .payment_standins import FakeStatuspage, KillSwitch
 from .provider_servers import Mailbox, smtp_server
 from .test_receiver import am_alert, webhook
@@ -259,7 +260,7 @@ def incident(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                     "the incident's run",
                     lambda: [
                         i
-                        for i in httpx.get(f"{receiver}/incidents", timeout=10).json()
+                        for i in read(receiver)
                         if i["runbook_id"] == RUNBOOK and i["flow_run_id"]
                     ],
                 )
@@ -277,7 +278,7 @@ def incident(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "the incident to resolve",
                 lambda: [
                     i
-                    for i in httpx.get(f"{receiver}/incidents", timeout=10).json()
+                    for i in read(receiver)
                     if i["id"] == opened[0]["id"] and i["state"] == "resolved"
                 ],
             )

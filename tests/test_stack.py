@@ -23,6 +23,7 @@ from siaga.catalog import Catalog
 
 from .conftest import RUNBOOKS
 from .gate_driver import code_for
+from .live_receiver import API_TOKEN
 
 MAIN_RUNBOOK = "payment-gateway-outage"
 
@@ -36,6 +37,7 @@ def free_port() -> int:
 def clean_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIAGA_"))}
     env["SIAGA_HOME"] = str(home)
+    env["SIAGA_API_TOKEN"] = API_TOKEN  # the receiver's read API answers to it (`live_receiver.read`)
     return env
 
 

@@ -32,6 +32,8 @@ from pydantic import ValidationError
 
 from siaga.incidents.alert import Alert, AlertStatus
 
+from .body import BadPayload, NotJson, decode
+
 __all__ = [
     "SOURCES",
     "BadPayload",
@@ -40,12 +42,6 @@ __all__ = [
     "parse_body",
     "sns_subscribe_url",
 ]
-
-
-
-class BadPayload(ValueError):
-    """A payload that is not what its source sends; the message says what is wrong (HTTP 400/422)."""
-
 
 _GENERIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -254,8 +250,8 @@ def _parse_cloudwatch(payload: Mapping[str, Any]) -> list[Alert]:
         raise BadPayload(f"Type: unknown SNS message type {kind!r}")
     message = _str(_field(payload, "Message", ""), "Message")
     try:
-        alarm = json.loads(message)
-    except (ValueError, RecursionError):
+        alarm = decode(message, "Message")
+    except NotJson:
         raise BadPayload(
             "Message: not JSON (is this SNS topic carrying CloudWatch alarms?)"
         ) from None
@@ -473,9 +469,6 @@ def parse(source: str, payload: Mapping[str, Any]) -> list[Alert]:
 
 
 def parse_body(source: str, body: bytes | str) -> list[Alert]:
-    """`parse` of a raw request body: it must be a UTF-8 JSON object."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadPayload(f"body: not valid JSON ({exc})") from None
-    return parse(source, payload)
+    """`parse` of a raw request body: it must be a UTF-8 JSON object that every store keeps
+    (`siaga.alerts.body.decode`)."""
+    return parse(source, decode(body))

@@ -7,10 +7,18 @@ Endpoints:
   remembered in the store, so a replayed one is refused: `siaga.alerts.replay`).
 * ``GET /healthz``: ok, the worker's queue (``queued``, ``busy``, ``processed``), and ``failed``:
   how many webhooks taken in were given up on and how many of their alerts were not recorded
-  (counts only).
-* ``GET /metrics``: the same as Prometheus text (`siaga.alerts.metrics`).
+  (counts only); open, and shows no alert data.
+* ``GET /metrics``: the same as Prometheus text (`siaga.alerts.metrics`), behind the read API's token.
 * ``GET /incidents`` (``?state=open|resolved``): open incidents ranked (severity, priority, age;
   each with its ``rank``), then resolved ones newest first; ``GET /incidents/{id}`` (with its alerts).
+  These and the documents (``/openapi.json``, ``/docs``, ``/redoc``) answer only to the token in
+  ``SIAGA_API_TOKEN`` (`siaga.alerts.read_access`), and 404 while it is not set.
+
+What is taken in is bounded before anything else reads it: the body is read as it arrives and
+refused at `MAX_BODY` (chunked or not); it must be UTF-8 JSON nested at most
+`siaga.alerts.body.MAX_DEPTH` levels, without text or numbers a store cannot keep as sent (half a
+surrogate pair, NUL, NaN or Infinity: `siaga.alerts.body`). A proven delivery that is then refused
+(any 4xx or 5xx) releases its replay key, so the sender's corrected or repeated delivery is heard.
 
 A webhook is answered fast (202) and worked on after: Alertmanager gives a webhook 10 s and then
 re-sends the whole batch. The request only authenticates, parses and writes the raw body to the
@@ -24,10 +32,11 @@ dies stays unfinished in the inbox, and the next receiver to start takes it up (
 idempotent, so twice is safe).
 
 Answers: 202 accepted (200 for an SNS subscription message); 401 a missing or wrong credential
-(nothing recorded); 400 a body that is not JSON; 403 proven but refused (a replay, a topic or host not allowed); 404 a source not configured;
-413 a body over 10 MiB; 422 a payload that is not what the source sends, with the reason; 502 an SNS
-SubscribeURL that did not confirm; 503 a full queue or a store that cannot keep the webhook (with
-Retry-After). Never 500 on bad input.
+(nothing recorded); 400 a body that is not UTF-8 JSON; 403 proven but refused (a replay, a topic or
+host not allowed); 404 a source not configured; 413 a body over 10 MiB; 422 a payload that is not
+what the source sends or that no store keeps, with the reason (always valid UTF-8, quoting broken
+text escaped); 502 an SNS SubscribeURL that did not confirm; 503 a full queue or a store that
+cannot keep the webhook (with Retry-After). Never 500 on bad input.
 
 Configuration, from the environment:
 
@@ -42,6 +51,8 @@ Configuration, from the environment:
   SubscribeURLs may be on (default ``sns.<region>.amazonaws.com``; ``host:port`` allows a port).
 * ``SIAGA_HOOK_SECRET_<NAME>``: serves the generic source ``<name>`` (lowercased) at
   ``/hooks/<name>``, signed ``X-Siaga-Timestamp`` / ``X-Siaga-Signature: sha256=...``.
+* ``SIAGA_API_TOKEN``: opens the read API and the documents (bearer, or Basic with the token as
+  the password for a browser).
 * Secrets may be comma-separated lists (rotation: any one is accepted).
 * ``SIAGA_RECEIVER_HOST`` / ``SIAGA_RECEIVER_PORT``: where `siaga receiver` and `siaga up` listen
   (default 127.0.0.1:8787).
@@ -51,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -60,17 +70,23 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from siaga.incidents.views import get_incident, list_incidents
 from siaga.runbook import Runbook
 
 from . import inbox
+from .body import BadPayload, NotJson, decode, printable
 from .metrics import METRICS_CONTENT_TYPE, metrics_text
-from .parsers import SOURCES, BadPayload, parse, sns_subscribe_url
+from .parsers import SOURCES, parse, sns_subscribe_url
+from .read_access import ReadAccess
 from .replay import StoreReplayGuard
 from .signatures import (
     AuthError,
@@ -97,6 +113,8 @@ if not log.handlers:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 MAX_BODY = 10 * 1024 * 1024
+INLINE_DECODE = 256 * 1024
+"""A body bigger than this is decoded in a thread, so the event loop keeps answering."""
 
 GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
 BUILT_IN = frozenset(SOURCES)
@@ -108,6 +126,8 @@ class ReceiverConfig:
     """How each served source proves its webhooks; a source not here answers 501."""
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    api_tokens: tuple[SecretStr, ...] = ()
+    """Tokens that open the read API and its documents (`siaga.alerts.read_access`); none: closed."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReceiverConfig:
@@ -139,12 +159,22 @@ class ReceiverConfig:
             sources=sources,
             host=env.get("SIAGA_RECEIVER_HOST") or DEFAULT_HOST,
             port=int(env.get("SIAGA_RECEIVER_PORT") or DEFAULT_PORT),
+            api_tokens=tuple(SecretStr(token) for token in secrets("SIAGA_API_TOKEN")),
         )
 
     @property
     def alertmanager_token(self) -> str | None:
         auth = self.sources.get("alertmanager")
         return auth.bearer_token.get_secret_value() if auth and auth.bearer_token else None
+
+    def warnings(self) -> list[str]:
+        """What whoever starts the receiver should hear: the credentials not set."""
+        found = []
+        if not self.alertmanager_token:
+            found.append("SIAGA_ALERTMANAGER_TOKEN is not set: the receiver refuses every Alertmanager webhook")
+        if not self.api_tokens:
+            found.append("SIAGA_API_TOKEN is not set: GET /incidents and the API documents are not served")
+        return found
 
 
 def _prefect_session() -> contextlib.AbstractAsyncContextManager[Any]:
@@ -202,9 +232,33 @@ def create_app(
             if own_client:
                 sns_http.close()
 
-    app = FastAPI(title="Siaga alert receiver", lifespan=lifespan)
+    # The documents are served below, behind the read API's token (FastAPI's own are open).
+    app = FastAPI(title="Siaga alert receiver", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.worker = worker
     app.state.sns_certificates = certificates
+
+    @app.exception_handler(StarletteHTTPException)
+    async def readable(request: Request, exc: StarletteHTTPException) -> Response:
+        """Every refusal's reason as text any client can read: one quoting a sender's broken text
+        (half an emoji) would otherwise fail to encode, and the refusal become a 500."""
+        if isinstance(exc.detail, str):
+            exc = StarletteHTTPException(exc.status_code, printable(exc.detail), exc.headers)
+        return await http_exception_handler(request, exc)
+
+    async def read_body(request: Request) -> bytes:
+        """The body, read as it arrives and refused (413) as soon as it passes `MAX_BODY`, chunked
+        or not: a sender never makes the receiver hold more than that."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY:
+            raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
+        return bytes(body)
+
+    reader = ReadAccess.of(config.api_tokens)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -212,7 +266,7 @@ def create_app(
         return {"ok": True, "queued": worker.queued, "busy": worker.busy, "processed": worker.processed,
                 "failed": {"webhooks": lost.webhooks, "alerts": lost.alerts}}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Security(reader.api)])
     async def metrics() -> PlainTextResponse:
         lost = await asyncio.to_thread(inbox.losses, engine)
         return PlainTextResponse(metrics_text(worker, lost), media_type=METRICS_CONTENT_TYPE)
@@ -231,14 +285,10 @@ def create_app(
             if source == "cloudwatch":
                 raise HTTPException(404, "SNS is not configured (set SIAGA_SNS_TOPIC_ARNS)")
             raise HTTPException(404, f"no source `{source}` is configured (set {GENERIC_PREFIX}{source.upper()})")
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY:
-            raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise HTTPException(413, f"the body is over {MAX_BODY} bytes")
+        body = await read_body(request)
         try:
-            # In a thread: the replay guard writes to the store (before the worker's next piece).
+            # In a thread: the replay guard writes to the store (before the worker's next piece),
+            # and SNS fetches its certificate.
             async with worker.intake():
                 await asyncio.to_thread(
                     verify, source, request.headers, body, auth, datetime.now(UTC), certificates, replay_guard=replay_guard
@@ -246,14 +296,29 @@ def create_app(
         except AuthError as exc:
             challenge = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
             raise HTTPException(exc.status_code, exc.reason, challenge) from None
+        except BadPayload as exc:  # an SNS message that is malformed rather than unproven
+            raise HTTPException(422, str(exc)) from None
+        key = replay_key(source, request.headers, body, auth)  # claimed by `verify`
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return await take_in(source, body, auth, key)
+        except BaseException:
+            if key:  # not taken in: the sender's retry must not count as a replay
+                with contextlib.suppress(DatabaseError):
+                    await asyncio.to_thread(replay_guard.release, key)
+            raise
+
+    async def take_in(source: str, body: bytes, auth: SourceAuth, key: str | None) -> JSONResponse:
+        """Decode, parse and keep a proven webhook (202), or say why not."""
+        try:
+            payload = decode(body) if len(body) <= INLINE_DECODE else await asyncio.to_thread(decode, body)
+        except NotJson as exc:
             raise HTTPException(400, f"the body is not JSON: {exc}") from None
+        except BadPayload as exc:
+            raise HTTPException(422, str(exc)) from None
         if not isinstance(payload, dict):
             raise HTTPException(422, "the body is not a JSON object")
         if source == "cloudwatch" and payload.get("Type") != "Notification":
-            return await sns_subscription(payload, replay_key(source, request.headers, body, auth), auth)
+            return await sns_subscription(payload, auth)
         try:
             alerts = parse(source, payload)
         except BadPayload as exc:
@@ -261,32 +326,30 @@ def create_app(
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise HTTPException(422, f"not a {source} payload: {exc}") from None
         received_at = datetime.now(UTC)
-        key = replay_key(source, request.headers, body, auth)
         if worker.full():
-            await refuse(key, "the receiver is busy; retry")
+            busy("the receiver is busy; retry")
         try:
             async with worker.intake():  # before the worker's next piece
                 inbox_id = await asyncio.to_thread(inbox.put, engine, source, body, received_at)
         except DatabaseError as exc:
             log.error("a %s webhook was refused: the inbox could not keep it: %s", source, exc)
-            await refuse(key, "the receiver cannot store webhooks right now; retry")
+            busy("the receiver cannot store webhooks right now; retry")
         try:
             worker.submit(Batch(source, alerts, received_at, inbox_id))
         except asyncio.QueueFull:  # filled while the inbox row was written
             with contextlib.suppress(DatabaseError):  # if it stays, the next start does it: harmless
                 await asyncio.to_thread(inbox.drop, engine, inbox_id)
-            await refuse(key, "the receiver is busy; retry")
+            busy("the receiver is busy; retry")
         return JSONResponse({"accepted": len(alerts)}, status_code=202)
 
-    async def refuse(key: str | None, reason: str) -> NoReturn:
-        """503: the delivery was not taken in, so its retry must not count as a replay."""
-        if key:
-            with contextlib.suppress(DatabaseError):
-                await asyncio.to_thread(replay_guard.release, key)
+    def busy(reason: str) -> NoReturn:
+        """503: the delivery was not taken in (`hook` releases its replay key)."""
         raise HTTPException(503, reason, {"Retry-After": "5"})
 
-    async def sns_subscription(payload: dict[str, Any], key: str | None, auth: SourceAuth) -> JSONResponse:
-        """A verified SubscriptionConfirmation (visit its SubscribeURL) or UnsubscribeConfirmation."""
+    async def sns_subscription(payload: dict[str, Any], auth: SourceAuth) -> JSONResponse:
+        """A verified SubscriptionConfirmation (visit its SubscribeURL) or UnsubscribeConfirmation.
+        Anything but a confirmed, recorded subscription raises (and `hook` releases the replay key,
+        so SNS's re-send is heard)."""
         topic, message_id, kind = payload["TopicArn"], payload["MessageId"], payload["Type"]
         if kind == "UnsubscribeConfirmation":
             await asyncio.to_thread(record_subscription, engine, topic, "unsubscribed", message_id, datetime.now(UTC))
@@ -300,21 +363,31 @@ def create_app(
             raise HTTPException(exc.status_code, exc.reason) from None
         try:
             await asyncio.to_thread(confirm_subscription, sns_http, url)
-        except httpx.HTTPError as exc:
-            if key:
-                await asyncio.to_thread(replay_guard.release, key)  # SNS re-sends the confirmation
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise HTTPException(502, f"confirming the subscription to {topic} failed: {type(exc).__name__}") from None
         await asyncio.to_thread(record_subscription, engine, topic, "confirmed", message_id, datetime.now(UTC))
         log.info("SNS topic %s: subscription confirmed", topic)
         return JSONResponse({"confirmed": topic})
 
-    @app.get("/incidents")
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(reader.browser)])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(reader.browser)])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title}: API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[Depends(reader.browser)])
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title}: API")
+
+    @app.get("/incidents", dependencies=[Security(reader.api)])
     async def incidents(state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         if state not in (None, "open", "resolved"):
             raise HTTPException(422, "state is open or resolved")
         return await asyncio.to_thread(list_incidents, engine, state, max(1, min(limit, 1000)))
 
-    @app.get("/incidents/{incident_id}")
+    @app.get("/incidents/{incident_id}", dependencies=[Security(reader.api)])
     async def incident(incident_id: str) -> dict[str, Any]:
         found = await asyncio.to_thread(get_incident, engine, incident_id)
         if found is None:

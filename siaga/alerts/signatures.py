@@ -32,10 +32,12 @@ Schemes by source (any source name not listed is a generic source):
   ``<timestamp>:<body>``. Configure the same `timestamp_header` here to get a timestamp window and
   replay protection; without one, a captured request can be replayed as-is.
 * ``cloudwatch``: the SNS message signature (SignatureVersion 1: SHA1withRSA, 2: SHA256withRSA)
-  over SNS's canonical string; the certificate URL must be https on an allowed host (default
-  ``sns.<region>.amazonaws.com``), the TopicArn must be allowed, and the message `Timestamp` must be
-  within `window` (SNS keeps the original Timestamp on retries: size `window` to the topic's
-  delivery retry policy).
+  over SNS's canonical string; the TopicArn must be allowed (checked first: a message from another
+  topic makes the receiver fetch nothing), the certificate URL must be https on an allowed host
+  (default ``sns.<region>.amazonaws.com``), and the message `Timestamp` must be within `window`
+  (SNS keeps the original Timestamp on retries: size `window` to the topic's delivery retry
+  policy). A message that is malformed rather than unproven (nested too deep, holding text no
+  store keeps, a certificate URL that is not a URL) raises `BadPayload` (422) instead.
 * ``pagerduty``: ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]``, HMAC-SHA256 of the body; any
   configured secret matching any entry is accepted (secret rotation). PagerDuty signs no timestamp.
 * generic: ``X-Siaga-Timestamp: <unix seconds>`` and ``X-Siaga-Signature: sha256=<hex>``, the
@@ -65,6 +67,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from .body import BadPayload, NotJson, decode, printable
 
 __all__ = [
     "AuthError",
@@ -396,27 +400,42 @@ def sns_string_to_sign(message: Mapping[str, Any]) -> bytes:
 
 
 def _sns_message(body: bytes) -> dict[str, Any]:
+    """The SNS message, decoded by the rules of every body (`siaga.alerts.body`): one nested too
+    deep, or holding what no store keeps, is `BadPayload` (422) before anything else is done."""
     try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
+        message = decode(body)
+    except NotJson:
         raise Unauthenticated("cloudwatch: body is not an SNS message (not JSON)") from None
     if not isinstance(message, dict):
         raise Unauthenticated("cloudwatch: body is not an SNS message (not a JSON object)")
     return message
 
 
+_URL_CHARACTER = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+"""What RFC 3986 allows in a URL; anything else (spaces, tabs, NUL, backslashes, non-ASCII) is
+refused rather than cleaned: `urlsplit` drops tabs and newlines silently, so the URL checked
+would not be the URL fetched."""
+_NAMED = {"\t": "a tab", "\n": "a line feed", "\r": "a carriage return", "\x00": "a NUL", " ": "a space"}
+
+
 def check_sns_url(url: object, config: SourceAuth, what: str) -> str:
     """`url` if it is plain https on an allowed SNS host (`allowed_cert_hosts`, default
     ``sns.<region>.amazonaws.com``), else `Forbidden`. For the signing certificate and for the
     SubscribeURL the receiver visits: neither may send Siaga anywhere else. An allowed entry
-    ``host:port`` also allows that port (a test's local server); otherwise only 443."""
+    ``host:port`` also allows that port (a test's local server); otherwise only 443. A value that
+    is not a URL at all (a character RFC 3986 does not allow, a port that is not one) is
+    `BadPayload` (422): it names the field and the flaw, and nothing is fetched."""
     if not isinstance(url, str) or not url:
         raise Unauthenticated(f"cloudwatch: SNS message has no {what}")
+    for position, character in enumerate(url):
+        if not _URL_CHARACTER.match(character):
+            named = _NAMED.get(character) or printable(ascii(character))
+            raise BadPayload(f"{what}: not a URL: {named} at position {position} (RFC 3986 allows none)")
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        raise Forbidden(f"cloudwatch: {what} is not a valid URL") from None
+    except ValueError as exc:
+        raise BadPayload(f"{what}: not a URL: {exc}") from None
     host = (parts.hostname or "").lower()
     if parts.scheme != "https" or parts.username or parts.password:
         raise Forbidden(f"cloudwatch: {what} must be plain https, got {url!r}")
@@ -451,6 +470,10 @@ def _verify_sns(
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
     message = _sns_message(body)
+    # The topic first: a message from a topic not served makes the receiver fetch nothing.
+    topic = message.get("TopicArn")
+    if topic not in config.allowed_topic_arns:
+        raise Forbidden(f"cloudwatch: TopicArn {printable(str(topic))!r} is not an allowed topic")
     version = message.get("SignatureVersion")
     algorithm = (
         {"1": hashes.SHA1, "2": hashes.SHA256}.get(version) if isinstance(version, str) else None
@@ -488,9 +511,6 @@ def _verify_sns(
         raise Unauthenticated(
             "cloudwatch: SNS signature does not match (altered message?)"
         ) from None
-    topic = message.get("TopicArn")
-    if topic not in config.allowed_topic_arns:
-        raise Forbidden(f"cloudwatch: TopicArn {topic!r} is not an allowed topic")
     _within_window(_sns_time(message.get("Timestamp")), config, now, "cloudwatch")
 
 
@@ -521,7 +541,8 @@ def verify(
     replay_guard: ReplayGuard | None = None,
 ) -> None:
     """Return None if the request is authentic for `source`; raise `Unauthenticated` (401) or
-    `Forbidden` (403) with the reason otherwise. See the module docstring for each scheme."""
+    `Forbidden` (403) with the reason otherwise (or, for ``cloudwatch``, `BadPayload` (422) for a
+    malformed message). See the module docstring for each scheme."""
     h = _headers(headers)
     if source == "alertmanager":
         _verify_alertmanager(h, body, config, now)

@@ -13,8 +13,9 @@ start, which changes nothing for what was already recorded.
   runbook the first that fires decides, so one alert opens or joins at most one incident per
   runbook. Threshold triggers count from `threshold_hits` (`siaga.incidents.thresholds`).
 * One open incident per (runbook, group key): opening inserts with ``ON CONFLICT DO NOTHING`` on the
-  unique `open_key` and reads back the winner, so concurrent receivers (PostgreSQL) join one
-  incident. The alerts a threshold counted in its window belong to the incident it opens.
+  open key's unique index (`uq_incidents_open`, see `siaga.store`) and reads back the winner, so
+  concurrent receivers (PostgreSQL) join one incident. The alerts a threshold counted in its window
+  belong to the incident it opens.
 * A resolved notification marks its firing alert resolved; an incident whose firing alerts are all
   resolved is resolved, and its key is free for the next episode. If its runbook declares
   `on_resolve` steps and its run was started, a resolve run is then due

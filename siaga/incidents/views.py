@@ -15,9 +15,10 @@ __all__ = ["get_incident", "incident_view", "list_incidents"]
 
 
 def incident_view(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An incident row as read out: times in UTC, without its internal open key."""
+    """An incident row as read out: times in UTC, without its internal open key and its digest."""
     incident = dict(row)
     incident.pop("open_key", None)
+    incident.pop("key_digest", None)
     for name in ("opened_at", "resolved_at"):
         incident[name] = as_utc(incident[name])
     return incident

@@ -5,6 +5,8 @@ Rules that span fields (step references, roles, actions, templates) live in `che
 
 from __future__ import annotations
 
+import math
+
 import re
 from datetime import timedelta
 from enum import StrEnum
@@ -117,8 +119,10 @@ class Input(_Model):
                 raise ValueError(f"expected a number, got {value!r}")
             try:
                 result = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ValueError(f"expected a number, got {value!r}") from None
+            if not math.isfinite(result):  # "NaN", "inf", "1e999": no JSON, audit record or run takes them
+                raise ValueError(f"expected a finite number, got {value!r}")
         else:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError(f"expected a string, got {value!r}")

@@ -1,6 +1,6 @@
 """voices: mentions to answer, the alerts that carried them, reply drafts
 
-Revision ID: 0016
+Revision ID: 0013
 Revises: 0010
 Create Date: 2026-12-02 09:00:00
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-02 09:00:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
