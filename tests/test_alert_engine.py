@@ -38,7 +38,7 @@ from siaga.store import alerts, engine
 from siaga.store import inbox as inbox_table
 
 from .conftest import RUNBOOKS
-from .live_receiver import serve, settle
+from .live_receiver import API, API_TOKEN, read, serve, settle
 from .postgres import fresh_database
 from .receiver_process import signed_headers
 from .test_receiver import RUNBOOK_YAML, TOKEN, am_alert, webhook
@@ -96,7 +96,7 @@ class Receiver:
         return httpx.get(f"{self.url}/healthz", timeout=10).json()
 
     def incidents(self) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.url}/incidents", timeout=10).json()
+        return read(self.url)
 
     def social(self, *alerts: dict[str, Any], url: str | None = None) -> httpx.Response:
         body = json.dumps({"alerts": list(alerts)}).encode()
@@ -121,7 +121,8 @@ def receiver_app(store: Engine, started: list[str]) -> Any:
         started.append(incident["id"])
         return f"run-of-{incident['id']}"
 
-    config = ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": SECRET})
+    config = ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": SECRET,
+                                     "SIAGA_API_TOKEN": API_TOKEN})
     app = create_app(catalog(), config, store, start_run)
     app.state.worker.retry_delay = 0.05  # tries again after 0.05, 0.1, 0.2, 0.4 s
     return app
@@ -174,7 +175,8 @@ def test_an_alert_the_store_refuses_is_given_up_on_with_its_reason_and_counted(r
     assert row["error"].startswith(f"given up after {inbox.MAX_ATTEMPTS} tries; the last: 1 of 3 alerts were not recorded: ")
     assert "refused by the database" in row["error"] and "INSERT" not in row["error"], "the reason, not the statement"
 
-    metrics = httpx.get(f"{receiver.url}/metrics", timeout=10)
+    assert httpx.get(f"{receiver.url}/metrics", timeout=10).status_code == 401  # the read API's token
+    metrics = httpx.get(f"{receiver.url}/metrics", headers=API, timeout=10)
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     figures = dict(line.rsplit(" ", 1) for line in metrics.text.splitlines() if line and not line.startswith("#"))
     assert float(figures["siaga_inbox_failed_webhooks"]) == health["failed"]["webhooks"]

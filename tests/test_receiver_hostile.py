@@ -429,7 +429,7 @@ def test_a_chunked_body_over_the_limit_is_refused_before_it_ends(sqlite_edge: Ed
 
 # --- the read API -----------------------------------------------------------------------------
 
-READ_PATHS = ["/incidents", "/incidents/inc-nope", "/openapi.json", "/docs", "/redoc"]
+READ_PATHS = ["/incidents", "/incidents/inc-nope", "/metrics", "/openapi.json", "/docs", "/redoc"]
 
 
 def test_the_read_api_and_its_docs_answer_only_to_the_token(sqlite_edge: Edge) -> None:
@@ -446,7 +446,8 @@ def test_the_read_api_and_its_docs_answer_only_to_the_token(sqlite_edge: Edge) -
     assert page.status_code == 200 and "swagger" in page.text.lower()
     assert httpx.get(f"{url}/docs", timeout=10).headers["www-authenticate"].startswith("Basic")
     health = httpx.get(f"{url}/healthz", timeout=10)
-    assert health.status_code == 200 and set(health.json()) == {"ok", "queued", "busy", "processed"}
+    assert health.status_code == 200 and set(health.json()) == {"ok", "queued", "busy", "processed", "failed"}
+    assert set(health.json()["failed"]) == {"webhooks", "alerts"}  # counts only
 
 
 def test_without_a_token_the_read_api_is_not_served(tmp_path: Path) -> None:

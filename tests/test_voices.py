@@ -37,7 +37,7 @@ from siaga.store import alerts, engine, voice_alerts, voices
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
 
-from .live_receiver import serve, settle
+from .live_receiver import API_TOKEN, read, serve, settle
 from .test_receiver import signed
 from .test_stack import clean_env, free_port
 
@@ -97,7 +97,7 @@ class Desk:
         settle(self.url)
 
     def incident_of(self, topic: str, state: str = "open") -> dict[str, Any]:
-        (found,) = [i for i in httpx.get(f"{self.url}/incidents", params={"state": state}).json()
+        (found,) = [i for i in read(self.url, state=state)
                     if i["runbook_id"] == RUNBOOK and i["group_key"] == json.dumps([topic])]
         return found
 
@@ -143,7 +143,8 @@ def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     url = f"sqlite:///{home / 'siaga.db'}"
     store = engine(url)
-    config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_HOOK_SECRET_GENERIC": GENERIC})
+    config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_HOOK_SECRET_GENERIC": GENERIC,
+                                     "SIAGA_API_TOKEN": API_TOKEN})
     saved = {k: os.environ.get(k) for k in ("SIAGA_DATABASE_URL", "SIAGA_RUNBOOKS", "SIAGA_USER")}
     os.environ.update({"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder)})
     os.environ.pop("SIAGA_USER", None)
@@ -176,7 +177,7 @@ def test_a_storm_of_mentions_is_one_incident_whose_voices_are_listed_by_deadline
     desk.mentions(*storm[:2])
     desk.mentions(mention(posts[0], topic, author_tier="regular") | {"starts_at": "2026-11-24T04:00:00Z"})
     desk.mentions(mention(posts[1], topic, event_type="mention"), source="generic")
-    assert [i["id"] for i in httpx.get(f"{desk.url}/incidents", params={"state": "open"}).json()
+    assert [i["id"] for i in read(desk.url, state="open")
             if i["group_key"] == json.dumps([topic])] == [incident["id"]]
 
     listed = desk.voices(capsys, incident["id"])
@@ -358,7 +359,7 @@ def test_a_mention_after_its_incident_resolved_is_a_late_voice_the_watcher_of_si
     assert desk.incident_of(topic, state="resolved")["id"] == incident["id"]
     time.sleep(2.5)  # the threshold's window: a mention now is no new storm
     desk.mentions(mention(f"late-{topic}", topic, author_tier="influencer"))  # below the threshold: no incident
-    assert [i for i in httpx.get(f"{desk.url}/incidents", params={"state": "open"}).json()
+    assert [i for i in read(desk.url, state="open")
             if i["group_key"] == json.dumps([topic])] == []
 
     async def watch() -> None:
