@@ -5,6 +5,8 @@ Endpoints:
 * ``POST /hooks/{source}``: a webhook of `source` (alertmanager, grafana, pagerduty, or a generic
   signed source such as ``social``), proven by `siaga.alerts.signatures.verify` (deliveries are
   remembered in the store, so a replayed one is refused: `siaga.alerts.replay`).
+* ``POST /heartbeats/{name}``: a sign of life for heartbeat triggers (`siaga.alerts.watch`, which
+  also runs the watcher: heartbeats gone quiet, maintenance windows begun and ended).
 * ``GET /healthz``: ok, and the worker's queue (``queued``, ``busy``, ``processed``).
 * ``GET /incidents`` (``?state=open|resolved``): open incidents ranked (severity, priority, age;
   each with its ``rank``), then resolved ones newest first; ``GET /incidents/{id}`` (with its alerts).
@@ -66,6 +68,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from siaga.incidents import Alert
+from siaga.incidents.heartbeats import note_alerts
 from siaga.incidents.recording import Outcome, process, process_batch
 from siaga.incidents.runs import note_run_failure, pending_resolve_runs, pending_runs, set_flow_run, set_resolve_run
 from siaga.incidents.views import get_incident, list_incidents
@@ -84,6 +87,7 @@ from .signatures import (
     verify,
 )
 from .sns import CertificateCache, confirm_subscription, record_subscription
+from .watch import watch_router
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ReceiverConfig", "Worker", "create_app"]
 
@@ -191,6 +195,10 @@ class Worker:
     _recorded: int = 0
     """Queued batches recorded since the starter's last pass began."""
 
+    def wake(self) -> None:
+        """Have the starter look for runs to start now (incidents opened outside a batch)."""
+        self._wake.set()
+
     @property
     def busy(self) -> bool:
         """Recording a batch, starting runs, or about to (`/healthz`)."""
@@ -213,6 +221,8 @@ class Worker:
         self.recording = True
         try:
             complete = await self._record(batch)
+            await self._retry("noting heartbeats", lambda: asyncio.to_thread(
+                note_alerts, self.engine, self.runbooks, batch.alerts, batch.received_at), (OperationalError,))
             if batch.inbox_id is not None:
                 error = None if complete else "some alerts were not recorded"
                 await asyncio.to_thread(inbox.finish, self.engine, batch.inbox_id, datetime.now(UTC), error)
@@ -420,6 +430,7 @@ def create_app(
                 sns_http.close()
 
     app = FastAPI(title="Siaga alert receiver", lifespan=lifespan)
+    app.include_router(watch_router(runbooks, engine, wake=worker.wake, notify=notify))
     app.state.worker = worker
     app.state.sns_certificates = certificates
 

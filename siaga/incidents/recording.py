@@ -8,6 +8,8 @@ incidents it opened or joined, or not at all.
   changes nothing else.
 * One open incident per (runbook, group key): opening inserts with ``ON CONFLICT DO NOTHING`` on the
   unique `open_key` and reads back the winner, so concurrent receivers (PostgreSQL) join one incident.
+* Where a route would open or join an incident while a maintenance window covers it, the alert is
+  recorded as suppressed instead (`siaga.incidents.suppression`).
 * A resolved notification marks its firing alert resolved; an incident whose firing alerts are all
   resolved is resolved, and its key is free for the next episode. If its runbook declares
   `on_resolve` steps and its run was started, a resolve run is then due
@@ -33,8 +35,9 @@ from siaga.store import alerts, as_utc, incident_alerts, incidents
 from .alert import Alert, AlertStatus
 from .ranking import priority_of
 from .routing import Route, group_key, matches, render_inputs, routes, threshold_reached
+from .suppression import any_window, held_back
 
-__all__ = ["Outcome", "open_or_join", "process", "process_batch", "record_alert", "resolve_alert"]
+__all__ = ["Outcome", "open_or_join", "process", "process_batch", "record_alert", "resolve_alert", "route_recorded"]
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Outcome:
     joined: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    """The maintenance windows that held it back from an incident (`siaga.incidents.suppression`)."""
 
 
 def _insert(connection: Connection, table: Any):  # type: ignore[no-untyped-def]
@@ -231,6 +236,16 @@ def _process(connection: Connection, runbooks: Mapping[str, Runbook], alert: Ale
         # the resolved notification came first: this episode is over
         connection.execute(update(alerts).where(alerts.c.id == alert_id).values(resolved_at=now))
         return outcome
+    return route_recorded(connection, runbooks, alert, alert_id, now, outcome)
+
+
+def route_recorded(
+    connection: Connection, runbooks: Mapping[str, Runbook], alert: Alert, alert_id: int, now: datetime,
+    outcome: Outcome | None = None,
+) -> Outcome:
+    """Open or join the incidents of the recorded firing `alert` in `runbooks` (what a new alert
+    does; the end of a maintenance window does it again for the alerts it held back)."""
+    outcome = outcome or Outcome(alert_id=alert_id, new=False)
     trail = AuditTrail(connection.engine, clock=lambda: now)
     for route in routes(runbooks.values(), alert):
         runbook = runbooks[route.runbook_id]
@@ -244,6 +259,9 @@ def _process(connection: Connection, runbooks: Mapping[str, Runbook], alert: Ale
                 counted = _recent(connection, route, runbook, now)
                 if not threshold_reached(route.threshold, list(counted.values()), now):
                     continue
+        if (window := held_back(connection, route, alert, alert_id, now)) is not None:
+            outcome.suppressed.append(window)  # a maintenance window covers it
+            continue
         incident_id, opened = open_or_join(connection, route, alert, alert_id, runbook, now)
         since = now - route.threshold.within if route.threshold else now
         for earlier, at in counted.items():  # the alerts that reached the threshold belong to it too
@@ -269,7 +287,7 @@ def process_batch(engine: Engine, runbooks: Mapping[str, Runbook], batch: Sequen
     takes the per-alert path, still in one transaction.
     """
     with engine.begin() as connection:
-        if len(batch) > 1 and _bulk_ok(runbooks, batch):
+        if len(batch) > 1 and _bulk_ok(runbooks, batch) and not any_window(connection, now):
             return _process_bulk(connection, runbooks, batch, now)
         return [_process(connection, runbooks, alert, now) for alert in batch]
 
