@@ -1,5 +1,6 @@
 """The command line: ``siaga validate | schema | actions | runbooks | run | drill | drills | up | receiver | incidents |
-incident | alert send | approvals | approve | audit | deadlines | report | sitrep | db``.
+incident | alert send | approvals | approve | audit | deadlines | report | sitrep | db | maintenance | heartbeats``
+(the last two in `siaga.quiet_cli`).
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -22,6 +23,7 @@ from rich.table import Table
 from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
 from .errors import BadInput, Terminated
+from .quiet_cli import add_parsers as add_quiet_parsers
 from .home import prepare_prefect_environment, runbook_folder, siaga_home
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
@@ -780,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_incidents)
 
     _add_audit_parser(commands)
+    add_quiet_parsers(commands)  # siaga maintenance ..., siaga heartbeats
 
     p = commands.add_parser("deadlines", help="statement deadlines per incident and audience, and whether they were met")
     p.add_argument("--incident", help="only this incident's")

@@ -210,18 +210,27 @@ def occurrences(declared: MaintenanceWindow, now: datetime, ahead: timedelta = A
 def schedule_declared(engine: Engine, runbooks: Mapping[str, Runbook], now: datetime) -> list[dict[str, Any]]:
     """Open the runbooks' recurring windows in progress or starting within `AHEAD` (each once);
     return the windows opened by this call."""
+    due = {
+        f"{runbook.id}.maintenance{index}.{start:%Y%m%dT%H%M}Z": (runbook, index, declared, start, end)
+        for runbook in runbooks.values()
+        for index, declared in enumerate(runbook.maintenance)
+        for start, end in occurrences(declared, now)
+    }
+    if not due:
+        return []
+    with engine.connect() as connection:  # read first: the watcher asks every second, and writes only when one is new
+        there = set(connection.execute(select(maintenance_windows.c.id).where(maintenance_windows.c.id.in_(list(due)))).scalars())
     opened = []
-    for runbook in runbooks.values():
-        for index, declared in enumerate(runbook.maintenance):
-            for start, end in occurrences(declared, now):
-                window_id = f"{runbook.id}.maintenance{index}.{start:%Y%m%dT%H%M}Z"
-                window = open_window(
-                    engine, runbooks=[runbook.id], match=declared.match, starts_at=start, ends_at=end,
-                    reason=declared.reason or f"{runbook.id}'s maintenance[{index}] ({declared.schedule}, {declared.timezone})",
-                    by=f"runbook {runbook.id}", origin="runbook", window_id=window_id, now=now,
-                )
-                if window["new"]:
-                    opened.append(window)
+    for window_id, (runbook, index, declared, start, end) in due.items():
+        if window_id in there:
+            continue
+        window = open_window(
+            engine, runbooks=[runbook.id], match=declared.match, starts_at=start, ends_at=end,
+            reason=declared.reason or f"{runbook.id}'s maintenance[{index}] ({declared.schedule}, {declared.timezone})",
+            by=f"runbook {runbook.id}", origin="runbook", window_id=window_id, now=now,
+        )
+        if window["new"]:
+            opened.append(window)
     return opened
 
 
