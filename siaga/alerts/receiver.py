@@ -42,6 +42,7 @@ Configuration, from the environment:
 * ``SIAGA_SNS_TOPIC_ARNS``: the SNS topics whose messages are taken in (comma-separated); without
   it /hooks/cloudwatch answers 404. ``SIAGA_SNS_CERT_HOSTS`` replaces the hosts certificates and
   SubscribeURLs may be on (default ``sns.<region>.amazonaws.com``; ``host:port`` allows a port).
+* ``SIAGA_HEARTBEAT_TOKEN``: the bearer token(s) of ``POST /heartbeats/{name}`` (`siaga.alerts.watch`).
 * ``SIAGA_HOOK_SECRET_<NAME>``: serves the generic source ``<name>`` (lowercased) at
   ``/hooks/<name>``, signed ``X-Siaga-Timestamp`` / ``X-Siaga-Signature: sha256=...``.
 * Secrets may be comma-separated lists (rotation: any one is accepted).
