@@ -23,8 +23,8 @@ from rich.table import Table
 from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
 from .errors import BadInput, Terminated
-from .quiet_cli import add_parsers as add_quiet_parsers
 from .home import prepare_prefect_environment, runbook_folder, siaga_home
+from .quiet_cli import add_parsers as add_quiet_parsers
 from .runbook import Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
 from .team import find_roster

@@ -1,5 +1,6 @@
 """Debian's Alertmanager on loopback, for tests that need real webhooks: started on a config of
-the test's own, and alerts posted to its v2 API as Prometheus posts them."""
+the test's own, and alerts posted to its v2 API as Prometheus posts them; `ready_process` runs any
+daemon that serves ``/-/ready`` (Prometheus too)."""
 
 from __future__ import annotations
 
@@ -20,21 +21,11 @@ ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertman
 
 
 @contextlib.contextmanager
-def alertmanager_process(folder: Path, config: str) -> Iterator[str]:
-    """Alertmanager with `config` (its alertmanager.yml) in `folder`, until the block ends; yields
-    its URL. Skips (fails in CI) without the binary."""
-    if ALERTMANAGER is None:
-        missing("Alertmanager binary", "apt-get install -y prometheus-alertmanager")
-    (folder / "alertmanager.yml").write_text(config)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = folder / "alertmanager.log"
+def ready_process(command: list[str], log_path: Path, url: str) -> Iterator[str]:
+    """Run `command` (output to `log_path`) until the block ends, once `url`/-/ready answers 200
+    (Prometheus and Alertmanager both serve it); yields `url`."""
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -52,6 +43,20 @@ def alertmanager_process(folder: Path, config: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def alertmanager_process(folder: Path, config: str) -> Iterator[str]:
+    """Alertmanager with `config` (its alertmanager.yml) in `folder`, until the block ends; yields
+    its URL. Skips (fails in CI) without the binary."""
+    if ALERTMANAGER is None:
+        missing("Alertmanager binary", "apt-get install -y prometheus-alertmanager")
+    (folder / "alertmanager.yml").write_text(config)
+    port = free_port()
+    command = [ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'data'}",
+               f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    with ready_process(command, folder / "alertmanager.log", f"http://127.0.0.1:{port}") as url:
+        yield url
 
 
 def post_alerts(url: str, alerts: list[dict[str, Any]]) -> None:

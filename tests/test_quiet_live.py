@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from .alertmanager import alertmanager_process, post_alerts
+from .test_receiver import ALERTMANAGER_CONFIG as RECEIVER_ALERTMANAGER_CONFIG
 from .test_receiver import Receiver, wait_for, wait_for_run
 from .test_stack import free_port, running_stack
 
@@ -89,25 +90,12 @@ steps:
 """,
 }
 
-ALERTMANAGER_CONFIG = """
-route:
-  receiver: siaga
-  group_by: [alertname, region]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
+ALERTMANAGER_CONFIG = RECEIVER_ALERTMANAGER_CONFIG.replace("  repeat_interval: 1h\n", """  repeat_interval: 1h
   routes:
     - matchers: ['alertname="QuietWatchdog"']
       repeat_interval: 1s
-receivers:
-  - name: siaga
-    webhook_configs:
-      - url: {url}/hooks/alertmanager
-        send_resolved: true
-        http_config:
-          authorization:
-            credentials: {token}
-"""
+""")
+"""test_receiver's Alertmanager, repeating the firing QuietWatchdog alert every second."""
 
 
 class Quiet(Receiver):

@@ -25,12 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from siaga.audit import AuditTrail
 from siaga.runbook import Runbook
 from siaga.runbook.models import Trigger
-from siaga.store import alerts, as_utc, incident_alerts, incidents
+from siaga.store import alerts, as_utc, incident_alerts, incidents, insert_new
 
 from .alert import Alert, AlertStatus
 from .ranking import priority_of
@@ -54,14 +53,7 @@ class Outcome:
     """The maintenance windows that held it back from an incident (`siaga.incidents.suppression`)."""
 
 
-def _insert(connection: Connection, table: Any):  # type: ignore[no-untyped-def]
-    """An INSERT that does nothing on a unique conflict (SQLite and PostgreSQL)."""
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"the incident store needs SQLite or PostgreSQL, not {dialect}")
+_insert = insert_new
 
 
 def _episode(alert: Alert) -> str:
