@@ -158,12 +158,12 @@ def test_an_alertmanager_watchdog_that_stops_opens_one_incident_and_its_return_r
     started = datetime.now(UTC).replace(microsecond=0)
     quiet.fire("QuietWatchdog", r, started)
     wait_for(lambda: [h for h in quiet.heartbeats() if h["group_key"] == json.dumps([r])],
-             timeout=30, what="the watchdog's first webhook")
+             timeout=60, what="the watchdog's first webhook")
     time.sleep(6)  # longer than `every`: Alertmanager repeats the firing alert every second, a sign of life each
     assert quiet.of(WATCHDOG, r) == []
 
     quiet.fire("QuietWatchdog", r, started, ended=True)  # Prometheus stopped: the alert resolves, the repeats stop
-    (incident,) = wait_for(lambda: [i for i in quiet.of(WATCHDOG, r) if i["flow_run_id"]], timeout=30,
+    (incident,) = wait_for(lambda: [i for i in quiet.of(WATCHDOG, r) if i["flow_run_id"]], timeout=60,
                            what="the quiet watchdog's incident and its run")
     assert incident["inputs"] == {"region": r} and incident["severity"] == "sev1"
     run = wait_for_run(quiet, incident["flow_run_id"])
@@ -174,7 +174,7 @@ def test_an_alertmanager_watchdog_that_stops_opens_one_incident_and_its_return_r
     assert row["state"] == "quiet" and row["runbooks"] == [WATCHDOG] and row["every"] == "4s"
 
     quiet.fire("QuietWatchdog", r, datetime.now(UTC).replace(microsecond=0))  # firing again: a sign of life
-    wait_for(lambda: quiet.of(WATCHDOG, r)[0]["state"] == "resolved", timeout=30, what="the incident to resolve")
+    wait_for(lambda: quiet.of(WATCHDOG, r)[0]["state"] == "resolved", timeout=60, what="the incident to resolve")
     assert len(quiet.of(WATCHDOG, r)) == 1 and len(quiet.runs_of(WATCHDOG, r)) == 1
     verified = quiet.stack.siaga("audit", "verify", "--incident", incident["id"])
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -204,11 +204,11 @@ def test_a_posted_heartbeat_is_proven_and_kept_and_its_silence_runs_the_runbook_
         assert answer.json() == {"kept": 1}
         time.sleep(1)
     assert quiet.of(SETTLEMENT, r) == []
-    (incident,) = wait_for(lambda: [i for i in quiet.of(SETTLEMENT, r) if i["flow_run_id"]], timeout=30,
+    (incident,) = wait_for(lambda: [i for i in quiet.of(SETTLEMENT, r) if i["flow_run_id"]], timeout=60,
                            what="the settlement heartbeat's incident and its run")
     wait_for_run(quiet, incident["flow_run_id"])
     assert quiet.heartbeat("settlement", body).status_code == 202  # back
-    wait_for(lambda: quiet.of(SETTLEMENT, r)[0]["state"] == "resolved", timeout=30, what="the incident to resolve")
+    wait_for(lambda: quiet.of(SETTLEMENT, r)[0]["state"] == "resolved", timeout=60, what="the incident to resolve")
     assert len(quiet.runs_of(SETTLEMENT, r)) == 1
 
 
@@ -219,7 +219,7 @@ def test_a_window_holds_an_alertmanager_alert_back_until_it_is_ended(quiet: Quie
     assert window["opened_by"] == "alice" and window["runbooks"] == [HELD]
     started = datetime.now(UTC).replace(microsecond=0)
     quiet.fire("GatewayHeld", r, started)
-    held = wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["alert_list"], timeout=30,
+    held = wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["alert_list"], timeout=60,
                     what="the alert to be held")
     assert [(a["runbook_id"], a["group_key"], a["source"]) for a in held] == [(HELD, json.dumps([r]), "alertmanager")]
     quiet.settle()
@@ -229,7 +229,7 @@ def test_a_window_holds_an_alertmanager_alert_back_until_it_is_ended(quiet: Quie
 
     ended = quiet.stack.siaga("maintenance", "end", window["id"], "--as", "bob")
     assert ended.returncode == 0, ended.stdout + ended.stderr
-    (incident,) = wait_for(lambda: [i for i in quiet.of(HELD, r) if i["flow_run_id"]], timeout=30,
+    (incident,) = wait_for(lambda: [i for i in quiet.of(HELD, r) if i["flow_run_id"]], timeout=60,
                            what="the held alert's incident and its run")
     wait_for_run(quiet, incident["flow_run_id"])
     assert len(quiet.runs_of(HELD, r)) == 1
@@ -241,7 +241,7 @@ def test_a_window_holds_an_alertmanager_alert_back_until_it_is_ended(quiet: Quie
                      ("maintenance.released", None)]
     assert quiet.stack.siaga("audit", "verify", "--incident", f"maintenance:{window['id']}").returncode == 0
     quiet.fire("GatewayHeld", r, started, ended=True)  # fixed: the incident resolves as usual
-    wait_for(lambda: quiet.of(HELD, r)[0]["state"] == "resolved", timeout=30, what="the incident to resolve")
+    wait_for(lambda: quiet.of(HELD, r)[0]["state"] == "resolved", timeout=60, what="the incident to resolve")
 
 
 def test_a_drill_opens_a_window_so_its_own_alert_pages_nobody(quiet: Quiet) -> None:
@@ -253,13 +253,13 @@ def test_a_drill_opens_a_window_so_its_own_alert_pages_nobody(quiet: Quiet) -> N
     r = region()
     started = datetime.now(UTC).replace(microsecond=0)
     quiet.fire("GatewayHeld", r, started, env="drill")  # the drill broke something on purpose
-    wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["alert_list"], timeout=30,
+    wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["alert_list"], timeout=60,
              what="the drill's alert to be held")
     quiet.fire("GatewayHeld", r, started, env="drill", ended=True)  # and put it right
-    wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["alert_list"][0]["resolved_at"], timeout=30,
+    wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["alert_list"][0]["resolved_at"], timeout=60,
              what="the drill's alert to resolve")
     assert quiet.stack.siaga("maintenance", "end", window["id"], "--as", "citra").returncode == 0
-    wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["released_at"], timeout=30,
+    wait_for(lambda: quiet.cli_json("maintenance", "show", window["id"])["released_at"], timeout=60,
              what="the window's end")
     quiet.settle()
     assert quiet.of(HELD, r) == [] and quiet.runs_of(HELD, r) == []

@@ -175,33 +175,46 @@ def test_an_unwatched_heartbeat_is_armed_at_start_and_a_restart_waits_one_interv
     assert get_incident(store, opened)["runbook_id"] == "batch-job-quiet"
 
 
-def test_two_watchers_at_once_open_one_incident(store_url: str, runbooks: Mapping[str, Runbook]) -> None:
-    """Two receivers on one database find the same heartbeat quiet at the same moment."""
-    first = engine(store_url)
-    second = create_engine(store_url, connect_args={"timeout": 30} if store_url.startswith("sqlite") else {})
-    note_alerts(first, runbooks, [payment(f"r{n}") for n in range(5)], T0)
-    start = threading.Barrier(2)
+def race(stores: list[Engine], runbooks: Mapping[str, Runbook], now: datetime) -> None:
+    """A watcher's pass on each of `stores` at the same moment (two receivers on one database)."""
+    start = threading.Barrier(len(stores))
     errors: list[BaseException] = []
 
     def watch(store: Engine) -> None:
         start.wait()
         try:
-            watch_once(store, runbooks, T0 + timedelta(minutes=6), LONG_AGO)
+            watch_once(store, runbooks, now, LONG_AGO)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=watch, args=(store,)) for store in (first, second)]
+    threads = [threading.Thread(target=watch, args=(store,)) for store in stores]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    second.dispose()
     assert errors == []
+
+
+def test_two_watchers_at_once_open_each_incident_once(store_url: str, runbooks: Mapping[str, Runbook]) -> None:
+    """Two receivers on one database find the same heartbeats quiet, and the same window ended,
+    at the same moment."""
+    first = engine(store_url)
+    second = create_engine(store_url, connect_args={"timeout": 30} if store_url.startswith("sqlite") else {})
+    note_alerts(first, runbooks, [payment(f"r{n}") for n in range(5)], T0)
+    race([first, second], runbooks, T0 + timedelta(minutes=6))
     opened = open_of(first, "payments-quiet")
     assert sorted(i["group_key"] for i in opened) == sorted(f'["r{n}"]' for n in range(5))
     assert all(i["alerts"] == 1 for i in opened)
     for incident in opened:
         assert chain_kinds(first, incident["id"]) == ["alert.received", "incident.opened"]
+
+    window = open_window(first, runbooks=["gateway"], match={}, starts_at=T0, ends_at=T0 + timedelta(minutes=10),
+                         reason="deploy", by="alice", now=T0)
+    process_batch(first, runbooks, [gateway_alert(f"w{n}") for n in range(4)], T0 + timedelta(minutes=1))
+    race([first, second], runbooks, T0 + timedelta(minutes=10))
+    second.dispose()
+    assert sorted(i["group_key"] for i in open_of(first, "gateway")) == sorted(f'["w{n}"]' for n in range(4))
+    assert chain_kinds(first, f"maintenance:{window['id']}").count("maintenance.released") == 1
 
 
 def test_a_window_holds_alerts_back_and_its_end_opens_the_incidents_still_firing(

@@ -23,6 +23,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -83,7 +84,7 @@ def _labels(body: bytes) -> dict[str, str]:
     for key, value in labels.items():
         if isinstance(value, bool):
             value = "true" if value else "false"
-        if not isinstance(value, str | int | float) or (isinstance(value, float) and value != value):
+        if not isinstance(value, str | int | float) or (isinstance(value, float) and not math.isfinite(value)):
             raise HTTPException(422, f"labels.{ascii(key)[1:-1]}: a string, number or boolean")
         text = str(value)
         try:
