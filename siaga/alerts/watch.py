@@ -107,6 +107,9 @@ def watch_router(
     opened or resolved an incident (the worker's run starter), `notify` told each line of news."""
     tokens = _tokens(os.environ if environ is None else environ)
     names = {hb.trigger.match.get("name") for hb in expected(runbooks).values() if hb.trigger.source == HEARTBEAT_SOURCE}
+    if names and not tokens:  # every post refused: those heartbeats go quiet and page for nothing
+        log.warning("runbooks expect posted heartbeats (%s) but %s is not set: /heartbeats refuses every post",
+                    ", ".join(sorted(str(n) for n in names)), TOKEN_VARIABLE)
 
     def tell(line: str) -> None:
         if notify:
