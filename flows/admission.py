@@ -26,7 +26,7 @@ from prefect.client.schemas.objects import StateType
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecords
 from siaga.audit import arecord
-from siaga.audit.chain import digest
+from siaga.canonical import digest
 
 from .gate_form import OUTSIDE_RESUME, take_answer
 

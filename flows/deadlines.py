@@ -33,6 +33,7 @@ from siaga.store import engine
 from siaga.team import find_roster
 
 from .reach import reach
+from .secret_blocks import prefect_secret
 
 log = get_logger("siaga.deadlines")
 
@@ -82,8 +83,6 @@ async def check_deadlines(
     store: DeadlineRecords | None = None,
 ) -> list[tuple[str, Due]]:
     """Send what is owed now on every unsettled deadline; returns (deadline id, what was done)."""
-    from .compiler import prefect_secret  # the compiler imports this module
-
     if registry is None:
         from siaga.integrations import default_registry
 

@@ -24,7 +24,7 @@ from siaga.approvals.codes import CODE_PATTERN
 from siaga.approvals.evidence import GateView, form_description
 from siaga.approvals.records import Gate, GateRecords, Submission, gate_id
 from siaga.approvals.runs import RunRecords
-from siaga.audit.chain import digest
+from siaga.canonical import digest
 from siaga.logs import get_logger
 from siaga.runbook import Roster
 

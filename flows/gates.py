@@ -43,7 +43,7 @@ from siaga.approvals.policy import MAX_WRONG_CODES, GatePolicy, Verdict, gate_po
 from siaga.approvals.records import Gate, GateRecords, gate_id
 from siaga.approvals.runs import RunRecords
 from siaga.audit import arecord
-from siaga.audit.chain import digest
+from siaga.canonical import digest
 from siaga.logs import get_logger
 from siaga.runbook import Roster, Runbook, Step, role_members
 from siaga.runbook.templates import TemplateError, evaluate_condition, render_value

@@ -18,13 +18,17 @@ log = get_logger("siaga.reach")
 async def reach(
     person: str, subject: str, text: str, registry: ActionRegistry, roster: Roster | None, context: ActionContext
 ) -> str:
-    """Send `text` to `person` through their roster channel (slack, then e-mail), else the outbox;
-    the channel it went through ("none" if every one failed). Each try is its own side-effect
-    ledger entry under `context`'s step id plus a random suffix."""
+    """Send `text` to `person` through their roster channel (slack, then WhatsApp where a WhatsApp
+    number is configured, then e-mail), else the outbox, each next one when the one before fails
+    (a WhatsApp session message fails more than 24 hours after the person last wrote to the
+    number); the channel it went through ("none" if every one failed). Each try is its own
+    side-effect ledger entry under `context`'s step id plus a random suffix."""
     channels = roster.people[person].channels if roster and person in roster.people else None
     attempts: list[tuple[str, str, dict[str, Any]]] = []
     if channels and channels.slack:
         attempts.append(("slack", "slack.post", {"channel": channels.slack, "title": subject, "text": text}))
+    if channels and channels.whatsapp and any(c.get("type") == "whatsapp" for c in context.connections.values()):
+        attempts.append(("whatsapp", "whatsapp.send", {"to": channels.whatsapp, "text": f"*{subject}*\n{text}"}))
     if channels and channels.email:
         attempts.append(("email", "email.send", {"to": [channels.email], "subject": subject, "text": text}))
     attempts.append(("outbox", "outbox.send", {"to": f"person:{(channels and channels.outbox) or person}",

@@ -34,7 +34,8 @@ from siaga.errors import StackUnavailable, Terminated
 from siaga.home import ensure_home
 from siaga.runbook import Runbook
 
-from .compiler import RunbookFailed, artifact_key, compile_runbook
+from .artifacts import artifact_key
+from .compiler import RunbookFailed, compile_runbook
 from .deployments import DEPLOYMENT
 from .links import flow_run_url
 from .server import Started, free_port, prefect_server

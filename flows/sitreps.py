@@ -39,6 +39,7 @@ from siaga.store import engine
 from siaga.team import find_roster
 
 from .reach import reach
+from .secret_blocks import prefect_secret
 
 __all__ = ["check_sitreps", "send_sitrep", "watch_sitreps"]
 
@@ -177,8 +178,6 @@ async def watch_sitreps(
     store: Engine | None = None,
 ) -> None:
     """Send situation reports on their runbooks' cadence every `interval` seconds until `stop`."""
-    from .compiler import prefect_secret  # the compiler imports Prefect
-
     interval = interval or float(os.environ.get("SIAGA_SITREP_POLL_SECONDS", "5"))
     while not stop.is_set():
         try:

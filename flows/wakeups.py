@@ -38,7 +38,7 @@ from siaga.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.store import engine
 
-from .compiler import artifact_key
+from .artifacts import artifact_key
 
 if TYPE_CHECKING:
     from .faststart import FastLane

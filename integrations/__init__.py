@@ -1,4 +1,8 @@
-"""Actions that runbook steps call, one module per provider, each declaring an ``ACTIONS`` tuple."""
+"""Actions that runbook steps call, one module per provider, each declaring an ``ACTIONS`` tuple.
+
+Installed as ``siaga.integrations`` from the top-level folder ``integrations/`` (pyproject's
+package-dir): import it as ``siaga.integrations``. Its part and the directions it may import:
+docs/parts.toml."""
 
 from siaga.actions import ActionRegistry
 
@@ -7,7 +11,9 @@ from . import (
     aws,
     basic,
     comms,
+    facebook,
     fanout,
+    instagram,
     outbox,
     pagerduty,
     payments,
@@ -16,6 +22,9 @@ from . import (
     statuspage,
     teams,
     webhook,
+    website,
+    whatsapp,
+    x,
 )
 
 __all__ = ["default_registry"]
@@ -28,5 +37,7 @@ def default_registry() -> ActionRegistry:
         *aws.ACTIONS,
         *payments.ACTIONS, *statuspage.ACTIONS,
         *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
+        *whatsapp.ACTIONS,
+        *x.ACTIONS, *facebook.ACTIONS, *instagram.ACTIONS, *website.ACTIONS,
         *fanout.ACTIONS, *comms.ACTIONS,
     ])

@@ -3,13 +3,13 @@ shows approvers. Shared by the payment providers; no I/O."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from siaga.actions import ActionParams
+from siaga.canonical import canonical_json
 
 
 class MerchantScope(ActionParams):
@@ -123,11 +123,7 @@ def same_scope(ours: Scope, theirs: Any) -> bool:
     """Whether `theirs` (a provider's JSON) names the same scope as `ours`."""
     if isinstance(theirs, dict) and isinstance(theirs.get("merchants"), list):
         theirs = {**theirs, "merchants": sorted(map(str, theirs["merchants"]))}
-    return _canonical(theirs) == _canonical(scope_value(ours))
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return canonical_json(theirs) == canonical_json(scope_value(ours))
 
 
 def decimal_text(value: Any) -> str:

@@ -6,6 +6,10 @@
   idempotency key (`idempotent=True`), else left to the side-effect ledger;
 * connection refused never reached the provider: retried with backoff and jitter;
 * any other 4xx fails at once with the provider's own message.
+
+A provider whose error *body* says more than its status (Meta's Graph API answers a rate limit as
+400 with ``{"error": {"code": 4}}``) gives `classify`, which turns such a response into the
+ActionFailed to raise; the rules above then decide whether it is tried again.
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ from tenacity import (
 )
 
 from siaga.actions import ActionFailed
+from siaga.secrets import REDACTOR
 
 Describe = Callable[[httpx.Response], str]
 """Turns a provider's error response into its message."""
+Classify = Callable[[httpx.Response, str], ActionFailed | None]
+"""Turns a provider's error response (and the message made of it) into the ActionFailed to raise,
+or None to leave it to the status code."""
 
 _backoff = wait_random_exponential(multiplier=0.5, max=20)
 
@@ -40,7 +48,8 @@ def _text(response: httpx.Response) -> str:
     return response.text[:500]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds a provider asks us to wait: its ``Retry-After`` (seconds or an HTTP date)."""
     value = response.headers.get("Retry-After", "").strip()
     try:
         return max(0.0, float(value))
@@ -67,11 +76,13 @@ async def send(
     describe: Describe = _text,
     shown_url: str | None = None,
     throttled: Collection[int] = (429,),
+    classify: Classify | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send the request; return a successful response or raise ActionFailed. Error messages name
     the URL as `shown_url` where given: say "the Slack webhook" when the URL itself is a secret.
-    `throttled` are the statuses the provider answers when it rate-limits (Statuspage also 420)."""
+    `throttled` are the statuses the provider answers when it rate-limits (Statuspage also 420);
+    `classify` reads what a provider's error body says (see the module's docstring)."""
 
     def transient(error: BaseException) -> bool:
         return isinstance(error, ActionFailed) and error.retryable and (error.changed is False or idempotent)
@@ -86,7 +97,9 @@ async def send(
     )
     async for attempt in retrying:
         with attempt:
-            return await _once(client, method, url, provider, describe, shown_url or url, throttled, **kwargs)
+            return await _once(
+                client, method, url, provider, describe, shown_url or url, throttled, classify, **kwargs
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -98,6 +111,7 @@ async def _once(
     describe: Describe,
     shown: str,
     throttled: Collection[int],
+    classify: Classify | None,
     **kwargs: Any,
 ) -> httpx.Response:
     try:
@@ -112,14 +126,33 @@ async def _once(
         return response
     status = response.status_code
     message = f"{provider} answered {status} to {method} {shown}: {describe(response)}"
+    classified = classify(response, message) if classify is not None else None
+    if classified is not None:
+        raise classified
     if status in throttled or status == 503:
-        raise ActionFailed(message, retryable=True, changed=False, retry_after=_retry_after(response))
+        raise ActionFailed(message, retryable=True, changed=False, retry_after=retry_after(response))
     if status >= 500:
         raise ActionFailed(message, retryable=True, changed=None)
     raise ActionFailed(
         message, retryable=False, changed=False,
         todo=f"read {provider}'s message above, fix the request or the connection, and run the step again",
     )
+
+
+def json_object(response: httpx.Response, provider: str, *, changed: bool | None) -> dict[str, Any]:
+    """The JSON object a provider answered; ActionFailed (scrubbed of secrets) when it is not one.
+    `changed` says whether the call may have acted all the same."""
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ActionFailed(
+            f"{provider} answered {response.status_code} with a body that is not its JSON: "
+            f"{REDACTOR.text(response.text[:200])}",
+            changed=changed,
+        )
+    return answer
 
 
 @cache

@@ -32,8 +32,6 @@ channel is its own side-effect ledger entry, as in `notify.fanout`. A status pag
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -53,12 +51,25 @@ from siaga.actions import (
     ProductionInDrill,
     Risk,
 )
+from siaga.canonical import digest
 from siaga.home import runbook_folder
 from siaga.runbook.comms import render_message, template_file
 from siaga.runbook.durations import Duration
 from siaga.runbook.models import Audience, Language
 
-from . import apprise_notify, outbox, slack, smtp, statuspage, teams
+from . import (
+    apprise_notify,
+    facebook,
+    instagram,
+    outbox,
+    slack,
+    smtp,
+    statuspage,
+    teams,
+    website,
+    whatsapp,
+    x,
+)
 from ._notify import configured, to_outbox
 
 __all__ = ["ACTIONS", "Draft", "DraftText", "Publish", "draft", "draft_hash", "publish"]
@@ -74,6 +85,14 @@ _TEXT_FIELDS: dict[str, tuple[str | None, str]] = {
     "teams.post": ("title", "text"),
     "apprise.notify": ("title", "body"),
     "outbox.send": ("subject", "message"),
+    "x.post": (None, "text"),
+    "x.reply": (None, "text"),
+    "facebook.post": (None, "message"),
+    "facebook.reply": (None, "message"),
+    "instagram.reply": (None, "message"),
+    "instagram.publish": (None, "caption"),
+    "website.notice": ("title", "text"),
+    "whatsapp.send": (None, "text"),
 }
 """Where each channel takes the statement's subject and text."""
 
@@ -83,13 +102,15 @@ _NOT_OVERRIDDEN = {"email.send": ("html",)}
 CHANNEL_ACTIONS: dict[str, ActionSpec] = {
     spec.name: spec
     for spec in (*statuspage.ACTIONS, *smtp.ACTIONS, *slack.ACTIONS, *teams.ACTIONS, *apprise_notify.ACTIONS,
-                 *outbox.ACTIONS)
+                 *outbox.ACTIONS, *x.ACTIONS, *facebook.ACTIONS, *instagram.ACTIONS, *website.ACTIONS,
+                 *whatsapp.ACTIONS)
     if spec.name in _TEXT_FIELDS
 }
 
 ChannelAction = Literal[
     "statuspage.create_incident", "statuspage.update_incident", "email.send", "slack.post", "teams.post",
-    "apprise.notify", "outbox.send",
+    "apprise.notify", "outbox.send", "x.post", "x.reply", "facebook.post", "facebook.reply", "instagram.reply",
+    "instagram.publish", "website.notice", "whatsapp.send",
 ]
 
 
@@ -143,8 +164,7 @@ def draft_hash(value: DraftText | dict[str, Any]) -> str:
     """SHA-256 of a draft's audience, languages, messages and combined text (canonical JSON)."""
     data = value.model_dump(mode="json") if isinstance(value, BaseModel) else dict(value)
     content = {k: data[k] for k in ("audience", "languages", "messages", "subject", "text")}
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return digest(content)
 
 
 def combined(languages: list[str], messages: dict[str, Message]) -> tuple[str, str]:
@@ -365,7 +385,8 @@ ACTIONS = (
         params=Publish,
         run=publish,
         risk=Risk.NOTIFY,
-        summary="Send an approved draft, unchanged, to its audience's channels (status page, e-mail, Slack, outbox).",
+        summary="Send an approved draft, unchanged, to its audience's channels (status page, e-mail, Slack, X, "
+        "Facebook, Instagram, website, WhatsApp, outbox).",
         # Each channel is its own side-effect ledger entry (through ActionContext.call): calling
         # again sends only where the first call did not arrive.
         provider_idempotent=True,

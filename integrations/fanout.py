@@ -34,10 +34,11 @@ from siaga.actions import (
     ActionParams,
     ActionSpec,
     Mode,
+    ProductionInDrill,
     Risk,
 )
 
-from . import apprise_notify, outbox, pagerduty, slack, smtp, teams
+from . import apprise_notify, outbox, pagerduty, slack, smtp, teams, whatsapp
 
 __all__ = ["ACTIONS", "Channel", "Fanout", "FanoutResult", "fanout"]
 
@@ -50,13 +51,15 @@ CHANNEL_ACTIONS: dict[str, ActionSpec] = {
         *smtp.ACTIONS,
         *apprise_notify.ACTIONS,
         *outbox.ACTIONS,
+        *whatsapp.ACTIONS,
     )
     if spec.name != "pagerduty.resolve"
 }
 """The actions a fanout may send through, without a registry: the modules are imported directly."""
 
 ChannelAction = Literal[
-    "slack.post", "teams.post", "pagerduty.trigger", "email.send", "apprise.notify", "outbox.send"
+    "slack.post", "teams.post", "pagerduty.trigger", "email.send", "apprise.notify", "outbox.send",
+    "whatsapp.send",
 ]
 
 _SHARED_FIELDS: dict[str, tuple[str, str]] = {
@@ -67,7 +70,8 @@ _SHARED_FIELDS: dict[str, tuple[str, str]] = {
     "outbox.send": ("subject", "message"),
 }
 """Where each action takes the fanout's `subject` and `message` (a page's summary is the subject,
-else the message; with both, the message goes in its details)."""
+else the message; with both, the message goes in its details; a WhatsApp text is both, the
+subject in bold)."""
 
 
 class Channel(ActionParams):
@@ -125,6 +129,8 @@ class Fanout(ActionParams):
                         given.setdefault("summary", (subject or message)[:1024])
                     if subject and message:
                         given.setdefault("custom_details", {"message": message})
+                elif action == "whatsapp.send" and "template" not in given and (subject or message):
+                    given.setdefault("text", f"*{subject}*\n{message}" if subject and message else subject or message)
                 elif action in _SHARED_FIELDS:
                     title_field, text_field = _SHARED_FIELDS[action]
                     if subject:
@@ -204,6 +210,8 @@ async def _one(channel: Channel, context: ActionContext) -> ChannelOutcome:
         params = params.model_copy(update=_marked(params, spec.message_fields))
     try:
         result = await context.call(spec, params, context)
+    except ProductionInDrill as refusal:  # a drill never reaches production: recorded, as a step is
+        return ChannelOutcome(action=spec.name, ok=True, result={"drill": "recorded", "reason": str(refusal)})
     except ActionFailed as exc:
         return ChannelOutcome(
             action=spec.name,
@@ -266,7 +274,8 @@ ACTIONS = (
         params=Fanout,
         run=fanout,
         risk=Risk.NOTIFY,
-        summary="Send one message to several channels (Slack, Teams, PagerDuty, e-mail, Apprise, outbox) concurrently.",
+        summary="Send one message to several channels (Slack, Teams, PagerDuty, e-mail, Apprise, WhatsApp, outbox) "
+        "concurrently.",
         message_fields=("subject", "message"),
         # Safe to call again: in a flow run each channel is its own side-effect ledger entry
         # (through ActionContext.call), so a second call sends only where the first did not.

@@ -172,17 +172,7 @@ async def post(
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        raise ActionFailed(
-            f"Slack answered {response.status_code} with a body that is not Slack's JSON: "
-            f"{response.text[:200]}",
-            changed=None,
-        )
-    return answer
+    return _http.json_object(response, "Slack", changed=None)
 
 
 def _webhook_error(response: httpx.Response) -> str:

@@ -510,7 +510,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_incident(args: argparse.Namespace) -> int:
     import os
 
-    from .incident_report import age, incident_report, labels_summary
+    from .incident_report import incident_report, labels_summary
+    from .runbook.durations import human_duration
     from .store import engine
 
     report = incident_report(engine(), args.id, os.environ.get("PREFECT_API_URL"))
@@ -520,7 +521,7 @@ def cmd_incident(args: argparse.Namespace) -> int:
     opened = f"{report['opened_at']:%Y-%m-%d %H:%M:%S} UTC"
     resolved = f"{report['resolved_at']:%Y-%m-%d %H:%M:%S} UTC" if report["resolved_at"] else "not yet"
     out.print(f"[bold]{report['id']}[/bold]  {report['runbook_id']}  group {report['group_key']}")
-    out.print(f"state      {report['state']}  ({'lasted' if report['resolved_at'] else 'open for'} {age(report['age_seconds'])})")
+    out.print(f"state      {report['state']}  ({'lasted' if report['resolved_at'] else 'open for'} {human_duration(report['age_seconds'])})")
     out.print(f"severity   {report['severity'] or '-'}  priority {report['priority'] or '-'}")
     out.print(f"opened     {opened}\nresolved   {resolved}")
     out.print(f"inputs     {json.dumps(report['inputs'])}")
@@ -636,7 +637,7 @@ def cmd_sitrep(args: argparse.Namespace) -> int:
     if args.send:
         import asyncio
 
-        from .flows.compiler import prefect_secret
+        from .flows.secret_blocks import prefect_secret
         from .flows.sitreps import send_sitrep
 
         done = asyncio.run(send_sitrep(

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .logs import get_logger
+from .runbook.durations import human_duration
 from .store import comms_deadlines
 
 log = get_logger("siaga.deadlines")
@@ -218,15 +219,9 @@ def deadlines_markdown(deadlines: Sequence[Deadline], now: datetime | None = Non
     for d in deadlines:
         state = d.state
         if d.state == "pending":
-            state = f"pending ({_left(d.due_at - now)} left)"
+            state = f"pending ({human_duration(max(d.due_at - now, timedelta()))} left)"
         sent = f"{d.met_at:%Y-%m-%d %H:%M:%S} UTC ({d.met_by})" if d.met_at else "not yet"
         if d.met_at and d.state == "missed":
             sent += ", late"
         lines.append(f"| {d.name} | {d.due_at:%Y-%m-%d %H:%M:%S} UTC | {state} | {sent} | {d.reminders} | {d.escalated} |")
     return "\n".join(lines)
-
-
-def _left(delta: timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

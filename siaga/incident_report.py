@@ -229,16 +229,3 @@ def labels_summary(labels: Mapping[str, str], width: int = 80) -> str:
     """``k=v, k=v`` cut to `width` characters (alertname first; it is in the alert column)."""
     text = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname")
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def age(seconds: float) -> str:
-    """``3d 4h``, ``2h 5m``, ``4m 10s``, ``12s``."""
-    s = int(seconds)
-    days, hours, minutes = s // 86400, s % 86400 // 3600, s % 3600 // 60
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {s % 60}s"
-    return f"{s}s"

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .audit.chain import digest
+from .canonical import digest
 from .store import side_effects
 
 

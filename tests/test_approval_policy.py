@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from siaga.approvals.codes import Binding, code_hash, code_matches, new_code, new_salt, statement
-from siaga.audit.chain import digest
+from siaga.canonical import digest
 from siaga.approvals.evidence import GateView, fenced, form_description
 from siaga.approvals.policy import SHORTEST_DEADLINE, Vote, gate_policy
 from siaga.integrations import default_registry

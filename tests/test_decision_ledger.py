@@ -14,7 +14,7 @@ from siaga.approvals.codes import Binding
 from siaga.approvals.policy import GatePolicy, Level
 from siaga.approvals.records import GateRecords, Submission
 from siaga.audit import AuditTrail, chain_of
-from siaga.audit.chain import digest
+from siaga.canonical import digest
 from siaga.store import engine
 
 from .postgres import postgres  # noqa: F401  (the session's PostgreSQL cluster)

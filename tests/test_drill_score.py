@@ -67,7 +67,7 @@ def test_every_rule_takes_its_points() -> None:
     assert figures["deadlines_missed"] == ["public statement"]
     assert figures["duration_s"] == 95 * 60
     report = report_markdown(facts, result)
-    assert "45/100" in report and "8m30s (target 5m)" in report and "gate `failover` timed out" in report
+    assert "45/100" in report and "8m 30s (target 5m 00s)" in report and "gate `failover` timed out" in report
 
 
 def test_never_paging_and_never_speaking_cost_and_the_score_floors_at_zero() -> None:

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from siaga.audit.chain import digest
+from siaga.canonical import digest
 
 CODE_PATTERN = r"^[0-9]{8}$"
 """What the resume form accepts as a code (the JSON schema enforces it at the server)."""

@@ -17,7 +17,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from siaga.audit.chain import canonical_json
+from siaga.canonical import canonical_json
 from siaga.home import ensure_home
 
 KEY_FILE = "ledger.key"

@@ -15,62 +15,19 @@ a ticket, a report) shows that. `verify` takes that head when it has one.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
-from enum import Enum
-from pathlib import PurePath
+from datetime import datetime
 from typing import Any
-from uuid import UUID
+
+from siaga.canonical import canonical_json, digest, plain, utc_iso
+
+__all__ = [
+    "GENESIS", "AuditRecord", "Breach", "canonical_json", "digest", "plain", "record_hash", "utc_iso", "verify",
+]
 
 GENESIS = "0" * 64
 """The `prev_hash` of a chain's first record."""
-
-
-def _plain(value: Any) -> Any:
-    """JSON for what `json` does not know: datetimes as ISO 8601 in UTC, enums by value,
-    pydantic models by their JSON dump, sets sorted, anything else as text."""
-    if isinstance(value, datetime):
-        return utc_iso(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, UUID | PurePath):
-        return str(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=canonical_json)
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json", by_alias=True)
-    # Anything else as its text: a record is never lost to an odd value, and since the store
-    # keeps the JSON that was hashed (see `plain`), the text is what verification sees.
-    return str(value)
-
-
-def utc_iso(moment: datetime) -> str:
-    """``2026-11-24T10:00:00.000000+00:00``: a naive datetime is taken as UTC (SQLite gives
-    them back naive)."""
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")
-
-
-def canonical_json(value: Any) -> str:
-    """One text per value: keys sorted, no whitespace, non-ASCII kept as is (hashed as UTF-8)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_plain)
-
-
-def digest(value: Any) -> str:
-    """The SHA-256 of `value`'s canonical JSON: Siaga's one hash of parameters, evidence and
-    bindings (the side-effect ledger, approval gates and runs use it alike)."""
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-
-
-def plain(value: Any) -> Any:
-    """`value` as it reads back from JSON (tuples as lists, datetimes as text): what is stored
-    is exactly what was hashed."""
-    return json.loads(canonical_json(value))
 
 
 @dataclass(frozen=True)

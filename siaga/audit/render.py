@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .chain import AuditRecord, canonical_json
+from siaga.canonical import canonical_json
+
+from .chain import AuditRecord
 
 DECISIONS = ("approved", "rejected", "refused", "locked_out", "escalated", "timed_out", "decided")
 """The gate events a decisions table shows (not openings, codes sent or reminders)."""

@@ -33,10 +33,11 @@ from typing import IO, Any
 from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from siaga.canonical import plain
 from siaga.secrets import REDACTOR
 from siaga.store import audit_records
 
-from .chain import GENESIS, AuditRecord, Breach, plain, verify
+from .chain import GENESIS, AuditRecord, Breach, verify
 
 _COLUMNS = tuple(column.name for column in audit_records.columns)
 

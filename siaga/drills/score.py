@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from siaga.runbook.comms import POSTING_ACTIONS
+from siaga.runbook.durations import human_duration
+
 PAGE_WITHIN = timedelta(minutes=5)
 """How soon after a run starts the on-call should be paged."""
 PAGE_POINTS_PER_MINUTE = 2
@@ -40,7 +43,7 @@ NOT_RUN_STEP_POINTS = 2
 MISSED_DEADLINE_POINTS = 15
 
 PAGING_ACTIONS = frozenset({"pagerduty.trigger"})
-PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish"})
+PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish"}) | POSTING_ACTIONS
 PUBLIC_AUDIENCES = ("customers", "social", "public", "statuspage", "press")
 """`outbox.send` to one of these audiences (``to: customers:affected``) is a public statement."""
 DONE = frozenset({"completed", "recorded"})
@@ -137,7 +140,7 @@ def score_drill(facts: DrillFacts) -> DrillScore:
     if page_s is not None and page_s > PAGE_WITHIN.total_seconds():
         minutes = math.ceil((page_s - PAGE_WITHIN.total_seconds()) / 60)
         points = min(PAGE_MAX_POINTS, PAGE_POINTS_PER_MINUTE * minutes)
-        deductions.append(Deduction(points, f"first page after {_human(page_s)} (target {_human(PAGE_WITHIN)})"))
+        deductions.append(Deduction(points, f"first page after {human_duration(page_s)} (target {human_duration(PAGE_WITHIN)})"))
     elif page_s is None and any(s.page for s in facts.steps):
         deductions.append(Deduction(NEVER_PAGED_POINTS, "the runbook pages, but the drill never did"))
 
@@ -151,7 +154,7 @@ def score_drill(facts: DrillFacts) -> DrillScore:
             deductions.append(Deduction(TIMEOUT_POINTS, f"gate `{gate.step_id}` timed out"))
         elif took is not None and took > window / 2:
             deductions.append(Deduction(
-                SLOW_GATE_POINTS, f"gate `{gate.step_id}` decided after {_human(took)}, over half its {_human(window)}"
+                SLOW_GATE_POINTS, f"gate `{gate.step_id}` decided after {human_duration(took)}, over half its {human_duration(window)}"
             ))
         if gate.escalations:
             deductions.append(Deduction(
@@ -171,7 +174,7 @@ def score_drill(facts: DrillFacts) -> DrillScore:
             None if public_s is None else timedelta(seconds=public_s),
         ))
     missed = [d for d in deadlines if d.done is None or d.done > d.due]
-    deductions += [Deduction(MISSED_DEADLINE_POINTS, f"missed: {d.name} (due within {_human(d.due)})") for d in missed]
+    deductions += [Deduction(MISSED_DEADLINE_POINTS, f"missed: {d.name} (due within {human_duration(d.due)})") for d in missed]
 
     figures = {
         "duration_s": _seconds(facts.ended_at - facts.started_at),
@@ -202,27 +205,18 @@ def _seconds(delta: timedelta) -> float:
     return round(max(delta.total_seconds(), 0.0), 3)
 
 
-def _human(value: float | timedelta) -> str:
-    seconds = int(value.total_seconds() if isinstance(value, timedelta) else value)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
 def report_markdown(facts: DrillFacts, result: DrillScore) -> str:
     """The drill's report (the run's Markdown artifact)."""
     f = result.figures
 
     def at(value: float | None, target: float | None = None) -> str:
-        text = "never" if value is None else _human(value)
-        return text + (f" (target {_human(target)})" if target else "")
+        text = "never" if value is None else human_duration(value)
+        return text + (f" (target {human_duration(target)})" if target else "")
 
     lines = [
         f"# Drill of {facts.runbook_id}: {result.score}/100",
         "",
-        f"Run `{facts.run_id}`, {facts.started_at:%Y-%m-%d %H:%M:%S} UTC, took {_human(f['duration_s'])}.",
+        f"Run `{facts.run_id}`, {facts.started_at:%Y-%m-%d %H:%M:%S} UTC, took {human_duration(f['duration_s'])}.",
         "",
         "| figure | value |",
         "| --- | --- |",
@@ -238,7 +232,7 @@ def report_markdown(facts: DrillFacts, result: DrillScore) -> str:
     if f["gates"]:
         lines += ["", "## Approval gates", "", "| step | decision | took | window |", "| --- | --- | --- | --- |"]
         lines += [
-            f"| {g['step']} | {g['state']} | {at(g['decision_s'])} | {_human(g['window_s'])} |" for g in f["gates"]
+            f"| {g['step']} | {g['state']} | {at(g['decision_s'])} | {human_duration(g['window_s'])} |" for g in f["gates"]
         ]
     lines += ["", "## Points lost", ""]
     lines += [f"- {d.points}: {d.reason}" for d in result.deductions] or ["- none"]

@@ -13,7 +13,9 @@ from functools import cache
 
 from jinja2 import Environment
 
-from .story import Story, human
+from siaga.runbook.durations import human_duration
+
+from .story import Story
 
 __all__ = ["timeline_svg"]
 
@@ -185,7 +187,7 @@ def timeline_svg(story: Story, title: str | None = None) -> str:
         until = span.ended_at or facts.generated_at
         text = (
             f"{span.step_id} ({span.action}): {span.outcome}, {span.started_at:%H:%M:%S} to "
-            f"{until:%H:%M:%S} ({human((until - span.started_at).total_seconds())})"
+            f"{until:%H:%M:%S} ({human_duration((until - span.started_at).total_seconds())})"
         )
         if span.error:
             text += f": {span.error}"
@@ -223,7 +225,7 @@ def timeline_svg(story: Story, title: str | None = None) -> str:
                 GATE_COLOURS.get(gate.state, "#e6b800"),
                 f"gate {gate.step_id}: {gate.state}, opened {gate.opened_at:%H:%M:%S}, "
                 f"{'decided' if gate.decided_at else 'open at'} {until:%H:%M:%S} "
-                f"({human((until - gate.opened_at).total_seconds())})",
+                f"({human_duration((until - gate.opened_at).total_seconds())})",
                 f"bar gate {gate.state}",
             )
         )
@@ -285,7 +287,7 @@ def timeline_svg(story: Story, title: str | None = None) -> str:
             bottom=bottom,
             rows=rows,
             ticks=_ticks(start, end, x),
-            span=human((end - start).total_seconds()),
+            span=human_duration((end - start).total_seconds()),
             legend=legend,
             legend_y=legend_y,
         )

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from siaga.audit.chain import AuditRecord, utc_iso
+from siaga.audit.chain import AuditRecord
+from siaga.canonical import utc_iso
 
 __all__ = ["DeadlineInfo", "GateInfo", "IncidentFacts", "IncidentInfo", "RunbookInfo", "StepInfo"]
 

@@ -25,7 +25,9 @@ from siaga.audit.chain import AuditRecord
 from siaga.audit.render import describe
 
 from .chart import timeline_svg
-from .story import Story, Target, human
+from siaga.runbook.durations import human_duration
+
+from .story import Story, Target
 
 __all__ = ["report_html", "report_markdown"]
 
@@ -89,7 +91,7 @@ def _summary(story: Story) -> list[tuple[str, str]]:
         ("Services", ", ".join(runbook.services) if runbook and runbook.services else "-"),
         ("Opened", _when(story.opened_at)),
         ("Resolved", _when(story.ended_at) if story.ended_at else "not yet (still open)"),
-        ("Duration", human(story.elapsed_s) + ("" if story.ended_at else " so far")),
+        ("Duration", human_duration(story.elapsed_s) + ("" if story.ended_at else " so far")),
         (
             "Decided by",
             ", ".join(story.decided_by) or "nobody (no approval gate was decided by a person)",
@@ -153,7 +155,7 @@ def report_markdown(story: Story, picture: str | None = None) -> str:
     for t in story.targets:
         note = f" ({_md(t.note)})" if t.note else ""
         out.append(
-            f"| {_md(t.name)} | {human(t.actual_s)}{note} | {human(t.target_s) if t.target_s else '-'} | {_mark(t)} |"
+            f"| {_md(t.name)} | {human_duration(t.actual_s)}{note} | {human_duration(t.target_s) if t.target_s else '-'} | {_mark(t)} |"
         )
     if picture is not None:
         out += ["", "## Timeline", "", f"![Timeline of {_md(facts.chain)}]({picture})"]
@@ -259,8 +261,8 @@ th { background: #f4f4f4; } code { font-size: 0.85rem; white-space: nowrap; } co
 
 <h2 id="impact">Impact and durations</h2>
 <table class="targets"><tr><th>measure</th><th>actual</th><th>target</th><th></th></tr>
-{% for t in story.targets %}<tr><td>{{ t.name }}</td><td>{{ human(t.actual_s) }}{% if t.note %} ({{ t.note }}){% endif %}</td>
-<td>{{ human(t.target_s) if t.target_s else "-" }}</td>
+{% for t in story.targets %}<tr><td>{{ t.name }}</td><td>{{ human_duration(t.actual_s) }}{% if t.note %} ({{ t.note }}){% endif %}</td>
+<td>{{ human_duration(t.target_s) if t.target_s else "-" }}</td>
 <td class="{{ {True: 'met', False: 'missed', None: 'pending'}[t.met] }}">{{ mark(t) }}</td></tr>
 {% endfor %}</table>
 
@@ -330,7 +332,7 @@ def report_html(story: Story) -> str:
             failures=_failures(story),
             picture=Markup(timeline_svg(story)),  # escaped by its own autoescaping template
             when=_when,
-            human=human,
+            human_duration=human_duration,
             mark=_mark,
             details=_details,
         )

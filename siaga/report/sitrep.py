@@ -16,7 +16,9 @@ from typing import Any
 from siaga.runbook.models import SITREP_ROLES
 
 from .facts import IncidentFacts, RunbookInfo
-from .story import Story, human
+from siaga.runbook.durations import human_duration
+
+from .story import Story
 
 __all__ = ["Sitrep", "build_sitrep", "recipients", "sitrep_due"]
 
@@ -116,14 +118,14 @@ def _conditions(story: Story, now: datetime) -> list[str]:
     state = facts.incident.state if facts.incident else ("ended" if story.ended_at else "running")
     open_for = (story.ended_at or now) - story.opened_at
     said = f"Incident {facts.chain} {state}, opened {story.opened_at:%Y-%m-%d %H:%M} UTC, "
-    said += f"{'lasted' if story.ended_at else 'open for'} {human(open_for.total_seconds())}"
+    said += f"{'lasted' if story.ended_at else 'open for'} {human_duration(open_for.total_seconds())}"
     downtime = runbook.max_tolerable_downtime_s if runbook else None
     if downtime:
         left = downtime - open_for.total_seconds()
         said += (
-            f"; {human(left)} left of the maximum tolerable downtime ({human(downtime)})"
+            f"; {human_duration(left)} left of the maximum tolerable downtime ({human_duration(downtime)})"
             if left >= 0
-            else f"; the maximum tolerable downtime ({human(downtime)}) was passed {human(-left)} ago"
+            else f"; the maximum tolerable downtime ({human_duration(downtime)}) was passed {human_duration(-left)} ago"
         )
     lines = [said + "."]
     if runbook and runbook.services:
@@ -168,7 +170,7 @@ def _actions(story: Story, now: datetime) -> list[str]:
         )
     running = [s for s in story.spans if s.outcome == "running"]
     lines += [
-        f"Running: {s.step_id} ({s.action}) for {human((now - s.started_at).total_seconds())}."
+        f"Running: {s.step_id} ({s.action}) for {human_duration((now - s.started_at).total_seconds())}."
         for s in running
     ]
     lines += [
@@ -179,7 +181,7 @@ def _actions(story: Story, now: datetime) -> list[str]:
     waiting = [g for g in story.gates if g.state == "open"]
     lines += [
         f"Waiting at the gate of {g.step_id} since {g.opened_at:%H:%M} "
-        f"({human((now - g.opened_at).total_seconds())})."
+        f"({human_duration((now - g.opened_at).total_seconds())})."
         for g in waiting
     ]
     statements = [m for m in story.messages if m.kind == "statement"]
@@ -195,7 +197,7 @@ def _needs(story: Story, now: datetime) -> list[str]:
     for gate in (g for g in story.gates if g.state == "open"):
         asked = _asked(facts, gate.run_id, gate.step_id)
         left = (gate.deadline - now).total_seconds()
-        when = f"in {human(left)}" if left >= 0 else f"{human(-left)} ago"
+        when = f"in {human_duration(left)}" if left >= 0 else f"{human_duration(-left)} ago"
         lines.append(
             f"Decision at the gate of {gate.step_id}"
             + (f" ({gate.action})" if gate.action else "")
@@ -208,11 +210,11 @@ def _needs(story: Story, now: datetime) -> list[str]:
         if d.state == "missed" or now >= d.due_at:
             lines.append(
                 f"OVERDUE: the statement to {d.name} was due {d.due_at:%H:%M} UTC "
-                f"({human((now - d.due_at).total_seconds())} ago); none has been published."
+                f"({human_duration((now - d.due_at).total_seconds())} ago); none has been published."
             )
         else:
             lines.append(
-                f"Statement to {d.name} due {d.due_at:%H:%M} UTC (in {human((d.due_at - now).total_seconds())}); "
+                f"Statement to {d.name} due {d.due_at:%H:%M} UTC (in {human_duration((d.due_at - now).total_seconds())}); "
                 "none published yet."
             )
     return lines or ["No decision or statement is waiting."]

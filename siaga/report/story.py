@@ -13,10 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from siaga.audit.chain import AuditRecord
+from siaga.runbook.comms import POSTING_ACTIONS
+from siaga.runbook.durations import human_duration
 
 from .facts import DeadlineInfo, GateInfo, IncidentFacts, StepInfo
 
-__all__ = ["Decision", "Lesson", "Message", "Span", "Story", "Target", "human", "tell"]
+__all__ = ["Decision", "Lesson", "Message", "Span", "Story", "Target", "tell"]
 
 DECISION_EVENTS = (
     "approved",
@@ -28,7 +30,7 @@ DECISION_EVENTS = (
     "decided",
 )
 ENDS = {"step.finished": None, "step.skipped": "skipped", "step.failed": "failed"}
-PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident"})
+PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", *POSTING_ACTIONS})
 PUBLIC_AUDIENCES = ("customers", "media", "social", "public", "statuspage", "press")
 
 
@@ -452,7 +454,7 @@ def _targets(story: Story) -> list[Target]:
                 took,
                 window,
                 met,
-                f"{gate.state}, {human(_since(story.opened_at, gate.decided_at))} after the incident opened"
+                f"{gate.state}, {human_duration(_since(story.opened_at, gate.decided_at))} after the incident opened"
                 if gate.decided_at
                 else "waiting",
             )
@@ -547,12 +549,12 @@ def _lessons(story: Story) -> list[Lesson]:
         if gate.state == "timed_out":
             at(
                 gate.step_id,
-                f"Nobody decided at the gate of step {gate.step_id} within {human(window)}: "
+                f"Nobody decided at the gate of step {gate.step_id} within {human_duration(window)}: "
                 "were the approvers reachable, and are `approval.from` and `timeout` right?",
             )
         elif late or escalated:
             said = (
-                f"took {human(took)} of its {human(window)}"
+                f"took {human_duration(took)} of its {human_duration(window)}"
                 if took is not None
                 else "is still open"
             )
@@ -586,8 +588,8 @@ def _lessons(story: Story) -> list[Lesson]:
             step = _statement_step(story, audience)
             at(
                 step,
-                f"The {target.name} missed its deadline of {human(target.target_s)} "
-                f"({'sent after ' + human(target.actual_s) if target.actual_s is not None else 'never sent'}): "
+                f"The {target.name} missed its deadline of {human_duration(target.target_s)} "
+                f"({'sent after ' + human_duration(target.actual_s) if target.actual_s is not None else 'never sent'}): "
                 "what held up the draft or its approval?",
             )
         elif target.name == "incident duration":
@@ -598,10 +600,10 @@ def _lessons(story: Story) -> list[Lesson]:
             )
             at(
                 slowest.step_id if slowest else None,
-                f"The incident lasted {human(target.actual_s)}, beyond the maximum tolerable downtime of "
-                f"{human(target.target_s)}"
+                f"The incident lasted {human_duration(target.actual_s)}, beyond the maximum tolerable downtime of "
+                f"{human_duration(target.target_s)}"
                 + (
-                    f"; the slowest step was {slowest.step_id} ({human(slowest.seconds)})"
+                    f"; the slowest step was {slowest.step_id} ({human_duration(slowest.seconds)})"
                     if slowest
                     else ""
                 )
@@ -632,20 +634,6 @@ def _statement_step(story: Story, audience: str) -> str | None:
 
 def _since(start: datetime, end: datetime | None) -> float | None:
     return None if end is None else round((end - start).total_seconds(), 3)
-
-
-def human(seconds: float | None) -> str:
-    """``45s``, ``3m 20s``, ``1h 05m``, ``2d 3h``; ``-`` for None."""
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def gate_of(facts: IncidentFacts, step_id: str) -> GateInfo | None:

@@ -32,6 +32,7 @@ from .templates import is_template, references
 __all__ = [
     "AUDIENCES",
     "DRAFT_ACTION",
+    "POSTING_ACTIONS",
     "PUBLISH_ACTION",
     "TEMPLATE_SUFFIX",
     "Message",
@@ -44,6 +45,11 @@ __all__ = [
 
 DRAFT_ACTION = "comms.draft"
 PUBLISH_ACTION = "comms.publish"
+POSTING_ACTIONS = frozenset({
+    "x.post", "x.reply", "facebook.post", "facebook.reply", "instagram.reply", "instagram.publish",
+    "website.notice",
+})
+"""Actions that speak in public on their own: each is a public statement (drill scores, reports)."""
 AUDIENCES: tuple[str, ...] = get_args(Audience)
 TEMPLATE_SUFFIX = ".md.j2"
 PUBLIC_AUDIENCES = frozenset({"customers", "media"})

@@ -60,3 +60,20 @@ Duration = Annotated[
     ),
 ]
 """A timedelta written as ``30s``, ``10m``, ``1h`` or ``1h30m`` in a runbook."""
+
+
+def human_duration(value: float | timedelta | None) -> str:
+    """A duration for people to read: ``4.2s``, ``45s``, ``3m 20s``, ``1h 05m``, ``2d 3h``; ``-``
+    for None. (A runbook spells durations with `format_duration`.)"""
+    if value is None:
+        return "-"
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+

@@ -6,7 +6,7 @@ It lives next to the runbooks in ``roster.yaml`` (or the file ``$SIAGA_ROSTER`` 
       citra:
         name: Citra Lestari
         roles: [finance]
-        channels: {email: citra@example.com, slack: U024BE7LH}
+        channels: {email: citra@example.com, slack: U024BE7LH, whatsapp: "+6281234567890"}
 
 A runbook's ``roles:`` names people of the roster (``finance: [citra, dewi]``), or takes everyone the
 roster lets hold the role (``finance: roster``). A person without channels is reached through the
@@ -27,10 +27,14 @@ __all__ = ["Channels", "Person", "Roster", "check_roster", "parse_roster", "role
 
 
 class Channels(_Model):
-    """Where a person is reached: the first of slack, pagerduty, email that is set; else the outbox."""
+    """Where a person is reached: the first of slack, whatsapp, email that is set (the next one when
+    it fails); else the outbox."""
 
     slack: str | None = None
     pagerduty: str | None = None
+    whatsapp: str | None = Field(
+        default=None, pattern=r"^\+?[1-9][0-9]{6,14}$", description="A phone number: +6281234567890."
+    )
     email: str | None = None
     outbox: str | None = None
 

@@ -1,0 +1,223 @@
+"""The body of a runbook's flow run: admit the run (`admission`), set it up (its inputs, alert,
+incident, connections, gates), execute its phase (a drill of the response rehearses `on_resolve`
+after it), then record how it ended and publish its artifacts. Its final state says what people
+need: Completed, Completed named Rejected (people said no to part of it), Failed (what failed, what
+was undone, what to do next), Failed named Refused (admission), Cancelled, or Paused while it waits
+on people only (`gates`)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import Task
+from prefect.context import FlowRunContext
+from prefect.exceptions import Pause
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Completed, Failed
+
+from siaga.actions import ActionContext, ActionRegistry, Mode
+from siaga.approvals.policy import Verdict
+from siaga.approvals.records import GateRecords
+from siaga.approvals.runs import RunRecords
+from siaga.audit import arecord, chain_of, trail
+from siaga.connections import load_connections
+from siaga.home import runbook_folder, siaga_home
+from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
+from siaga.runbook.plan import Plan
+from siaga.store import engine
+from siaga.team import find_roster
+
+from . import drilling
+from .admission import admit
+from .artifacts import Timeline, markdown_publisher, publish_run_end
+from .deadlines import open_deadlines
+from .execution import Attempt, Execution, RunCancelled, RunInfo
+from .gates import Gatekeeper, RunWaiter, Suspend
+from .prefect_logs import attach_run_logs
+from .secret_blocks import prefect_secret
+from .tasks import attempt_of
+
+__all__ = ["RunBody", "RunbookFailed"]
+
+
+class RunbookFailed(Exception):
+    """The run failed; the message says what failed, what was undone and what to do next."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
+
+
+@dataclass
+class RunBody:
+    """One runbook's flow body, its steps' and undos' tasks built once (`compiler`)."""
+
+    runbook: Runbook
+    registry: ActionRegistry
+    plans: Mapping[Phase, Plan]
+    step_tasks: Mapping[str, Task[..., Any]]
+    undo_tasks: Mapping[str, Task[..., Any]]
+    timelines: dict[str, Timeline] = field(default_factory=dict)
+    """run id -> its timeline, while it runs in this process."""
+
+    @property
+    def gated(self) -> dict[Phase, bool]:
+        return {phase: any(s.approval for s in plan.steps) for phase, plan in self.plans.items()}
+
+    async def run_step(
+        self, step: Step, template_context: Mapping[str, Any], context: ActionContext, wait_for: list[Any],
+        verdict: Verdict | None = None,
+    ) -> Attempt:
+        state = await self.step_tasks[step.id](template_context, context, verdict, return_state=True, wait_for=wait_for)
+        attempt = await attempt_of(state)
+        if context.run_id in self.timelines:
+            await self.timelines[context.run_id].publish(final=False)
+        return attempt
+
+    async def run_undo(self, step: Step, template_context: Mapping[str, Any], context: ActionContext) -> Attempt:
+        state = await self.undo_tasks[step.id](template_context, context, return_state=True)
+        return await attempt_of(state)
+
+    async def __call__(self, parameters: dict[str, Any]) -> Any:
+        """Run the runbook with the flow run's `parameters`."""
+        runbook, registry = self.runbook, self.registry
+        attach_run_logs()
+        given = dict(parameters)
+        mode = Mode(parameters.pop("mode", Mode.LIVE))
+        phase: Phase = parameters.pop("phase", None) or RESPOND
+        alert = parameters.pop("alert", None)
+        if alert is None and mode is Mode.DRILL:
+            alert = runbook.drill.alert  # a drill rehearses with the runbook's sample alert
+        incident = parameters.pop("incident", None)
+        requested_by = parameters.pop("requested_by", None)
+        inputs = _coerce_inputs(runbook.inputs, parameters)
+        run_id = str(flow_run.get_id() or "local")
+        incident_id = str(incident["id"]) if incident and incident.get("id") else None
+        store = engine()
+        runs, records = RunRecords(store), GateRecords(store)
+        admission = await admit(run_id, runbook.id, given, mode=str(mode), requester=requested_by,
+                                incident_id=incident_id, gated=self.gated[phase], runs=runs, records=records)
+        if not admission.runs:
+            if admission.verdict == "cancelled":
+                return Cancelled(message=admission.reason)  # type: ignore[return-value]
+            return Failed(name="Refused", message=admission.reason)  # type: ignore[return-value]
+        if admission.verdict == "start" and mode is Mode.DRILL and (
+            skipped := await drilling.stand_down(runbook, run_id)
+        ) is not None:
+            runs.end(run_id, "ended", "stood down")
+            return skipped  # type: ignore[return-value]  # never beside a live incident
+        if admission.verdict == "start" and mode is Mode.DRILL:
+            drilling.open_drill_window(runbook, run_id)  # its alerts page nobody
+        first_start = _first_start(runs, run_id)  # a resumed run keeps its start
+        run = RunInfo(
+            run_id=run_id,
+            run_name=str(flow_run.get_name() or "local"),
+            mode=mode,
+            home=siaga_home(),
+            inputs=inputs,
+            alert=alert,
+            incident=incident,
+            publish=markdown_publisher(runbook.id),
+            started_at=first_start.isoformat(timespec="seconds"),
+            connections=load_connections(runbook_folder()),
+            secret_source=prefect_secret,
+            library=runbook_folder(),
+            was_done=functools.partial(_was_done, chain_of(incident_id, run_id)),
+        )
+        timeline = self.timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
+        roster = find_roster(runbook_folder())
+        context = FlowRunContext.get()
+        waiter = RunWaiter(
+            run_id, records, runs, runbook=runbook, roster=roster, clock=lambda: datetime.now(UTC),
+            can_suspend=bool(context and context.flow_run and context.flow_run.deployment_id),
+        )
+        gatekeeper = Gatekeeper(runbook, registry, roster, records, waiter, requester=requested_by,
+                                incident_opened_at=_opened_at(incident))
+        if admission.verdict == "start":
+            await arecord(
+                "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+                run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by, phase=phase,
+            )
+            if phase == RESPOND:
+                open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
+                               started_at=datetime.now(UTC))
+        # a drill of the response rehearses the resolve steps after it, as the incident would
+        phases = [RESPOND, RESOLVE] if phase == RESPOND and mode is Mode.DRILL and runbook.on_resolve else [phase]
+        try:
+            summaries = [
+                await Execution(self.plans[p], registry, run, self.run_step, self.run_undo, gatekeeper, waiter).execute()
+                for p in phases
+            ]
+        except Suspend as suspended:
+            await arecord("run.suspended", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+                          waiting_on=sorted(g.step_id for g in waiter.waiting.values()))
+            raise Pause(state=suspended.state) from None
+        except RunCancelled as cancelled:
+            runs.end(run_id, "cancelled", str(cancelled))
+            await arecord("run.cancelled", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+                          reason=str(cancelled))
+            return Cancelled(message=str(cancelled))  # type: ignore[return-value]
+        finally:
+            self.timelines.pop(run.run_id, None)
+        runs.end(run_id, "ended")
+        summary = summaries[0]
+        summary.steps = [record for each in summaries for record in each.steps]
+        outcome = "failed" if not summary.ok else "rejected" if summary.rejected else "ok"
+        await arecord(
+            "run.finished", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
+            mode=str(mode), outcome=outcome, note=summary.headline(),
+        )
+        if mode is Mode.DRILL:
+            await drilling.score(runbook, summary, first_start)
+        await publish_run_end(runbook, registry, run, summary, timeline, responding=phase == RESPOND)
+        if not summary.ok:
+            raise RunbookFailed(summary.to_text(), summary.as_dict())
+        if summary.rejected:  # people said no to part of it: the rest ran; say what was not done
+            return Completed(name="Rejected", message=summary.to_text(), data=summary.as_dict())  # type: ignore[return-value]
+        return summary.as_dict()
+
+
+def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:
+    """When the incident opened: the start of its impact clock."""
+    value = (incident or {}).get("opened_at")
+    if not value:
+        return None
+    try:
+        opened = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+
+
+def _first_start(runs: RunRecords, run_id: str) -> datetime:
+    pinned = runs.get(run_id)
+    return pinned.started_at if pinned else datetime.now(UTC)
+
+
+async def _was_done(chain: str, step_id: str) -> bool:
+    """Whether the audit chain records `step_id` as done: completed, or recorded in a drill."""
+    records = await asyncio.to_thread(trail().records, chain)
+    return any(
+        r.kind == "step.finished" and r.data.get("step") == step_id and r.data.get("outcome") in ("completed", "recorded")
+        for r in records
+    )
+
+
+def _coerce_inputs(specs: Mapping[str, Input], given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        raise ValueError(f"unknown inputs: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if name in given and given[name] is not None:
+            values[name] = spec.coerce(given[name])
+        elif spec.required:
+            raise ValueError(f"input {name} is required")
+        else:
+            values[name] = spec.default
+    return values
