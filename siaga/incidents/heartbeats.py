@@ -28,7 +28,6 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Engine, case, false, select, true, update
 
+from siaga.canonical import digest
 from siaga.runbook import Runbook
 from siaga.runbook.durations import format_duration
 from siaga.runbook.models import HEARTBEAT_SOURCE, Trigger
@@ -81,7 +81,7 @@ def expected(runbooks: Mapping[str, Runbook]) -> dict[str, Expected]:
 
 
 def _row_id(key: str, group: str) -> str:
-    return hashlib.sha256(f"{key}\0{group}".encode()).hexdigest()
+    return digest([key, group])
 
 
 def _labels(trigger: Trigger, alert: Alert) -> dict[str, str]:

@@ -18,13 +18,13 @@ recent matching alerts as arguments).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from siaga.canonical import digest
 from siaga.runbook import Runbook
 from siaga.runbook.models import HEARTBEAT_SOURCE, Threshold, Trigger
 from siaga.runbook.templates import TemplateError, render_value
@@ -94,8 +94,7 @@ def heartbeat_key(trigger: Trigger) -> str:
     """The heartbeat a heartbeat trigger watches: a digest of what it expects (source, match,
     group_by, interval)."""
     assert trigger.heartbeat is not None
-    expected = [trigger.source, sorted(trigger.match.items()), trigger.group_by, trigger.heartbeat.every.total_seconds()]
-    return hashlib.sha256(json.dumps(expected, separators=(",", ":")).encode()).hexdigest()[:24]
+    return digest([trigger.source, trigger.match, trigger.group_by, trigger.heartbeat.every.total_seconds()])[:24]
 
 
 def render_inputs(trigger: Trigger, alert: Alert, runbook: Runbook | None = None) -> tuple[dict[str, Any], list[str]]:
