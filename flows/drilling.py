@@ -1,5 +1,6 @@
-"""The drill's ends of a runbook's flow run: stand down when the real thing is happening, and
-score the team once the drill is over (`siaga.drills`).
+"""The drill's ends of a runbook's flow run: stand down when the real thing is happening, open the
+drill's maintenance window (`drill.maintenance`) as it starts, and score the team once the drill
+is over (`siaga.drills`).
 
 A drill that stands down ends **Completed**, in a state named ``Skipped`` (as a step a drill skips
 does): nothing went wrong and nobody cancelled it; the schedule did its job, and the reason is in
@@ -29,6 +30,7 @@ from siaga.drills.score import (
     score_drill,
     steps_facts,
 )
+from siaga.incidents.maintenance import open_window
 from siaga.logs import get_logger
 from siaga.runbook.comms import PUBLIC
 from siaga.runbook.models import Runbook
@@ -60,6 +62,23 @@ async def stand_down(runbook: Runbook, run_id: str) -> State[Any] | None:
         message=reason,
         data={"runbook": runbook.id, "mode": "drill", "run_id": run_id, "ok": True, "skipped": reason, "steps": []},
     )
+
+
+def open_drill_window(runbook: Runbook, run_id: str) -> dict[str, Any] | None:
+    """The maintenance window the drill opens as it starts (`drill.maintenance`), so the alerts it
+    sets off page nobody: this runbook, alerts with its `match` labels, for its `for` from now.
+    One per drill run (a resumed drill finds its own); None if the runbook asks for none."""
+    declared = runbook.drill.maintenance
+    if declared is None:
+        return None
+    now = datetime.now(UTC)
+    window = open_window(
+        engine(), runbooks=[runbook.id], match=declared.match, starts_at=now, ends_at=now + declared.for_,
+        reason=f"drill {run_id} of {runbook.id}", by=f"drill {run_id}", origin="drill", drill=True,
+        window_id=f"drill-{run_id}", now=now,
+    )
+    log.info("drill maintenance window open", runbook=runbook.id, run_id=run_id, window=window["id"])
+    return window
 
 
 def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, ended_at: datetime) -> DrillFacts:

@@ -111,6 +111,8 @@ class RunBody:
         ) is not None:
             runs.end(run_id, "ended", "stood down")
             return skipped  # type: ignore[return-value]  # never beside a live incident
+        if admission.verdict == "start" and mode is Mode.DRILL:
+            drilling.open_drill_window(runbook, run_id)  # its alerts page nobody
         first_start = _first_start(runs, run_id)  # a resumed run keeps its start
         run = RunInfo(
             run_id=run_id,

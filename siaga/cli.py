@@ -1,5 +1,6 @@
 """The command line: ``siaga validate | schema | actions | runbooks | run | drill | drills | up | receiver | incidents |
-incident | alert send | approvals | approve | audit | deadlines | voices | report | sitrep | db``.
+incident | alert send | approvals | approve | audit | deadlines | voices | report | sitrep | db | maintenance |
+heartbeats`` (the last two in `siaga.quiet_cli`).
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (a broken runbook, unknown inputs, no stack).
 """
@@ -23,6 +24,7 @@ from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
 from .errors import BadInput, Terminated
 from .home import prepare_prefect_environment, runbook_folder, siaga_home
+from .quiet_cli import add_parsers as add_quiet_parsers
 from .runbook import Runbook, RunbookError, inspect_runbook_file, runbook_files
 from .runbook.diagnostics import Diagnostic
 from .team import find_roster
@@ -905,6 +907,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_incidents)
 
     _add_audit_parser(commands)
+    add_quiet_parsers(commands)  # siaga maintenance ..., siaga heartbeats
 
     p = commands.add_parser("deadlines", help="statement deadlines per incident and audience, and whether they were met")
     p.add_argument("--incident", help="only this incident's")

@@ -9,7 +9,9 @@ up on with the reason); `threshold_hits` (what threshold triggers counted); `gat
 happened at them); `runs` (the runs Siaga executes: pinned parameters, cancellation, wake-ups); `audit_records` (the hash-chained audit trail, see `siaga.audit`);
 `comms_deadlines` (statement deadlines, their reminders and misses); `drills` (each drill's score,
 or why it was skipped); `voices`, `voice_alerts` and `voice_drafts` (mentions to answer, the alerts
-that carried them, the reply texts drafted for them).
+that carried them, the reply texts drafted for them); `heartbeats` (signals expected, when last
+seen); `maintenance_windows` and `suppressed_alerts` (windows that keep alerts from opening
+incidents, and what they held back).
 
 The schema is versioned by Alembic (`siaga.migrations`): `engine()` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
@@ -420,6 +422,55 @@ voice_drafts = Table(
 """Reply drafts: one text per group of voices it answers (`siaga.voices.drafting`)."""
 
 
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("id", String(64), primary_key=True),  # digest of (heartbeat, group_key)
+    Column("heartbeat", String(40), nullable=False),  # `siaga.incidents.routing.heartbeat_key`
+    Column("group_key", Text, nullable=False),
+    Column("labels", JSON, nullable=False),  # the labels of the alert it raises when quiet
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),  # its last sign of life
+    Column("due_at", DateTime(timezone=True), nullable=False, index=True),  # quiet if nothing by then
+    Column("state", String(8), nullable=False),  # alive | quiet
+    Column("quiet_since", DateTime(timezone=True)),  # the start of its last quiet spell
+    Column("reported", Boolean, nullable=False),  # that spell's firing / resolved alert was recorded
+)
+"""Signals expected at least every so often (heartbeat triggers), one row per heartbeat and group:
+when each was last seen, and whether it went quiet (`siaga.incidents.heartbeats`)."""
+
+maintenance_windows = Table(
+    "maintenance_windows",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("origin", String(16), nullable=False),  # cli | runbook | drill
+    Column("runbooks", JSON, nullable=False),  # the runbook ids it covers; [] = every runbook
+    Column("match", JSON, nullable=False),  # labels an alert must carry to be covered
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    Column("opened_by", String(200)),
+    Column("ended_by", String(200)),  # who ended it early
+    Column("drill", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("released_at", DateTime(timezone=True)),  # when the alerts it held were routed again
+)
+"""Maintenance windows: while one covers an alert's route, the alert opens no incident
+(`siaga.incidents.maintenance`)."""
+
+suppressed_alerts = Table(
+    "suppressed_alerts",
+    metadata,
+    Column("window_id", String(200), ForeignKey("maintenance_windows.id"), primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
+    Column("runbook_id", String(100), primary_key=True),
+    Column("group_key", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("released_at", DateTime(timezone=True)),  # routed again when the window ended
+    Column("incident_id", String(40)),  # the incident it opened or joined then
+)
+"""The alerts a maintenance window held back from opening (or joining) an incident, per runbook."""
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """A time read from the store, in UTC: SQLite hands datetimes back naive (they were written in
     UTC), PostgreSQL with a zone."""
@@ -446,7 +497,8 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def insert_ignoring(connection: Connection, table: Table) -> Insert:
-    """An INSERT into `table` that does nothing on a unique conflict (SQLite and PostgreSQL)."""
+    """An INSERT into `table` that does nothing on a unique conflict (SQLite and PostgreSQL): with
+    ``.returning(...)``, a row comes back only if this INSERT made it."""
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     if connection.dialect.name == "sqlite":

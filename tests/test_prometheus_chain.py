@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from .alertmanager import ready_process
 from .conftest import missing
 from .test_receiver import (  # noqa: F401  (module fixtures: the `siaga up` stack and its Alertmanager)
     Receiver,
@@ -92,31 +92,10 @@ def prometheus(folder: Path, target_port: int, alertmanager_url: str, region_nam
     )
     (folder / "rules.yml").write_text(RULES.format(region=region_name))
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = folder / "prometheus.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    command = [PROMETHEUS, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+               f"--web.listen-address=127.0.0.1:{port}"]
+    with ready_process(command, folder / "prometheus.log", f"http://127.0.0.1:{port}") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def up_value(url: str) -> float | None:

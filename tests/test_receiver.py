@@ -4,11 +4,9 @@ through the Prefect API."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import missing
+from .alertmanager import alertmanager_process, post_alerts
 from .gate_driver import code_for
 from .live_receiver import API, read
 from .test_stack import Stack, clean_env, free_port, stop
@@ -445,7 +443,6 @@ def test_a_signed_generic_source_opens_a_threshold_incident_on_the_third_post(re
     assert run["parameters"]["topic"] == topic
 
 
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 ALERTMANAGER_CONFIG = """
 route:
   receiver: siaga
@@ -467,35 +464,9 @@ receivers:
 @pytest.fixture(scope="module")
 def alertmanager(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's Alertmanager on loopback, sending its webhooks to the receiver; yields its URL."""
-    if ALERTMANAGER is None:
-        missing("Alertmanager binary", "apt-get install -y prometheus-alertmanager")
-    folder = tmp_path_factory.mktemp("alertmanager")
-    (folder / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG.format(url=receiver.url, token=TOKEN))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (folder / "alertmanager.log").open("w") as log:
-        process = subprocess.Popen(
-            [ALERTMANAGER, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (folder / "alertmanager.log").read_text()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, (folder / "alertmanager.log").read_text()
-            time.sleep(0.2)
+    config = ALERTMANAGER_CONFIG.format(url=receiver.url, token=TOKEN)
+    with alertmanager_process(tmp_path_factory.mktemp("alertmanager"), config) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def fire(alertmanager: str, region: str, instances: list[str], *, ended: bool = False) -> None:
@@ -511,8 +482,7 @@ def fire(alertmanager: str, region: str, instances: list[str], *, ended: bool = 
         }
         for instance in instances
     ]
-    answer = httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts, timeout=10)
-    assert answer.status_code == 200, answer.text
+    post_alerts(alertmanager, alerts)
 
 
 STARTS: dict[tuple[str, str], datetime] = {}

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +94,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(home: Path, runbooks: Path, *options: str) -> Iterator[Stack]:
-    """`siaga up` on `home` serving `runbooks` (with `options`), until the block ends: stopped as a
-    person would stop it."""
+def running_stack(home: Path, runbooks: Path, *options: str, env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+    """`siaga up` on `home` serving `runbooks` (with `options`, and `env` set: tokens...), until the
+    block ends: stopped as a person would stop it."""
     port = free_port()
-    env = clean_env(home)
+    env = {**clean_env(home), **(env or {})}
     output = home / "up.log"
     with output.open("w") as log:
         process = subprocess.Popen(

@@ -9,6 +9,8 @@ Endpoints:
   how many webhooks taken in were given up on and how many of their alerts were not recorded
   (counts only); open, and shows no alert data.
 * ``GET /metrics``: the same as Prometheus text (`siaga.alerts.metrics`), behind the read API's token.
+* ``POST /heartbeats/{name}``: a sign of life for heartbeat triggers (`siaga.alerts.watch`, which
+  also runs the watcher: heartbeats gone quiet, maintenance windows begun and ended).
 * ``GET /incidents`` (``?state=open|resolved``): open incidents ranked (severity, priority, age;
   each with its ``rank``), then resolved ones newest first; ``GET /incidents/{id}`` (with its alerts).
   These and the documents (``/openapi.json``, ``/docs``, ``/redoc``) answer only to the token in
@@ -49,6 +51,7 @@ Configuration, from the environment:
 * ``SIAGA_SNS_TOPIC_ARNS``: the SNS topics whose messages are taken in (comma-separated); without
   it /hooks/cloudwatch answers 404. ``SIAGA_SNS_CERT_HOSTS`` replaces the hosts certificates and
   SubscribeURLs may be on (default ``sns.<region>.amazonaws.com``; ``host:port`` allows a port).
+* ``SIAGA_HEARTBEAT_TOKEN``: the bearer token(s) of ``POST /heartbeats/{name}`` (`siaga.alerts.watch`).
 * ``SIAGA_HOOK_SECRET_<NAME>``: serves the generic source ``<name>`` (lowercased) at
   ``/hooks/<name>``, signed ``X-Siaga-Timestamp`` / ``X-Siaga-Signature: sha256=...``.
 * ``SIAGA_API_TOKEN``: opens the read API and the documents (bearer, or Basic with the token as
@@ -99,6 +102,7 @@ from .signatures import (
 )
 from .sns import CertificateCache, confirm_subscription, record_subscription
 from .worker import Batch, StartRun, Worker
+from .watch import watch_router
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Batch", "ReceiverConfig", "Worker", "create_app"]
 
@@ -234,6 +238,7 @@ def create_app(
 
     # The documents are served below, behind the read API's token (FastAPI's own are open).
     app = FastAPI(title="Siaga alert receiver", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.include_router(watch_router(runbooks, engine, wake=worker.wake, notify=notify))
     app.state.worker = worker
     app.state.sns_certificates = certificates
 

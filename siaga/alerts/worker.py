@@ -42,6 +42,7 @@ from sqlalchemy.exc import OperationalError
 
 from siaga.incidents import Alert
 from siaga.incidents import thresholds
+from siaga.incidents.heartbeats import note_alerts
 from siaga.incidents.recording import PIECE, Outcome, record_piece
 from siaga.incidents.runs import note_run_failure, pending_resolve_runs, pending_runs, set_flow_run, set_resolve_run
 from siaga.runbook import Runbook
@@ -181,6 +182,11 @@ class Worker:
     def full(self) -> bool:
         return self.queued >= QUEUE_SIZE
 
+    def wake(self) -> None:
+        """Have the starter look for runs to start now (incidents opened outside a batch: the
+        watcher's quiet heartbeats and ended maintenance windows)."""
+        self._wake.set()
+
     @contextlib.asynccontextmanager
     async def intake(self) -> AsyncIterator[None]:
         """Around a store write of the HTTP layer: the worker's next piece waits for it (for up to
@@ -230,6 +236,7 @@ class Worker:
                 await asyncio.wait(list(self._intake), timeout=INTAKE_WAIT)
             piece = job.alerts[job.position : job.position + self.piece]
             results = await self._record(job.batch, piece)
+            await self._note_signs_of_life(job.batch, piece)
             job.position += len(piece)
             job.failed += [(alert, why) for alert, outcome, why in results if outcome is None and why]
             self._report(results)
@@ -316,6 +323,14 @@ class Worker:
         if job.queued:
             self._recorded += 1  # done (`queue.task_done`) once the starter has been through
         self._wake.set()
+
+    async def _note_signs_of_life(self, batch: Batch, piece: Sequence[Alert]) -> None:
+        """The piece's alerts that heartbeat triggers expect move their heartbeats; a failure costs
+        at most a late sign of life (the next alert moves it), never the recording."""
+        try:
+            await self._store_call("noting heartbeats", note_alerts, self.engine, self.runbooks, piece, batch.received_at)
+        except Exception:  # noqa: BLE001 - recorded already; the heartbeat waits for the next sign
+            log.exception("noting heartbeats of a %s batch failed", batch.source)
 
     async def _store_call(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
         return await self._retry(what, lambda: asyncio.to_thread(call, *args), (OperationalError,))

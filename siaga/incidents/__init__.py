@@ -10,6 +10,10 @@ its runs. Pure routing, recording in Siaga's store, ranking, the runs due, and r
 * `ranking`: severity, priority, age.
 * `runs`: the first and resolve runs due, and noting them started or failed.
 * `views`: the ranked list and one incident with its alerts.
+* `heartbeats`: signals expected at least every so often, and the alert a quiet one raises.
+* `suppression`: recording's check whether a maintenance window holds an alert back;
+  `maintenance`: the windows (opened, ended, recurring) and the release of what they held.
+* `watching`: one pass of the receiver's watcher (what the clock, not an alert, changes).
 
 Direction: `siaga.alerts` (parsers, signatures, the receiver) imports this package, never the
 reverse; this package imports the runbook language, the store and the audit trail.

@@ -16,6 +16,9 @@ start, which changes nothing for what was already recorded.
   open key's unique index (`uq_incidents_open`, see `siaga.store`) and reads back the winner, so
   concurrent receivers (PostgreSQL) join one incident. The alerts a threshold counted in its window
   belong to the incident it opens.
+* Where the deciding route would open or join an incident while a maintenance window covers it,
+  the alert is recorded as suppressed by that window instead (`siaga.incidents.suppression`); when
+  the window ends, `route_recorded` routes it again.
 * A resolved notification marks its firing alert resolved; an incident whose firing alerts are all
   resolved is resolved, and its key is free for the next episode. If its runbook declares
   `on_resolve` steps and its run was started, a resolve run is then due
@@ -52,8 +55,9 @@ from . import thresholds
 from .alert import Alert, AlertStatus
 from .ranking import priority_of
 from .routing import Route, decide, per_runbook, render_inputs, routes
+from .suppression import active_windows, held_back
 
-__all__ = ["PIECE", "Outcome", "process", "process_batch", "record_piece"]
+__all__ = ["PIECE", "Outcome", "process", "process_batch", "record_piece", "route_recorded"]
 
 PIECE = 250
 """The most alerts one transaction records: short enough that other writers (the inbox taking a
@@ -71,6 +75,8 @@ class Outcome:
     joined: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    """The maintenance windows that held it back from an incident (`siaga.incidents.suppression`)."""
 
 
 def process(engine: Engine, runbooks: Mapping[str, Runbook], alert: Alert, now: datetime) -> Outcome:
@@ -92,6 +98,22 @@ def record_piece(engine: Engine, runbooks: Mapping[str, Runbook], batch: Sequenc
     """Record `batch` (keep it to `PIECE` alerts) in one transaction: all of it or none."""
     with write_transaction(engine) as connection:
         return _Piece(connection, runbooks, now).record(batch)
+
+
+def route_recorded(connection: Connection, runbooks: Mapping[str, Runbook], alert: Alert, alert_id: int,
+                   now: datetime) -> Outcome:
+    """Open or join the incidents of the recorded firing `alert`, as a new alert would (its
+    threshold hits were counted when it was recorded): the end of a maintenance window does this
+    again for the alerts it held back."""
+    piece = _Piece(connection, runbooks, now)
+    outcome = Outcome(alert_id=alert_id, new=False)
+    found = routes(runbooks.values(), alert)
+    piece.read_open(found)
+    piece.counted.update(thresholds.load(connection, [
+        route for route in found if route.threshold is not None and piece.open[route.open_key] is None], now))
+    piece.route(found, alert, alert_id, outcome)
+    piece.flush()
+    return outcome
 
 
 Notification = tuple[str, str, str, str]
@@ -141,6 +163,8 @@ class _Piece:
         self.over: list[int] = []
         self.drafts: list[tuple[str, str, dict[str, Any], str | None]] = []
         """Audit records to write: (kind, incident id, data, channel)."""
+        self.windows = active_windows(connection, now)
+        """The maintenance windows active now (read once per piece)."""
 
     def record(self, batch: Sequence[Alert]) -> list[Outcome]:
         rows = self.insert_alerts(batch)
@@ -168,10 +192,7 @@ class _Piece:
             if _notification(alert)[:3] in self.ended:  # the resolved notification came first
                 self.over.append(alert_id)
                 continue
-            for of_runbook in per_runbook(candidates[n]):
-                route = decide(of_runbook, self.is_open, self.in_window)
-                if route is not None:
-                    self.apply(route, alert, alert_id, outcome)
+            self.route(candidates[n], alert, alert_id, outcome)
         self.flush()
         return outcomes
 
@@ -251,6 +272,18 @@ class _Piece:
             if route.threshold is not None:
                 self.hits.append(thresholds.hit_row(route, alert_id, self.now))
                 self.counted.get(thresholds.hit_key(route), {})[alert_id] = self.now
+
+    def route(self, candidates: Sequence[Route], alert: Alert, alert_id: int, outcome: Outcome) -> None:
+        """Per runbook, the route that decides takes the alert, unless a maintenance window holds it
+        back (the one check for windows)."""
+        for of_runbook in per_runbook(candidates):
+            route = decide(of_runbook, self.is_open, self.in_window)
+            if route is None:
+                continue
+            if self.windows and (window := held_back(self.connection, self.windows, route, alert, alert_id, self.now)):
+                outcome.suppressed.append(window)
+                continue
+            self.apply(route, alert, alert_id, outcome)
 
     def apply(self, route: Route, alert: Alert, alert_id: int, outcome: Outcome) -> None:
         """The decided `route` takes the alert: it joins the open incident of its key, or opens it."""

@@ -17,6 +17,10 @@ open, how many alerts a threshold counted) comes in as functions (`decide`).
   alert lacks groups as the empty string. `group_key` is that tuple of values as canonical JSON.
 * A trigger that an earlier one of its runbook always pre-empts never decides
   (`siaga.runbook.triggers.shadowed_by`; ``siaga validate`` warns about it).
+* A heartbeat trigger routes no alert it expects (those are signs of life, noted by
+  `siaga.incidents.heartbeats`); it routes only the alert its heartbeat raises when it goes quiet:
+  source ``heartbeat`` with the label `HEARTBEAT_LABEL` = `heartbeat_key(trigger)`. The key is the
+  digest of what the trigger expects, so runbooks expecting the same signal share one heartbeat.
 """
 
 from __future__ import annotations
@@ -27,22 +31,29 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+from siaga.canonical import digest
 from siaga.runbook import Runbook
-from siaga.runbook.models import Threshold, Trigger
+from siaga.runbook.models import HEARTBEAT_SOURCE, Threshold, Trigger
 from siaga.runbook.templates import TemplateError, render_value
 from siaga.runbook.triggers import wanted_labels
 
 from .alert import Alert
 
 __all__ = [
+    "HEARTBEAT_LABEL",
     "Route",
     "decide",
+    "expects",
     "group_key",
+    "heartbeat_key",
     "matches",
     "per_runbook",
     "render_inputs",
     "routes",
 ]
+
+HEARTBEAT_LABEL = "siaga_heartbeat"
+"""The label naming the heartbeat (`heartbeat_key`) on the alert it raises when it goes quiet."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,16 @@ class Route:
 
 
 def matches(trigger: Trigger, alert: Alert) -> bool:
-    """Whether `trigger` takes `alert`: same source, and every match label equal."""
+    """Whether `trigger` takes `alert`: same source, and every match label equal; for a heartbeat
+    trigger, whether `alert` is the one its heartbeat raised going quiet."""
+    if trigger.heartbeat is not None:
+        return alert.source == HEARTBEAT_SOURCE and alert.labels.get(HEARTBEAT_LABEL) == heartbeat_key(trigger)
+    return expects(trigger, alert)
+
+
+def expects(trigger: Trigger, alert: Alert) -> bool:
+    """Whether `alert` is of the kind `trigger` waits for: same source, every match label equal
+    (for a heartbeat trigger: a sign of life)."""
     if trigger.source != alert.source:
         return False
     return all(alert.labels.get(name) == value for name, value in wanted_labels(trigger).items())
@@ -80,6 +100,13 @@ def matches(trigger: Trigger, alert: Alert) -> bool:
 def group_key(trigger: Trigger, alert: Alert) -> str:
     """The group part of the incident key: the `group_by` label values as canonical JSON."""
     return json.dumps([alert.labels.get(name, "") for name in trigger.group_by], separators=(",", ":"))
+
+
+def heartbeat_key(trigger: Trigger) -> str:
+    """The heartbeat a heartbeat trigger watches: a digest of what it expects (source, match,
+    group_by, interval)."""
+    assert trigger.heartbeat is not None
+    return digest([trigger.source, trigger.match, trigger.group_by, trigger.heartbeat.every.total_seconds()])[:24]
 
 
 def render_inputs(trigger: Trigger, alert: Alert, runbook: Runbook | None = None) -> tuple[dict[str, Any], list[str]]:

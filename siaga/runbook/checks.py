@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ..actions import ActionRegistry, Risk
 from .comms import check_comms
 from .diagnostics import Diagnostic, Loc, did_you_mean
-from .models import PHASE_LISTS, RESOLVE, RESPOND, ROSTER_ROLE, Runbook, Step
+from .models import HEARTBEAT_NAME, HEARTBEAT_SOURCE, PHASE_LISTS, RESOLVE, RESPOND, ROSTER_ROLE, Runbook, Step, Trigger
 from .plan import find_cycle, is_upstream, step_needs
 from .replies import check_voices
 from .roster import Roster, check_roster, role_members
@@ -49,6 +49,7 @@ def check_runbook(
         *(check_roster(runbook, doc, roster) if roster is not None else ()),
         *_check_templates(runbook, doc),
         *_check_triggers(runbook, doc),
+        *_check_maintenance(runbook, doc),
         *_check_drill(runbook, doc, registry),
         *check_comms(runbook, doc, templates),
         *check_voices(runbook, doc, templates),
@@ -396,6 +397,7 @@ def _check_triggers(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
                         f"a trigger's inputs can read only `alert`, not `{ref.root}`",
                         (*loc, "inputs", name),
                     )
+        yield from _check_heartbeat(trigger, loc, doc)
         missing = [name for name in required if name not in trigger.inputs]
         if missing:
             yield doc.diagnostic(
@@ -414,6 +416,61 @@ def _check_triggers(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
                 hint=f"move it above triggers[{earlier}], or narrow triggers[{earlier}]'s match",
                 severity="warning",
             )
+
+
+def _check_heartbeat(trigger: Trigger, loc: Loc, doc: Document) -> Iterator[Diagnostic]:
+    """A heartbeat trigger expects a signal: it counts nothing, and a posted heartbeat has a name."""
+    if trigger.heartbeat is None:
+        return
+    if trigger.threshold is not None:
+        yield doc.diagnostic(
+            "heartbeat-threshold",
+            "a heartbeat trigger cannot also be a threshold: it opens when its signal stops, not when alerts pile up",
+            (*loc, "threshold"),
+            hint="split it into two triggers",
+        )
+    if trigger.source == HEARTBEAT_SOURCE:
+        name = trigger.match.get("name")
+        if name is None:
+            yield doc.diagnostic(
+                "heartbeat-name",
+                "a `source: heartbeat` trigger names the heartbeat it expects: match: {name: ...} "
+                "(what is posted to /heartbeats/{name})",
+                (*loc, "match"),
+            )
+        elif not re.fullmatch(HEARTBEAT_NAME, name):
+            yield doc.diagnostic(
+                "heartbeat-name",
+                f"`{name}` cannot be posted to /heartbeats/{{name}}: lowercase letters, digits, `.`, `-` and `_`",
+                (*loc, "match", "name"),
+            )
+
+
+def _check_schedule(schedule: str, timezone: str, loc: Loc, doc: Document) -> Iterator[Diagnostic]:
+    """A cron `schedule` (at `loc` + ``schedule``) and its IANA `timezone` (+ ``timezone``)."""
+    try:
+        CronSim(schedule, datetime(2000, 1, 1))
+    except (CronSimError, ValueError, KeyError, IndexError) as exc:
+        yield doc.diagnostic(
+            "bad-cron",
+            f"`{schedule}` is not a cron schedule: {exc}",
+            (*loc, "schedule"),
+            hint="five fields: minute hour day-of-month month day-of-week, e.g. 0 3 * * MON",
+        )
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `Asia`, a folder
+        yield doc.diagnostic(
+            "bad-timezone",
+            f"`{timezone}` is not an IANA time zone",
+            (*loc, "timezone"),
+            hint="for example UTC, Asia/Jakarta or Europe/Berlin",
+        )
+
+
+def _check_maintenance(runbook: Runbook, doc: Document) -> Iterator[Diagnostic]:
+    for index, window in enumerate(runbook.maintenance):
+        yield from _check_schedule(window.schedule, window.timezone, ("maintenance", index), doc)
 
 
 def _check_drill(runbook: Runbook, doc: Document, registry: ActionRegistry) -> Iterator[Diagnostic]:
@@ -438,25 +495,8 @@ def _check_drill(runbook: Runbook, doc: Document, registry: ActionRegistry) -> I
             ("drill", "schedule"),
             hint="set them under `drill.inputs:` or give the inputs defaults",
         )
-    if drill.schedule is not None:
-        try:
-            CronSim(drill.schedule, datetime(2000, 1, 1))
-        except (CronSimError, ValueError, KeyError, IndexError) as exc:
-            yield doc.diagnostic(
-                "bad-cron",
-                f"`{drill.schedule}` is not a cron schedule: {exc}",
-                ("drill", "schedule"),
-                hint="five fields: minute hour day-of-month month day-of-week, e.g. 0 3 * * MON",
-            )
-    try:
-        zoneinfo.ZoneInfo(drill.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `Asia`, a folder
-        yield doc.diagnostic(
-            "bad-timezone",
-            f"`{drill.timezone}` is not an IANA time zone",
-            ("drill", "timezone"),
-            hint="for example UTC, Asia/Jakarta or Europe/Berlin",
-        )
+    schedule = _check_schedule(drill.schedule or "* * * * *", drill.timezone, ("drill",), doc)
+    yield from (d for d in schedule if drill.schedule is not None or d.code != "bad-cron")
     for pattern in drill.substitute:
         if not registry.matching(pattern):
             wildcard = re.search(r"[*?\[]", pattern)

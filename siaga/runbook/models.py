@@ -182,7 +182,7 @@ Language = Annotated[str, AfterValidator(_language_code), Field(json_schema_extr
 
 def _positive(value: timedelta) -> timedelta:
     if value.total_seconds() <= 0:
-        raise ValueError("a deadline must be longer than 0s")
+        raise ValueError("must be longer than 0s")
     return value
 
 
@@ -320,14 +320,64 @@ class Threshold(_Model):
     match: dict[str, str] = Field(default_factory=dict)
 
 
+HEARTBEAT_SOURCE = "heartbeat"
+"""The source of heartbeats posted to the receiver's ``/heartbeats/{name}``, and of the alert a
+quiet heartbeat raises."""
+HEARTBEAT_NAME = r"^[a-z0-9][a-z0-9_.-]{0,79}$"
+"""A heartbeat's name, as posted to ``/heartbeats/{name}`` (a `source: heartbeat` trigger's
+``match: {name: ...}``)."""
+
+
+class Heartbeat(_Model):
+    """A signal expected at least every `every` (a dead man's switch): its alerts are signs of
+    life, and the trigger opens an incident when they stop."""
+
+    every: Duration = Field(
+        description="The longest quiet allowed: no matching alert (or heartbeat post) for this long "
+        "opens one incident per group; the signal's return resolves it.",
+    )
+
+    @field_validator("every")
+    @classmethod
+    def _positive_every(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("a heartbeat interval must be at least 1s")
+        return value
+
+
 class Trigger(_Model):
-    """Which alerts start this runbook, how they group into incidents, and the inputs they give."""
+    """Which alerts start this runbook, how they group into incidents, and the inputs they give.
+
+    With `heartbeat`, the matching alerts are signs of life instead: the trigger opens an incident
+    when none came for `heartbeat.every` (per group), and resolves it when one comes again."""
 
     source: Slug
     match: dict[str, str] = Field(default_factory=dict)
     group_by: list[str] = Field(default_factory=list)
     inputs: dict[str, str] = Field(default_factory=dict)
     threshold: Threshold | None = None
+    heartbeat: Heartbeat | None = None
+
+
+class MaintenanceWindow(_Model):
+    """A recurring maintenance window: from each time `schedule` fires, for `for`, this runbook's
+    alerts (those carrying every `match` label) open no incident; they are recorded as
+    suppressed, and the ones still firing when the window ends open their incidents then."""
+
+    schedule: str = Field(description="When each window begins: a cron expression (five fields).")
+    for_: PositiveDuration = Field(alias="for", description="How long each window lasts.")
+    timezone: str = "UTC"
+    match: dict[str, str] = Field(default_factory=dict)
+    reason: str = Field(default="", description="Said in `siaga maintenance list` and the audit trail.")
+
+
+class DrillWindow(_Model):
+    """A maintenance window a drill opens when it starts, so that the alerts the drill sets off
+    (those carrying every `match` label) never page the team: it covers this runbook for `for`."""
+
+    for_: PositiveDuration = Field(alias="for", description="How long from the drill's start: the drill "
+                                   "and the time its alerts take to resolve.")
+    match: dict[str, str] = Field(default_factory=dict)
 
 
 class Drill(_Model):
@@ -343,6 +393,8 @@ class Drill(_Model):
     real_channels: bool = False
     """Send drill messages to the real channels, marked ``[DRILL]``, rather than to the drill
     channels (each connection's `sandbox:`). Production connections are never called."""
+    maintenance: DrillWindow | None = None
+    """A maintenance window the drill opens as it starts (``siaga maintenance list`` shows it)."""
 
 
 class Approval(_Model):
@@ -433,6 +485,8 @@ class Runbook(_Model):
     chain_of_command: list[Slug] = Field(default_factory=list)
     inputs: dict[InputName, Input] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    """Recurring maintenance windows of this runbook (``siaga maintenance start`` opens one by hand)."""
     drill: Drill = Field(default_factory=Drill)
     comms: Comms = Field(default_factory=Comms)
     voices: Voices | None = None

@@ -28,9 +28,14 @@ def shadowed_by(triggers: Sequence[Trigger], index: int) -> int | None:
 
     An earlier trigger A pre-empts B when A takes every alert B takes (same source, A's wanted
     labels a subset of B's) and A fires whenever B does: A is a plain trigger; or both count, and
-    A needs no more alerts (count), over no shorter a window, in groups no finer (group_by)."""
+    A needs no more alerts (count), over no shorter a window, in groups no finer (group_by). A
+    heartbeat trigger neither pre-empts nor is pre-empted: it takes only its own quiet alert."""
     later = triggers[index]
+    if later.heartbeat is not None:  # it takes only the alert its own heartbeat raises going quiet
+        return None
     for earlier_index, earlier in enumerate(triggers[:index]):
+        if earlier.heartbeat is not None:  # it takes no alert of a source's own
+            continue
         if earlier.source != later.source or not wanted_labels(earlier).items() <= wanted_labels(later).items():
             continue
         if earlier.threshold is None:
