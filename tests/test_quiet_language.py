@@ -11,7 +11,7 @@ import pytest
 from ruamel.yaml import YAML
 from siaga.integrations import default_registry
 
-from siaga.incidents import Alert, AlertStatus, routes
+from siaga.incidents import Alert, AlertStatus, render_inputs, routes
 from siaga.incidents.routing import HEARTBEAT_LABEL, expects, heartbeat_key
 from siaga.runbook import RunbookError, parse_runbook
 
@@ -106,7 +106,8 @@ def test_a_heartbeat_trigger_routes_only_the_alert_its_silence_raises() -> None:
     quiet = Alert(source="heartbeat", fingerprint="hb", status=AlertStatus.FIRING,
                   labels={"event": "payment_succeeded", "region": "jkt", HEARTBEAT_LABEL: heartbeat_key(trigger)})
     (route,) = routes([runbook], quiet)
-    assert (route.trigger_index, route.group_key, route.inputs) == (0, '["jkt"]', {"region": "jkt"})
+    assert (route.trigger_index, route.group_key) == (0, '["jkt"]')
+    assert render_inputs(route.trigger, quiet, runbook) == ({"region": "jkt"}, [])
     # the same signal expected by another runbook is the same heartbeat; another interval is not
     assert heartbeat_key(trigger) == heartbeat_key(parse_runbook(GOOD.replace("runbook: quiet", "runbook: other"),
                                                                  default_registry()).triggers[0])
