@@ -461,3 +461,27 @@ def test_without_a_token_the_read_api_is_not_served(tmp_path: Path) -> None:
 
 async def no_runs(incident: object) -> str:
     raise RuntimeError("this test starts no runs")
+
+
+# --- a store that cannot remember a delivery ---------------------------------------------------
+
+
+def test_a_replay_guard_the_store_refuses_is_a_503_to_retry_not_a_500(sqlite_edge: Edge) -> None:
+    """The store refuses to remember deliveries (as a locked or failing database would): a proven
+    webhook is answered 503 with Retry-After, and the same delivery sent again once the store
+    keeps it again is taken in (202), not refused as a replay."""
+    store = engine(sqlite_edge.store_url)
+    body = json.dumps({"labels": {"topic": unique(), "sentiment": "neutral"}}).encode()
+    headers = signed_headers(SOCIAL_SECRET, body)
+    with store.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    try:
+        answer = sqlite_edge.receiver.post("social", body, headers)
+        assert answer.status_code == 503 and answer.headers["retry-after"], answer.text
+    finally:
+        with store.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER refuse_deliveries")
+    answer = sqlite_edge.receiver.post("social", body, headers)
+    assert answer.status_code == 202, answer.text
+    sqlite_edge.nothing_lost()

@@ -303,6 +303,9 @@ def create_app(
             raise HTTPException(exc.status_code, exc.reason, challenge) from None
         except BadPayload as exc:  # an SNS message that is malformed rather than unproven
             raise HTTPException(422, str(exc)) from None
+        except DatabaseError as exc:  # the replay guard could not remember it: nothing was claimed
+            log.error("a %s webhook was refused: the store could not remember its delivery: %s", source, exc)
+            busy("the receiver cannot store webhooks right now; retry")
         key = replay_key(source, request.headers, body, auth)  # claimed by `verify`
         try:
             return await take_in(source, body, auth, key)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, delete
 
-from siaga.store import deliveries
+from siaga.store import deliveries, insert_ignoring
 
 __all__ = ["StoreReplayGuard"]
 
@@ -42,21 +41,22 @@ class StoreReplayGuard:
         now, until = _utc(now), _utc(until)
         source, delivery = _split(key)
         self._prune_now_and_then(now)
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    delete(deliveries).where(
-                        deliveries.c.source == source,
-                        deliveries.c.key == delivery,
-                        deliveries.c.expires_at <= now,
-                    )
+        with self.engine.begin() as connection:
+            connection.execute(
+                delete(deliveries).where(
+                    deliveries.c.source == source,
+                    deliveries.c.key == delivery,
+                    deliveries.c.expires_at <= now,
                 )
-                connection.execute(
-                    insert(deliveries).values(source=source, key=delivery, seen_at=now, expires_at=until)
-                )
-        except IntegrityError:
-            return False  # seen, and not yet expired
-        return True
+            )
+            # only a conflict on (source, key) means "seen": any other refusal of the store raises
+            # (the receiver answers 503), never passing for a replay that the sender would not retry
+            claimed = connection.execute(
+                insert_ignoring(connection, deliveries)
+                .values(source=source, key=delivery, seen_at=now, expires_at=until)
+                .returning(deliveries.c.key)
+            ).first()
+        return claimed is not None
 
     def release(self, key: str) -> None:
         source, delivery = _split(key)
