@@ -113,3 +113,12 @@ def test_a_heartbeat_trigger_routes_only_the_alert_its_silence_raises() -> None:
                                                                  default_registry()).triggers[0])
     assert heartbeat_key(trigger) != heartbeat_key(parse_runbook(GOOD.replace("every: 5m", "every: 6m"),
                                                                  default_registry()).triggers[0])
+
+
+def test_no_generic_source_may_take_the_name_of_quiet_heartbeats() -> None:
+    """``heartbeat`` names the alerts quiet heartbeats raise: a generic signed source of that name
+    could forge them, so the receiver serves none (other names are served)."""
+    from siaga.alerts.receiver import ReceiverConfig
+
+    config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_HEARTBEAT": "s3cret", "SIAGA_HOOK_SECRET_PAYMENTS": "s3cret"})
+    assert "heartbeat" not in config.sources and "payments" in config.sources

@@ -84,6 +84,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from siaga.incidents.views import get_incident, list_incidents
 from siaga.runbook import Runbook
+from siaga.runbook.models import HEARTBEAT_SOURCE
 
 from . import inbox
 from .body import BadPayload, NotJson, decode, printable
@@ -121,7 +122,8 @@ INLINE_DECODE = 256 * 1024
 """A body bigger than this is decoded in a thread, so the event loop keeps answering."""
 
 GENERIC_PREFIX = "SIAGA_HOOK_SECRET_"
-BUILT_IN = frozenset(SOURCES)
+BUILT_IN = frozenset(SOURCES) | {HEARTBEAT_SOURCE}
+"""Source names a generic signed source may not take (``heartbeat``: the alerts quiet heartbeats raise)."""
 
 
 @dataclass(frozen=True)
