@@ -100,7 +100,7 @@ def _settings_environment() -> dict[str, str]:
     return {key: str(value) for key, value in variables.items() if value is not None}
 
 
-def _started(context: multiprocessing.context.ForkServerContext) -> None:
+def wait_started(context: multiprocessing.context.ForkServerContext) -> None:
     """Wait until the forkserver has imported its preload (a first process runs)."""
     probe = context.Process(target=_nothing, name="siaga-warmup")
     probe.start()
@@ -150,8 +150,10 @@ class WarmStarter:
         deployment_name: str | None,
         heartbeat_seconds: int | None,
         control_channel: Any = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self._context = context
+        self._extra_env = dict(extra_env or {})
         self._baseline = baseline
         self._entrypoint = entrypoint
         self._deployment_name = deployment_name
@@ -160,12 +162,13 @@ class WarmStarter:
 
     def environment(self, flow_run: FlowRun) -> dict[str, str]:
         """The run's environment, as Prefect's runner gives a run it starts: its id, the
-        deployment, the heartbeat, and the Prefect settings that changed since the forkserver
-        started (usually none)."""
+        deployment, the heartbeat, the Prefect settings that changed since the forkserver
+        started (usually none), and `extra_env` (a work pool job's variables)."""
         settings = _settings_environment()
         if self._heartbeat_seconds is not None:
             settings["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(int(self._heartbeat_seconds))
         env = {key: value for key, value in settings.items() if self._baseline.get(key) != value}
+        env.update(self._extra_env)
         env["PREFECT__FLOW_RUN_ID"] = str(flow_run.id)
         env["PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS"] = "false"
         if self._deployment_name:
@@ -230,7 +233,7 @@ class FastLane:
             return self
         try:
             self._context, self._baseline = warm_context(self._preload)
-            await asyncio.to_thread(_started, self._context)
+            await asyncio.to_thread(wait_started, self._context)
         except (ValueError, OSError, EOFError) as exc:  # no forkserver here (Windows), or it died
             log.warning("no warm forkserver (%s): alert runs wait for the runner's poll", exc)
             return self

@@ -36,7 +36,7 @@ from siaga.runbook import Runbook
 
 from .artifacts import artifact_key
 from .compiler import RunbookFailed, compile_runbook
-from .deployments import DEPLOYMENT
+from .deployments import DEPLOYMENT, run_queue
 from .links import flow_run_url
 from .server import Started, free_port, prefect_server
 
@@ -161,8 +161,11 @@ async def start_run(runbook_id: str, parameters: dict[str, Any]) -> UUID:
                 f"runbook {runbook_id} is not deployed on {api}: start `siaga up` with the folder "
                 "that holds it, or run with --local"
             ) from None
-        tags = [parameters.get("mode", "live")]
-        run = await client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
+        mode = parameters.get("mode", "live")
+        run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, tags=[mode],
+            work_queue_name=run_queue(deployment.work_pool_name, mode),  # a drill only on drill workers
+        )
         return run.id
 
 

@@ -128,7 +128,10 @@ async def _serve_in(
         await runner.aadd_deployment(await deployment(runbook))
     # the fast lane starts alert runs and wakes runs waiting at gates without the runner's poll
     lane = await stack.enter_async_context(FastLane(heartbeat_seconds=HEARTBEAT_SECONDS))
-    receiver, receiver_task = await _start_receiver(catalog, options, echo, lane) if options.receiver else (None, None)
+    receiver, receiver_task = (
+        await start_receiver(catalog, options.receiver_host, options.receiver_port, echo, lane)
+        if options.receiver else (None, None)
+    )
     ui = api_url.removesuffix("/api")
     runs = f"{runner.limit} run" + ("" if runner.limit == 1 else "s")
     echo(f"Siaga is up: {len(catalog.runbooks)} runbooks served, at most {runs} at once (--max-runs). "
@@ -173,15 +176,15 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def _start_receiver(
-    catalog: Catalog, options: StackOptions, echo: Echo, lane: FastLane | None = None
-) -> tuple[_EmbeddedServer, asyncio.Task[None]]:
-    """Serve the alert receiver in this loop; raise StackUnavailable if its port is taken. The
-    runs it starts go straight to the fast `lane`."""
+async def start_receiver(
+    catalog: Catalog, host: str, port: int, echo: Echo, lane: FastLane | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Serve the alert receiver on `host`:`port` in this loop; raise StackUnavailable if the port
+    is taken. The runs it starts go straight to the fast `lane` (`siaga up`); without one, to the
+    deployment's runner or work pool (`siaga node`). Stop it with ``server.should_exit = True``."""
     from siaga.alerts.receiver import ReceiverConfig, create_app
 
     config = ReceiverConfig.from_env()
-    host, port = options.receiver_host, options.receiver_port
     try:
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:

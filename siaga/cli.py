@@ -22,7 +22,7 @@ from rich.table import Table
 
 from .actions import ActionRegistry
 from .catalog import Catalog, RunbookNotFound, find_runbook
-from .errors import BadInput, Terminated
+from .errors import BadInput, StackUnavailable, Terminated
 from .home import prepare_prefect_environment, runbook_folder, siaga_home
 from .quiet_cli import add_parsers as add_quiet_parsers
 from .runbook import Runbook, RunbookError, inspect_runbook_file, runbook_files
@@ -373,6 +373,47 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     host, port = args.host or config.host, args.port or config.port
     out.print(f"Alert receiver: http://{host}:{port} ({len(catalog.runbooks)} runbooks from {folder})")
     uvicorn.run(create_app(catalog.runbooks, config), host=host, port=port, log_level="info")
+    return OK
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from .flows.node import NodeOptions, run_node
+
+    config_host, config_port = os.environ.get("SIAGA_RECEIVER_HOST"), os.environ.get("SIAGA_RECEIVER_PORT")
+    options = NodeOptions(
+        host=args.host or config_host or "127.0.0.1",
+        port=args.port or int(config_port or 8787),
+        runbooks=Path(args.runbooks) if args.runbooks else runbook_folder(),
+        name=args.name or "",
+        inbox_stale=args.inbox_stale,
+    )
+    return run_node(options, echo=out.print)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .flows.worker import run_worker
+
+    try:
+        asyncio.run(run_worker(args.pool, args.queue or [], name=args.name, limit=args.limit))
+    except KeyboardInterrupt:
+        pass
+    return OK
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .flows.deployments import deploy_to_pool
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise StackUnavailable("siaga deploy applies deployments on the Prefect server PREFECT_API_URL names: set it")
+    folder = Path(args.runbooks) if args.runbooks else runbook_folder()
+    catalog = Catalog.load(folder, _registry())
+    _print_diagnostics(catalog.problems)
+    names = asyncio.run(deploy_to_pool(catalog.runbooks.values(), args.pool))
+    out.print(f"{len(names)} deployments on the work pool {args.pool} (queues live and drill): " + ", ".join(names))
     return OK
 
 
@@ -899,6 +940,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default $SIAGA_RECEIVER_PORT or 8787")
     p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
     p.set_defaults(handler=cmd_receiver)
+
+    p = commands.add_parser("node", help="cluster mode: join the Prefect server PREFECT_API_URL names, serve "
+                            "the receiver, run the singletons once across nodes (PostgreSQL store)")
+    p.add_argument("--host", help="where the receiver listens (default $SIAGA_RECEIVER_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="default $SIAGA_RECEIVER_PORT or 8787")
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.add_argument("--name", help="this node's name in its messages (default host:port)")
+    p.add_argument("--inbox-stale", type=float, default=30.0, metavar="SECONDS",
+                   help="record webhooks a dead receiver accepted after this long (default 30)")
+    p.set_defaults(handler=cmd_node)
+
+    p = commands.add_parser("worker", help="a Prefect process worker whose runs start from a warm process")
+    p.add_argument("--pool", default="siaga", help="the process work pool (default siaga)")
+    p.add_argument("--queue", action="append", metavar="NAME",
+                   help="a queue to poll (repeat; `live`, or `drill` where drill credentials live; default all)")
+    p.add_argument("--name", help="the worker's name in Prefect")
+    p.add_argument("--limit", type=_at_least_one, metavar="N", help="at most N runs at once")
+    p.set_defaults(handler=cmd_worker)
+
+    p = commands.add_parser("deploy", help="apply every runbook's deployments onto a process work pool "
+                            "(live and drill queues), as `prefect deploy --all`")
+    p.add_argument("--pool", default="siaga")
+    p.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS or ./runbooks)")
+    p.set_defaults(handler=cmd_deploy)
 
     p = commands.add_parser("incidents", help="list incidents opened by alerts: open ones ranked, then resolved ones")
     p.add_argument("--state", choices=["open", "resolved"])

@@ -49,7 +49,10 @@ def test_prefect_deploy_and_a_process_worker_run_a_drill(prefect_api: str, tmp_p
             deployment = await client.read_deployment_by_name("payment-gateway-outage/siaga")
             assert deployment.entrypoint == "siaga.flows.library.payment_gateway_outage"
             assert deployment.work_pool_name == "siaga"
-            assert deployment.schedules and deployment.schedules[0].parameters == {"mode": "drill"}
+            assert deployment.work_queue_name == "live" and not deployment.schedules
+            drills = await client.read_deployment_by_name("payment-gateway-outage/siaga-drill")
+            assert drills.work_queue_name == "drill"  # drill schedules start runs on drill workers only
+            assert drills.schedules and drills.schedules[0].parameters == {"mode": "drill"}
             run = await client.create_flow_run_from_deployment(deployment.id, parameters={"mode": "drill"})
             return str(run.id)
 

@@ -1,0 +1,1 @@
+"""Siaga's cluster topology on loopback (`cluster/up`): see `cluster.topology`."""

@@ -1,0 +1,227 @@
+"""`siaga node`: one node of Siaga on Prefect's own distributed deployment (cluster mode).
+
+A node joins the Prefect server that ``PREFECT_API_URL`` names (a load balancer in front of
+several API servers) and never starts one; Siaga's store must be PostgreSQL (``SIAGA_DATABASE_URL``):
+SQLite is refused, since it is one machine's file and the singletons below are kept to once by a
+PostgreSQL lease.
+
+What runs where:
+
+* **on every node**: the alert receiver (`siaga.alerts.receiver`), behind a load balancer. Its
+  runs are created on the runbooks' deployments in the process work pool (`siaga deploy`), and
+  Prefect workers (`siaga worker`) run them. Receivers agree through the store: one open incident
+  per key (a unique constraint), each delivery once (replay table), one run per incident (Prefect's
+  idempotency key is the incident id).
+* **once across the cluster**, on the node holding the lease ``siaga-singletons`` (a PostgreSQL
+  session advisory lock, `siaga.lease`): the zombie-run automation (installed when the lease is
+  taken), the run watcher (`siaga.flows.wakeups`: wakes runs waiting at gates, ends runs that
+  died), the statement-deadline and situation-report watchers, and the inbox sweeper (webhooks a
+  receiver accepted and did not record because it died are recorded after `inbox_stale`
+  seconds; recording is idempotent). A node that dies loses the lease with its connection; another
+  node takes it within `lease_every` seconds. A node that can no longer see its lease stops its
+  singletons at once.
+* **not on a node**: Prefect's API servers and its background services
+  (``prefect server services start``: the scheduler and the other loops, kept to once per interval
+  by Prefect through Docket on Redis), and the flow runs (Prefect workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from siaga.integrations import default_registry
+from sqlalchemy import Engine
+
+from siaga.alerts import inbox
+from siaga.alerts.parsers import parse
+from siaga.catalog import Catalog
+from siaga.errors import StackUnavailable
+from siaga.home import prefect_answers
+from siaga.incidents.recording import process_batch
+from siaga.lease import Lease
+from siaga.logs import get_logger
+from siaga.runbook import Runbook
+from siaga.store import database_url, engine
+
+from .deadlines import watch_deadlines
+from .sitreps import watch_sitreps
+from .stack import ensure_zombie_automation, start_receiver
+from .wakeups import watch_runs
+
+log = get_logger("siaga.node")
+
+SINGLETONS = "siaga-singletons"
+"""The lease whose holder runs the cluster's singletons."""
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    runbooks: Path = Path("runbooks")
+    name: str = ""
+    lease_every: float = 2.0
+    """How often a node tries to take the lease, and its holder checks it still holds it (s)."""
+    inbox_stale: float = 30.0
+    """How old an unrecorded webhook must be before the lease holder records it (s)."""
+
+
+def check_cluster_environment(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The Prefect API and the store a node would use; raise StackUnavailable naming what is wrong."""
+    environ = os.environ if environ is None else environ
+    api = environ.get("PREFECT_API_URL", "")
+    if not api:
+        raise StackUnavailable(
+            "cluster mode joins an existing Prefect server: set PREFECT_API_URL to it (its load balancer), "
+            "or run `siaga up` for one machine"
+        )
+    store = environ.get("SIAGA_DATABASE_URL") or database_url()
+    if not store.startswith("postgresql"):
+        shown = store.split("://", 1)[0]
+        raise StackUnavailable(
+            f"cluster mode needs Siaga's store on PostgreSQL (SIAGA_DATABASE_URL=postgresql+psycopg://...), "
+            f"not {shown}: SQLite is one machine's file, and the nodes keep their singletons to once with a "
+            "PostgreSQL lease"
+        )
+    return api, store
+
+
+def run_node(options: NodeOptions, echo: Echo = print) -> int:
+    """Run this node until SIGTERM or Ctrl-C."""
+    api, store = check_cluster_environment()
+    if not prefect_answers(api):
+        raise StackUnavailable(f"PREFECT_API_URL is {api}, but no Prefect server answers there")
+    catalog = Catalog.load(options.runbooks.resolve(), default_registry())
+    for problem in catalog.problems:
+        echo(f"skipped: {problem}")
+    if not catalog.runbooks:
+        echo(f"no valid runbooks in {options.runbooks}: nothing to serve")
+        return 2
+    os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
+    return asyncio.run(_serve(catalog, options, engine(store), echo))
+
+
+async def _serve(catalog: Catalog, options: NodeOptions, store: Engine, echo: Echo) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    receiver, receiver_task = await start_receiver(catalog, options.host, options.port, echo)
+    name = options.name or f"{os.uname().nodename}:{options.port}"
+    echo(f"Siaga node {name} is up: {len(catalog.runbooks)} runbooks; runs go to the work pool for Prefect workers")
+    singletons = asyncio.create_task(_hold_singletons(stop, catalog, options, store, name, echo))
+    await asyncio.wait({asyncio.create_task(stop.wait()), receiver_task, singletons},
+                       return_when=asyncio.FIRST_COMPLETED)
+    echo(f"Stopping Siaga node {name}...")
+    stop.set()
+    receiver.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(receiver_task, timeout=10)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(singletons, timeout=10)
+    return 0
+
+
+async def _hold_singletons(
+    stop: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine, name: str, echo: Echo
+) -> None:
+    """Try for the lease every `lease_every` seconds; while it is this node's, run the singletons."""
+    lease = Lease(store, SINGLETONS)
+    tenure: asyncio.Event | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        while not stop.is_set():
+            try:
+                holding = await asyncio.to_thread(lease.acquire)
+            except Exception as exc:  # noqa: BLE001 - the store is away: try again
+                log.warning("the singletons' lease could not be asked for", error=str(exc))
+                holding = False
+            if holding and tenure is None:
+                echo(f"node {name} holds the lease {SINGLETONS}: it runs the run watcher, the deadline and sitrep "
+                     "watchers and the inbox sweeper")
+                tenure = asyncio.Event()
+                tasks = _singleton_tasks(tenure, catalog, options, store)
+            elif not holding and tenure is not None:
+                echo(f"node {name} lost the lease {SINGLETONS}: its singletons stop")
+                await _end(tenure, tasks)
+                tenure, tasks = None, []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.lease_every)
+    finally:
+        if tenure is not None:
+            await _end(tenure, tasks)
+        await asyncio.to_thread(lease.release)
+
+
+def _singleton_tasks(tenure: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine) -> list[asyncio.Task[None]]:
+    return [
+        asyncio.create_task(_zombie_automation(list(catalog.runbooks))),
+        asyncio.create_task(watch_runs(tenure)),
+        asyncio.create_task(watch_deadlines(tenure, folder=catalog.folder)),
+        asyncio.create_task(watch_sitreps(tenure, catalog.runbooks, folder=catalog.folder)),
+        asyncio.create_task(sweep_inbox(tenure, store, catalog.runbooks, options.inbox_stale)),
+    ]
+
+
+async def _zombie_automation(flow_names: list[str]) -> None:
+    try:
+        await ensure_zombie_automation(flow_names)
+    except Exception as exc:  # noqa: BLE001 - the next holder installs it
+        log.error("the zombie-run automation could not be installed", error=str(exc))
+
+
+async def _end(tenure: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    tenure.set()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+
+
+async def sweep_inbox(stop: asyncio.Event, store: Engine, runbooks: Mapping[str, Runbook], stale: float) -> None:
+    """Every few seconds until `stop`, record the webhooks accepted more than `stale` seconds ago
+    and still not recorded (their receiver died): the runs of the incidents they open are then
+    started by any receiver (each rescans the store for incidents whose run did not start)."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(take_up_stale, store, runbooks, timedelta(seconds=stale))
+        except Exception as exc:  # noqa: BLE001 - the store is away: next time
+            log.error("the inbox sweep failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(1.0, min(stale / 3, 10.0)))
+
+
+def take_up_stale(store: Engine, runbooks: Mapping[str, Runbook], stale: timedelta) -> int:
+    """Record the unfinished inbox rows older than `stale`; return how many were taken up."""
+    now = datetime.now(UTC)
+    taken = 0
+    for delivery in inbox.unfinished(store):
+        received = delivery.received_at if delivery.received_at.tzinfo else delivery.received_at.replace(tzinfo=UTC)
+        if received > now - stale:
+            continue
+        try:
+            alerts = parse(delivery.source, json.loads(delivery.body))
+        except Exception as exc:  # noqa: BLE001 - a row that no longer parses is set aside, as the receiver does
+            log.error("an inbox row no longer parses", id=delivery.id, source=delivery.source, error=str(exc))
+            inbox.finish(store, delivery.id, datetime.now(UTC), None)
+            continue
+        try:
+            process_batch(store, runbooks, alerts, delivery.received_at)
+        except Exception as exc:  # noqa: BLE001 - counted as a try; a person looks after MAX_ATTEMPTS
+            inbox.finish(store, delivery.id, datetime.now(UTC), f"taken up by the inbox sweeper: {exc}")
+            continue
+        inbox.finish(store, delivery.id, datetime.now(UTC), None)
+        log.info("took up a webhook its receiver did not record", id=delivery.id, source=delivery.source,
+                 alerts=len(alerts))
+        taken += 1
+    return taken
