@@ -199,7 +199,8 @@ class Topology:
             for n, port in enumerate(self.ports.prefect, 1):
                 self._start(self.prefect_api_part(n, port), wait=False)
             self._start(Part("prefect-services", [self.python, "-m", "prefect", "server", "services", "start"],
-                             self.prefect_server_env()), wait=False)
+                             {**self.prefect_server_env(), "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false"}),
+                        wait=False)
             self._wait(["prefect-api-1", "prefect-api-2"])
             self._run("deploy", [self.python, "-m", "siaga.cli", "deploy", "--pool", POOL], self.client_env())
             for n in (1, 2):
@@ -222,8 +223,11 @@ class Topology:
     # ---- parts
 
     def prefect_api_part(self, n: int, port: int) -> Part:
+        env = self.prefect_server_env()
+        if n > 1:  # one registers Prefect's block types at start: two at once collide on them
+            env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
         return Part(f"prefect-api-{n}", [self.python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                         "--port", str(port), "--no-services"], self.prefect_server_env(),
+                                         "--port", str(port), "--no-services"], env,
                     ready=lambda: _answers(f"http://127.0.0.1:{port}/api/health"))
 
     def node_part(self, n: int) -> Part:
@@ -238,7 +242,7 @@ class Topology:
         env = {**self.siaga_env(f"worker-{name}"), **(self.drill_secrets if drill else self.live_secrets),
                "PREFECT_WORKER_QUERY_SECONDS": "0.5", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
         return Part(f"worker-{name}", [self.python, "-m", "siaga.cli", "worker", "--pool", POOL, "--queue",
-                                       DRILL_QUEUE if drill else LIVE_QUEUE, "--name", name], env)
+                                       DRILL_QUEUE if drill else LIVE_QUEUE, "--name", name, "--limit", "10"], env)
 
     def start(self, name: str) -> None:
         """Start a part again (after `kill`), and wait until it answers."""

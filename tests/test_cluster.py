@@ -1,0 +1,368 @@
+"""Siaga's promises on Prefect's own distributed deployment: the topology of `cluster/up` started
+once for the module (Debian's PostgreSQL, Redis and haproxy; two Prefect API servers and their
+background services; two Siaga nodes behind the load balancer; two live workers and a drill
+worker), alerts sent over HTTP as Alertmanager sends them, and a provider stand-in counting every
+call the runbooks' steps make.
+
+- 200 distinct incidents' alerts at once through the load balancer: 200 incidents, 200 runs, each
+  first step once;
+- the same batch to both receivers at once, again and again: one incident, one run;
+- three votes for a quorum of two, at once, from two machines: decided once, the step once, the
+  audit chain whole (`siaga audit verify`);
+- the node holding the singletons' lease killed -9 in the middle of a stream of batches: every
+  accepted alert gets its incident and its run (the other node takes the lease and records what the
+  dead one accepted); a worker killed -9 in the middle of a step: the run still finishes, the
+  stand-in counts the call once;
+- a drill lands only on the drill worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from cluster.topology import POSTGRES_BIN, Topology, running
+from siaga.store import engine
+
+from .conftest import missing
+from .gate_driver import ROSTER, code_for
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "cluster-test-token"
+
+RUNBOOK = """
+runbook: cluster-first
+title: First step on the cluster
+severity: sev2
+roles: {ops: [eko, fajar]}
+inputs:
+  key: {type: string, default: none}
+triggers:
+  - source: alertmanager
+    match: {alertname: ClusterAlert}
+    group_by: [key]
+    inputs: {key: "{{ alert.labels.key }}"}
+steps:
+  - id: first
+    action: http.request
+    with: {url: "URL/first", json: {key: "{{ inputs.key }}"}}
+"""
+
+GATED = """
+runbook: cluster-gated
+title: A gate decided from two machines
+severity: sev2
+roles: {ops: [eko, fajar], commander: [alice]}
+chain_of_command: [ops, commander]
+inputs:
+  key: {type: string, default: none}
+triggers:
+  - source: alertmanager
+    match: {alertname: ClusterGate}
+    group_by: [key]
+    inputs: {key: "{{ alert.labels.key }}"}
+steps:
+  - id: freeze
+    action: http.request
+    with: {url: "URL/freeze", json: {key: "{{ inputs.key }}"}}
+    approval: {from: [ops, commander], quorum: 2, timeout: 30m, on_timeout: reject}
+"""
+
+
+class Provider:
+    """The stand-in every step calls: counts each (path, key); a key starting with ``slow`` is
+    answered after `SLOW` seconds (a step in flight long enough to kill its worker)."""
+
+    SLOW = 4.0
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.first_at: dict[str, float] = {}
+        self.changed = threading.Condition()
+
+    def record(self, path: str, key: str) -> None:
+        with self.changed:
+            self.calls[(path, key)] += 1
+            self.first_at.setdefault(key, time.time())
+            self.changed.notify_all()
+
+    def wait_for(self, path: str, keys: set[str], timeout: float) -> set[str]:
+        """The keys of `keys` not yet called on `path` after `timeout` seconds (empty: all came)."""
+        with self.changed:
+            self.changed.wait_for(lambda: all((path, k) in self.calls for k in keys), timeout)
+            return {k for k in keys if (path, k) not in self.calls}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Provider:
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                key = str(body.get("key"))
+                provider.record(self.path, key)
+                if key.startswith("slow"):
+                    time.sleep(Provider.SLOW)
+                answer = b'{"ok": true}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def batch(alertname: str, *keys: str, fingerprint: str | None = None) -> dict[str, Any]:
+    """An Alertmanager webhook with one firing alert per key."""
+    return {
+        "version": "4", "groupKey": f"{alertname}:{keys[0]}", "status": "firing", "receiver": "siaga",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager",
+        "alerts": [{
+            "status": "firing", "labels": {"alertname": alertname, "key": key}, "annotations": {},
+            "startsAt": "2026-12-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+            "fingerprint": fingerprint or f"fp-{key}",
+        } for key in keys],
+    }
+
+
+def send(client: httpx.Client, base: str, payload: dict[str, Any]) -> int:
+    try:
+        return client.post(f"{base}/hooks/alertmanager", json=payload,
+                           headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+    except httpx.TransportError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Provider]:
+    with Provider() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, provider: Provider) -> Iterator[Topology]:
+    if POSTGRES_BIN is None:
+        missing("PostgreSQL server binaries", "apt-get install -y postgresql")
+    for binary in ("redis-server", "haproxy"):
+        if not any(Path(d, binary).exists() for d in ("/usr/bin", "/usr/sbin")):
+            missing(binary, "apt-get install -y redis-server haproxy")
+    pytest.importorskip("prefect_redis", reason="no prefect-redis: pip install 'siaga[cluster]'")
+    folder = tmp_path_factory.mktemp("cluster")
+    runbooks = folder / "runbooks"
+    runbooks.mkdir()
+    (runbooks / "first.yaml").write_text(RUNBOOK.replace("URL", provider.url))
+    (runbooks / "gated.yaml").write_text(GATED.replace("URL", provider.url))
+    (runbooks / "roster.yaml").write_text(ROSTER)
+    topology = Topology(folder / "cluster", runbooks, secrets={"SIAGA_ALERTMANAGER_TOKEN": TOKEN},
+                        drill_secrets={"SIAGA_SECRET_DRILL_SANDBOX": "drill-only"}, inbox_stale=3.0,
+                        echo=lambda line: None)
+    with running(topology):
+        yield topology
+
+
+@pytest.fixture(scope="module")
+def store(cluster: Topology) -> Any:
+    return engine(cluster.store_url)
+
+
+async def runs_of(api: str, flow: str, keys: set[str] | None = None) -> list[Any]:
+    """Every flow run of `flow` on the cluster (past Prefect's page of 200)."""
+    with temporary_settings({PREFECT_API_URL: api}):
+        async with get_client() as client:
+            found, offset = [], 0
+            while True:
+                page = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])),
+                                                   limit=200, offset=offset)
+                found += page
+                if len(page) < 200:
+                    return found
+                offset += 200
+
+
+async def read_runs(api: str, ids: list[str]) -> dict[str, Any]:
+    with temporary_settings({PREFECT_API_URL: api}):
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(i) for i in ids])))
+    return {str(r.id): r for r in runs}
+
+
+def incidents_of(store: Any, runbook: str) -> list[dict[str, Any]]:
+    from siaga.incidents.views import list_incidents
+
+    return [i for i in list_incidents(store, limit=10_000) if i["runbook_id"] == runbook]
+
+
+def test_200_incidents_at_once_through_the_load_balancer(cluster: Topology, provider: Provider, store: Any) -> None:
+    keys = [f"storm-{n:03d}" for n in range(200)]
+    started = time.monotonic()
+    with httpx.Client(timeout=30) as client, ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda k: send(client, cluster.receiver_url, batch("ClusterAlert", k)), keys))
+    assert Counter(answers) == {202: 200}
+    missing_keys = provider.wait_for("/first", set(keys), timeout=150)
+    took = time.monotonic() - started
+    assert not missing_keys, f"{len(missing_keys)} first steps never ran (after {took:.0f} s)"
+    time.sleep(2)  # a duplicate run would call again by now
+    assert all(provider.calls[("/first", k)] == 1 for k in keys), "a first step ran twice"
+    incidents = [i for i in incidents_of(store, "cluster-first") if i["inputs"]["key"].startswith("storm-")]
+    assert len(incidents) == 200 and len({i["inputs"]["key"] for i in incidents}) == 200
+    run_ids = {i["flow_run_id"] for i in incidents}
+    assert None not in run_ids and len(run_ids) == 200
+    runs = [r for r in asyncio.run(runs_of(cluster.prefect_api, "cluster-first"))
+            if str(r.parameters.get("key", "")).startswith("storm-")]
+    assert len(runs) == 200 and {str(r.id) for r in runs} == run_ids
+    print(f"200 incidents: every first step ran once within {took:.1f} s of the first webhook")
+
+
+def test_the_same_batch_to_both_receivers_at_once_opens_one_incident_with_one_run(
+    cluster: Topology, provider: Provider, store: Any
+) -> None:
+    keys = [f"twice-{n}" for n in range(5)]
+    with httpx.Client(timeout=30) as client, ThreadPoolExecutor(8) as pool:
+        for key in keys:
+            payload = batch("ClusterAlert", key)
+            targets = [cluster.receiver(1), cluster.receiver(2)] * 3
+            assert set(pool.map(lambda base: send(client, base, payload), targets)) == {202}
+    assert not provider.wait_for("/first", set(keys), timeout=60)
+    time.sleep(2)
+    for key in keys:
+        assert provider.calls[("/first", key)] == 1
+        (incident,) = [i for i in incidents_of(store, "cluster-first") if i["inputs"]["key"] == key]
+        assert incident["alerts"] == 1 and incident["flow_run_id"]
+    runs = [r for r in asyncio.run(runs_of(cluster.prefect_api, "cluster-first")) if r.parameters.get("key") in keys]
+    assert sorted(r.parameters["key"] for r in runs) == sorted(keys)
+
+
+def test_votes_from_two_machines_at_once_decide_the_gate_once(cluster: Topology, provider: Provider, store: Any) -> None:
+    from siaga.approvals.records import GateRecords, gate_id
+
+    with httpx.Client(timeout=30) as client:
+        assert send(client, cluster.receiver_url, batch("ClusterGate", "vote-1")) == 202
+    deadline = time.monotonic() + 90
+    run_id = None
+    while time.monotonic() < deadline:
+        found = [i for i in incidents_of(store, "cluster-gated") if i["inputs"]["key"] == "vote-1" and i["flow_run_id"]]
+        run_id = found[0]["flow_run_id"] if found else None
+        gate = GateRecords(store).get(gate_id(run_id, "freeze")) if run_id else None
+        if gate is not None and gate.is_open and {"eko", "fajar", "alice"} <= GateRecords(store).holders_of_codes(gate.id):
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the gate did not open with its codes sent")
+    homes = [cluster.folder / f"worker-live-{n}" for n in (1, 2)]
+
+    def code(person: str) -> str:
+        for home in homes:
+            try:
+                return code_for(home, person, run_id, "freeze")
+            except AssertionError:
+                continue
+        raise AssertionError(f"no code for {person}")
+
+    votes = [("eko", 1), ("fajar", 2), ("alice", 1)]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIAGA_"))}}
+    commands = [
+        subprocess.Popen([sys.executable, "-m", "siaga.cli", "approve", run_id, "freeze", "--as", person,
+                          "--code", code(person)],
+                         env={**env, **cluster.siaga_env(f"machine-{machine}")}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for person, machine in votes
+    ]
+    outputs = [c.communicate(timeout=60)[0] for c in commands]
+    assert all(c.returncode in (0, 1) for c in commands), outputs
+    assert not provider.wait_for("/freeze", {"vote-1"}, timeout=90), "the approved step did not run"
+    time.sleep(2)
+    assert provider.calls[("/freeze", "vote-1")] == 1
+    gate = GateRecords(store).get(gate_id(run_id, "freeze"))
+    assert gate is not None and gate.state == "approved" and len(gate.approvers or []) == 2
+    decided = [e for e in GateRecords(store).events(gate.id) if e["kind"] in ("approved", "decided")]
+    assert len(decided) <= 1
+    verify = subprocess.run([sys.executable, "-m", "siaga.cli", "audit", "verify"],
+                            env={**env, **cluster.client_env()}, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_node_killed_mid_stream_loses_no_accepted_alert(cluster: Topology, provider: Provider, store: Any) -> None:
+    """Kill -9 the node holding the singletons' lease while batches stream into it: the other node
+    takes the lease, records what the dead one accepted, and its receiver starts the runs."""
+    holder = next(n for n in (1, 2) if "holds the lease" in (cluster.logs / f"node-{n}.log").read_text())
+    keys = [f"kill-{n:02d}" for n in range(30)]
+    accepted: list[str] = []
+    with httpx.Client(timeout=5) as client:
+        for n, key in enumerate(keys):
+            if n == 15:
+                cluster.kill(f"node-{holder}")
+            if send(client, cluster.receiver(holder), batch("ClusterAlert", key)) == 202:
+                accepted.append(key)
+    assert 10 <= len(accepted) < 30
+    missing_keys = provider.wait_for("/first", set(accepted), timeout=90)
+    assert not missing_keys, f"accepted and lost: {sorted(missing_keys)}"
+    other = 3 - holder
+    assert "holds the lease" in (cluster.logs / f"node-{other}.log").read_text()
+    time.sleep(1)
+    assert all(provider.calls[("/first", k)] == 1 for k in accepted)
+    cluster.start(f"node-{holder}")
+
+
+def test_a_worker_killed_mid_step_leaves_the_run_to_finish_once(cluster: Topology, provider: Provider, store: Any) -> None:
+    with httpx.Client(timeout=30) as client:
+        assert send(client, cluster.receiver_url, batch("ClusterAlert", "slow-1")) == 202
+    assert not provider.wait_for("/first", {"slow-1"}, timeout=60)
+    (incident,) = [i for i in incidents_of(store, "cluster-first") if i["inputs"]["key"] == "slow-1"]
+    run = asyncio.run(read_runs(cluster.prefect_api, [incident["flow_run_id"]]))[incident["flow_run_id"]]
+    worker = next(n for n in ("live-1", "live-2")
+                  if str(run.id) in (cluster.logs / f"worker-{n}.log").read_text())
+    cluster.kill_process(f"worker-{worker}")  # the worker process only: its run's process lives on
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run = asyncio.run(read_runs(cluster.prefect_api, [str(run.id)]))[str(run.id)]
+        if run.state and run.state.is_final():
+            break
+        time.sleep(0.5)
+    assert run.state and run.state.is_completed(), run.state
+    assert provider.calls[("/first", "slow-1")] == 1
+    cluster.start(f"worker-{worker}")
+
+
+def test_a_drill_runs_only_on_the_drill_worker(cluster: Topology) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIAGA_"))}, **cluster.client_env()}
+    done = subprocess.run([sys.executable, "-m", "siaga.cli", "drill", "cluster-first", "--input", "key=drill-1"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = [r for r in asyncio.run(runs_of(cluster.prefect_api, "cluster-first")) if r.parameters.get("mode") == "drill"]
+    assert runs and all(r.work_queue_name == "drill" for r in runs)
+    drill_log = (cluster.logs / "worker-drill-1.log").read_text()
+    live_logs = "".join((cluster.logs / f"worker-live-{n}.log").read_text() for n in (1, 2))
+    for run in runs:
+        assert str(run.id) in drill_log and str(run.id) not in live_logs
