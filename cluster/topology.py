@@ -109,6 +109,7 @@ class Topology:
     """How old a webhook a dead receiver accepted must be before the surviving node records it (s)."""
     echo: Callable[[str], None] = print
     parts: dict[str, Part] = field(default_factory=dict)
+    _postgres_home: Path | None = None
 
     # ---- addresses
 
@@ -219,6 +220,9 @@ class Topology:
         """Stop every part this topology started (newest first), by process id."""
         for name in reversed(list(self.parts)):
             self.kill(name, signal.SIGTERM)
+        if self._postgres_home is not None:
+            shutil.rmtree(self._postgres_home, ignore_errors=True)
+            self._postgres_home = None
 
     # ---- parts
 
@@ -242,11 +246,14 @@ class Topology:
         env = {**self.siaga_env(f"worker-{name}"), **(self.drill_secrets if drill else self.live_secrets),
                "PREFECT_WORKER_QUERY_SECONDS": "0.5", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
         return Part(f"worker-{name}", [self.python, "-m", "siaga.cli", "worker", "--pool", POOL, "--queue",
-                                       DRILL_QUEUE if drill else LIVE_QUEUE, "--name", name, "--limit", "10"], env)
+                                       DRILL_QUEUE if drill else LIVE_QUEUE, "--name", name, "--limit", "5"], env)
 
     def start(self, name: str) -> None:
         """Start a part again (after `kill`), and wait until it answers."""
         part = self.parts[name]
+        if part.process is not None:  # what its killed process left behind goes with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(part.process.pid, signal.SIGKILL)
         self._start(Part(part.name, part.command, part.env, part.ready))
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
@@ -260,9 +267,10 @@ class Topology:
         try:
             part.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(part.process.pid, signal.SIGKILL)
-            part.process.wait()
+            pass
+        with contextlib.suppress(ProcessLookupError):  # what it left behind (a worker's forkserver, its runs)
+            os.killpg(part.process.pid, signal.SIGKILL)
+        part.process.wait()
 
     def kill_process(self, name: str, signum: int = signal.SIGKILL) -> None:
         """Send `signum` to the part's own process only (its children, such as a worker's runs, live on)."""
@@ -276,16 +284,17 @@ class Topology:
 
     def _postgres(self) -> None:
         assert POSTGRES_BIN is not None
-        data = self.folder / "postgres"
-        if os.geteuid() == 0:
-            shutil.chown(self.folder, "postgres", "postgres")
-            os.chmod(self.folder, 0o755)
+        home = self.folder
+        if os.geteuid() == 0:  # the server runs as the postgres user, who may not enter our folder
+            home = self._postgres_home = Path(tempfile.mkdtemp(prefix="siaga-cluster-pg-"))
+            shutil.chown(home, "postgres", "postgres")
+        data = home / "postgres"
         if not (data / "PG_VERSION").exists():
             self._run("initdb", _as_postgres([str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "siaga",
                                               "--auth=trust", "--no-sync"]), {})
         self._start(Part("postgres", _as_postgres([
             str(POSTGRES_BIN / "postgres"), "-D", str(data), "-p", str(self.ports.postgres), "-h", "127.0.0.1",
-            "-k", str(self.folder), "-c", "max_connections=300", "-c", "fsync=off",
+            "-k", str(home), "-c", "max_connections=300", "-c", "fsync=off",
             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
         ]), {}, ready=lambda: _listening(self.ports.postgres)))
         for database in ("prefect", "siaga"):
