@@ -32,13 +32,14 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from siaga.integrations import default_registry
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from siaga.alerts import inbox
 from siaga.alerts.parsers import parse
@@ -49,9 +50,10 @@ from siaga.incidents.recording import process_batch
 from siaga.lease import Lease
 from siaga.logs import get_logger
 from siaga.runbook import Runbook
-from siaga.store import database_url, engine
+from siaga.store import database_url, engine, incidents
 
 from .deadlines import watch_deadlines
+from .running import start_incident_run
 from .sitreps import watch_sitreps
 from .stack import ensure_zombie_automation, start_receiver
 from .wakeups import watch_runs
@@ -61,7 +63,11 @@ log = get_logger("siaga.node")
 SINGLETONS = "siaga-singletons"
 """The lease whose holder runs the cluster's singletons."""
 
+START_CONCURRENCY = 8
+"""How many runs a node's receiver creates at once (Prefect on PostgreSQL takes them in parallel)."""
+
 Echo = Callable[[str], None]
+StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,9 @@ async def _serve(catalog: Catalog, options: NodeOptions, store: Engine, echo: Ec
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    receiver, receiver_task = await start_receiver(catalog, options.host, options.port, echo)
+    receiver, receiver_task = await start_receiver(
+        catalog, options.host, options.port, echo, start_run=claimed_start(store), start_concurrency=START_CONCURRENCY
+    )
     name = options.name or f"{os.uname().nodename}:{options.port}"
     echo(f"Siaga node {name} is up: {len(catalog.runbooks)} runbooks; runs go to the work pool for Prefect workers")
     singletons = asyncio.create_task(_hold_singletons(stop, catalog, options, store, name, echo))
@@ -130,6 +138,37 @@ async def _serve(catalog: Catalog, options: NodeOptions, store: Engine, echo: Ec
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await asyncio.wait_for(singletons, timeout=10)
     return 0
+
+
+def claimed_start(store: Engine, start: StartRun = start_incident_run) -> StartRun:
+    """`start` (Prefect's run creation for an incident), done by one receiver at a time: every
+    receiver sees the same incidents waiting for their run, in the same order, so without a claim
+    they would all create each run (Prefect's idempotency key keeps it one run, at the cost of
+    every receiver's call). The claim is a PostgreSQL advisory lock per incident and phase; a
+    receiver that finds it taken waits for the run the holder notes and returns it, or takes the
+    claim over if the holder died."""
+
+    async def start_claimed(incident: Mapping[str, Any]) -> str:
+        phase = incident.get("phase", "respond")
+        claim = Lease(store, f"incident-run:{incident['id']}:{phase}")
+        while True:
+            noted = await asyncio.to_thread(_noted_run, store, incident["id"], phase)
+            if noted:
+                return noted
+            if await asyncio.to_thread(claim.acquire):
+                try:
+                    return await start(incident)
+                finally:
+                    await asyncio.to_thread(claim.release)
+            await asyncio.sleep(0.1)
+
+    return start_claimed
+
+
+def _noted_run(store: Engine, incident_id: str, phase: str) -> str | None:
+    column = incidents.c.resolve_run_id if phase == "resolve" else incidents.c.flow_run_id
+    with store.connect() as db:
+        return db.execute(select(column).where(incidents.c.id == incident_id)).scalar()
 
 
 async def _hold_singletons(

@@ -16,10 +16,11 @@ import json
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import uvicorn
@@ -177,11 +178,13 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 async def start_receiver(
-    catalog: Catalog, host: str, port: int, echo: Echo, lane: FastLane | None = None
+    catalog: Catalog, host: str, port: int, echo: Echo, lane: FastLane | None = None, *,
+    start_run: Callable[[Any], Awaitable[str]] | None = None, start_concurrency: int = 1,
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     """Serve the alert receiver on `host`:`port` in this loop; raise StackUnavailable if the port
     is taken. The runs it starts go straight to the fast `lane` (`siaga up`); without one, to the
-    deployment's runner or work pool (`siaga node`). Stop it with ``server.should_exit = True``."""
+    deployment's runner or work pool (`siaga node`, which gives its own `start_run` and creates
+    `start_concurrency` runs at once). Stop it with ``server.should_exit = True``."""
     from siaga.alerts.receiver import ReceiverConfig, create_app
 
     config = ReceiverConfig.from_env()
@@ -189,7 +192,10 @@ async def start_receiver(
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
-    server = _EmbeddedServer(uvicorn.Config(create_app(catalog.runbooks, config, start_run=functools.partial(start_incident_run, lane=lane), notify=echo), log_level="warning", lifespan="on"))
+    app = create_app(catalog.runbooks, config, start_run=start_run or functools.partial(start_incident_run, lane=lane),
+                     notify=echo)
+    app.state.worker.start_concurrency = start_concurrency
+    server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="siaga-receiver")
     while not server.started:
         if task.done():

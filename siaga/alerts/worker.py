@@ -15,8 +15,8 @@ the runs their incidents are owed.
   their lane, while the other lanes go on; after `inbox.MAX_ATTEMPTS` tries the webhook is given up
   on with its reason (`inbox.fail`) and counted in ``/healthz`` and ``/metrics``. A receiver that
   starts takes up what one that stopped left unfinished (`inbox.take_up`).
-* **Runs.** Beside the lanes one starter starts each new incident's run, one at a time and the
-  highest ranked first, then the resolve run of each resolved incident whose runbook declares
+* **Runs.** Beside the lanes one starter starts each new incident's run, one at a time
+  (`start_concurrency` at a time under `siaga node`) and the highest ranked first, then the resolve run of each resolved incident whose runbook declares
   `on_resolve` steps, so a slow Prefect server never holds up recording. A run that did not start
   is retried every `RESCAN_SECONDS` (Prefect's ``idempotency_key`` = incident id, or
   ``<incident id>:resolved``, makes a retry return the same run; the store notes the run once).
@@ -162,6 +162,10 @@ class Worker:
     _intake: set[asyncio.Future[None]] = field(default_factory=set)
     """The HTTP layer's store writes under way (`intake`)."""
     _pruned_at: float | None = None
+    start_concurrency: int = 1
+    """How many runs the starter creates at once: one on the embedded default (Prefect on SQLite
+    loses concurrent creations to "database is locked"); more on a cluster (`siaga node`), where
+    Prefect is on PostgreSQL behind several API servers."""
 
     @property
     def busy(self) -> bool:
@@ -424,32 +428,45 @@ class Worker:
             await self._start(pending)
 
     async def _start(self, pending: list[dict[str, Any]]) -> None:
+        """Start the runs of `pending` in rank order, `start_concurrency` at a time."""
+        if self.start_concurrency <= 1:
+            for incident in pending:
+                await self._start_one(incident)
+            return
+        slots = asyncio.Semaphore(self.start_concurrency)
+
+        async def start(incident: dict[str, Any]) -> None:
+            async with slots:
+                await self._start_one(incident)
+
+        await asyncio.gather(*(start(incident) for incident in pending))
+
+    async def _start_one(self, incident: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
-        for incident in pending:
-            phase = incident.get("phase", "respond")
-            resolving = phase == "resolve"
-            which = "resolve run" if resolving else "run"
-            key = (incident["id"], phase)
-            if self._not_before.get(key, 0.0) > loop.time():
-                continue  # failed lately: the rescan retries it later, and the queue moves on
-            try:
-                flow_run_id = await self._retry(
-                    f"starting the {which} of incident {incident['id']}",
-                    lambda incident=incident: self.start_run(incident),
-                    (Exception,),
-                )
-            except Exception as exc:  # noqa: BLE001 - whatever start_run raised, retry later
-                log.error("incident %s: its %s did not start: %s", incident["id"], which, exc)
-                await asyncio.to_thread(
-                    note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}", phase
-                )
-                failures = incident["resolve_attempts" if resolving else "run_attempts"] + 1
-                self._not_before[key] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
-                continue
-            self._not_before.pop(key, None)
-            note = set_resolve_run if resolving else set_flow_run
-            await asyncio.to_thread(note, self.engine, incident["id"], str(flow_run_id))
-            self._tell(f"incident {incident['id']}: {incident['runbook_id']} {which} {flow_run_id} started")
+        phase = incident.get("phase", "respond")
+        resolving = phase == "resolve"
+        which = "resolve run" if resolving else "run"
+        key = (incident["id"], phase)
+        if self._not_before.get(key, 0.0) > loop.time():
+            return  # failed lately: the rescan retries it later, and the queue moves on
+        try:
+            flow_run_id = await self._retry(
+                f"starting the {which} of incident {incident['id']}",
+                lambda incident=incident: self.start_run(incident),
+                (Exception,),
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever start_run raised, retry later
+            log.error("incident %s: its %s did not start: %s", incident["id"], which, exc)
+            await asyncio.to_thread(
+                note_run_failure, self.engine, incident["id"], f"{type(exc).__name__}: {exc}", phase
+            )
+            failures = incident["resolve_attempts" if resolving else "run_attempts"] + 1
+            self._not_before[key] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
+            return
+        self._not_before.pop(key, None)
+        note = set_resolve_run if resolving else set_flow_run
+        await asyncio.to_thread(note, self.engine, incident["id"], str(flow_run_id))
+        self._tell(f"incident {incident['id']}: {incident['runbook_id']} {which} {flow_run_id} started")
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[Any]], errors: tuple[type[BaseException], ...]) -> Any:
         delay = self.first_delay

@@ -1,0 +1,233 @@
+"""Siaga on Prefect's distributed deployment next to the embedded default, on the same box, in one run.
+
+The same burst goes to each: `--count` (500) distinct incidents' Alertmanager webhooks, 32 at a
+time, each opening an incident whose runbook's first step is an ``http.request`` to a local
+server.
+
+1. cluster: the topology of `cluster/up` (PostgreSQL, Redis, two Prefect API servers and their
+   services behind haproxy, two Siaga nodes behind haproxy, two live workers), the alerts sent to
+   the receivers' load balancer;
+2. embedded: `siaga up` (Prefect on SQLite, the receiver, the fast lane), the alerts sent to its
+   receiver.
+
+Figures per path: runs created per second (from the first webhook until the store notes a run for
+every incident), the time until every first step ran, and alert-to-first-step p50/p95 (each
+webhook's send to its runbook's first step reaching the local server). Targets on the cluster: the
+500 runs created in under 30 s, first step p95 under 2 s.
+
+    python benchmarks/cluster.py [--count 500] [--only cluster|embedded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cluster.topology import Topology  # noqa: E402
+
+TOKEN = "bench-token"
+RUNBOOK = """
+runbook: bench-cluster
+title: Cluster benchmark
+severity: sev2
+roles: {{ops: [eko]}}
+inputs:
+  key: {{type: string, default: none}}
+triggers:
+  - source: alertmanager
+    match: {{alertname: BenchCluster}}
+    group_by: [key]
+    inputs: {{key: "{{{{ alert.labels.key }}}}"}}
+steps:
+  - id: first
+    action: http.request
+    with: {{url: "{url}", json: {{key: "{{{{ inputs.key }}}}"}}}}
+"""
+
+
+class Hits:
+    """When each key's first step first reached the server."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def serve(self) -> ThreadingHTTPServer:
+        hits = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                key = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))["key"]
+                with hits.lock:
+                    hits.seen.setdefault(key, time.time())
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+def alert(key: str) -> dict[str, Any]:
+    return {
+        "version": "4", "groupKey": f"bench:{key}", "status": "firing", "receiver": "siaga",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager",
+        "alerts": [{"status": "firing", "labels": {"alertname": "BenchCluster", "key": key}, "annotations": {},
+                    "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+                    "fingerprint": f"fp-{key}"}],
+    }
+
+
+def burst(receiver: str, store_url: str, hits: Hits, name: str, count: int, timeout: float = 1200) -> dict[str, Any]:
+    """Send `count` incidents' webhooks to `receiver`; wait for every run and first step."""
+    keys = [f"{name}-{n:04d}" for n in range(count)]
+    sent: dict[str, float] = {}
+    store = create_engine(store_url)
+    counted = text("SELECT count(*) FROM incidents WHERE flow_run_id IS NOT NULL AND runbook_id = 'bench-cluster' "
+                   "AND group_key LIKE :prefix")
+    created_at: float | None = None
+
+    def send(key: str) -> int:
+        sent[key] = time.time()
+        return client.post(f"{receiver}/hooks/alertmanager", json=alert(key),
+                           headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+
+    started = time.time()
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(send, keys))
+    accepted = time.time() - started
+    if set(answers) != {202}:
+        raise RuntimeError(f"{name}: answers {sorted(set(answers))}")
+    deadline = started + timeout
+    while time.time() < deadline:
+        if created_at is None:
+            with store.connect() as db:
+                if db.execute(counted, {"prefix": f"%{name}-%"}).scalar() >= count:
+                    created_at = time.time()
+        with hits.lock:
+            done = sum(k in hits.seen for k in keys)
+        if created_at is not None and done == count:
+            break
+        time.sleep(0.25)
+    store.dispose()
+    with hits.lock:
+        latencies = sorted(hits.seen[k] - sent[k] for k in keys if k in hits.seen)
+        last = max((hits.seen[k] for k in keys if k in hits.seen), default=time.time())
+    return {
+        "accepted_s": accepted,
+        "created_s": (created_at - started) if created_at else None,
+        "runs_per_s": count / (created_at - started) if created_at else None,
+        "all_first_steps_s": last - started if len(latencies) == count else None,
+        "first_steps": len(latencies),
+        "p50": statistics.median(latencies) if latencies else None,
+        "p95": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cluster_path(work: Path, runbooks: Path, hits: Hits, count: int) -> dict[str, Any]:
+    topology = Topology(work / "cluster", runbooks, secrets={"SIAGA_ALERTMANAGER_TOKEN": TOKEN},
+                        echo=lambda line: print(f"  {line}", flush=True))
+    topology.up()
+    try:
+        return burst(topology.receiver_url, topology.store_url, hits, "cluster", count)
+    finally:
+        topology.down()
+
+
+def embedded_path(work: Path, runbooks: Path, hits: Hits, count: int) -> dict[str, Any]:
+    home, port, receiver_port = work / "embedded", free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SIAGA_"))}
+    env.update(SIAGA_HOME=str(home), SIAGA_RUNBOOKS=str(runbooks), SIAGA_ALERTMANAGER_TOKEN=TOKEN)
+    home.mkdir()
+    log = (work / "siaga-up.log").open("wb")
+    up = subprocess.Popen([sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port",
+                           str(receiver_port), "--runbooks", str(runbooks)], env=env, stdout=log,
+                          stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "Siaga is up" not in (work / "siaga-up.log").read_text(errors="replace"):
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("siaga up did not start: see " + str(work / "siaga-up.log"))
+            time.sleep(0.3)
+        return burst(f"http://127.0.0.1:{receiver_port}", f"sqlite:///{home / 'siaga.db'}", hits, "embedded", count)
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--only", choices=["cluster", "embedded"])
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="siaga-bench-cluster-"))
+    hits = Hits()
+    server = hits.serve()
+    runbooks = work / "runbooks"
+    runbooks.mkdir()
+    (runbooks / "bench.yaml").write_text(RUNBOOK.format(url=f"http://127.0.0.1:{server.server_port}/hit"))
+    paths: dict[str, Callable[..., dict[str, Any]]] = {"cluster": cluster_path, "embedded": embedded_path}
+    results = {}
+    try:
+        for name, path in paths.items():
+            if args.only and name != args.only:
+                continue
+            print(f"{name}: {args.count} incidents...", flush=True)
+            results[name] = path(work, runbooks, hits, args.count)
+    finally:
+        server.shutdown()
+    print(f"\n{args.count} incidents, 32 concurrent senders, {os.cpu_count()} cores\n")
+    rows = [("webhooks all answered 202", "accepted_s", "{:.1f} s"), ("runs created (all)", "created_s", "{:.1f} s"),
+            ("runs created per second", "runs_per_s", "{:.1f}/s"), ("every first step ran", "all_first_steps_s", "{:.1f} s"),
+            ("first steps seen", "first_steps", "{}"), ("alert to first step p50", "p50", "{:.2f} s"),
+            ("alert to first step p95", "p95", "{:.2f} s")]
+    names = list(results)
+    print(f"| figure | {' | '.join(names)} |")
+    print(f"| --- | {' | '.join('---' for _ in names)} |")
+    for label, key, form in rows:
+        cells = [form.format(results[n][key]) if results[n][key] is not None else "n/a" for n in names]
+        print(f"| {label} | {' | '.join(cells)} |")
+    if "cluster" in results:
+        c = results["cluster"]
+        print(f"\ntargets on the cluster: {args.count} runs created in under 30 s: "
+              f"{'met' if c['created_s'] and c['created_s'] < 30 else 'missed'}; first step p95 under 2 s: "
+              f"{'met' if c['p95'] and c['p95'] < 2 else 'missed'}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
