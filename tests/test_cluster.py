@@ -45,7 +45,7 @@ from siaga.store import engine
 from .conftest import missing
 from .gate_driver import ROSTER, code_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TOKEN = "cluster-test-token"
 
