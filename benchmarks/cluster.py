@@ -21,20 +21,16 @@ webhook's send to its runbook's first step reaching the local server). Targets o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,72 +38,18 @@ import httpx
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from alert_to_action import RUNBOOK, RUNBOOK_YAML, TOKEN, Hits, alert, free_port, serve_hits  # noqa: E402
 
 from cluster.topology import Topology  # noqa: E402
-
-TOKEN = "bench-token"
-RUNBOOK = """
-runbook: bench-cluster
-title: Cluster benchmark
-severity: sev2
-roles: {{ops: [eko]}}
-inputs:
-  key: {{type: string, default: none}}
-triggers:
-  - source: alertmanager
-    match: {{alertname: BenchCluster}}
-    group_by: [key]
-    inputs: {{key: "{{{{ alert.labels.key }}}}"}}
-steps:
-  - id: first
-    action: http.request
-    with: {{url: "{url}", json: {{key: "{{{{ inputs.key }}}}"}}}}
-"""
-
-
-class Hits:
-    """When each key's first step first reached the server."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def serve(self) -> ThreadingHTTPServer:
-        hits = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                key = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))["key"]
-                with hits.lock:
-                    hits.seen.setdefault(key, time.time())
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
-
-
-def alert(key: str) -> dict[str, Any]:
-    return {
-        "version": "4", "groupKey": f"bench:{key}", "status": "firing", "receiver": "siaga",
-        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager",
-        "alerts": [{"status": "firing", "labels": {"alertname": "BenchCluster", "key": key}, "annotations": {},
-                    "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
-                    "fingerprint": f"fp-{key}"}],
-    }
-
 
 def burst(receiver: str, store_url: str, hits: Hits, name: str, count: int, timeout: float = 1200) -> dict[str, Any]:
     """Send `count` incidents' webhooks to `receiver`; wait for every run and first step."""
     keys = [f"{name}-{n:04d}" for n in range(count)]
     sent: dict[str, float] = {}
     store = create_engine(store_url)
-    counted = text("SELECT count(*) FROM incidents WHERE flow_run_id IS NOT NULL AND runbook_id = 'bench-cluster' "
+    counted = text("SELECT count(*) FROM incidents WHERE flow_run_id IS NOT NULL AND runbook_id = :runbook "
                    "AND group_key LIKE :prefix")
     created_at: float | None = None
 
@@ -126,15 +68,15 @@ def burst(receiver: str, store_url: str, hits: Hits, name: str, count: int, time
     while time.time() < deadline:
         if created_at is None:
             with store.connect() as db:
-                if db.execute(counted, {"prefix": f"%{name}-%"}).scalar() >= count:
+                if db.execute(counted, {"runbook": RUNBOOK, "prefix": f"%{name}-%"}).scalar() >= count:
                     created_at = time.time()
-        with hits.lock:
+        with hits.changed:
             done = sum(k in hits.seen for k in keys)
         if created_at is not None and done == count:
             break
         time.sleep(0.25)
     store.dispose()
-    with hits.lock:
+    with hits.changed:
         latencies = sorted(hits.seen[k] - sent[k] for k in keys if k in hits.seen)
         last = max((hits.seen[k] for k in keys if k in hits.seen), default=time.time())
     return {
@@ -146,12 +88,6 @@ def burst(receiver: str, store_url: str, hits: Hits, name: str, count: int, time
         "p50": statistics.median(latencies) if latencies else None,
         "p95": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cluster_path(work: Path, runbooks: Path, hits: Hits, count: int) -> dict[str, Any]:
@@ -196,10 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="siaga-bench-cluster-"))
     hits = Hits()
-    server = hits.serve()
+    server = serve_hits(hits)
     runbooks = work / "runbooks"
     runbooks.mkdir()
-    (runbooks / "bench.yaml").write_text(RUNBOOK.format(url=f"http://127.0.0.1:{server.server_port}/hit"))
+    (runbooks / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML.format(url=f"http://127.0.0.1:{server.server_port}/hit"))
     paths: dict[str, Callable[..., dict[str, Any]]] = {"cluster": cluster_path, "embedded": embedded_path}
     results = {}
     try:

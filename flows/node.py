@@ -38,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from siaga.integrations import default_registry
 from sqlalchemy import Engine, select
 
 from siaga.alerts import inbox
@@ -55,7 +54,7 @@ from siaga.store import database_url, engine, incidents
 from .deadlines import watch_deadlines
 from .running import start_incident_run
 from .sitreps import watch_sitreps
-from .stack import ensure_zombie_automation, start_receiver
+from .stack import ensure_zombie_automation, served_catalog, start_receiver
 from .wakeups import watch_runs
 
 log = get_logger("siaga.node")
@@ -107,11 +106,8 @@ def run_node(options: NodeOptions, echo: Echo = print) -> int:
     api, store = check_cluster_environment()
     if not prefect_answers(api):
         raise StackUnavailable(f"PREFECT_API_URL is {api}, but no Prefect server answers there")
-    catalog = Catalog.load(options.runbooks.resolve(), default_registry())
-    for problem in catalog.problems:
-        echo(f"skipped: {problem}")
-    if not catalog.runbooks:
-        echo(f"no valid runbooks in {options.runbooks}: nothing to serve")
+    catalog = served_catalog(options.runbooks, echo)
+    if catalog is None:
         return 2
     os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
     return asyncio.run(_serve(catalog, options, engine(store), echo))

@@ -67,13 +67,21 @@ class StackOptions:
     """How many flow runs the runner runs at once (Prefect's own default is 5)."""
 
 
-def run_stack(options: StackOptions, echo: Echo = print) -> int:
-    """Run the stack until Ctrl-C (or until the drill ends with `exit_after_drill`)."""
-    catalog = Catalog.load(options.runbooks.resolve(), default_registry())
+def served_catalog(folder: Path, echo: Echo) -> Catalog | None:
+    """The runbooks of `folder` to serve, each invalid one named as skipped; None (said) if none is valid."""
+    catalog = Catalog.load(folder.resolve(), default_registry())
     for problem in catalog.problems:
         echo(f"skipped: {problem}")
     if not catalog.runbooks:
-        echo(f"no valid runbooks in {options.runbooks}: nothing to serve")
+        echo(f"no valid runbooks in {folder}: nothing to serve")
+        return None
+    return catalog
+
+
+def run_stack(options: StackOptions, echo: Echo = print) -> int:
+    """Run the stack until Ctrl-C (or until the drill ends with `exit_after_drill`)."""
+    catalog = served_catalog(options.runbooks, echo)
+    if catalog is None:
         return 2
     if options.drill and options.drill not in catalog.runbooks:
         echo(f"no runbook `{options.drill}` in {options.runbooks}")
