@@ -207,6 +207,7 @@ def test_alerts_incidents_and_their_runs_are_recorded_on_the_incident_chain(stor
     incident = process(store, CATALOG, routing_alert(fingerprint="a"), now).opened[0]
     process(store, CATALOG, routing_alert(fingerprint="b"), now)
     set_flow_run(store, incident, "flow-run-1")
+    set_flow_run(store, incident, "flow-run-1")  # a second receiver told the same run: noted once
     process(store, CATALOG, routing_alert(fingerprint="a", status="resolved"), now)
     process(store, CATALOG, routing_alert(fingerprint="b", status="resolved"), now)
     records = AuditTrail(store).records(incident)

@@ -45,14 +45,17 @@ def pending_resolve_runs(engine: Engine, max_attempts: int = 20) -> list[dict[st
 
 
 def set_flow_run(engine: Engine, incident_id: str, flow_run_id: str) -> None:
-    """Note the run started for the incident, with its audit record, in one transaction."""
+    """Note the run started for the incident, with its audit record, in one transaction; once
+    (several receivers on one store may each be told the same run: Prefect's idempotency key)."""
     with engine.begin() as connection:
         runbook_id = connection.execute(
             update(incidents)
-            .where(incidents.c.id == incident_id)
+            .where(incidents.c.id == incident_id, incidents.c.flow_run_id.is_(None))
             .values(flow_run_id=flow_run_id, run_error=None, run_attempts=incidents.c.run_attempts + 1)
             .returning(incidents.c.runbook_id)
         ).scalar_one_or_none()
+        if runbook_id is None:
+            return
         AuditTrail(engine).append(
             "incident.run_started", incident_id=incident_id, run_id=flow_run_id, connection=connection,
             data={"runbook": runbook_id},
