@@ -105,6 +105,8 @@ class Topology:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """Given to every Siaga process (nodes and workers), e.g. a provider stand-in's URL."""
     workers: int = 2
+    start_workers: bool = True
+    """False: no worker starts (runs are created and wait in the pool), to measure run creation alone."""
     inbox_stale: float = 30.0
     """How old a webhook a dead receiver accepted must be before the surviving node records it (s)."""
     echo: Callable[[str], None] = print
@@ -206,9 +208,10 @@ class Topology:
             self._run("deploy", [self.python, "-m", "siaga.cli", "deploy", "--pool", POOL], self.client_env())
             for n in (1, 2):
                 self._start(self.node_part(n), wait=False)
-            for n in range(1, self.workers + 1):
+            for n in range(1, self.workers + 1 if self.start_workers else 1):
                 self._start(self.worker_part(f"live-{n}"), wait=False)
-            self._start(self.worker_part("drill-1"), wait=False)
+            if self.start_workers:
+                self._start(self.worker_part("drill-1"), wait=False)
             self._wait([f"node-{n}" for n in (1, 2)])
         except BaseException:
             self.down()

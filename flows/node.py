@@ -11,7 +11,8 @@ What runs where:
   runs are created on the runbooks' deployments in the process work pool (`siaga deploy`), and
   Prefect workers (`siaga worker`) run them. Receivers agree through the store: one open incident
   per key (a unique constraint), each delivery once (replay table), one run per incident (Prefect's
-  idempotency key is the incident id).
+  idempotency key is the incident id; `claimed_start` lets one receiver at a time create it, and
+  the store notes it once). Each receiver creates `START_CONCURRENCY` runs at once.
 * **once across the cluster**, on the node holding the lease ``siaga-singletons`` (a PostgreSQL
   session advisory lock, `siaga.lease`): the zombie-run automation (installed when the lease is
   taken), the run watcher (`siaga.flows.wakeups`: wakes runs waiting at gates, ends runs that
@@ -142,7 +143,8 @@ def claimed_start(store: Engine, start: StartRun = start_incident_run) -> StartR
     they would all create each run (Prefect's idempotency key keeps it one run, at the cost of
     every receiver's call). The claim is a PostgreSQL advisory lock per incident and phase; a
     receiver that finds it taken waits for the run the holder notes and returns it, or takes the
-    claim over if the holder died."""
+    claim over if the holder died (or released it just before noting the run: Prefect then
+    returns the same run)."""
 
     async def start_claimed(incident: Mapping[str, Any]) -> str:
         phase = incident.get("phase", "respond")
