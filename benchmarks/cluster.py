@@ -41,8 +41,8 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent  # the repository's `cluster` package first, this script's folder last
+sys.path[:] = [str(HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != HERE), str(HERE)]
 
 from alert_to_action import RUNBOOK, RUNBOOK_YAML, TOKEN, Hits, alert, free_port, serve_hits  # noqa: E402
 
