@@ -17,8 +17,8 @@ What runs where:
   session advisory lock, `siaga.lease`): the zombie-run automation (installed when the lease is
   taken), the run watcher (`siaga.flows.wakeups`: wakes runs waiting at gates, ends runs that
   died), the statement-deadline and situation-report watchers, and the inbox sweeper (webhooks a
-  receiver accepted and did not record because it died are recorded after `inbox_stale`
-  seconds; recording is idempotent). A node that dies loses the lease with its connection; another
+  receiver accepted and did not record because it died are handed to this node's receiver after
+  `inbox_stale` seconds; recording is idempotent). A node that dies loses the lease with its connection; another
   node takes it within `lease_every` seconds. A node that can no longer see its lease stops its
   singletons at once.
 * **not on a node**: Prefect's API servers and its background services
@@ -33,7 +33,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,14 +43,13 @@ from sqlalchemy import Engine, select
 
 from siaga.alerts import inbox
 from siaga.alerts.parsers import parse
+from siaga.alerts.worker import Batch, Worker
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
 from siaga.home import prefect_answers
-from siaga.incidents.recording import process_batch
 from siaga.lease import Lease
 from siaga.logs import get_logger
-from siaga.runbook import Runbook
-from siaga.store import database_url, engine, incidents
+from siaga.store import as_utc, database_url, engine, incidents
 
 from .deadlines import watch_deadlines
 from .running import start_incident_run
@@ -124,7 +123,8 @@ async def _serve(catalog: Catalog, options: NodeOptions, store: Engine, echo: Ec
     )
     name = options.name or f"{os.uname().nodename}:{options.port}"
     echo(f"Siaga node {name} is up: {len(catalog.runbooks)} runbooks; runs go to the work pool for Prefect workers")
-    singletons = asyncio.create_task(_hold_singletons(stop, catalog, options, store, name, echo))
+    worker = receiver.config.app.state.worker  # the inbox sweeper hands it what a dead receiver left
+    singletons = asyncio.create_task(_hold_singletons(stop, catalog, options, store, worker, name, echo))
     await asyncio.wait({asyncio.create_task(stop.wait()), receiver_task, singletons},
                        return_when=asyncio.FIRST_COMPLETED)
     echo(f"Stopping Siaga node {name}...")
@@ -170,7 +170,7 @@ def _noted_run(store: Engine, incident_id: str, phase: str) -> str | None:
 
 
 async def _hold_singletons(
-    stop: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine, name: str, echo: Echo
+    stop: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine, worker: Worker, name: str, echo: Echo
 ) -> None:
     """Try for the lease every `lease_every` seconds; while it is this node's, run the singletons."""
     lease = Lease(store, SINGLETONS)
@@ -187,7 +187,7 @@ async def _hold_singletons(
                 echo(f"node {name} holds the lease {SINGLETONS}: it runs the run watcher, the deadline and sitrep "
                      "watchers and the inbox sweeper")
                 tenure = asyncio.Event()
-                tasks = _singleton_tasks(tenure, catalog, options, store)
+                tasks = _singleton_tasks(tenure, catalog, options, store, worker)
             elif not holding and tenure is not None:
                 echo(f"node {name} lost the lease {SINGLETONS}: its singletons stop")
                 await _end(tenure, tasks)
@@ -200,13 +200,15 @@ async def _hold_singletons(
         await asyncio.to_thread(lease.release)
 
 
-def _singleton_tasks(tenure: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine) -> list[asyncio.Task[None]]:
+def _singleton_tasks(
+    tenure: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine, worker: Worker
+) -> list[asyncio.Task[None]]:
     return [
         asyncio.create_task(_zombie_automation(list(catalog.runbooks))),
         asyncio.create_task(watch_runs(tenure)),
         asyncio.create_task(watch_deadlines(tenure, folder=catalog.folder)),
         asyncio.create_task(watch_sitreps(tenure, catalog.runbooks, folder=catalog.folder)),
-        asyncio.create_task(sweep_inbox(tenure, store, catalog.runbooks, options.inbox_stale)),
+        asyncio.create_task(sweep_inbox(tenure, store, worker, options.inbox_stale)),
     ]
 
 
@@ -225,40 +227,43 @@ async def _end(tenure: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
             task.cancel()
 
 
-async def sweep_inbox(stop: asyncio.Event, store: Engine, runbooks: Mapping[str, Runbook], stale: float) -> None:
-    """Every few seconds until `stop`, record the webhooks accepted more than `stale` seconds ago
-    and still not recorded (their receiver died): the runs of the incidents they open are then
-    started by any receiver (each rescans the store for incidents whose run did not start)."""
+async def sweep_inbox(stop: asyncio.Event, store: Engine, worker: Worker, stale: float) -> None:
+    """Every few seconds until `stop`, hand the webhooks accepted more than `stale` seconds ago and
+    still not recorded (their receiver died) to this node's receiver `worker`, which records them
+    as its own (done, or tried again, or given up on with the reason: `siaga.alerts.inbox`) and
+    starts the runs of the incidents they open."""
+    handed: set[int] = set()
     while not stop.is_set():
         try:
-            await asyncio.to_thread(take_up_stale, store, runbooks, timedelta(seconds=stale))
-        except Exception as exc:  # noqa: BLE001 - the store is away: next time
+            for batch in await asyncio.to_thread(take_up_stale, store, timedelta(seconds=stale), handed):
+                worker.submit(batch)
+                handed.add(batch.inbox_id or 0)
+                log.info("took up a webhook its receiver did not record", id=batch.inbox_id, source=batch.source,
+                         alerts=len(batch.alerts))
+        except Exception as exc:  # noqa: BLE001 - the store is away, or the queue full: next time
             log.error("the inbox sweep failed", error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(1.0, min(stale / 3, 10.0)))
 
 
-def take_up_stale(store: Engine, runbooks: Mapping[str, Runbook], stale: timedelta) -> int:
-    """Record the unfinished inbox rows older than `stale`; return how many were taken up."""
+def take_up_stale(store: Engine, stale: timedelta, handed: Collection[int] = ()) -> list[Batch]:
+    """The unfinished inbox rows older than `stale` (and not in `handed`), as batches to record.
+    Each counts one more try, as a receiver starting counts the one a stopped receiver left
+    unfinished; a row out of tries, or whose body no longer parses, is given up on with the reason."""
     now = datetime.now(UTC)
-    taken = 0
+    batches = []
     for delivery in inbox.unfinished(store):
-        received = delivery.received_at if delivery.received_at.tzinfo else delivery.received_at.replace(tzinfo=UTC)
-        if received > now - stale:
+        received = as_utc(delivery.received_at)
+        if delivery.id in handed or received is None or received > now - stale:
             continue
         try:
             alerts = parse(delivery.source, json.loads(delivery.body))
-        except Exception as exc:  # noqa: BLE001 - a row that no longer parses is set aside, as the receiver does
-            log.error("an inbox row no longer parses", id=delivery.id, source=delivery.source, error=str(exc))
-            inbox.finish(store, delivery.id, datetime.now(UTC), None)
+        except Exception as exc:  # noqa: BLE001 - given up on, saying why, as the receiver does
+            inbox.fail(store, delivery.id, now, f"no longer parses: {inbox.reason(exc)}", None)
             continue
-        try:
-            process_batch(store, runbooks, alerts, delivery.received_at)
-        except Exception as exc:  # noqa: BLE001 - counted as a try; a person looks after MAX_ATTEMPTS
-            inbox.finish(store, delivery.id, datetime.now(UTC), f"taken up by the inbox sweeper: {exc}")
+        tries = inbox.retry_later(store, delivery.id, "its receiver stopped before it was recorded")
+        if tries >= inbox.MAX_ATTEMPTS:
+            inbox.fail(store, delivery.id, now, f"given up after {tries} tries: its receivers stopped", len(alerts))
             continue
-        inbox.finish(store, delivery.id, datetime.now(UTC), None)
-        log.info("took up a webhook its receiver did not record", id=delivery.id, source=delivery.source,
-                 alerts=len(alerts))
-        taken += 1
-    return taken
+        batches.append(Batch(delivery.source, alerts, delivery.received_at, delivery.id))
+    return batches
