@@ -434,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="siaga-cluster-"))
     secrets = {k: v for k, v in os.environ.items()
-               if k.startswith(("SIAGA_ALERTMANAGER_", "SIAGA_GRAFANA_", "SIAGA_PAGERDUTY_", "SIAGA_HOOK_SECRET_"))}
+               if k.startswith(("SIAGA_ALERTMANAGER_", "SIAGA_GRAFANA_", "SIAGA_PAGERDUTY_", "SIAGA_HOOK_SECRET_",
+                                                        "SIAGA_API_TOKEN"))}
     topology = Topology(folder, Path(args.runbooks).resolve(), Ports.free() if args.free_ports else Ports.default(),
                         secrets=secrets)
     stop = False
