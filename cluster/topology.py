@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="siaga-cluster-"))
     secrets = {k: v for k, v in os.environ.items()
                if k.startswith(("SIAGA_ALERTMANAGER_", "SIAGA_GRAFANA_", "SIAGA_PAGERDUTY_", "SIAGA_HOOK_SECRET_",
-                                                        "SIAGA_API_TOKEN"))}
+                                "SIAGA_API_TOKEN"))}
     topology = Topology(folder, Path(args.runbooks).resolve(), Ports.free() if args.free_ports else Ports.default(),
                         secrets=secrets)
     stop = False
