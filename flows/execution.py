@@ -229,7 +229,8 @@ class Execution:
                 step, self.template_context(), self.action_context(step.id), wait_for, verdict
             )
         record.duration_s = round(time.perf_counter() - started, 3)
-        record.finished_at = datetime.now(UTC)
+        # a step done before a suspension comes back from the cache: it ended when it ended
+        record.finished_at = getattr(attempt.result, "finished_at", None) or datetime.now(UTC)
         if attempt.handle is not None and attempt.result is not None and attempt.result.status != "rejected":
             # Later steps wait for this one (Prefect draws the edge); a failed step tolerated by
             # continue_on_error is left out, or Prefect would refuse to start its followers.

@@ -8,7 +8,8 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -49,6 +50,9 @@ class StepResult:
     status: str
     output: Any = None
     note: str | None = None
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """When the step really ended: a run woken from a suspension gets its done steps back from
+    Prefect's cache, with this time, not the time of the wake-up."""
 
 
 def drill_behaviour(runbook: Runbook, spec: ActionSpec) -> DrillBehaviour:

@@ -13,6 +13,7 @@ Rejected and says what a person must do next.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,8 +23,9 @@ import pytest
 from playwright.sync_api import Page
 
 from siaga.approvals.runs import RunRecords
+from siaga.drills.records import DrillRecords
 from siaga.integrations.outbox import read_outbox
-from siaga.store import engine
+from siaga.store import as_utc, engine
 
 from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
 from .conftest import RUNBOOKS
@@ -100,6 +102,7 @@ class Drill:
 def test_the_bundled_drill_decided_in_the_browser_out_of_order_with_the_freeze_rejected(stack: Stack, page: Page) -> None:
     drill = Drill(stack)
     drill.waits_for("customer-notice", "failover-gateway", "freeze-payouts")  # three gates, one form
+    first_vote = datetime.now(UTC)
     drill.decide(page, "customer-notice", "budi")
     drill.waits_for("failover-gateway", "freeze-payouts", "notify-bank-indonesia")
     drill.decide(page, "freeze-payouts", "citra", "reject")
@@ -122,3 +125,7 @@ def test_the_bundled_drill_decided_in_the_browser_out_of_order_with_the_freeze_r
         assert states[step] & {"Completed", "Recorded"}, (step, states)
     asked = {e["to"] for e in read_outbox(drill.home) if drill.id in e["message"] and "release-payouts" in e["message"]}
     assert asked == set(), "nobody is asked to release a freeze that never happened"
+    # scored from when its steps really ended, not from the wake-up that brought them back cached
+    [scored] = [d for d in DrillRecords(drill.runs.engine).find(RUNBOOK) if d["run_id"] == drill.id]
+    paged_at = as_utc(scored["started_at"]) + timedelta(seconds=scored["figures"]["time_to_first_page_s"])
+    assert paged_at < first_vote, (paged_at, first_vote, scored["figures"])
