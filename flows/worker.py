@@ -11,13 +11,20 @@ process still runs Prefect's own engine entry for the run, with the pool job's e
 Rules: a deployment whose job sets its own ``command`` is started Prefect's way; so is every run
 when no forkserver can start here. The worker polls the queues it is given (``live``, or ``drill``
 on the machines that hold the drill sandbox's credentials): it never runs a run of another queue.
+
+Stopping drains: the first SIGTERM (or Ctrl-C) stops the worker taking runs, and it stays until the
+runs it started have ended (their crashes still reported by it), at most `drain_seconds`; a second
+signal, or the end of that time, stops it at once, leaving runs still going to Prefect's heartbeats
+(a run's process outlives its worker).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -47,6 +54,26 @@ with warnings.catch_warnings():
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._warm: tuple[Any, dict[str, str]] | None = None
+            self._draining = False
+            self._in_flight = 0
+
+        def drain(self) -> None:
+            """Take no more runs; those started go on."""
+            self._draining = True
+
+        @property
+        def runs_in_flight(self) -> int:
+            return self._in_flight
+
+        async def wait_idle(self) -> None:
+            """Until no run this worker claimed is still being started or going."""
+            while self._in_flight or self._submitting_flow_run_ids:
+                await anyio.sleep(0.2)
+
+        async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+            if self._draining:
+                return []
+            return await super().get_and_submit_flow_runs()
 
         async def warm_up(self) -> bool:
             """Start the forkserver (Prefect, Siaga and the runbooks imported once); False if none can
@@ -65,6 +92,15 @@ with warnings.catch_warnings():
             flow_run: FlowRun,
             configuration: ProcessJobConfiguration,
             task_status: anyio.abc.TaskStatus[int] | None = None,
+        ) -> ProcessWorkerResult:
+            self._in_flight += 1
+            try:
+                return await self._run(flow_run, configuration, task_status)
+            finally:
+                self._in_flight -= 1
+
+        async def _run(
+            self, flow_run: FlowRun, configuration: ProcessJobConfiguration, task_status: anyio.abc.TaskStatus[int] | None
         ) -> ProcessWorkerResult:
             if self._warm is None or configuration._command_configured:
                 return await super().run(flow_run, configuration, task_status)
@@ -98,10 +134,36 @@ with warnings.catch_warnings():
             return ProcessWorkerResult(status_code=execution.status_code, identifier=str(execution.handle.pid))
 
 
-async def run_worker(pool: str, queues: list[str], name: str | None = None, limit: int | None = None) -> None:
-    """Poll `queues` of the process work pool `pool` until stopped (SIGTERM, Ctrl-C)."""
+async def run_worker(
+    pool: str, queues: list[str], name: str | None = None, limit: int | None = None, drain_seconds: float = 300
+) -> None:
+    """Poll `queues` of the process work pool `pool` until a SIGTERM or SIGINT, then drain."""
     worker = WarmProcessWorker(
         work_pool_name=pool, work_queues=queues, name=name, limit=limit, create_pool_if_not_found=False
     )
     await worker.warm_up()
-    await worker.start()
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.start)
+            await anext(signals)
+            await _drain(worker, signals, drain_seconds)
+            group.cancel_scope.cancel()
+
+
+async def _drain(worker: WarmProcessWorker, signals: AsyncIterator[int], seconds: float) -> None:
+    """Take no new runs and wait for those going to end: at most `seconds`, or until another signal.
+    The runs still going then are stopped as Prefect stops them when their worker stops."""
+    worker.drain()
+    log.info("worker draining: it takes no new runs", runs_going=worker.runs_in_flight, drain_seconds=seconds)
+    with anyio.move_on_after(seconds) as waited:
+        async with anyio.create_task_group() as waiting:
+
+            async def until_another_signal() -> None:
+                await anext(signals)
+                log.warning("worker stopping at once: a second signal", runs_going=worker.runs_in_flight)
+                waiting.cancel_scope.cancel()
+
+            waiting.start_soon(until_another_signal)
+            await worker.wait_idle()
+            waiting.cancel_scope.cancel()
+    log.info("worker stopped", runs_stopped=worker.runs_in_flight, drain_timed_out=waited.cancelled_caught)

@@ -396,7 +396,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .flows.worker import run_worker
 
     try:
-        asyncio.run(run_worker(args.pool, args.queue or [], name=args.name, limit=args.limit))
+        asyncio.run(run_worker(args.pool, args.queue or [], name=args.name, limit=args.limit, drain_seconds=args.drain))
     except KeyboardInterrupt:
         pass
     return OK
@@ -957,6 +957,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a queue to poll (repeat; `live`, or `drill` where drill credentials live; default all)")
     p.add_argument("--name", help="the worker's name in Prefect")
     p.add_argument("--limit", type=_at_least_one, metavar="N", help="at most N runs at once")
+    p.add_argument("--drain", type=float, default=300.0, metavar="SECONDS",
+                   help="on SIGTERM or Ctrl-C, take no new runs and wait this long for those going (default 300;"
+                        " a second signal stops at once)")
     p.set_defaults(handler=cmd_worker)
 
     p = commands.add_parser("deploy", help="apply every runbook's deployments onto a process work pool "
