@@ -33,7 +33,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +43,7 @@ from sqlalchemy import Engine, select
 
 from siaga.alerts import inbox
 from siaga.alerts.parsers import parse
-from siaga.alerts.worker import Batch, Worker
+from siaga.alerts.worker import Batch, StartRun, Worker
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
 from siaga.home import prefect_answers
@@ -66,7 +66,6 @@ START_CONCURRENCY = 8
 """How many runs a node's receiver creates at once (Prefect on PostgreSQL takes them in parallel)."""
 
 Echo = Callable[[str], None]
-StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -142,23 +141,24 @@ def claimed_start(store: Engine, start: StartRun = start_incident_run) -> StartR
     receiver sees the same incidents waiting for their run, in the same order, so without a claim
     they would all create each run (Prefect's idempotency key keeps it one run, at the cost of
     every receiver's call). The claim is a PostgreSQL advisory lock per incident and phase; a
-    receiver that finds it taken waits for the run the holder notes and returns it, or takes the
-    claim over if the holder died (or released it just before noting the run: Prefect then
-    returns the same run)."""
+    receiver that finds it taken moves on to the next incident at once (None: the holder notes the
+    run), so the receivers' slots share out the waiting incidents instead of queueing on each
+    other's claims. If the holder dies, its claim goes with its connection and the next rescan
+    finds the incident still owed (a holder that released the claim just before noting the run
+    is harmless: Prefect returns the same run for the incident's idempotency key)."""
 
-    async def start_claimed(incident: Mapping[str, Any]) -> str:
+    async def start_claimed(incident: Mapping[str, Any]) -> str | None:
         phase = incident.get("phase", "respond")
+        noted = await asyncio.to_thread(_noted_run, store, incident["id"], phase)
+        if noted:
+            return noted
         claim = Lease(store, f"incident-run:{incident['id']}:{phase}")
-        while True:
-            noted = await asyncio.to_thread(_noted_run, store, incident["id"], phase)
-            if noted:
-                return noted
-            if await asyncio.to_thread(claim.acquire):
-                try:
-                    return await start(incident)
-                finally:
-                    await asyncio.to_thread(claim.release)
-            await asyncio.sleep(0.1)
+        if not await asyncio.to_thread(claim.acquire):
+            return None
+        try:
+            return await start(incident)
+        finally:
+            await asyncio.to_thread(claim.release)
 
     return start_claimed
 

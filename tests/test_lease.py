@@ -45,3 +45,32 @@ def test_cluster_mode_refuses_a_sqlite_store_and_a_missing_prefect_server(tmp_pa
     sqlite = node(PREFECT_API_URL="http://127.0.0.1:9/api", SIAGA_DATABASE_URL=f"sqlite:///{tmp_path}/s.db")
     assert sqlite.returncode == 2
     assert "needs Siaga's store on PostgreSQL" in sqlite.stderr and "not sqlite" in sqlite.stderr
+
+
+def test_a_receiver_finding_an_incident_claimed_moves_on_to_the_next(postgres: str) -> None:
+    """Two receivers walk the same incidents in the same order: the one that finds an incident's run
+    claimed by the other skips it at once (its slot goes to the next incident) rather than waiting,
+    and creates it only once the claim is free and no run is noted."""
+    import asyncio
+
+    from siaga.flows.node import claimed_start
+
+    store = engine(fresh_database(postgres))
+    created: list[str] = []
+
+    async def create(incident: object) -> str:
+        created.append(incident["id"])  # type: ignore[index]
+        return f"run-of-{incident['id']}"  # type: ignore[index]
+
+    start = claimed_start(store, create)
+    other_receiver = Lease(store, "incident-run:inc-1:respond")
+    assert other_receiver.acquire()
+
+    async def walk() -> list[str | None]:
+        return [await start({"id": "inc-1", "phase": "respond"}), await start({"id": "inc-2", "phase": "respond"})]
+
+    assert asyncio.run(asyncio.wait_for(walk(), timeout=5)) == [None, "run-of-inc-2"]
+    assert created == ["inc-2"]
+    other_receiver.release()
+    assert asyncio.run(start({"id": "inc-1", "phase": "respond"})) == "run-of-inc-1"
+    assert created == ["inc-2", "inc-1"]

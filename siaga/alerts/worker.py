@@ -65,7 +65,9 @@ INTAKE_WAIT = 0.5
 PRUNE_EVERY = 3600.0
 """Seconds between prunes of threshold hits older than every window."""
 
-StartRun = Callable[[Mapping[str, Any]], Awaitable[str]]
+StartRun = Callable[[Mapping[str, Any]], Awaitable[str | None]]
+"""Create the run an incident is owed and return its id; None when another receiver is creating it
+(it then notes it, or the rescan finds the incident still owed)."""
 """Start an incident's run (idempotently, keyed by the incident id), or its resolve run when the
 incident's ``phase`` is ``resolve``; return the flow run id."""
 
@@ -464,6 +466,8 @@ class Worker:
             self._not_before[key] = loop.time() + min(RESCAN_SECONDS * 2 ** (failures - 1), 600.0)
             return
         self._not_before.pop(key, None)
+        if flow_run_id is None:
+            return  # another receiver holds its claim and notes the run
         note = set_resolve_run if resolving else set_flow_run
         await asyncio.to_thread(note, self.engine, incident["id"], str(flow_run_id))
         self._tell(f"incident {incident['id']}: {incident['runbook_id']} {which} {flow_run_id} started")
