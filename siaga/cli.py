@@ -620,6 +620,8 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
             room = max(12, out.width - sum(widths.values()) - 2 * len(widths))
             for row, v in enumerate(found.voices):
                 said = f"{v.problem}: {v.text}" if v.state == "refused" else f"{v.author or '-'}: {v.text}"
+                if v.problem and v.is_open:  # its approved reply could not be posted: why
+                    said = f"NOT POSTED ({v.problem}) {said}"
                 left = v.left(now)
                 table.add_row(*(Text(cells[name][row]) for name in cells), Text(excerpt(REDACTOR.text(said), room)),
                               style="red" if left is not None and left.total_seconds() < 0 else None)

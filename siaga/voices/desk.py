@@ -37,9 +37,10 @@ from siaga.store import incident_alerts, incidents, insert_ignoring, suppressed_
 
 from .drafting import draft_replies, text_hash
 from .intake import take_in
+from .model import OPEN_STATES
 from .records import VoiceRecords
 
-__all__ = ["DRILL_STATE", "StoreDesk", "drill_incident_id"]
+__all__ = ["DRILL_STATE", "StoreDesk", "close_drill", "drill_incident_id", "is_drill_incident"]
 
 DRILL_STATE = "drill"
 """The state of a drill's own incident: no incident list shows it, no drill stands down for it."""
@@ -47,7 +48,22 @@ DRILL_STATE = "drill"
 
 def drill_incident_id(run_id: str) -> str:
     """The incident a drill run's voices belong to."""
-    return "drill-" + hashlib.sha256(run_id.encode()).hexdigest()[:16]
+    return _DRILL + hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
+def is_drill_incident(incident_id: str) -> bool:
+    return incident_id.startswith(_DRILL)
+
+
+_DRILL = "drill-"
+
+
+def close_drill(engine: Engine, run_id: str) -> int:
+    """Dismiss the voices a drill left open when it ended (nobody is reminded of them any more);
+    how many. Its score counts them first."""
+    records = VoiceRecords(engine)
+    left = records.find(incident_id=drill_incident_id(run_id), states=OPEN_STATES)
+    return sum(c.done for c in records.dismiss(left, reason="the drill ended", by="drill", channel="system"))
 
 
 class StoreDesk:
