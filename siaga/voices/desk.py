@@ -28,12 +28,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.runbook import Roster, Runbook
 from siaga.runbook.loader import read_templates
-from siaga.store import incident_alerts, incidents, insert_ignoring, suppressed_alerts, voice_drafts
+from siaga.store import (
+    alerts,
+    incident_alerts,
+    incidents,
+    insert_ignoring,
+    maintenance_windows,
+    suppressed_alerts,
+    voice_drafts,
+)
 
 from .drafting import draft_replies, text_hash
 from .intake import take_in
@@ -95,13 +103,29 @@ class StoreDesk:
                 "open_key": None, "state": DRILL_STATE, "opened_at": now, "inputs": {}, "flow_run_id": run_id,
                 "run_attempts": 0, "alerts": 0, "resolve_due": False, "resolve_attempts": 0,
             }])
-            held = connection.execute(select(suppressed_alerts.c.alert_id).where(
-                suppressed_alerts.c.window_id == f"drill-{run_id}", suppressed_alerts.c.runbook_id == self.runbook.id,
-            )).scalars().all()
+            held = self._held(connection, f"drill-{run_id}")
             if held:
                 connection.execute(insert_ignoring(connection, incident_alerts),
                                    [{"incident_id": incident_id, "alert_id": alert_id} for alert_id in held])
         return incident_id
+
+    def _held(self, connection: Connection, window_id: str) -> list[int]:
+        """The alerts the drill's window kept from the runbook: those it held back (the one that
+        crossed a threshold) and every other of its labels that arrived while it was open (the
+        ones counted towards it)."""
+        window = connection.execute(select(maintenance_windows).where(maintenance_windows.c.id == window_id)).first()
+        if window is None:
+            return []
+        held = set(connection.execute(select(suppressed_alerts.c.alert_id).where(
+            suppressed_alerts.c.window_id == window_id, suppressed_alerts.c.runbook_id == self.runbook.id,
+        )).scalars())
+        sources = sorted({m.source for m in self.runbook.voices.mentions}) if self.runbook.voices else []
+        arrived = connection.execute(select(alerts.c.id, alerts.c.labels).where(
+            alerts.c.received_at >= window.starts_at, alerts.c.received_at <= window.ends_at,
+            alerts.c.source.in_(sources)))
+        held.update(row.id for row in arrived
+                    if all((row.labels or {}).get(k) == v for k, v in (window.match or {}).items()))
+        return sorted(held)
 
     # --- drafting -----------------------------------------------------------------------------
 
