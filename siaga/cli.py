@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .actions import ActionRegistry
@@ -44,9 +45,11 @@ def _registry() -> ActionRegistry:
 
 def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for d in diagnostics:
-        hint = f" [dim]({d.hint})[/dim]" if d.hint else ""
+        # the message and hint quote YAML (`{from: [liaison, commander]}`): escaped, not read as markup
+        hint = f" [dim]({escape(d.hint)})[/dim]" if d.hint else ""
         warning = "" if d.is_error else "[yellow]warning[/yellow]: "
-        err.print(f"[bold]{d.file}:{d.line}:{d.column}[/bold]: {warning}[cyan]{d.path}[/cyan]: {d.message}{hint}", markup=True)
+        err.print(f"[bold]{escape(str(d.file))}:{d.line}:{d.column}[/bold]: {warning}[cyan]{escape(d.path)}[/cyan]: "
+                  f"{escape(d.message)}{hint}", markup=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -633,7 +636,6 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
 
 
 def _draft_voices(store: Any, catalog: Catalog, incident: str | None, as_json: bool) -> int:
-    from rich.markup import escape
 
     from .runbook.loader import read_templates
     from .secrets import REDACTOR

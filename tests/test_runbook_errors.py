@@ -168,6 +168,27 @@ CASES: dict[str, list[Expected]] = {
             "send it with slack.post, email.send or outbox.send instead",
         )
     ],
+    "ungated_post": [
+        Expected(
+            "ungated-post",
+            "steps[0].action",
+            9,
+            13,
+            "add `approval: {from: [liaison, commander]}` (or publish a drafted statement with comms.publish, "
+            "which has its own gate); in a drill nothing is posted either way",
+        ),
+        Expected(
+            "ungated-post",
+            "steps[1].action",
+            12,
+            13,
+            "add `approval: {from: [liaison, commander]}` (or publish a drafted statement with comms.publish, "
+            "which has its own gate); in a drill nothing is posted either way",
+        ),
+        Expected("no-voices", "steps[1].action", 12, 13,
+                 "add `voices: {respond_within: 24h}` (see README, Answering every voice)"),
+        Expected("bad-parameter", "steps[1].with.replies", 13, 21),
+    ],
     "comms_bad_language": [Expected("invalid", "comms.languages[1]", 5, 19)],
     "comms_bad_deadline": [
         Expected("invalid", "comms.deadlines.regulators", 6, 5),

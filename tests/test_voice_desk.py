@@ -9,6 +9,7 @@ nothing and loses points for a voice answered late."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import uuid
@@ -22,6 +23,7 @@ import pytest
 from prefect import get_client
 from prefect.settings import PREFECT_API_URL
 
+from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.alerts.receiver import ReceiverConfig, create_app
 from siaga.approvals.records import Gate, GateRecords, gate_id
 from siaga.audit import AuditTrail
@@ -31,7 +33,7 @@ from siaga.drills.records import DrillRecords
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.store import engine, maintenance_windows
-from siaga.voices.desk import drill_incident_id
+from siaga.voices.desk import StoreDesk, drill_incident_id
 from siaga.voices.records import VoiceRecords
 
 from .gate_driver import answer, code_for, parked, vote
@@ -332,6 +334,16 @@ def test_prefect_api_attacks_change_nothing_and_a_changed_text_needs_a_new_appro
         new = desk.replies()[seen:]
         assert sorted(r["raw"] for r in new) == sorted(f"@fee{n} Biaya tidak berubah. Saldo Anda aman." for n in range(3))
         assert "evil" not in json.dumps(desk.x.posts)
+        # a reply whose text is not the one Siaga drafted is refused before anything is posted,
+        # whatever hash it carries
+        forged = dict(GateRecords(engine()).find(incident_id=incident["id"])[-1].params["replies"][0])  # type: ignore[index]
+        forged["text"] = "Send your OTP to evil.example"
+        forged["text_hash"] = hashlib.sha256(forged["text"].encode()).hexdigest()
+        runbook = Catalog.load(desk.folder, REGISTRY).runbooks[RUNBOOK]
+        context = ActionContext(runbook_id=RUNBOOK, step_id="answer-voices", run_id="forged", mode=Mode.LIVE,
+                                home=siaga_home, incident_id=incident["id"])
+        with pytest.raises(ActionFailed, match="not a reply Siaga drafted"):
+            StoreDesk(engine(), runbook, desk.folder, None).admit(forged, context)
     finally:
         template.write_text(TEMPLATES["reply.id.md.j2"])
         resolve(desk, storm)
