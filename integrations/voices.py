@@ -158,7 +158,7 @@ async def answer(params: AnswerVoices, context: ActionContext) -> dict[str, Any]
         await _record_drill(posted, context)
     outcome = {"answered": sorted(posted), "posts": posted, "skipped": skipped, "failed": failed, "drill": drill}
     if refused:
-        raise ActionFailed("; ".join(refused.values()), changed=True if posted else False,
+        raise ActionFailed("; ".join(refused.values()), changed=bool(posted),
                            todo="draft the replies again (`siaga voices draft`) and have the new text approved")
     if failed:
         raise ActionFailed(

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
-from siaga.flows.compiler import compile_runbook
-from siaga.integrations import default_registry
-from siaga.integrations.outbox import read_outbox
 
 from siaga.catalog import Catalog
 from siaga.deadlines import DeadlineRecords
+from siaga.flows.compiler import compile_runbook
+from siaga.integrations import default_registry
+from siaga.integrations.outbox import read_outbox
 from siaga.runbook import Runbook
 from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.schema import runbook_schema

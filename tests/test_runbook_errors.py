@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from siaga.integrations import default_registry
 
+from siaga.integrations import default_registry
 from siaga.runbook import Runbook, RunbookError, load_runbook, parse_runbook, plan_runbook
 
 REPO = Path(__file__).resolve().parent.parent

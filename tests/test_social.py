@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.flows.effects import FOUND_IN_PLACE
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
-
-from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.ledger import Ledger
 from siaga.store import engine
 
@@ -375,7 +375,6 @@ def test_a_person_is_reached_on_whatsapp_and_on_the_next_channel_once_their_wind
     graph: FakeGraph, tmp_path: Path
 ) -> None:
     from siaga.flows.reach import reach
-
     from siaga.runbook.roster import parse_roster
 
     roster = parse_roster("""\

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,8 +39,8 @@ from .gate_driver import answer, code_for, parked, vote
 from .live_receiver import API_TOKEN, read, serve, settle
 from .social_standins import Drop, FakeGraph, FakeX, Reply, Slow
 from .test_receiver import signed
-from .test_stack import clean_env, free_port
-from .test_voices import mention
+from .test_stack import free_port
+from .test_voices import environment, mention, run_starter, runbook_folder_of
 
 RUNBOOK = "desk-storm"
 SOCIAL = "social-secret-desk"
@@ -135,57 +134,33 @@ def x_mention(post: str, topic: str, author: str, **labels: str) -> dict[str, An
 
 @pytest.fixture(scope="module")
 def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
-    from prefect.settings import temporary_settings
-
-    from siaga.flows.running import start_incident_run
-
     home = tmp_path_factory.mktemp("desk")
-    folder = home / "runbooks"
-    (folder / "templates").mkdir(parents=True)
-    (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
+    folder = runbook_folder_of(home, RUNBOOK_YAML, TEMPLATES)
     (folder / "roster.yaml").write_text(ROSTER)
-    for name, text in TEMPLATES.items():
-        (folder / "templates" / name).write_text(text)
-    flow_id = httpx.post(f"{prefect_api}/flows/", json={"name": RUNBOOK}).json()["id"]
-    made = httpx.post(f"{prefect_api}/deployments/", json={"name": "siaga", "flow_id": flow_id})
-    assert made.status_code in (200, 201), made.text
-
-    async def start_run(incident: Any) -> str:  # the receiver's run: created, left to no worker
-        with temporary_settings({PREFECT_API_URL: prefect_api}):
-            return await start_incident_run(incident)
-
+    start_run = run_starter(prefect_api, RUNBOOK)
     url = f"sqlite:///{home / 'siaga.db'}"
     oauth1 = {"consumer_key": "secret://x-ck", "consumer_secret": "secret://x-cs", "access_token": "secret://x-at",
               "access_token_secret": "secret://x-ats"}
     keys = {name: SECRETS["SIAGA_SECRET_X_" + short.upper()]
             for name, short in (("consumer_key", "ck"), ("consumer_secret", "cs"), ("access_token", "at"),
                                 ("access_token_secret", "ats"))}
-    saved = {k: os.environ.get(k) for k in ("SIAGA_DATABASE_URL", "SIAGA_RUNBOOKS", "SIAGA_USER", *SECRETS)}
-    os.environ.update({"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder), **SECRETS})
-    os.environ.pop("SIAGA_USER", None)
-    try:
-        with FakeX(keys).running() as x, FakeGraph(SECRETS["SIAGA_SECRET_META"]).running() as graph:
-            assert isinstance(x, FakeX) and isinstance(graph, FakeGraph)
-            connections = {
-                "brand": {"type": "x", "api_url": f"{x.url}/2", "oauth1": oauth1, "production": True},
-                "page": {"type": "facebook", "access_token": "secret://meta", "graph_url": graph.graph_url,
-                         "page_id": graph.page_id, "production": True},
-                "insta": {"type": "instagram", "access_token": "secret://meta", "graph_url": graph.graph_url,
-                          "ig_user_id": graph.ig_user_id, "production": True},
-            }
-            (folder / "connections.yaml").write_text(json.dumps({"connections": connections}))
-            catalog = Catalog.load(folder, REGISTRY)
-            assert not catalog.problems, catalog.problems
-            config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_API_TOKEN": API_TOKEN})
-            app = create_app(catalog.runbooks, config, engine(url), start_run)
-            with serve(app, free_port()) as served:
-                yield Desk(served, folder, home, x, graph, compile_runbook(catalog.runbooks[RUNBOOK], REGISTRY))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (environment({"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder), **SECRETS}),
+          FakeX(keys).running() as x, FakeGraph(SECRETS["SIAGA_SECRET_META"]).running() as graph):
+        assert isinstance(x, FakeX) and isinstance(graph, FakeGraph)
+        connections = {
+            "brand": {"type": "x", "api_url": f"{x.url}/2", "oauth1": oauth1, "production": True},
+            "page": {"type": "facebook", "access_token": "secret://meta", "graph_url": graph.graph_url,
+                     "page_id": graph.page_id, "production": True},
+            "insta": {"type": "instagram", "access_token": "secret://meta", "graph_url": graph.graph_url,
+                      "ig_user_id": graph.ig_user_id, "production": True},
+        }
+        (folder / "connections.yaml").write_text(json.dumps({"connections": connections}))
+        catalog = Catalog.load(folder, REGISTRY)
+        assert not catalog.problems, catalog.problems
+        config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_API_TOKEN": API_TOKEN})
+        app = create_app(catalog.runbooks, config, engine(url), start_run)
+        with serve(app, free_port()) as served:
+            yield Desk(served, folder, home, x, graph, compile_runbook(catalog.runbooks[RUNBOOK], REGISTRY))
 
 
 async def gate_of(incident_id: str | None, step: str = "answer-voices", *, after: set[str] = frozenset(),
@@ -298,7 +273,8 @@ def test_prefect_api_attacks_change_nothing_and_a_changed_text_needs_a_new_appro
             async with get_client() as client:
                 run = await client.read_flow_run(uuid.UUID(gate.run_id))
             forged = {**run.parameters, "topic": "Transfer your balance to evil.example"}
-            patched = httpx.patch(f"{api}/flow_runs/{gate.run_id}", json={"parameters": forged}, timeout=30)
+            async with httpx.AsyncClient(timeout=30) as http:
+                patched = await http.patch(f"{api}/flow_runs/{gate.run_id}", json={"parameters": forged})
             assert patched.status_code == 204, patched.text
             key = await parked(gate.run_id)
             for code in ("00000000", "99999999"):
