@@ -26,6 +26,7 @@ from siaga.drills.score import (
     DrillFacts,
     DrillScore,
     GateFacts,
+    VoiceFacts,
     report_markdown,
     score_drill,
     steps_facts,
@@ -36,6 +37,8 @@ from siaga.runbook.comms import PUBLIC
 from siaga.runbook.models import Runbook
 from siaga.store import engine
 from siaga.summary import RunSummary
+from siaga.voices.desk import close_drill, drill_incident_id
+from siaga.voices.records import VoiceRecords
 
 log = get_logger("siaga.drills")
 
@@ -105,9 +108,14 @@ def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, end
         for d in DeadlineRecords(engine()).find(run_id=summary.run_id)
         if d.name != PUBLIC
     ]
+    # the voices it answered: the mentions its window held, taken in as its own (`siaga.voices.desk`)
+    voices = [
+        VoiceFacts(v.id, v.due_at, v.answered_at, v.state)
+        for v in VoiceRecords(engine()).find(incident_id=drill_incident_id(summary.run_id)) if v.due_at is not None
+    ]
     return DrillFacts(
         runbook.id, summary.run_id, started_at, ended_at, steps, gates, runbook.impact.public_statement_within,
-        deadlines=deadlines,
+        deadlines=deadlines, voices=voices,
     )
 
 
@@ -115,6 +123,7 @@ async def score(runbook: Runbook, summary: RunSummary, started_at: datetime) -> 
     """Score the drill that just ended, keep it in the store, and publish its report."""
     facts = drill_facts(runbook, summary, started_at, datetime.now(UTC))
     result = score_drill(facts)
+    close_drill(engine(), summary.run_id)  # counted above: nobody is reminded of a drill that is over
     figures = result.figures | {"deductions": [{"points": d.points, "reason": d.reason} for d in result.deductions]}
     DrillRecords(engine()).scored(summary.run_id, runbook.id, facts.started_at, facts.ended_at, result.score, figures)
     log.info("drill scored", runbook=runbook.id, run_id=summary.run_id, score=result.score)

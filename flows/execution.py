@@ -23,6 +23,7 @@ from siaga.actions import (
     DrillConnections,
     Mode,
     Risk,
+    VoiceDesk,
 )
 from siaga.approvals.policy import Verdict
 from siaga.audit import arecord
@@ -102,6 +103,8 @@ class RunInfo:
     """The runbook folder (message templates are in its templates/)."""
     was_done: Callable[[str], Awaitable[bool]] | None = None
     """Whether a step of this incident's response was done (completed, or recorded in a drill)."""
+    voices: VoiceDesk | None = None
+    """The voices of the run's incident in Siaga's store (a runbook with `voices:`)."""
 
 
 class Execution:
@@ -152,6 +155,7 @@ class Execution:
             library=self.run.library,
             comms=self.plan.runbook.comms.model_dump(mode="json"),
             drill_connections=DrillConnections.REAL if self.plan.runbook.drill.real_channels else DrillConnections.SANDBOX,
+            voices=self.run.voices,
             **extra,
         )
 

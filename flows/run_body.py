@@ -31,6 +31,7 @@ from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
 from siaga.runbook.plan import Plan
 from siaga.store import engine
 from siaga.team import find_roster
+from siaga.voices.desk import StoreDesk
 
 from . import drilling
 from .admission import admit
@@ -114,6 +115,7 @@ class RunBody:
         if admission.verdict == "start" and mode is Mode.DRILL:
             drilling.open_drill_window(runbook, run_id)  # its alerts page nobody
         first_start = _first_start(runs, run_id)  # a resumed run keeps its start
+        roster = find_roster(runbook_folder())
         run = RunInfo(
             run_id=run_id,
             run_name=str(flow_run.get_name() or "local"),
@@ -128,9 +130,9 @@ class RunBody:
             secret_source=prefect_secret,
             library=runbook_folder(),
             was_done=functools.partial(_was_done, chain_of(incident_id, run_id)),
+            voices=StoreDesk(store, runbook, runbook_folder(), roster) if runbook.voices else None,
         )
         timeline = self.timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
-        roster = find_roster(runbook_folder())
         context = FlowRunContext.get()
         waiter = RunWaiter(
             run_id, records, runs, runbook=runbook, roster=roster, clock=lambda: datetime.now(UTC),

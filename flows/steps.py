@@ -110,8 +110,9 @@ async def perform(
     try:
         if ledger is not None and spec.risk is not Risk.READ:
             context = replace(context, call=_through(ledger))
-            output, note = await call_once(spec, params, context, ledger)
-            return StepResult("completed", REDACTOR(output), note)
+            if not spec.ledger_per_part:
+                output, note = await call_once(spec, params, context, ledger)
+                return StepResult("completed", REDACTOR(output), note)
         output = await spec.run(params, context)
     except ProductionInDrill as refusal:
         return await _recorded(spec, params, context, f"drill: {refusal}; recorded, not called")

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from siaga.actions import ActionContext, ActionRegistry, Mode
+from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
 from siaga.audit import AuditTrail
 from siaga.connections import load_connections
 from siaga.deadlines import Clock, Due, owed
@@ -37,6 +37,7 @@ from siaga.secrets import REDACTOR, SecretSource
 from siaga.store import engine as store_engine
 from siaga.team import find_roster
 from siaga.voices import Voice, people_of
+from siaga.voices.desk import is_drill_incident
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
 from siaga.voices.views import time_left
@@ -109,6 +110,8 @@ async def check_voice_deadlines(
             continue  # another watcher told of them meanwhile
         runbook = (runbooks or {}).get(told[0].runbook_id)
         people, subject, text = _message(told, kind, level, now, people_of(runbook, roster) if runbook else None)
+        if is_drill_incident(incident_id):  # a drill's own voices: its people rehearse the clock too
+            subject, text = DRILL_PREFIX + subject, DRILL_PREFIX + text
         first = told[0]
         sent = []
         for person in people:

@@ -21,6 +21,7 @@ from . import (
     smtp,
     statuspage,
     teams,
+    voices,
     webhook,
     website,
     whatsapp,
@@ -39,5 +40,5 @@ def default_registry() -> ActionRegistry:
         *slack.ACTIONS, *teams.ACTIONS, *pagerduty.ACTIONS, *smtp.ACTIONS, *apprise_notify.ACTIONS,
         *whatsapp.ACTIONS,
         *x.ACTIONS, *facebook.ACTIONS, *instagram.ACTIONS, *website.ACTIONS,
-        *fanout.ACTIONS, *comms.ACTIONS,
+        *fanout.ACTIONS, *comms.ACTIONS, *voices.ACTIONS,
     ])

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -148,6 +148,31 @@ async def _call_directly(spec: ActionSpec, params: BaseModel, context: ActionCon
     return result.model_dump(mode="json", by_alias=True) if isinstance(result, BaseModel) else result
 
 
+class VoiceDesk(Protocol):
+    """Siaga's store of voices as the actions that answer them see it (`siaga.voices.desk`): the
+    flow layer hands one to each step (`ActionContext.voices`); the actions never reach the store
+    themselves."""
+
+    def draft(self, context: ActionContext, platforms: Iterable[str], limit: int) -> dict[str, Any]:
+        """Take the run's voices in, draft their replies, and return the groups to approve (the
+        voices on `platforms`, at most `limit` of them)."""
+        ...
+
+    def admit(self, reply: Mapping[str, Any], context: ActionContext) -> dict[str, str]:
+        """Of an approved reply's voices, those whose reply may go out now, checked against the
+        store (the text is Siaga's draft, the voice still open and in that draft): ``{voice: ""}``,
+        or why not; raise ActionFailed when the text is not what Siaga drafted."""
+        ...
+
+    def answered(self, voice_id: str, context: ActionContext, *, text: str, url: str | None) -> None:
+        """Record the voice answered now with `text` (in a drill: recorded, not posted)."""
+        ...
+
+    def failed(self, voice_id: str, context: ActionContext, reason: str) -> None:
+        """Record why the voice's reply could not be posted: it stays open."""
+        ...
+
+
 @dataclass(frozen=True)
 class ActionContext:
     """What an action knows of the run it serves; built by the flow layer for each step."""
@@ -173,6 +198,8 @@ class ActionContext:
     """The runbook's `comms:` settings (languages, timezone), for the comms actions."""
     drill_connections: DrillConnections = DrillConnections.SANDBOX
     """In a drill, whether a connection's `sandbox:` is used (see `connection`)."""
+    voices: VoiceDesk | None = None
+    """The voices of the run's incident (`voices.draft`, `voices.answer`); None outside a flow run."""
 
     @property
     def idempotency_key(self) -> str:
@@ -261,6 +288,10 @@ class ActionSpec:
     attempt may have acted but recorded no outcome."""
     provider_idempotent: bool = False
     """The provider deduplicates by our idempotency key, so calling again is always safe."""
+    ledger_per_part: bool = False
+    """Only its calls of other actions (`ActionContext.call`) are side-effect ledger entries, each
+    once; the action itself runs again on every attempt and run (`voices.answer`: what it must
+    post changes from round to round, what it posted never does)."""
     preview: ActionFunction | None = None
     """Reads what this call would change (its blast radius) without changing it: shown to the
     people at the step's approval gate."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .actions import ActionRegistry
@@ -44,9 +45,11 @@ def _registry() -> ActionRegistry:
 
 def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for d in diagnostics:
-        hint = f" [dim]({d.hint})[/dim]" if d.hint else ""
+        # the message and hint quote YAML (`{from: [liaison, commander]}`): escaped, not read as markup
+        hint = f" [dim]({escape(d.hint)})[/dim]" if d.hint else ""
         warning = "" if d.is_error else "[yellow]warning[/yellow]: "
-        err.print(f"[bold]{d.file}:{d.line}:{d.column}[/bold]: {warning}[cyan]{d.path}[/cyan]: {d.message}{hint}", markup=True)
+        err.print(f"[bold]{escape(str(d.file))}:{d.line}:{d.column}[/bold]: {warning}[cyan]{escape(d.path)}[/cyan]: "
+                  f"{escape(d.message)}{hint}", markup=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -620,6 +623,8 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
             room = max(12, out.width - sum(widths.values()) - 2 * len(widths))
             for row, v in enumerate(found.voices):
                 said = f"{v.problem}: {v.text}" if v.state == "refused" else f"{v.author or '-'}: {v.text}"
+                if v.problem and v.is_open:  # its approved reply could not be posted: why
+                    said = f"NOT POSTED ({v.problem}) {said}"
                 left = v.left(now)
                 table.add_row(*(Text(cells[name][row]) for name in cells), Text(excerpt(REDACTOR.text(said), room)),
                               style="red" if left is not None and left.total_seconds() < 0 else None)
@@ -631,7 +636,6 @@ def _list_voices(store: Any, incident: str | None, include_closed: bool, as_json
 
 
 def _draft_voices(store: Any, catalog: Catalog, incident: str | None, as_json: bool) -> int:
-    from rich.markup import escape
 
     from .runbook.loader import read_templates
     from .secrets import REDACTOR

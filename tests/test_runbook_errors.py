@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from siaga.integrations import default_registry
 
+from siaga.integrations import default_registry
 from siaga.runbook import Runbook, RunbookError, load_runbook, parse_runbook, plan_runbook
 
 REPO = Path(__file__).resolve().parent.parent
@@ -167,6 +167,27 @@ CASES: dict[str, list[Expected]] = {
             "add `approval: {from: [liaison, commander]}`; for a message that needs no approval, "
             "send it with slack.post, email.send or outbox.send instead",
         )
+    ],
+    "ungated_post": [
+        Expected(
+            "ungated-post",
+            "steps[0].action",
+            9,
+            13,
+            "add `approval: {from: [liaison, commander]}` (or publish a drafted statement with comms.publish, "
+            "which has its own gate); in a drill nothing is posted either way",
+        ),
+        Expected(
+            "ungated-post",
+            "steps[1].action",
+            12,
+            13,
+            "add `approval: {from: [liaison, commander]}` (or publish a drafted statement with comms.publish, "
+            "which has its own gate); in a drill nothing is posted either way",
+        ),
+        Expected("no-voices", "steps[1].action", 12, 13,
+                 "add `voices: {respond_within: 24h}` (see README, Answering every voice)"),
+        Expected("bad-parameter", "steps[1].with.replies", 13, 21),
     ],
     "comms_bad_language": [Expected("invalid", "comms.languages[1]", 5, 19)],
     "comms_bad_deadline": [

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.flows.effects import FOUND_IN_PLACE
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
-
-from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.ledger import Ledger
 from siaga.store import engine
 
+from .gate_driver import with_approvals
 from .social_standins import Drop, FakeGraph, FakeWebsite, FakeX, Reply, graph_error
 
 CANARY = {
@@ -374,7 +375,6 @@ def test_a_person_is_reached_on_whatsapp_and_on_the_next_channel_once_their_wind
     graph: FakeGraph, tmp_path: Path
 ) -> None:
     from siaga.flows.reach import reach
-
     from siaga.runbook.roster import parse_roster
 
     roster = parse_roster("""\
@@ -548,18 +548,22 @@ RUNBOOK = """\
 runbook: social-answer
 title: Social answer
 severity: sev3
+roles: {comms: [gita, fajar], liaison: [budi]}
 steps:
   - id: answer-x
     action: x.reply
+    approval: {from: [comms]}   # a post in public waits for people (`ungated-post`)
     with: {reply_to: "1790000000000000999", text: "Halo Budi, saldo Anda aman (run {{ run.name }})."}
   - id: page-post
     action: facebook.post
+    approval: {from: [comms]}
     with: {message: "Pembaruan {{ run.name }}: pembayaran pulih bertahap."}
   - id: tell-ops
     action: whatsapp.send
     with: {to: "+6283333333333", text: "Bridge: #war-room-social"}
   - id: banner
     action: website.notice
+    approval: {from: [comms]}
     with: {title: Gangguan pembayaran, text: Kami sedang menanganinya.}
 """
 
@@ -581,7 +585,8 @@ def test_a_runbook_posts_once_live_and_nothing_in_a_drill(
     flow = compile_runbook(parse_runbook(RUNBOOK, REGISTRY, file="social-answer.yaml"))
 
     def run(mode: str) -> dict[str, str]:
-        state = asyncio.run(flow(mode=mode, return_state=True))
+        state = asyncio.run(with_approvals(siaga_home, "social-answer",
+                                           flow(mode=mode, requested_by="budi", return_state=True)))
         assert state.is_completed(), state.message
         return {s["step"]: s["outcome"] for s in asyncio.run(state.aresult())["steps"]}
 

@@ -7,6 +7,7 @@ told up the chain of command by the watcher `siaga up` runs; the reports carry t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -119,21 +120,25 @@ def mention(post: str, topic: str, *, text: str | None = "Pembayaran saya gagal!
     return {"labels": found, "annotations": notes}
 
 
-@pytest.fixture(scope="module")
-def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+def runbook_folder_of(home: Path, runbook: str, templates: dict[str, str]) -> Path:
+    """A runbook folder under `home` holding `runbook` (YAML text) and its reply `templates`."""
+    folder = home / "runbooks"
+    (folder / "templates").mkdir(parents=True)
+    runbook_id = runbook.split("\n", 1)[0].removeprefix("runbook:").strip()
+    (folder / f"{runbook_id}.yaml").write_text(runbook)
+    for name, text in templates.items():
+        (folder / "templates" / name).write_text(text)
+    return folder
+
+
+def run_starter(prefect_api: str, runbook_id: str) -> Any:
+    """The receiver's run starter, on a deployment of `runbook_id` that no worker serves: its runs
+    are created and stay scheduled (a test runs the flow itself where it needs one)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from siaga.flows.running import start_incident_run
 
-    home = tmp_path_factory.mktemp("voices")
-    folder = home / "runbooks"
-    (folder / "templates").mkdir(parents=True)
-    (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
-    for name, text in TEMPLATES.items():
-        (folder / "templates" / name).write_text(text)
-    runbooks = Catalog.load(folder, REGISTRY).runbooks
-    assert list(runbooks) == [RUNBOOK]
-    flow_id = httpx.post(f"{prefect_api}/flows/", json={"name": RUNBOOK}).json()["id"]
+    flow_id = httpx.post(f"{prefect_api}/flows/", json={"name": runbook_id}).json()["id"]
     made = httpx.post(f"{prefect_api}/deployments/", json={"name": "siaga", "flow_id": flow_id})
     assert made.status_code in (200, 201), made.text
 
@@ -141,23 +146,41 @@ def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
             return await start_incident_run(incident)
 
-    url = f"sqlite:///{home / 'siaga.db'}"
-    store = engine(url)
-    config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_HOOK_SECRET_GENERIC": GENERIC,
-                                     "SIAGA_API_TOKEN": API_TOKEN})
-    saved = {k: os.environ.get(k) for k in ("SIAGA_DATABASE_URL", "SIAGA_RUNBOOKS", "SIAGA_USER")}
-    os.environ.update({"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder)})
-    os.environ.pop("SIAGA_USER", None)
-    env = clean_env(Path(os.environ["SIAGA_HOME"])) | {"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder)}
+    return start_run
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str], drop: tuple[str, ...] = ("SIAGA_USER",)) -> Iterator[None]:
+    """`values` set (and `drop` unset) in this process's environment until the block ends."""
+    saved = {k: os.environ.get(k) for k in (*values, *drop)}
+    os.environ.update(values)
+    for key in drop:
+        os.environ.pop(key, None)
     try:
-        with serve(create_app(runbooks, config, store, start_run), free_port()) as served:
-            yield Desk(served, folder, home, store, env)
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    home = tmp_path_factory.mktemp("voices")
+    folder = runbook_folder_of(home, RUNBOOK_YAML, TEMPLATES)
+    runbooks = Catalog.load(folder, REGISTRY).runbooks
+    assert list(runbooks) == [RUNBOOK]
+    start_run = run_starter(prefect_api, RUNBOOK)
+    url = f"sqlite:///{home / 'siaga.db'}"
+    store = engine(url)
+    config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_HOOK_SECRET_GENERIC": GENERIC,
+                                     "SIAGA_API_TOKEN": API_TOKEN})
+    with environment({"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder)}):
+        env = clean_env(Path(os.environ["SIAGA_HOME"])) | {"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder)}
+        with serve(create_app(runbooks, config, store, start_run), free_port()) as served:
+            yield Desk(served, folder, home, store, env)
 
 
 def test_a_storm_of_mentions_is_one_incident_whose_voices_are_listed_by_deadline(

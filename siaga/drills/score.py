@@ -14,6 +14,8 @@ README.md ("Drills"):
 - each deadline missed (the public statement later than the runbook's
   `impact.public_statement_within`, or never made while the runbook makes one; any further
   deadline handed in, such as comms deadlines): minus 15;
+- each voice (a mention the drill answered, `voices:`) answered after its deadline, or still
+  unanswered past it when the drill ended: minus 2, at most 20;
 - never below 0.
 
 Steps a drill skips or records are rehearsed as designed and cost nothing.
@@ -41,6 +43,8 @@ TIMEOUT_POINTS = 10
 FAILED_STEP_POINTS = 10
 NOT_RUN_STEP_POINTS = 2
 MISSED_DEADLINE_POINTS = 15
+LATE_VOICE_POINTS = 2
+LATE_VOICES_MAX_POINTS = 20
 
 PAGING_ACTIONS = frozenset({"pagerduty.trigger"})
 PUBLIC_ACTIONS = frozenset({"statuspage.create_incident", "statuspage.update_incident", "comms.publish"}) | POSTING_ACTIONS
@@ -118,6 +122,18 @@ class DrillFacts:
     public_statement_within: timedelta | None = None
     deadlines: Sequence[Deadline] = ()
     """Further deadlines (comms), beside the public statement's."""
+    voices: Sequence[VoiceFacts] = ()
+    """The voices the drill answered (its mentions), each with its deadline."""
+
+
+@dataclass(frozen=True)
+class VoiceFacts:
+    """One voice of the drill: when it was due and when it was answered (None: not yet)."""
+
+    voice_id: str
+    due_at: datetime
+    answered_at: datetime | None
+    state: str  # as in siaga.voices: new, drafted, answered, dismissed...
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,15 @@ def score_drill(facts: DrillFacts) -> DrillScore:
     missed = [d for d in deadlines if d.done is None or d.done > d.due]
     deductions += [Deduction(MISSED_DEADLINE_POINTS, f"missed: {d.name} (due within {human_duration(d.due)})") for d in missed]
 
+    late = [v for v in facts.voices if v.state != "dismissed" and (
+        (v.answered_at or facts.ended_at) > v.due_at)]
+    if late:
+        points = min(LATE_VOICES_MAX_POINTS, LATE_VOICE_POINTS * len(late))
+        answered_late = sum(1 for v in late if v.answered_at is not None)
+        deductions.append(Deduction(points, f"{len(late)} voice(s) past their deadline: {answered_late} answered late, "
+                                            f"{len(late) - answered_late} not answered ({', '.join(v.voice_id for v in late[:5])}"
+                                            + (", ..." if len(late) > 5 else "") + ")"))
+
     figures = {
         "duration_s": _seconds(facts.ended_at - facts.started_at),
         "time_to_first_page_s": page_s,
@@ -191,6 +216,9 @@ def score_drill(facts: DrillFacts) -> DrillScore:
         "steps_skipped": [s.step_id for s in facts.steps if s.outcome == "skipped"],
         "steps_not_run": not_run,
         "deadlines_missed": [d.name for d in missed],
+        "voices": len(facts.voices),
+        "voices_answered": sum(1 for v in facts.voices if v.answered_at is not None),
+        "voices_late": [v.voice_id for v in late],
     }
     return DrillScore(max(0, 100 - sum(d.points for d in deductions)), figures, deductions)
 
@@ -229,6 +257,9 @@ def report_markdown(facts: DrillFacts, result: DrillScore) -> str:
         f"| steps not run | {', '.join(f['steps_not_run']) or 'none'} |",
         f"| deadlines missed | {', '.join(f['deadlines_missed']) or 'none'} |",
     ]
+    if f.get("voices"):
+        lines.append(f"| voices answered | {f['voices_answered']} of {f['voices']}, {len(f['voices_late'])} past their "
+                     "deadline |")
     if f["gates"]:
         lines += ["", "## Approval gates", "", "| step | decision | took | window |", "| --- | --- | --- | --- |"]
         lines += [

@@ -30,11 +30,14 @@ from .source import Document
 from .templates import Reference, is_template, references
 
 __all__ = [
+    "ANSWER_ACTION",
     "AUDIENCES",
     "DRAFT_ACTION",
+    "GATED_ACTIONS",
     "POSTING_ACTIONS",
     "PUBLISH_ACTION",
     "TEMPLATE_SUFFIX",
+    "VOICE_ACTIONS",
     "Message",
     "audiences_meeting",
     "check_comms",
@@ -52,6 +55,11 @@ POSTING_ACTIONS = frozenset({
     "website.notice",
 })
 """Actions that speak in public on their own: each is a public statement (drill scores, reports)."""
+ANSWER_ACTION = "voices.answer"
+VOICE_ACTIONS = frozenset({"voices.draft", ANSWER_ACTION})
+"""Actions that answer the incident's voices: they need the runbook's `voices:`."""
+GATED_ACTIONS = POSTING_ACTIONS | {ANSWER_ACTION}
+"""Actions that speak in public: a step of one waits at an approval gate (`ungated-post`)."""
 AUDIENCES: tuple[str, ...] = get_args(Audience)
 TEMPLATE_SUFFIX = ".md.j2"
 PUBLIC_AUDIENCES = frozenset({"customers", "media"})
@@ -144,6 +152,20 @@ def check_comms(runbook: Runbook, doc: Document, templates: Mapping[str, str] | 
                 (where, index, "action"),
                 hint=f"add `approval: {{from: [{', '.join(approvers)}]}}`; for a message that needs "
                 "no approval, send it with slack.post, email.send or outbox.send instead",
+            )
+        if step.action in GATED_ACTIONS and step.approval is None:
+            yield doc.diagnostic(
+                "ungated-post",
+                f"`{step.action}` speaks in public in the company's name: a step of it runs only after people "
+                "approve its exact text, and this one has no `approval:`",
+                (where, index, "action"),
+                hint=f"add `approval: {{from: [{', '.join(approvers)}]}}` (or publish a drafted statement with "
+                "comms.publish, which has its own gate); in a drill nothing is posted either way",
+            )
+        if step.action in VOICE_ACTIONS and runbook.voices is None:
+            yield doc.diagnostic(
+                "no-voices", f"`{step.action}` answers the incident's voices, and this runbook has no `voices:`",
+                (where, index, "action"), hint="add `voices: {respond_within: 24h}` (see README, Answering every voice)",
             )
         if step.action == DRAFT_ACTION and templates is not None:
             yield from _check_draft(runbook, doc, (where, index), step, templates)

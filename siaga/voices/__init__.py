@@ -12,6 +12,9 @@ reply templates per topic and language. The package:
   after their incident resolved), idempotently, from the store; anyone may call it at any time.
 * `drafting`: reply texts from the templates; voices with the same text form one group (a draft)
   whose approval binds to the text's SHA-256.
+* `desk`: what the actions that answer voices (`voices.draft`, `voices.answer`) read and write:
+  the run's voices (a drill's own, from the mentions its window held), the drafts to approve, an
+  approved reply checked against the store before it is posted, and what became of each voice.
 * `figures` (pure): received, answered within the deadline (share, median time), dismissed, open,
   by platform, for the situation and post-incident reports.
 * `views`: what `siaga voices` lists.

@@ -104,17 +104,34 @@ class VoiceRecords:
 
     def answer(
         self, wanted: Sequence[Voice], *, by: str | None, url: str | None = None, channel: str = "cli",
-        at: datetime | None = None,
+        at: datetime | None = None, detail: Mapping[str, Any] | None = None,
     ) -> list[Change]:
         """Record each open voice of `wanted` answered (at `at`, default now) by `by`, with the
-        reply's `url` where there is one."""
+        reply's `url` where there is one (and `detail` in its audit record)."""
         if url is not None and len(url) > 2000:
             raise BadInput("the reply's URL is over 2,000 characters")
         return self._change(
             wanted, "answered", OPEN_STATES, "voice.answered", by, channel,
-            lambda now: {"answered_at": at or now, "answered_by": by, "reply_url": url},
-            {"url": url} if url else {},
+            lambda now: {"answered_at": at or now, "answered_by": by, "reply_url": url, "problem": None},
+            ({"url": url} if url else {}) | dict(detail or {}),
         )
+
+    def post_failed(self, voice_id: str, reason: str, *, run_id: str, channel: str) -> bool:
+        """Keep why the open voice's reply could not be posted (`siaga voices` shows it), with a
+        ``voice.post_failed`` record; False when the voice is not open."""
+        now = self.clock()
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                update(voices).where(voices.c.id == voice_id, voices.c.state.in_(list(OPEN_STATES)))
+                .values(problem=reason[:2000], updated_at=now)
+                .returning(voices.c.incident_id, voices.c.platform, voices.c.mention_id)
+            ).first()
+            if row is not None:
+                AuditTrail(self.engine, clock=lambda: now).append(
+                    "voice.post_failed", connection=connection, incident_id=row.incident_id, channel=channel,
+                    data={"voice": voice_id, "platform": row.platform, "mention": row.mention_id, "run_id": run_id,
+                          "reason": reason[:2000]})
+        return row is not None
 
     def _change(
         self, wanted: Sequence[Voice], state: str, from_states: Collection[str], kind: str, by: str | None,
