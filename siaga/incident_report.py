@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy import Engine, select
 
 from .approvals.records import GateRecords
+from .approvals.revisions import Revisions
 from .audit import AuditTrail
 from .deadlines import DeadlineRecords
 from .errors import BadInput
@@ -191,11 +192,13 @@ def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datet
     if incident["flow_run_id"]:
         run = {"id": incident["flow_run_id"], "url": run_url(incident["flow_run_id"], api_url)}
         run |= read_run(incident["flow_run_id"], api_url)
+        run["revision"] = Revisions(engine).of_run(incident["flow_run_id"])
     report["run"] = run
     resolve_run: dict[str, Any] | None = None
     if incident["resolve_run_id"]:
         resolve_run = {"id": incident["resolve_run_id"], "url": run_url(incident["resolve_run_id"], api_url)}
         resolve_run |= read_run(incident["resolve_run_id"], api_url)
+        resolve_run["revision"] = Revisions(engine).of_run(incident["resolve_run_id"])
     report["resolve_run"] = resolve_run
     report["gates"] = gates_of(engine, incident_id, api_url)
     report["deadlines"] = [d.as_dict() for d in DeadlineRecords(engine).find(incident_id=incident_id)]

@@ -1,7 +1,7 @@
 """The runbook a run executes is the revision that started it: a runbook edited on disk after
 Siaga read it (between the alert and the run's start, or while it waits) does not change the run,
 and nothing rewritten through Prefect's API makes it execute another revision. Real Prefect server;
-each run executed by `prefect flow-run execute` in a process of its own, as a worker would."""
+each run executed by a Prefect worker, which loads the runbook as it is on disk then."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from siaga.integrations import default_registry
 
 from siaga.audit import trail
 from siaga.catalog import Catalog
-from siaga.incidents import pending_runs, set_flow_run
+from siaga.incidents.runs import pending_runs, set_flow_run
 from siaga.incidents.alert import Alert, AlertStatus
 from siaga.incidents.recording import process
 from siaga.incident_report import incident_report
@@ -71,12 +71,15 @@ def loaded(folder: Path) -> Catalog:
 
 
 def execute(run_id: str, folder: Path, prefect_api: str) -> subprocess.CompletedProcess[str]:
-    """Execute the flow run as a Prefect worker would: a process that loads the deployment's
-    entry point (the runbook as it is on disk now) and runs it."""
+    """Execute the flow run (the only one waiting) with a Prefect worker: a process that loads the
+    deployment's entry point (the runbook as it is on disk now) and runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=prefect_api, PREFECT_HOME=os.environ["PREFECT_HOME"], SIAGA_RUNBOOKS=str(folder))
-    return subprocess.run([sys.executable, "-m", "prefect", "flow-run", "execute", run_id],
-                          env=env, capture_output=True, text=True, timeout=240)
+    env.update(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(folder.parent / "prefect"), SIAGA_RUNBOOKS=str(folder))
+    log = folder.parent / "execute.log"
+    with log.open("w") as out:
+        done = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "siaga", "--run-once"],
+                              env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=240)
+    return subprocess.CompletedProcess(done.args, done.returncode, log.read_text(), "")
 
 
 async def flow_run(run_id: str) -> Any:
@@ -92,7 +95,7 @@ def open_incident(catalog: Catalog, shard: str) -> dict[str, Any]:
     alert = Alert(source="alertmanager", fingerprint=f"revised-{shard}", status=AlertStatus.FIRING,
                   labels={"alertname": "Revised", "shard": shard}, starts_at=datetime.now(UTC))
     outcome = process(engine(), catalog.runbooks, alert, datetime.now(UTC))
-    return next(i for i in pending_runs(engine()) if i["id"] == outcome.incident_id)
+    return next(i for i in pending_runs(engine()) if i["id"] == outcome.opened[0])
 
 
 def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_found_it(
@@ -133,19 +136,17 @@ def test_a_revision_rewritten_through_prefects_api_changes_nothing(library: Path
     (library / "revised.yaml").write_text(EDITED)
     edited = revision_of(loaded(library).runbooks["revised"])
 
-    # Anyone reaching Prefect's API can rewrite a run's tags and parameters before it starts:
-    # claim the edited revision.
-    forged = httpx.patch(f"{prefect_api}/flow_runs/{run_id}",
-                         json={"tags": ["live", f"revision:{edited.short}"],
-                               "parameters": {"mode": "live", "shard": "b", "revision": edited.digest}})
+    # Anyone reaching Prefect's API can rewrite a run's tags (and parameters) before it starts:
+    # claim the edited revision there.
+    forged = httpx.patch(f"{prefect_api}/flow_runs/{run_id}", json={"tags": ["live", f"revision:{edited.short}"]})
     assert forged.status_code == 204, forged.text
 
     executed = execute(run_id, library, prefect_api)
     run = asyncio.run(flow_run(run_id))
     assert run.state.is_completed(), executed.stdout + executed.stderr
-    assert steps_done(run_id) == ["as-it-was"]
+    assert steps_done(f"run:{run_id}") == ["as-it-was"]
     started = revision_of(cli.runbooks["revised"])
-    assert next(r for r in trail().records(run_id) if r.kind == "run.started").data["revision"] == started.digest
+    assert next(r for r in trail().records(f"run:{run_id}") if r.kind == "run.started").data["revision"] == started.digest
 
 
 def test_a_revision_that_no_longer_validates_is_refused_with_what_to_do(library: Path, prefect_api: str) -> None:
@@ -168,4 +169,4 @@ def test_a_revision_that_no_longer_validates_is_refused_with_what_to_do(library:
     assert f"on disk is revision {found}" in run.state.message
     assert "`eko` is not in the roster" in run.state.message
     assert "start a new run" in run.state.message
-    assert steps_done(run_id) == []
+    assert steps_done(f"run:{run_id}") == []

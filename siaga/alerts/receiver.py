@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -213,7 +214,7 @@ def create_app(
     if start_run is None:
         from siaga.flows.running import start_incident_run
 
-        start_run = start_incident_run
+        start_run = functools.partial(start_incident_run, runbooks=runbooks)  # the revisions that route
         session = _prefect_session
     else:
         session = None

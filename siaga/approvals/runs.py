@@ -41,6 +41,8 @@ class RunRecord:
     wake_at: datetime | None
     wake_requested_at: datetime | None
     note: str | None
+    revision: str | None = None
+    """The runbook revision it executes (`siaga.approvals.revisions`); None for runs pinned before."""
 
 
 class RunRecords:
