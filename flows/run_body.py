@@ -15,17 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import Task
-from sqlalchemy import Engine
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
+from sqlalchemy import Engine
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
 from siaga.approvals.policy import Verdict
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecords
 from siaga.audit import arecord, chain_of, trail
+from siaga.canonical import as_utc
 from siaga.connections import load_connections
 from siaga.home import runbook_folder, siaga_home
 from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
@@ -41,8 +42,8 @@ from .deadlines import open_deadlines
 from .execution import Attempt, Execution, RunCancelled, RunInfo
 from .gates import Gatekeeper, RunWaiter, Suspend
 from .prefect_logs import attach_run_logs
-from .secret_blocks import prefect_secret
 from .revisions import choose_revision
+from .secret_blocks import prefect_secret
 from .tasks import attempt_of, step_task, undo_task
 
 __all__ = ["RunBody", "RunbookFailed"]
@@ -223,7 +224,7 @@ def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:
         opened = datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+    return as_utc(opened)
 
 
 def _first_start(runs: RunRecords, run_id: str) -> datetime:

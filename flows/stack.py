@@ -31,11 +31,11 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
 from siaga.home import ensure_home, prefect_answers, stack_file
+from siaga.integrations import default_registry
 
 from .approving import announce_gates
 from .deadlines import watch_deadlines

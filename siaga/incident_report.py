@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from .approvals.records import GateRecords
 from .approvals.revisions import Revisions
 from .audit import AuditTrail
+from .canonical import as_utc
 from .deadlines import DeadlineRecords
 from .errors import BadInput
 from .incidents.views import get_incident
@@ -91,7 +92,7 @@ def _time(value: str | None) -> datetime | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict[str, Any]]:
@@ -109,21 +110,17 @@ def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict
             "state": gate.state,
             "approved_by": gate.approvers if gate.approvers else voted["approved"],
             "rejected_by": voted["rejected"],
-            "opened_at": _utc(gate.opened_at),
-            "deadline": _utc(gate.deadline),
-            "decided_at": _utc(gate.decided_at) if gate.decided_at else None,
+            "opened_at": as_utc(gate.opened_at),
+            "deadline": as_utc(gate.deadline),
+            "decided_at": as_utc(gate.decided_at),
             "decision": gate.decision,
             "url": run_url(gate.run_id, api_url),
             "events": [
-                {"at": _utc(e["at"]), "kind": e["kind"], "actor": e["actor"], "decision": e["detail"].get("decision")}
+                {"at": as_utc(e["at"]), "kind": e["kind"], "actor": e["actor"], "decision": e["detail"].get("decision")}
                 for e in events if e["kind"] in GATE_TIMELINE
             ],
         })
     return found
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _gate_event(step: str, event: Mapping[str, Any]) -> str:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.sql.dml import Insert
 
-from .canonical import digest
+from .canonical import (
+    as_utc,  # noqa: F401 - the store's readers convert the times they read with it
+    digest,
+)
 from .home import ensure_home, siaga_home
 
 metadata = MetaData()
@@ -493,14 +495,6 @@ suppressed_alerts = Table(
     Column("incident_id", String(40)),  # the incident it opened or joined then
 )
 """The alerts a maintenance window held back from opening (or joining) an incident, per runbook."""
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """A time read from the store, in UTC: SQLite hands datetimes back naive (they were written in
-    UTC), PostgreSQL with a zone."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @contextlib.contextmanager

@@ -17,16 +17,16 @@ from typing import Any
 import httpx
 import pytest
 from prefect import get_client
-from siaga.flows.deployments import deploy_to_pool
-from siaga.flows.running import start_incident_run, start_run
-from siaga.integrations import default_registry
 
 from siaga.audit import trail
 from siaga.catalog import Catalog
-from siaga.incidents.runs import pending_runs, set_flow_run
+from siaga.flows.deployments import deploy_to_pool
+from siaga.flows.running import start_incident_run, start_run
+from siaga.incident_report import incident_report
 from siaga.incidents.alert import Alert, AlertStatus
 from siaga.incidents.recording import process
-from siaga.incident_report import incident_report
+from siaga.incidents.runs import pending_runs, set_flow_run
+from siaga.integrations import default_registry
 from siaga.runbook.revision import revision_of
 from siaga.store import engine
 
@@ -77,7 +77,7 @@ def execute(run_id: str, folder: Path, prefect_api: str) -> subprocess.Completed
     env.update(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(folder.parent / "prefect"), SIAGA_RUNBOOKS=str(folder))
     log = folder.parent / "execute.log"
     with log.open("w") as out:
-        done = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "siaga", "--run-once"],
+        done = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "siaga", "--run-once"], check=False,
                               env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=240)
     return subprocess.CompletedProcess(done.args, done.returncode, log.read_text(), "")
 
@@ -124,7 +124,7 @@ def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_
 
     report = incident_report(engine(), incident["id"], prefect_api)
     assert report["run"]["revision"] == started.digest
-    shown = subprocess.run([sys.executable, "-m", "siaga.cli", "incident", incident["id"]],
+    shown = subprocess.run([sys.executable, "-m", "siaga.cli", "incident", incident["id"]], check=False,
                            capture_output=True, text=True, timeout=60, env={**os.environ, "PREFECT_API_URL": prefect_api})
     assert f"revision   {started.short}" in shown.stdout, shown.stdout + shown.stderr
 

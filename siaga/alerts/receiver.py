@@ -103,8 +103,8 @@ from .signatures import (
     verify,
 )
 from .sns import CertificateCache, confirm_subscription, record_subscription
-from .worker import Batch, StartRun, Worker
 from .watch import watch_router
+from .worker import Batch, StartRun, Worker
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Batch", "ReceiverConfig", "Worker", "create_app"]
 

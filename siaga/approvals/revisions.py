@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select, update
 from siaga.runbook.revision import Revision
 from siaga.store import insert_ignoring, run_starts, runbook_revisions, runs
 
-__all__ = ["RunStart", "Revisions"]
+__all__ = ["Revisions", "RunStart"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Rules that span fields (step references, roles, actions, templates) live in `che
 from __future__ import annotations
 
 import math
-
 import re
 from datetime import timedelta
 from enum import StrEnum
