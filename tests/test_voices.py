@@ -139,7 +139,7 @@ def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident)
+            return await start_incident_run(incident, runbooks=runbooks)
 
     url = f"sqlite:///{home / 'siaga.db'}"
     store = engine(url)
