@@ -505,9 +505,6 @@ class Runbook(_Model):
             return NotImplemented
         return self.__dict__ == other.__dict__
 
-    def __hash__(self) -> int:
-        return super().__hash__()
-
     def step(self, step_id: str) -> Step:
         """The step `step_id` of either phase."""
         return next(step for step in (*self.steps, *self.on_resolve) if step.id == step_id)
