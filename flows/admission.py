@@ -46,21 +46,21 @@ class Admission:
 
 async def admit(
     run_id: str, runbook_id: str, parameters: Mapping[str, Any], *, mode: str, requester: str | None,
-    incident_id: str | None, gated: bool, runs: RunRecords, records: GateRecords,
+    incident_id: str | None, gated: bool, runs: RunRecords, records: GateRecords, revision: str | None = None,
 ) -> Admission:
     """Admit this start of run `run_id` (with all its flow parameters; `gated` if its steps have
-    approval gates), or say why not."""
+    approval gates; executing runbook `revision`, pinned at its first start), or say why not."""
     trail = {"incident_id": incident_id, "run_id": run_id, "runbook": runbook_id}
     if mode == "live" and gated and not requester:
         reason = ("a live run with approval gates must say who asked for it (the parameter requested_by): the person who asks "
                   "never approves its gates; runs started by the receiver or `siaga run` name one")
         runs.pin(run_id=run_id, runbook_id=runbook_id, incident_id=incident_id, mode=mode, requester=None,
-                 params_hash=digest(dict(parameters)))
+                 params_hash=digest(dict(parameters)), revision=revision)
         runs.end(run_id, "refused", reason)
         await arecord("run.refused", **trail, reason=reason)
         return Admission("refused", reason)
     record, first = runs.pin(run_id=run_id, runbook_id=runbook_id, incident_id=incident_id, mode=mode,
-                             requester=requester, params_hash=digest(dict(parameters)))
+                             requester=requester, params_hash=digest(dict(parameters)), revision=revision)
     if first:
         return Admission("start")
     if record.state in ("cancelled", "refused", "ended"):

@@ -18,11 +18,9 @@ from prefect import Flow
 
 from siaga.actions import ActionRegistry
 from siaga.integrations import default_registry
-from siaga.runbook.models import RESOLVE, RESPOND, Input, Runbook
-from siaga.runbook.plan import plan_runbook
+from siaga.runbook.models import RESPOND, Input, Runbook
 
 from .run_body import RunBody, RunbookFailed
-from .tasks import step_task, undo_task
 
 __all__ = ["RunbookFailed", "compile_runbook", "flow_attribute"]
 
@@ -36,14 +34,7 @@ def flow_attribute(runbook_id: str) -> str:
 def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) -> Flow[..., Any]:
     """The Prefect flow that runs `runbook`."""
     registry = registry or default_registry()
-    every_step = [*runbook.steps, *runbook.on_resolve]
-    body = RunBody(
-        runbook,
-        registry,
-        plans={phase: plan_runbook(runbook, phase) for phase in (RESPOND, RESOLVE)},
-        step_tasks={step.id: step_task(runbook, step, registry) for step in every_step},
-        undo_tasks={step.id: undo_task(runbook, step, registry) for step in every_step if step.undo},
-    )
+    body = RunBody.build(runbook, registry)
 
     async def run_runbook(**parameters: Any) -> dict[str, Any]:
         return await body(parameters)

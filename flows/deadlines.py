@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
+from siaga.canonical import as_utc
 from siaga.connections import load_connections
 from siaga.deadlines import Deadline, DeadlineRecords, Due, due
 from siaga.home import runbook_folder, siaga_home
@@ -151,7 +152,9 @@ async def watch_deadlines(
     """Check the statement deadlines, and the voices' (taking new voices of `runbooks` in,
     `voice_clocks`), every `interval` seconds until `stop` is set (the runbook `folder` has the
     roster and connections that reach people)."""
-    from .voice_clocks import check_voice_deadlines  # it imports this module's neighbours: kept lazy
+    from .voice_clocks import (
+        check_voice_deadlines,  # it imports this module's neighbours: kept lazy
+    )
 
     interval = interval or float(os.environ.get("SIAGA_DEADLINE_POLL_SECONDS", "5"))
     while not stop.is_set():
@@ -175,4 +178,4 @@ def _when(value: Any) -> datetime | None:
         found = datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return found if found.tzinfo else found.replace(tzinfo=UTC)
+    return as_utc(found)

@@ -19,6 +19,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.states import Completed, State
 
 from siaga.approvals.records import GateRecords
+from siaga.canonical import as_utc
 from siaga.deadlines import DeadlineRecords
 from siaga.drills.records import DrillRecords, live_incident
 from siaga.drills.score import (
@@ -91,8 +92,8 @@ def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, end
     for gate in records.find(run_id=summary.run_id):
         kinds = [event["kind"] for event in records.events(gate.id)]
         gates.append(GateFacts(
-            gate.step_id, _utc(gate.opened_at), _utc(gate.deadline),
-            _utc(gate.decided_at) if gate.decided_at else None, gate.state,
+            gate.step_id, as_utc(gate.opened_at), as_utc(gate.deadline),
+            as_utc(gate.decided_at), gate.state,
             escalations=kinds.count("escalated"), timed_out="timed out" in kinds,
         ))
     steps = steps_facts(
@@ -104,7 +105,7 @@ def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, end
     # the audiences' statement deadlines the run kept (comms); the public one the score derives
     # from the steps and `impact.public_statement_within`, as for a runbook without comms
     deadlines = [
-        Deadline(d.name, d.period, (_utc(d.met_at) - started_at) if d.met_at else None)
+        Deadline(d.name, d.period, (as_utc(d.met_at) - started_at) if d.met_at else None)
         for d in DeadlineRecords(engine()).find(run_id=summary.run_id)
         if d.name != PUBLIC
     ]
@@ -132,7 +133,3 @@ async def score(runbook: Runbook, summary: RunSummary, started_at: datetime) -> 
         description=f"Drill score {result.score}/100",
     )
     return result
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from siaga.actions import ActionContext, ActionFailed, ActionSpec, CannotReconcile
+from siaga.canonical import as_utc
 from siaga.ledger import Claim, Entry, Ledger
 from siaga.logs import get_logger
 from siaga.secrets import REDACTOR
@@ -109,7 +110,7 @@ async def _until_settled_or_silent(ledger: Ledger, key: str, run_id: str) -> Ent
     entry = _get(ledger, key)
     seen, since = entry.updated_at, time.monotonic()
     while entry.state == "intent" and entry.run_id != run_id:
-        if datetime.now(UTC) - _aware(entry.updated_at) > IN_FLIGHT:
+        if datetime.now(UTC) - as_utc(entry.updated_at) > IN_FLIGHT:
             break
         if entry.updated_at != seen:
             seen, since = entry.updated_at, time.monotonic()
@@ -149,5 +150,3 @@ def _heartbeat(ledger: Ledger, key: str, run_id: str) -> Iterator[None]:
         stop.set()
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

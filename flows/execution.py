@@ -101,6 +101,8 @@ class RunInfo:
     secret_source: Callable[[str], str | None] | None = None
     library: Path | None = None
     """The runbook folder (message templates are in its templates/)."""
+    templates: Mapping[str, str] = field(default_factory=dict)
+    """The message templates of the runbook revision the run executes, by file name."""
     was_done: Callable[[str], Awaitable[bool]] | None = None
     """Whether a step of this incident's response was done (completed, or recorded in a drill)."""
     voices: VoiceDesk | None = None
@@ -153,6 +155,7 @@ class Execution:
             connections=self.run.connections,
             secret_source=self.run.secret_source,
             library=self.run.library,
+            templates=self.run.templates,
             comms=self.plan.runbook.comms.model_dump(mode="json"),
             drill_connections=DrillConnections.REAL if self.plan.runbook.drill.real_channels else DrillConnections.SANDBOX,
             voices=self.run.voices,

@@ -2,7 +2,7 @@
 
 Deployments name this module and an attribute such as ``payment_gateway_outage``; the attribute
 is compiled on first use from the runbook of that id in ``$SIAGA_RUNBOOKS`` (or ``./runbooks``),
-so a worker or runner process always runs the runbook as it is on disk. A compiled flow is reused
+as it is on disk; a run started with another revision executes that one (`revisions`). A compiled flow is reused
 while no file under the folder has changed: the fast lane's forkserver compiles them all once
 (`warm`), and every run forked from it starts with its flow ready.
 """

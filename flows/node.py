@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -118,7 +119,8 @@ async def _serve(catalog: Catalog, options: NodeOptions, store: Engine, echo: Ec
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     receiver, receiver_task = await start_receiver(
-        catalog, options.host, options.port, echo, start_run=claimed_start(store), start_concurrency=START_CONCURRENCY
+        catalog, options.host, options.port, echo, start_concurrency=START_CONCURRENCY,
+        start_run=claimed_start(store, functools.partial(start_incident_run, runbooks=catalog.runbooks)),
     )
     name = options.name or f"{os.uname().nodename}:{options.port}"
     echo(f"Siaga node {name} is up: {len(catalog.runbooks)} runbooks; runs go to the work pool for Prefect workers")

@@ -19,16 +19,19 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
+from sqlalchemy import Engine
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
 from siaga.approvals.policy import Verdict
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecords
 from siaga.audit import arecord, chain_of, trail
+from siaga.canonical import as_utc
 from siaga.connections import load_connections
 from siaga.home import runbook_folder, siaga_home
 from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
-from siaga.runbook.plan import Plan
+from siaga.runbook.plan import Plan, plan_runbook
+from siaga.runbook.revision import revision_of
 from siaga.store import engine
 from siaga.team import find_roster
 from siaga.voices.desk import StoreDesk
@@ -40,8 +43,9 @@ from .deadlines import open_deadlines
 from .execution import Attempt, Execution, RunCancelled, RunInfo
 from .gates import Gatekeeper, RunWaiter, Suspend
 from .prefect_logs import attach_run_logs
+from .revisions import choose_revision
 from .secret_blocks import prefect_secret
-from .tasks import attempt_of
+from .tasks import attempt_of, step_task, undo_task
 
 __all__ = ["RunBody", "RunbookFailed"]
 
@@ -65,6 +69,20 @@ class RunBody:
     undo_tasks: Mapping[str, Task[..., Any]]
     timelines: dict[str, Timeline] = field(default_factory=dict)
     """run id -> its timeline, while it runs in this process."""
+    revisions: dict[str, RunBody] = field(default_factory=dict)
+    """Other revisions of the runbook that runs here were started with, built once, by digest."""
+
+    @classmethod
+    def build(cls, runbook: Runbook, registry: ActionRegistry) -> RunBody:
+        """The body of `runbook`: its plans and its steps' and undos' tasks."""
+        every_step = [*runbook.steps, *runbook.on_resolve]
+        return cls(
+            runbook,
+            registry,
+            plans={phase: plan_runbook(runbook, phase) for phase in (RESPOND, RESOLVE)},
+            step_tasks={step.id: step_task(runbook, step, registry) for step in every_step},
+            undo_tasks={step.id: undo_task(runbook, step, registry) for step in every_step if step.undo},
+        )
 
     @property
     def gated(self) -> dict[Phase, bool]:
@@ -85,9 +103,23 @@ class RunBody:
         return await attempt_of(state)
 
     async def __call__(self, parameters: dict[str, Any]) -> Any:
-        """Run the runbook with the flow run's `parameters`."""
-        runbook, registry = self.runbook, self.registry
+        """Run the runbook, in the revision the run was started with, with the flow run's `parameters`."""
         attach_run_logs()
+        run_id = str(flow_run.get_id() or "local")
+        store = engine()
+        chosen = choose_revision(self, run_id, store)
+        if isinstance(chosen, str):
+            incident = parameters.get("incident")
+            incident_id = str(incident["id"]) if isinstance(incident, Mapping) and incident.get("id") else None
+            RunRecords(store).end(run_id, "refused", chosen)
+            await arecord("run.refused", incident_id=incident_id, run_id=run_id, runbook=self.runbook.id, reason=chosen)
+            return Failed(name="Refused", message=chosen)
+        return await chosen.execute(parameters, run_id, store)
+
+    async def execute(self, parameters: dict[str, Any], run_id: str, store: Engine) -> Any:
+        """Run this revision of the runbook as run `run_id`."""
+        runbook, registry = self.runbook, self.registry
+        revision = revision_of(runbook)
         given = dict(parameters)
         mode = Mode(parameters.pop("mode", Mode.LIVE))
         phase: Phase = parameters.pop("phase", None) or RESPOND
@@ -97,12 +129,11 @@ class RunBody:
         incident = parameters.pop("incident", None)
         requested_by = parameters.pop("requested_by", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
-        run_id = str(flow_run.get_id() or "local")
         incident_id = str(incident["id"]) if incident and incident.get("id") else None
-        store = engine()
         runs, records = RunRecords(store), GateRecords(store)
         admission = await admit(run_id, runbook.id, given, mode=str(mode), requester=requested_by,
-                                incident_id=incident_id, gated=self.gated[phase], runs=runs, records=records)
+                                incident_id=incident_id, gated=self.gated[phase], runs=runs, records=records,
+                                revision=revision.digest)
         if not admission.runs:
             if admission.verdict == "cancelled":
                 return Cancelled(message=admission.reason)  # type: ignore[return-value]
@@ -129,6 +160,7 @@ class RunBody:
             connections=load_connections(runbook_folder()),
             secret_source=prefect_secret,
             library=runbook_folder(),
+            templates=revision.templates,
             was_done=functools.partial(_was_done, chain_of(incident_id, run_id)),
             voices=StoreDesk(store, runbook, runbook_folder(), roster) if runbook.voices else None,
         )
@@ -144,6 +176,7 @@ class RunBody:
             await arecord(
                 "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
                 run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by, phase=phase,
+                revision=revision.digest,
             )
             if phase == RESPOND:
                 open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
@@ -193,7 +226,7 @@ def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:
         opened = datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+    return as_utc(opened)
 
 
 def _first_start(runs: RunRecords, run_id: str) -> datetime:

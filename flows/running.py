@@ -8,9 +8,10 @@ import json
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -23,6 +24,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
     LogFilterTimestamp,
 )
+from prefect.client.schemas.objects import Deployment, FlowRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.events.worker import EventsWorker
 from prefect.exceptions import ObjectNotFound, TerminationSignal
@@ -30,9 +32,14 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from siaga.actions import ActionRegistry
+from siaga.approvals.revisions import Revisions
+from siaga.catalog import find_runbook
 from siaga.errors import StackUnavailable, Terminated
-from siaga.home import ensure_home
+from siaga.home import ensure_home, runbook_folder
+from siaga.incidents.runs import run_key
 from siaga.runbook import Runbook
+from siaga.runbook.revision import revision_of, revision_tag
+from siaga.store import engine
 
 from .artifacts import artifact_key
 from .compiler import RunbookFailed, compile_runbook
@@ -103,7 +110,7 @@ def run_on_stack(runbook: Runbook, inputs: Mapping[str, Any], mode: str, echo: E
 
 
 async def _run_on_stack(runbook: Runbook, inputs: dict[str, Any], mode: str, echo: Echo) -> dict[str, Any]:
-    run_id = await start_run(runbook.id, {**inputs, "mode": mode})
+    run_id = await start_run(runbook, {**inputs, "mode": mode})
     async with _stopped_by_sigterm():
         if not echo:
             return await follow_run(run_id, runbook.id, echo)
@@ -145,8 +152,9 @@ async def _stopped_by_sigterm() -> AsyncIterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def start_run(runbook_id: str, parameters: dict[str, Any]) -> UUID:
-    """Create a flow run of the runbook's deployment; raise StackUnavailable if there is none."""
+async def start_run(runbook: Runbook, parameters: dict[str, Any]) -> UUID:
+    """Create a flow run of the runbook's deployment, to execute this revision of it; raise
+    StackUnavailable if there is none."""
     api = PREFECT_API_URL.value()
     if not api:
         raise StackUnavailable("no stack is running: start one with `siaga up`, or run with --local")
@@ -154,19 +162,37 @@ async def start_run(runbook_id: str, parameters: dict[str, Any]) -> UUID:
         healthy = await client.api_healthcheck()
         if healthy is not None:
             raise StackUnavailable(f"the Prefect server at {api} does not answer ({healthy}): is `siaga up` running?")
-        try:
-            deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
-        except ObjectNotFound:
-            raise StackUnavailable(
-                f"runbook {runbook_id} is not deployed on {api}: start `siaga up` with the folder "
-                "that holds it, or run with --local"
-            ) from None
-        mode = parameters.get("mode", "live")
-        run = await client.create_flow_run_from_deployment(
-            deployment.id, parameters=parameters, tags=[mode],
-            work_queue_name=run_queue(deployment.work_pool_name, mode),  # a drill only on drill workers
+        run, _ = await create_run(
+            client, runbook, parameters, tags=[parameters.get("mode", "live")], key=f"{runbook.id}:{uuid4()}",
+            not_deployed=f"runbook {runbook.id} is not deployed on {api}: start `siaga up` with the folder "
+                         "that holds it, or run with --local",
         )
         return run.id
+
+
+async def create_run(
+    client: PrefectClient, runbook: Runbook, parameters: dict[str, Any], *, tags: list[str], key: str,
+    not_deployed: str, name: str | None = None,
+) -> tuple[FlowRun, Deployment]:
+    """Siaga's one way to create a flow run: of the runbook's deployment, on the queue of its mode
+    (a drill only on drill workers), to execute `runbook`'s revision. The revision is kept in
+    Siaga's store and noted as the start keyed `key` before Prefect creates the run with that
+    idempotency key (a retry with the same key finds the same start and the same run); the run
+    executes the revision noted here, whatever Prefect's API says of it later (`run_body`). The
+    run's tags name the revision, for people. Raise StackUnavailable (`not_deployed`) if the
+    runbook has no deployment."""
+    try:
+        deployment = await client.read_deployment_by_name(f"{runbook.id}/{DEPLOYMENT}")
+    except ObjectNotFound:
+        raise StackUnavailable(not_deployed) from None
+    revisions = Revisions(engine())
+    start = await asyncio.to_thread(revisions.note_start, key, revision_of(runbook))
+    run = await client.create_flow_run_from_deployment(
+        deployment.id, parameters=parameters, name=name, tags=[*tags, revision_tag(start.revision)],
+        idempotency_key=key, work_queue_name=run_queue(deployment.work_pool_name, parameters.get("mode", "live")),
+    )
+    await asyncio.to_thread(revisions.take, key, str(run.id))
+    return run, deployment
 
 
 async def follow_run(
@@ -253,10 +279,8 @@ def last_runs(runbook_ids: list[str]) -> dict[str, dict[str, Any]]:
 __all__ = ["flow_run_url", "follow_run", "last_runs", "run_local", "run_on_stack", "start_run"]
 
 
-RESOLVE_KEY_SUFFIX = ":resolved"
 ALERT_REQUESTER = "alert"
 """Who asks for a run the receiver starts: no person (so nobody is kept from approving it)."""
-"""An incident's resolve run has the incident id with this suffix as its idempotency key."""
 
 
 def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,11 +307,16 @@ def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None = None) -> str:
+async def start_incident_run(
+    incident: Mapping[str, Any], lane: FastLane | None = None, *, runbooks: Mapping[str, Runbook] | None = None,
+) -> str:
     """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
     idempotency key, so a retry returns the run the first call created. Return the run id.
     An incident whose ``phase`` is ``resolve`` (`siaga.incidents.runs.pending_resolve_runs`) gets its
     resolve run instead: the runbook's `on_resolve` steps, keyed ``<incident id>:resolved``.
+
+    The run executes the revision of the runbook in `runbooks` (the receiver's, that routed the
+    alert); without them, the one on disk now.
 
     Prefect keeps an idempotency key unique per flow, not per deployment; incident ids are random,
     so two deployments of one runbook never share a key. With a `lane` (`siaga up`), the new run
@@ -296,20 +325,23 @@ async def start_incident_run(incident: Mapping[str, Any], lane: FastLane | None 
     runbook_id = incident["runbook_id"]
     if not PREFECT_API_URL.value():
         raise StackUnavailable("PREFECT_API_URL is not set: no Prefect server to start runs on")
+    runbook = (runbooks or {}).get(runbook_id) or await asyncio.to_thread(_on_disk, runbook_id)
     open_client = lane.client if lane is not None else None
     async with contextlib.nullcontext(open_client) if open_client else get_client() as client:
-        try:
-            deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
-        except ObjectNotFound:
-            raise StackUnavailable(f"runbook {runbook_id} is not deployed on {PREFECT_API_URL.value()}") from None
         resolving = incident.get("phase") == "resolve"
-        run = await client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters=incident_parameters(incident),
+        run, deployment = await create_run(
+            client, runbook, incident_parameters(incident),
             name=f"{runbook_id}-{incident['id']}" + ("-resolve" if resolving else ""),
             tags=["live", "incident", incident["id"], *(["resolve"] if resolving else [])],
-            idempotency_key=incident["id"] + (RESOLVE_KEY_SUFFIX if resolving else ""),
+            key=run_key(incident["id"], incident.get("phase", "respond")),
+            not_deployed=f"runbook {runbook_id} is not deployed on {PREFECT_API_URL.value()}",
         )
     if lane is not None:
         lane.dispatch(run, deployment)
     return str(run.id)
+
+
+def _on_disk(runbook_id: str) -> Runbook:
+    from siaga.integrations import default_registry
+
+    return find_runbook(runbook_id, runbook_folder(), default_registry())[0]

@@ -31,11 +31,11 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
 from siaga.home import ensure_home, prefect_answers, stack_file
+from siaga.integrations import default_registry
 
 from .approving import announce_gates
 from .deadlines import watch_deadlines
@@ -153,7 +153,7 @@ async def _serve_in(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     code = 0
-    drill_task = asyncio.create_task(_drill(options, echo)) if options.drill else None
+    drill_task = asyncio.create_task(_drill(catalog, options, echo)) if options.drill else None
     watcher = asyncio.create_task(watch_runs(stop, lane))
     deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder, runbooks=catalog.runbooks))
     sitrep_watcher = asyncio.create_task(watch_sitreps(stop, catalog.runbooks, folder=catalog.folder))
@@ -200,7 +200,7 @@ async def start_receiver(
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
-    app = create_app(catalog.runbooks, config, start_run=start_run or functools.partial(start_incident_run, lane=lane),
+    app = create_app(catalog.runbooks, config, start_run=start_run or functools.partial(start_incident_run, lane=lane, runbooks=catalog.runbooks),
                      notify=echo)
     app.state.worker.start_concurrency = start_concurrency
     server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -216,9 +216,9 @@ async def start_receiver(
     return server, task
 
 
-async def _drill(options: StackOptions, echo: Echo) -> int:
+async def _drill(catalog: Catalog, options: StackOptions, echo: Echo) -> int:
     assert options.drill
-    run_id = await start_run(options.drill, {"mode": "drill"})
+    run_id = await start_run(catalog.runbooks[options.drill], {"mode": "drill"})
     echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
     gates = asyncio.create_task(announce_gates(run_id, echo))
     try:

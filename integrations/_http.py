@@ -33,6 +33,7 @@ from tenacity import (
 )
 
 from siaga.actions import ActionFailed
+from siaga.canonical import as_utc
 from siaga.secrets import REDACTOR
 
 Describe = Callable[[httpx.Response], str]
@@ -59,9 +60,7 @@ def retry_after(response: httpx.Response) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (as_utc(when) - datetime.now(UTC)).total_seconds())
 
 
 async def send(

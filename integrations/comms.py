@@ -181,7 +181,8 @@ async def draft(params: Draft, context: ActionContext) -> DraftText:
     name = params.template or params.audience
     messages: dict[str, Message] = {}
     for language in languages:
-        source = _template(folder, template_file(name, language))
+        file = template_file(name, language)
+        source = context.templates[file] if file in context.templates else _template(folder, file)
         values = {
             "audience": params.audience,
             "language": language,

@@ -194,6 +194,8 @@ class ActionContext:
     through the side-effect ledger in a flow run, so a retry repeats only the parts that failed."""
     library: Path | None = None
     """The runbook folder the run's runbook came from (message templates are in its templates/)."""
+    templates: Mapping[str, str] = field(default_factory=dict)
+    """The message templates of the revision the run executes, by file name (others: from `library`)."""
     comms: Mapping[str, Any] = field(default_factory=dict)
     """The runbook's `comms:` settings (languages, timezone), for the comms actions."""
     drill_connections: DrillConnections = DrillConnections.SANDBOX

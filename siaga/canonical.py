@@ -3,7 +3,8 @@
 `canonical_json`: keys sorted, no whitespace, non-ASCII kept as is (hashed as UTF-8), no NaN or
 infinity; values JSON does not know are made plain by one rule (`_plain`). `digest`: the SHA-256 of
 that text, the one hash of parameters, evidence, bindings, drafts and audit records. `plain`: a
-value as it reads back from JSON, so what is stored is exactly what was hashed.
+value as it reads back from JSON, so what is stored is exactly what was hashed. `as_utc`: the one
+conversion of a datetime (naive ones, as SQLite hands them back, are UTC) to UTC.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import json
 from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import PurePath
-from typing import Any
+from typing import Any, overload
 from uuid import UUID
 
-__all__ = ["canonical_json", "digest", "plain", "utc_iso"]
+__all__ = ["as_utc", "canonical_json", "digest", "plain", "utc_iso"]
 
 
 def _plain(value: Any) -> Any:
@@ -40,11 +41,22 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """`value` in UTC; a naive one is taken as UTC (SQLite hands datetimes back naive: they were
+    written in UTC; PostgreSQL with a zone)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def utc_iso(moment: datetime) -> str:
     """``2026-11-24T10:00:00.000000+00:00``: a naive datetime is taken as UTC (SQLite gives
     them back naive)."""
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")
+    return as_utc(moment).isoformat(timespec="microseconds")
 
 
 def canonical_json(value: Any) -> str:

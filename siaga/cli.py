@@ -699,11 +699,15 @@ def cmd_incident(args: argparse.Namespace) -> int:
         out.print(f"run        not started{': ' + report['run_error'] if report['run_error'] else ' yet'}")
     else:
         out.print(f"run        {run['id']}  {run.get('state') or ''}\n           {run['url']}")
+        if run.get("revision"):
+            out.print(f"revision   {run['revision'][:12]}  (of the runbook, as the run was started with it)")
         if run.get("error"):
             out.print(f"           [yellow]{run['error']}[/yellow]")
     resolving = report["resolve_run"]
     if resolving is not None:
         out.print(f"resolve    {resolving['id']}  {resolving.get('state') or ''}\n           {resolving['url']}")
+        if resolving.get("revision"):
+            out.print(f"revision   {resolving['revision'][:12]}")
         if resolving.get("error"):
             out.print(f"           [yellow]{resolving['error']}[/yellow]")
     elif report["resolve_due"]:

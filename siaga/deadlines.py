@@ -23,6 +23,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .canonical import as_utc
 from .logs import get_logger
 from .runbook.durations import human_duration
 from .store import comms_deadlines
@@ -239,8 +240,7 @@ class DeadlineRecords:
 def _deadline(row: Mapping[str, Any]) -> Deadline:
     values = dict(row)
     for name in ("opened_at", "due_at", "met_at"):
-        if values[name] is not None and values[name].tzinfo is None:
-            values[name] = values[name].replace(tzinfo=UTC)  # SQLite keeps no zone
+        values[name] = as_utc(values[name])
     return Deadline(**values)
 
 

@@ -19,7 +19,9 @@ import httpx
 from sqlalchemy import Engine, select
 
 from .approvals.records import GateRecords
+from .approvals.revisions import Revisions
 from .audit import AuditTrail
+from .canonical import as_utc
 from .deadlines import DeadlineRecords
 from .errors import BadInput
 from .incidents.views import get_incident
@@ -90,7 +92,7 @@ def _time(value: str | None) -> datetime | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict[str, Any]]:
@@ -108,21 +110,17 @@ def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict
             "state": gate.state,
             "approved_by": gate.approvers if gate.approvers else voted["approved"],
             "rejected_by": voted["rejected"],
-            "opened_at": _utc(gate.opened_at),
-            "deadline": _utc(gate.deadline),
-            "decided_at": _utc(gate.decided_at) if gate.decided_at else None,
+            "opened_at": as_utc(gate.opened_at),
+            "deadline": as_utc(gate.deadline),
+            "decided_at": as_utc(gate.decided_at),
             "decision": gate.decision,
             "url": run_url(gate.run_id, api_url),
             "events": [
-                {"at": _utc(e["at"]), "kind": e["kind"], "actor": e["actor"], "decision": e["detail"].get("decision")}
+                {"at": as_utc(e["at"]), "kind": e["kind"], "actor": e["actor"], "decision": e["detail"].get("decision")}
                 for e in events if e["kind"] in GATE_TIMELINE
             ],
         })
     return found
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _gate_event(step: str, event: Mapping[str, Any]) -> str:
@@ -191,11 +189,13 @@ def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datet
     if incident["flow_run_id"]:
         run = {"id": incident["flow_run_id"], "url": run_url(incident["flow_run_id"], api_url)}
         run |= read_run(incident["flow_run_id"], api_url)
+        run["revision"] = Revisions(engine).of_run(incident["flow_run_id"])
     report["run"] = run
     resolve_run: dict[str, Any] | None = None
     if incident["resolve_run_id"]:
         resolve_run = {"id": incident["resolve_run_id"], "url": run_url(incident["resolve_run_id"], api_url)}
         resolve_run |= read_run(incident["resolve_run_id"], api_url)
+        resolve_run["revision"] = Revisions(engine).of_run(incident["resolve_run_id"])
     report["resolve_run"] = resolve_run
     report["gates"] = gates_of(engine, incident_id, api_url)
     report["deadlines"] = [d.as_dict() for d in DeadlineRecords(engine).find(incident_id=incident_id)]

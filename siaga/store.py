@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.sql.dml import Insert
 
-from .canonical import digest
+from .canonical import (
+    as_utc,  # noqa: F401 - the store's readers convert the times they read with it
+    digest,
+)
 from .home import ensure_home, siaga_home
 
 metadata = MetaData()
@@ -228,10 +230,34 @@ runs = Table(
     Column("wake_at", DateTime(timezone=True)),  # when a waiting run must come back (escalation, deadline)
     Column("wake_requested_at", DateTime(timezone=True)),  # Siaga asked Prefect to resume it
     Column("note", Text),  # why it was cancelled or refused
+    Column("revision", String(64)),  # the runbook revision it executes (`runbook_revisions`)
 )
 """The runs Siaga executes, as Siaga saw them start: their parameters are pinned (a run whose
 parameters or mode were changed through Prefect's API is refused), a cancelled run stays
 cancelled, and a run waiting at gates without a process is woken from here (`siaga.flows.wakeups`)."""
+
+runbook_revisions = Table(
+    "runbook_revisions",
+    metadata,
+    Column("revision", String(64), primary_key=True),  # SHA-256 of the text and templates
+    Column("runbook_id", String(100), nullable=False),
+    Column("text", Text, nullable=False),  # the runbook file, exactly
+    Column("templates", JSON, nullable=False),  # the message templates it renders, by file name
+    Column("kept_at", DateTime(timezone=True), nullable=False),
+)
+"""Every runbook revision a run was started with, kept so the run executes exactly that one."""
+
+run_starts = Table(
+    "run_starts",
+    metadata,
+    Column("start_key", String(200), primary_key=True),  # the flow run's Prefect idempotency key
+    Column("runbook_id", String(100), nullable=False),
+    Column("revision", String(64), nullable=False),
+    Column("run_id", String(64)),  # the flow run that took this start (the first one only)
+    Column("started_at", DateTime(timezone=True), nullable=False),
+)
+"""The runs Siaga started, noted before Prefect creates them: the revision each must execute. A
+flow run finds its own by its idempotency key, which Prefect's API cannot change afterwards."""
 
 gate_events = Table(
     "gate_events",
@@ -469,14 +495,6 @@ suppressed_alerts = Table(
     Column("incident_id", String(40)),  # the incident it opened or joined then
 )
 """The alerts a maintenance window held back from opening (or joining) an incident, per runbook."""
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """A time read from the store, in UTC: SQLite hands datetimes back naive (they were written in
-    UTC), PostgreSQL with a zone."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @contextlib.contextmanager

@@ -63,7 +63,7 @@ def receiver(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident)
+            return await start_incident_run(incident, runbooks=runbooks)
 
     app = create_app(runbooks, ReceiverConfig.from_env({**SECRETS, "SIAGA_API_TOKEN": API_TOKEN}), engine(f"sqlite:///{home / 'siaga.db'}"), start_run)
     with serve(app, free_port()) as url:

@@ -78,7 +78,7 @@ def setup(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident)
+            return await start_incident_run(incident, runbooks=runbooks)
 
     store = engine(f"sqlite:///{home / 'siaga.db'}")
     app = create_app(runbooks, ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_API_TOKEN": API_TOKEN}), store, start_run)

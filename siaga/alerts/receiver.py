@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -102,8 +103,8 @@ from .signatures import (
     verify,
 )
 from .sns import CertificateCache, confirm_subscription, record_subscription
-from .worker import Batch, StartRun, Worker
 from .watch import watch_router
+from .worker import Batch, StartRun, Worker
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Batch", "ReceiverConfig", "Worker", "create_app"]
 
@@ -213,7 +214,7 @@ def create_app(
     if start_run is None:
         from siaga.flows.running import start_incident_run
 
-        start_run = start_incident_run
+        start_run = functools.partial(start_incident_run, runbooks=runbooks)  # the revisions that route
         session = _prefect_session
     else:
         session = None

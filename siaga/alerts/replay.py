@@ -9,19 +9,16 @@ come in, at most once a minute per guard.
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete
 
+from siaga.canonical import as_utc
 from siaga.store import deliveries, insert_ignoring
 
 __all__ = ["StoreReplayGuard"]
 
 PRUNE_EVERY = timedelta(minutes=1)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -38,7 +35,7 @@ class StoreReplayGuard:
         self._lock = threading.Lock()
 
     def claim(self, key: str, now: datetime, until: datetime) -> bool:
-        now, until = _utc(now), _utc(until)
+        now, until = as_utc(now), as_utc(until)
         source, delivery = _split(key)
         self._prune_now_and_then(now)
         with self.engine.begin() as connection:
@@ -68,7 +65,7 @@ class StoreReplayGuard:
     def prune(self, now: datetime) -> int:
         """Forget every expired delivery; return how many."""
         with self.engine.begin() as connection:
-            return connection.execute(delete(deliveries).where(deliveries.c.expires_at <= _utc(now))).rowcount
+            return connection.execute(delete(deliveries).where(deliveries.c.expires_at <= as_utc(now))).rowcount
 
     def _prune_now_and_then(self, now: datetime) -> None:
         with self._lock:

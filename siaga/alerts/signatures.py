@@ -68,6 +68,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from siaga.canonical import as_utc
+
 from .body import BadPayload, NotJson, decode, printable
 
 __all__ = [
@@ -261,7 +263,7 @@ def _timestamp(h: dict[str, str], name: str, config: SourceAuth, now: datetime, 
 
 
 def _within_window(stamp: datetime, config: SourceAuth, now: datetime, source: str) -> None:
-    skew = abs(_aware(now) - stamp)
+    skew = abs(as_utc(now) - stamp)
     if skew > config.window:
         raise Unauthenticated(
             f"{source}: timestamp {stamp.isoformat()} is {int(skew.total_seconds())}s from now, "
@@ -269,8 +271,6 @@ def _within_window(stamp: datetime, config: SourceAuth, now: datetime, source: s
         )
 
 
-def _aware(now: datetime) -> datetime:
-    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
 def _require_secrets(config: SourceAuth, source: str) -> None:
@@ -499,7 +499,7 @@ def _verify_sns(
         raise Unauthenticated(
             f"cloudwatch: could not load the signing certificate at {url}: {type(exc).__name__}"
         ) from None
-    moment = _aware(now)
+    moment = as_utc(now)
     if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
         raise Unauthenticated("cloudwatch: the SNS signing certificate is expired or not yet valid")
     key = certificate.public_key()
@@ -557,7 +557,7 @@ def verify(
     if replay_guard is not None:
         key = replay_key(source, headers, body, config)
         if key is not None:
-            moment = _aware(now)
+            moment = as_utc(now)
             # Timestamps may lead or lag by `window`; remember long enough to cover both.
             if not replay_guard.claim(key, moment, moment + 2 * config.window):
                 raise Forbidden(f"{source}: this delivery was already received (replay)")

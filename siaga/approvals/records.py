@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from siaga.audit import AuditTrail, chain_of
 from siaga.audit.chain import GENESIS
+from siaga.canonical import as_utc
 from siaga.logs import get_logger
 from siaga.secrets import REDACTOR
 from siaga.store import audit_records, gate_codes, gate_events, gates
@@ -342,7 +343,7 @@ class GateRecords:
             if not _links(db, row):
                 log.warning("a vote record that breaks its chain does not count", gate=gate.id, record=row["id"])
                 continue
-            at = row["at"] if row["at"].tzinfo else row["at"].replace(tzinfo=UTC)
+            at = as_utc(row["at"])
             counted.append(Vote(row["actor"], decision, at, tuple(data.get("roles") or ())))
         return counted
 
@@ -460,8 +461,7 @@ def _links(db: Connection, row: Mapping[str, Any]) -> bool:
 def _gate(row: Mapping[str, Any]) -> Gate:
     values = dict(row)
     for name in ("opened_at", "deadline", "decided_at"):
-        if values[name] is not None and values[name].tzinfo is None:
-            values[name] = values[name].replace(tzinfo=UTC)  # SQLite keeps no zone
+        values[name] = as_utc(values[name])
     return Gate(**values)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from siaga.canonical import as_utc
 from siaga.store import runs
 
 ENDED = ("cancelled", "refused", "ended")
@@ -41,6 +42,8 @@ class RunRecord:
     wake_at: datetime | None
     wake_requested_at: datetime | None
     note: str | None
+    revision: str | None = None
+    """The runbook revision it executes (`siaga.approvals.revisions`); None for runs pinned before."""
 
 
 class RunRecords:
@@ -89,6 +92,5 @@ class RunRecords:
 def _record(row: Mapping[str, Any]) -> RunRecord:
     values = dict(row)
     for name in ("started_at", "updated_at", "wake_at", "wake_requested_at"):
-        if values[name] is not None and values[name].tzinfo is None:
-            values[name] = values[name].replace(tzinfo=UTC)
+        values[name] = as_utc(values[name])
     return RunRecord(**values)

@@ -33,7 +33,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from siaga.canonical import plain
+from siaga.canonical import as_utc, plain
 from siaga.secrets import REDACTOR
 from siaga.store import audit_records
 
@@ -246,8 +246,7 @@ def _row(record: AuditRecord) -> dict[str, Any]:
 
 def _record(row: Mapping[str, Any]) -> AuditRecord:
     values = {name: row[name] for name in _COLUMNS}
-    at = values["at"]
-    values["at"] = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    values["at"] = as_utc(values["at"])
     return AuditRecord(**values)
 
 

@@ -4,11 +4,12 @@ incident that makes a drill of the same runbook stand down."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
 
+from siaga.canonical import as_utc
 from siaga.store import drills, incidents
 
 
@@ -58,6 +59,5 @@ class DrillRecords:
             rows = [dict(row) for row in connection.execute(query).mappings()]
         for row in rows:
             for key in ("started_at", "ended_at"):
-                if row[key] is not None and row[key].tzinfo is None:
-                    row[key] = row[key].replace(tzinfo=UTC)  # SQLite keeps no zone
+                row[key] = as_utc(row[key])
         return rows[::-1]

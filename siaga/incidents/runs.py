@@ -5,15 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select, true, update
+from sqlalchemy import Connection, Engine, select, true, update
 
 from siaga.audit import AuditTrail
-from siaga.store import incidents
+from siaga.store import incidents, run_starts
 
 from .ranking import RANK
 from .views import incident_view
 
-__all__ = ["note_run_failure", "pending_resolve_runs", "pending_runs", "set_flow_run", "set_resolve_run"]
+__all__ = ["note_run_failure", "pending_resolve_runs", "pending_runs", "run_key", "set_flow_run", "set_resolve_run"]
+
+RESOLVE_KEY_SUFFIX = ":resolved"
+
+
+def run_key(incident_id: str, phase: str = "respond") -> str:
+    """The idempotency key of the incident's run (its id), or of its resolve run (``<id>:resolved``):
+    Prefect creates one run per key, and Siaga notes the revision each must execute under it."""
+    return incident_id + (RESOLVE_KEY_SUFFIX if phase == "resolve" else "")
 
 
 def pending_runs(engine: Engine, max_attempts: int = 20) -> list[dict[str, Any]]:
@@ -58,7 +66,7 @@ def set_flow_run(engine: Engine, incident_id: str, flow_run_id: str) -> None:
             return
         AuditTrail(engine).append(
             "incident.run_started", incident_id=incident_id, run_id=flow_run_id, connection=connection,
-            data={"runbook": runbook_id},
+            data={"runbook": runbook_id, **_revision(connection, run_key(incident_id))},
         )
 
 
@@ -76,9 +84,15 @@ def set_resolve_run(engine: Engine, incident_id: str, flow_run_id: str) -> bool:
             return False
         AuditTrail(engine).append(
             "incident.resolve_run_started", incident_id=incident_id, run_id=flow_run_id, connection=connection,
-            data={"runbook": runbook_id},
+            data={"runbook": runbook_id, **_revision(connection, run_key(incident_id, "resolve"))},
         )
     return True
+
+
+def _revision(connection: Connection, start_key: str) -> dict[str, str]:
+    """The runbook revision the run keyed `start_key` was started with, as its starter noted it."""
+    noted = connection.execute(select(run_starts.c.revision).where(run_starts.c.start_key == start_key)).scalar()
+    return {"revision": noted} if noted else {}
 
 
 def note_run_failure(engine: Engine, incident_id: str, error: str, phase: str = "respond") -> None:

@@ -20,6 +20,7 @@ from .checks import check_runbook
 from .comms import TEMPLATE_SUFFIX
 from .diagnostics import Diagnostic, Loc, RunbookError, did_you_mean
 from .models import Runbook
+from .revision import attach_revision
 from .roster import Roster, parse_roster
 from .source import Document, YamlSyntaxError, read_yaml
 
@@ -67,7 +68,9 @@ def inspect_runbook(
             if not any(d.loc[: len(loc)] == loc for loc in patched)
         ]
     ordered = tuple(sorted(diagnostics, key=lambda d: (d.file, d.line, d.column)))
-    return Inspection(None if any(d.is_error for d in ordered) else runbook, ordered)
+    if runbook is None or any(d.is_error for d in ordered):
+        return Inspection(None, ordered)
+    return Inspection(attach_revision(runbook, text, templates), ordered)
 
 
 def parse_runbook(

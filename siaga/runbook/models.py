@@ -6,7 +6,6 @@ Rules that span fields (step references, roles, actions, templates) live in `che
 from __future__ import annotations
 
 import math
-
 import re
 from datetime import timedelta
 from enum import StrEnum
@@ -18,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
 )
@@ -495,6 +495,15 @@ class Runbook(_Model):
     on_resolve: list[Step] = Field(default_factory=list)
     """Steps to run once the incident resolves (every alert of it resolved), in a run of their
     own: the same step language as `steps`, with ids unique across both lists."""
+
+    _revision: Any = PrivateAttr(default=None)
+    """The source it was read from (`siaga.runbook.revision`): where it came from, not what it says."""
+
+    def __eq__(self, other: object) -> bool:
+        """Runbooks saying the same are equal, whatever text (comments, layout) they were read from."""
+        if not isinstance(other, Runbook):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
 
     def step(self, step_id: str) -> Step:
         """The step `step_id` of either phase."""
