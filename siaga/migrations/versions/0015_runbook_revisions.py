@@ -1,7 +1,7 @@
 """runbook revisions: the text each run was started with, the runs Siaga started, the revision a
 run executes (new tables and a new nullable column only)
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-02 11:57:01.061640
 """
@@ -9,7 +9,7 @@ Create Date: 2026-12-02 11:57:01.061640
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
