@@ -483,9 +483,8 @@ async def _idle(url: str) -> tuple[float, float]:
 def fairness(postgresql: bool) -> None:
     fairness_on("", "SQLite")
     if postgresql:
-        sys.path.insert(0, str(REPO))  # the tests' throwaway PostgreSQL cluster (Debian's binaries)
-        import tests.conftest  # noqa: F401 - first, as pytest loads it
-        from tests.postgres import fresh_database, postgres_server
+        sys.path.insert(0, str(REPO))  # testkit's throwaway PostgreSQL cluster (Debian's binaries)
+        from testkit.postgres import fresh_database, postgres_server
 
         with postgres_server() as server:
             fairness_on(fresh_database(server), "PostgreSQL")

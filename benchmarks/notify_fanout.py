@@ -23,13 +23,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from siaga.actions import ActionContext, Mode
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
-
-from siaga.actions import ActionContext, Mode
 from siaga.ledger import Ledger
 from siaga.store import engine
-from tests.provider_servers import providers, smtp_server
+from testkit.provider_servers import providers, smtp_server
 
 DELAYS = {"slack": 0.20, "teams": 0.25, "pagerduty": 0.30, "json": 0.35}
 SMTP_DELAY = 0.40

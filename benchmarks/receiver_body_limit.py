@@ -24,7 +24,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.chunked_sender import MIB, send_chunked  # noqa: E402
+from testkit.chunked_sender import MIB, send_chunked  # noqa: E402
+
 WHOLE_BODY_APP = """
 import sys, uvicorn
 from fastapi import FastAPI, HTTPException, Request

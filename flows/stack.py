@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
 import os
 import signal
 import socket
@@ -33,7 +34,7 @@ from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from siaga.catalog import Catalog
-from siaga.errors import StackUnavailable
+from siaga.errors import BadInput, StackUnavailable
 from siaga.home import ensure_home, prefect_answers, stack_file
 from siaga.integrations import default_registry
 
@@ -48,7 +49,10 @@ from .wakeups import watch_runs
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
 HEARTBEAT_SECONDS = 30
+"""How often a run's process sends Prefect a heartbeat (Prefect sends none more often than 30 s)."""
 ZOMBIE_WINDOW = timedelta(seconds=60)
+"""How long a run may go without a heartbeat before the zombie-run automation marks it Crashed;
+``$SIAGA_ZOMBIE_WINDOW_SECONDS`` sets another (`zombie_window`)."""
 
 Echo = Callable[[str], None]
 
@@ -86,6 +90,7 @@ def run_stack(options: StackOptions, echo: Echo = print) -> int:
     if options.drill and options.drill not in catalog.runbooks:
         echo(f"no runbook `{options.drill}` in {options.runbooks}")
         return 2
+    zombie_window()  # a bad $SIAGA_ZOMBIE_WINDOW_SECONDS is said before anything starts
     home = ensure_home()
     os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
@@ -231,16 +236,35 @@ async def _drill(catalog: Catalog, options: StackOptions, echo: Echo) -> int:
     return 0 if summary["ok"] else 1
 
 
-async def ensure_zombie_automation(flow_names: list[str]) -> UUID:
+def zombie_window() -> timedelta:
+    """How long a run may go without a heartbeat: ``$SIAGA_ZOMBIE_WINDOW_SECONDS``, or 60 s. It must
+    be longer than the 30 s between a live run's heartbeats, or every healthy run would be crashed."""
+    text = os.environ.get("SIAGA_ZOMBIE_WINDOW_SECONDS", "").strip()
+    if not text:
+        return ZOMBIE_WINDOW
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not HEARTBEAT_SECONDS < seconds <= 86_400:  # NaN too
+        raise BadInput(f"SIAGA_ZOMBIE_WINDOW_SECONDS is {text!r}: give the seconds a run may go without a "
+                       f"heartbeat, more than {HEARTBEAT_SECONDS} (a live run sends one every {HEARTBEAT_SECONDS} s) "
+                       f"and at most 86400; unset, {ZOMBIE_WINDOW.seconds}")
+    return timedelta(seconds=seconds)
+
+
+async def ensure_zombie_automation(flow_names: list[str], window: timedelta | None = None) -> UUID:
     """Install Prefect's zombie-run automation for Siaga's flows (a run whose heartbeats stop for
-    60 s is marked Crashed; Paused and Suspended runs are expected to go quiet); return its id.
+    `window`, by default `zombie_window()`, is marked Crashed; Paused and Suspended runs are expected
+    to go quiet); return its id. A `window` given here is not checked against the heartbeat
+    interval: it is for heartbeats sent by hand (Prefect's own floor for it is 10 s).
 
     An automation that is already as wanted is left alone. Prefect keeps each run's heartbeat
     window under the trigger's id, and its server draws a new trigger id at every create and
     update (it resets ids a client sends): updating at every `siaga up` forgot the windows of the
     runs that went quiet before the restart, so a run killed together with the stack stayed
-    Running forever. Now only a change of the runbooks served changes the trigger."""
-    automation = _zombie_automation(flow_names)
+    Running forever. Now only a change of the runbooks served (or of the window) changes the trigger."""
+    automation = _zombie_automation(flow_names, window or zombie_window())
     async with get_client() as client:
         existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)  # newest first
         if not existing:
@@ -253,7 +277,7 @@ async def ensure_zombie_automation(flow_names: list[str]) -> UUID:
         return keep.id
 
 
-def _zombie_automation(flow_names: list[str]) -> AutomationCore:
+def _zombie_automation(flow_names: list[str], window: timedelta) -> AutomationCore:
     """The zombie-run automation for `flow_names` (as Prefect's client models it: no trigger id)."""
     return AutomationCore(
         name=ZOMBIE_AUTOMATION,
@@ -277,7 +301,7 @@ def _zombie_automation(flow_names: list[str]) -> AutomationCore:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=ZOMBIE_WINDOW,
+            within=window,
         ),
         actions=[ChangeFlowRunState(
             state=StateType.CRASHED,

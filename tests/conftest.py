@@ -13,6 +13,27 @@ REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"
 
 
+SLOWEST_FIRST = (
+    "test_cluster.py", "test_gates_suspended.py", "test_stack.py", "test_receiver.py", "test_drill_ui.py",
+    "test_gate_ui.py", "test_quiet_live.py", "test_faststart.py", "test_zombie.py", "test_drill_schedule.py",
+    "test_gate_restarts.py", "test_prometheus_chain.py", "test_bundled_live.py", "test_prefect_ui_pause.py",
+)
+"""The test files that take longest, longest first (measured with ``--durations``): `pytest -n 3
+--dist loadfile` runs each file whole on one worker and hands the files out in this order, then
+the others as collected, so that no long file is left to run alone at the end."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep our order, not most tests first
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+    start_making(config, items)  # the migrated Prefect database, if a test takes it
+
+
 def missing(what: str, install: str) -> None:
     """Skip a test whose outside program is missing; in CI (which installs it) fail instead."""
     message = f"no {what}: {install}"
@@ -50,3 +71,6 @@ def prefect_api(siaga_home: Path) -> Iterator[str]:
 
 # The store's databases: `store_url` runs a test on SQLite and on PostgreSQL (one cluster a session).
 from .postgres import postgres, store_url  # noqa: F401
+
+# A migrated Prefect database for the homes of the tests' own `siaga up` stacks (made once a run).
+from .prefect_db import prefect_db, start_making  # noqa: F401

@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from siaga.flows.compiler import compile_runbook
-from siaga.integrations import default_registry
 
 from siaga.approvals.records import GateRecords
 from siaga.catalog import Catalog
+from siaga.flows.compiler import compile_runbook
+from siaga.integrations import default_registry
 from siaga.store import engine
+from testkit.provider_servers import PAGERDUTY_PATH, Mailbox, Providers, providers, smtp_server
 
 from .conftest import REPO, RUNBOOKS
 from .gate_driver import with_approvals
 from .moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
 from .payment_standins import FakeStatuspage, KillSwitch
-from .provider_servers import PAGERDUTY_PATH, Mailbox, Providers, providers, smtp_server
 from .webhook_server import WebhookServer, webhook_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

@@ -12,22 +12,22 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from siaga.flows import compile_runbook
-from siaga.integrations import default_registry
-from siaga.integrations.comms import Draft, DraftText, Message, Publish, draft, draft_hash, publish
-from siaga.integrations.outbox import read_outbox
 
 from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.approvals.records import GateRecords
 from siaga.deadlines import DeadlineRecords
+from siaga.flows import compile_runbook
+from siaga.integrations import default_registry
+from siaga.integrations.comms import Draft, DraftText, Message, Publish, draft, draft_hash, publish
+from siaga.integrations.outbox import read_outbox
 from siaga.runbook import RunbookError, parse_roster, parse_runbook
 from siaga.runbook.loader import read_templates
 from siaga.store import engine
+from testkit.provider_servers import smtp_server
 
 from .conftest import RUNBOOKS
 from .gate_driver import with_approvals
 from .payment_standins import FakeStatuspage
-from .provider_servers import smtp_server
 
 REGISTRY = default_registry()
 ROSTER = """

@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from siaga.flows.deadlines import check_deadlines, open_deadlines, watch_deadlines
-from siaga.integrations import default_registry
-from siaga.integrations.outbox import read_outbox
 
 from siaga.cli import main
 from siaga.deadlines import Deadline, DeadlineRecords, Due, due
+from siaga.flows.deadlines import check_deadlines, open_deadlines, watch_deadlines
+from siaga.integrations import default_registry
+from siaga.integrations.outbox import read_outbox
 from siaga.runbook import Runbook, parse_roster, parse_runbook
 from siaga.store import engine
-
-from .provider_servers import Mailbox, smtp_server
+from testkit.provider_servers import Mailbox, smtp_server
 
 REGISTRY = default_registry()
 ROSTER = """

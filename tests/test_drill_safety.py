@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
-
 from siaga.runbook import parse_runbook
-
-from .provider_servers import providers
+from testkit.provider_servers import providers
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -162,10 +161,10 @@ def test_a_drill_of_every_bundled_runbook_calls_only_sandboxes(
     from siaga.catalog import Catalog
     from siaga.drills.records import DrillRecords
     from siaga.store import engine
+    from testkit.provider_servers import smtp_server
 
     from .conftest import RUNBOOKS
     from .gate_driver import with_approvals
-    from .provider_servers import smtp_server
 
     for name, value in {"PD": "p" * 32, "SLACK": "xoxb-token", "TEAMS_PROD": "t", "TEAMS_DRILL": "t",
                         "SMTP": "smtp-password", "KEY": "k"}.items():

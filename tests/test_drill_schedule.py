@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .prefect_db import seed_prefect_home
 from .test_stack import clean_env, free_port, stop
 
 pytestmark = pytest.mark.slow
@@ -35,11 +36,12 @@ steps:
 """
 
 
-def test_a_drill_schedule_runs_drills_on_its_own(tmp_path: Path) -> None:
+def test_a_drill_schedule_runs_drills_on_its_own(tmp_path: Path, prefect_db: Path) -> None:
     folder = tmp_path / "runbooks"
     folder.mkdir()
     (folder / "every-minute.yaml").write_text(RUNBOOK)
     home = tmp_path / "home"
+    seed_prefect_home(home, prefect_db)
     env = clean_env(home)
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"

@@ -47,8 +47,8 @@ def wait(ready: Callable[[], T], timeout: float = 120, say: Callable[[], str] = 
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("drill-ui-home"), RUNBOOKS, "--no-receiver") as up:
+def stack(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("drill-ui-home"), RUNBOOKS, "--no-receiver", prefect_db=prefect_db) as up:
         yield up
 
 

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from .live_receiver import read
+from .prefect_db import seed_prefect_home
 from .test_stack import clean_env, free_port, stop
 
 TOKEN = "fast-lane-token"
@@ -160,9 +161,10 @@ def command(pid: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastStack]:
+def fast(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator[FastStack]:
     target = Target()
     home = tmp_path_factory.mktemp("fast-home")
+    seed_prefect_home(home, prefect_db)
     folder = home / "runbooks"
     folder.mkdir()
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML.format(url=target.url))

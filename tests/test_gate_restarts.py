@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    with started(tmp_path_factory.mktemp("gate-restarts")) as stack:
+def up(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator[Up]:
+    with started(tmp_path_factory.mktemp("gate-restarts"), prefect_db) as stack:
         yield stack
 
 

@@ -56,14 +56,14 @@ RUNBOOK_YAML = textwrap.dedent("""\
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator[Stack]:
     """`siaga up` serving the gated runbook, with the team's roster next to it."""
     home = tmp_path_factory.mktemp("gate-ui-home")
     folder = home / "runbooks"
     folder.mkdir()
     (folder / "roster.yaml").write_text(ROSTER)
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
-    with running_stack(home, folder, "--receiver-port", str(free_port())) as up:
+    with running_stack(home, folder, "--receiver-port", str(free_port()), prefect_db=prefect_db) as up:
         yield up
 
 

@@ -28,6 +28,7 @@ from siaga.integrations.outbox import read_outbox
 from siaga.store import engine
 
 from .gate_driver import ROSTER, code_for
+from .prefect_db import seed_prefect_home
 from .test_stack import clean_env, create_flow_run, free_port, stop
 
 pytestmark = pytest.mark.slow
@@ -177,8 +178,10 @@ def processes_of(run_id: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def started(home: Path) -> Iterator[Up]:
-    """`siaga up` on `home` until the block ends (it may have been restarted meanwhile)."""
+def started(home: Path, prefect_db: Path) -> Iterator[Up]:
+    """`siaga up` on `home` (its Prefect database a copy of `prefect_db`) until the block ends (it may
+    have been restarted meanwhile)."""
+    seed_prefect_home(home, prefect_db)
     stack = Up(home)
     stack.start()
     try:
@@ -189,8 +192,8 @@ def started(home: Path) -> Iterator[Up]:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    with started(tmp_path_factory.mktemp("gates-suspended")) as stack:
+def up(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator[Up]:
+    with started(tmp_path_factory.mktemp("gates-suspended"), prefect_db) as stack:
         yield stack
 
 

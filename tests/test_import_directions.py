@@ -155,3 +155,12 @@ def test_the_check_sees_a_forbidden_arrow(tmp_path: Path, module: str, text: str
     assert arrows, _arrows_of(module, probe, parts)
     assert arrows[0].where == f"{probe}:{text.count(chr(10)) + 1}"
     assert not _allowed(arrows[0], parts)
+
+
+@pytest.mark.parametrize("folder", ["benchmarks", "testkit", "cluster"])
+def test_benchmarks_and_what_they_share_never_import_the_tests(folder: str) -> None:
+    """The benchmarks, `testkit/` and `cluster/` stand beside the tests, not on them: what both need
+    lives in `testkit/` (or `cluster/`), so a test's helper can change without breaking a benchmark."""
+    drawn = [f"{path.relative_to(REPO)}:{line}" for path in sorted((REPO / folder).rglob("*.py"))
+             for target, line in _imports(path.stem, path) if target.split(".")[0] == "tests"]
+    assert not drawn, f"imports of tests/: {drawn}"

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
-
-from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.ledger import Ledger
 from siaga.store import engine
-
-from .provider_servers import SLACK_CHANNELS, Providers, Reply, providers, smtp_server
+from testkit.provider_servers import SLACK_CHANNELS, Providers, Reply, providers, smtp_server
 
 CANARY = {
     "slack-token": "xoxb-canary-0000-slacktoken-7f3a9c",

@@ -17,16 +17,16 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
-
 from siaga.ledger import Ledger
 from siaga.logs import log_file
 from siaga.runbook import parse_runbook
 from siaga.store import engine
+from testkit.provider_servers import providers, smtp_server
 
-from .provider_servers import providers, smtp_server
 from .test_notify import APPRISE_PASS, CANARY
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -144,7 +144,7 @@ class Quiet(Receiver):
 
 
 @pytest.fixture(scope="module")
-def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quiet]:
+def quiet(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator[Quiet]:
     home = tmp_path_factory.mktemp("quiet-home")
     folder = home / "runbooks"
     folder.mkdir()
@@ -152,7 +152,7 @@ def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quiet]:
         (folder / f"{name}.yaml").write_text(text)
     receiver_port = free_port()
     env = {"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HEARTBEAT_TOKEN": f"old-token,{HEARTBEAT_TOKEN}"}
-    with running_stack(home, folder, "--receiver-port", str(receiver_port), env=env) as stack:
+    with running_stack(home, folder, "--receiver-port", str(receiver_port), env=env, prefect_db=prefect_db) as stack:
         receiver = Receiver(stack, f"http://127.0.0.1:{receiver_port}")
         config = ALERTMANAGER_CONFIG.format(url=receiver.url, token=TOKEN)
         with alertmanager_process(tmp_path_factory.mktemp("quiet-alertmanager"), config) as alertmanager:

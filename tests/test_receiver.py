@@ -23,6 +23,7 @@ import pytest
 from .alertmanager import alertmanager_process, post_alerts
 from .gate_driver import code_for
 from .live_receiver import API, read
+from .prefect_db import seed_prefect_home
 from .test_stack import Stack, clean_env, free_port, stop
 from .webhook_server import WebhookServer, webhook_server
 
@@ -136,8 +137,9 @@ def hooks() -> Iterator[WebhookServer]:
 
 
 @pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory, hooks: WebhookServer) -> Iterator[Receiver]:
+def receiver(tmp_path_factory: pytest.TempPathFactory, hooks: WebhookServer, prefect_db: Path) -> Iterator[Receiver]:
     home = tmp_path_factory.mktemp("receiver-home")
+    seed_prefect_home(home, prefect_db)
     folder = home / "runbooks"
     folder.mkdir()
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)

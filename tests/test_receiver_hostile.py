@@ -28,8 +28,8 @@ from sqlalchemy import select as sql_select
 from siaga.alerts.receiver import MAX_BODY, ReceiverConfig, create_app
 from siaga.audit import AuditTrail
 from siaga.store import engine, inbox
+from testkit.chunked_sender import MIB, send_chunked
 
-from .chunked_sender import MIB, send_chunked
 from .live_receiver import serve
 from .postgres import fresh_database
 from .receiver_process import ReceiverProcess, receiver_process, signed_headers

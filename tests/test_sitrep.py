@@ -15,21 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from siaga.flows.sitreps import watch_sitreps
-from siaga.integrations import default_registry
-from siaga.integrations.outbox import read_outbox
 
 from siaga.alerts.parsers import parse
 from siaga.audit import AuditTrail
 from siaga.cli import main
+from siaga.flows.sitreps import watch_sitreps
 from siaga.incidents.recording import process
+from siaga.integrations import default_registry
+from siaga.integrations.outbox import read_outbox
 from siaga.report import IncidentFacts, report_markdown, tell
 from siaga.report.gather import gather
 from siaga.report.sitrep import build_sitrep, recipients, sitrep_due
 from siaga.runbook import Runbook, RunbookError, parse_roster, parse_runbook
 from siaga.store import database_url, engine
+from testkit.provider_servers import Mailbox, smtp_server
 
-from .provider_servers import Mailbox, smtp_server
 from .test_receiver import am_alert, webhook
 from .test_report_render import recorded
 

@@ -24,6 +24,7 @@ from siaga.catalog import Catalog
 from .conftest import RUNBOOKS
 from .gate_driver import code_for
 from .live_receiver import API_TOKEN
+from .prefect_db import seed_prefect_home
 
 MAIN_RUNBOOK = "payment-gateway-outage"
 
@@ -94,9 +95,13 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(home: Path, runbooks: Path, *options: str, env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+def running_stack(home: Path, runbooks: Path, *options: str, env: Mapping[str, str] | None = None,
+                  prefect_db: Path | None = None) -> Iterator[Stack]:
     """`siaga up` on `home` serving `runbooks` (with `options`, and `env` set: tokens...), until the
-    block ends: stopped as a person would stop it."""
+    block ends: stopped as a person would stop it. With `prefect_db` (the `prefect_db` fixture), the
+    home starts with that migrated Prefect database, as a restarted stack's does."""
+    if prefect_db is not None:
+        seed_prefect_home(home, prefect_db)
     port = free_port()
     env = {**clean_env(home), **(env or {})}
     output = home / "up.log"
@@ -330,8 +335,9 @@ def test_sigterm_stops_siaga_up_cleanly(small_stack: Stack) -> None:
     assert not (Path(small_stack.env["SIAGA_HOME"]) / "stack.json").exists()
 
 
-def test_sigterm_while_starting_stops_the_server_it_started(tmp_path: Path) -> None:
+def test_sigterm_while_starting_stops_the_server_it_started(tmp_path: Path, prefect_db: Path) -> None:
     """SIGTERM before the stack is up (its Prefect server just answered) still stops that server."""
+    seed_prefect_home(tmp_path / "home", prefect_db)
     folder = tmp_path / "runbooks"
     folder.mkdir()
     (folder / "slow.yaml").write_text(SLOW)
