@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
-
-from siaga.integrations.outbox import outbox_path
 
 from siaga.approvals.evidence import GateView, gate_section
 from siaga.approvals.records import Gate, GateRecords, Submission
 from siaga.errors import BadInput
 from siaga.home import siaga_home
+from siaga.integrations.outbox import outbox_path
 from siaga.store import engine
 
 from .links import flow_run_url
 
 
-def open_gates() -> list[dict[str, Any]]:
+def open_gates(records: GateRecords) -> list[dict[str, Any]]:
     """Every open gate: run, step, whose vote can still count, deadline, evidence, link."""
-    records = GateRecords(engine())
     now = datetime.now(UTC)
     rows = []
     for gate in records.find(state="open"):
@@ -55,9 +54,8 @@ def _opened_at_url(records: GateRecords, gate: Gate) -> str:
     return str((opened or {}).get("detail", {}).get("url") or flow_run_url(gate.run_id))
 
 
-def find_gate(reference: str, step: str) -> Gate:
+def find_gate(records: GateRecords, reference: str, step: str) -> Gate:
     """The open gate at `step` of the run (or incident) `reference`."""
-    records = GateRecords(engine())
     found = [g for g in records.find(state="open", run_id=reference)] or [
         g for g in records.find(state="open", incident_id=reference)
     ]
@@ -68,18 +66,24 @@ def find_gate(reference: str, step: str) -> Gate:
     return at_step[-1]
 
 
-def answer_gate(reference: str, step: str, person: str, code: str, *, reject: bool = False, comment: str = "") -> Submission:
+def answer_gate(
+    records: GateRecords, reference: str, step: str, person: str, code: str, *, reject: bool = False, comment: str = "",
+) -> Submission:
     """Vote at the gate at `step` of run or incident `reference` as `person`: the ledger's answer
     (counted, decided, or refused and why) comes back at once."""
-    gate = find_gate(reference, step)
-    return GateRecords(engine()).submit(
+    gate = find_gate(records, reference, step)
+    return records.submit(
         gate.id, person, "reject" if reject else "approve", code, channel="cli", comment=comment
     )
 
 
-async def announce_gates(run_id: UUID | str, echo: Any, every: float = 1.0) -> None:
-    """Tell the person following a run what each of its gates is waiting for (until cancelled)."""
-    records = GateRecords(engine())
+async def announce_gates(
+    run_id: UUID | str, echo: Any, every: float = 1.0, *, records: GateRecords | None = None, home: Path | None = None,
+) -> None:
+    """Tell the person following a run what each of its gates is waiting for (until cancelled), from
+    `records` (default: this process's store), codes sent to the outbox in `home`."""
+    records = records or GateRecords(engine())
+    home = home or siaga_home()
     told: set[int] = set()
     while True:
         for gate in await asyncio.to_thread(records.find, run_id=str(run_id)):
@@ -87,13 +91,13 @@ async def announce_gates(run_id: UUID | str, echo: Any, every: float = 1.0) -> N
                 if event["id"] in told:
                     continue
                 told.add(event["id"])
-                line = _announcement(gate, event)
+                line = _announcement(gate, event, home)
                 if line:
                     echo(line)
         await asyncio.sleep(every)
 
 
-def _announcement(gate: Gate, event: dict[str, Any]) -> str | None:
+def _announcement(gate: Gate, event: dict[str, Any], home: Path) -> str | None:
     kind, actor, detail = event["kind"], event["actor"], event["detail"]
     step = f"gate at `{gate.step_id}`"
     if kind == "opened":
@@ -101,7 +105,7 @@ def _announcement(gate: Gate, event: dict[str, Any]) -> str | None:
                 f"Decide in the UI ({detail.get('url')}: Resume) or with "
                 f"`siaga approve {gate.run_id} {gate.step_id} --as ID --code CODE [--reject]`.")
     if kind == "code sent":
-        where = f"the outbox ({outbox_path(siaga_home())})" if event["channel"] == "outbox" else event["channel"]
+        where = f"the outbox ({outbox_path(home)})" if event["channel"] == "outbox" else event["channel"]
         return f"  approve and reject codes for {actor} went to {where}"
     if kind in ("approved", "rejected", "refused", "escalated", "timed out", "decided", "skipped", "cancelled",
                 "voided", "binding changed"):

@@ -19,6 +19,7 @@ from prefect import Flow
 from siaga.actions import ActionRegistry
 from siaga.integrations import default_registry
 from siaga.runbook.models import RESPOND, Input, Runbook
+from siaga.settings import Settings
 
 from .run_body import RunBody, RunbookFailed
 
@@ -31,10 +32,13 @@ def flow_attribute(runbook_id: str) -> str:
     return runbook_id.replace("-", "_")
 
 
-def compile_runbook(runbook: Runbook, registry: ActionRegistry | None = None) -> Flow[..., Any]:
-    """The Prefect flow that runs `runbook`."""
+def compile_runbook(
+    runbook: Runbook, registry: ActionRegistry | None = None, *, settings: Settings | None = None,
+) -> Flow[..., Any]:
+    """The Prefect flow that runs `runbook`; each run reads its settings from its environment,
+    unless `settings` are given (a test's)."""
     registry = registry or default_registry()
-    body = RunBody.build(runbook, registry)
+    body = RunBody.build(runbook, registry, settings)
 
     async def run_runbook(**parameters: Any) -> dict[str, Any]:
         return await body(parameters)

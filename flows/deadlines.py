@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,14 +26,13 @@ from typing import Any
 
 from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
 from siaga.canonical import as_utc
-from siaga.connections import load_connections
 from siaga.deadlines import Deadline, DeadlineRecords, Due, due
-from siaga.home import runbook_folder, siaga_home
 from siaga.logs import get_logger
 from siaga.runbook import Roster, Runbook, role_members
 from siaga.runbook.comms import PUBLISH_ACTION, audiences_meeting, statement_deadlines
+from siaga.settings import process_settings
 from siaga.store import engine
-from siaga.team import find_roster
+from siaga.wiring import Wiring
 
 from .reach import reach
 from .secret_blocks import prefect_secret
@@ -85,17 +83,17 @@ async def check_deadlines(
     registry: ActionRegistry | None = None,
     folder: Path | None = None,
     store: DeadlineRecords | None = None,
+    wiring: Wiring | None = None,
 ) -> list[tuple[str, Due]]:
-    """Send what is owed now on every unsettled deadline; returns (deadline id, what was done)."""
-    if registry is None:
-        from siaga.integrations import default_registry
-
-        registry = default_registry()
-    folder = folder or runbook_folder()
-    records = store or DeadlineRecords(engine())
+    """Send what is owed now on every unsettled deadline; returns (deadline id, what was done).
+    What is not given is `wiring`'s (default: this process's settings)."""
+    wiring = wiring or Wiring(process_settings())
+    registry = registry or wiring.registry
+    folder = folder or wiring.folder()
+    records = store or DeadlineRecords(wiring.engine)
     now = now or datetime.now(UTC)
-    roster = find_roster(folder)
-    connections = load_connections(folder)
+    roster = wiring.roster(folder)
+    connections = wiring.connections(folder)
     done = []
     for deadline in records.find(unsettled=True):
         owed = due(deadline, now)
@@ -108,7 +106,7 @@ async def check_deadlines(
         for person in people:
             context = ActionContext(
                 runbook_id=deadline.runbook_id, step_id=f"deadline-{deadline.name}-{owed.kind}{owed.level}-{person}",
-                run_id=deadline.run_id, mode=Mode.LIVE, home=siaga_home(), incident_id=deadline.incident_id,
+                run_id=deadline.run_id, mode=Mode.LIVE, home=wiring.home, incident_id=deadline.incident_id,
                 connections=connections, secret_source=prefect_secret,
             )
             sent.append({"to": person, "channel": await reach(person, subject, text, registry, roster, context)})
@@ -147,24 +145,25 @@ def _message(deadline: Deadline, owed: Due, now: datetime, roster: Roster | None
 
 async def watch_deadlines(
     stop: asyncio.Event, interval: float | None = None, folder: Path | None = None,
-    runbooks: Mapping[str, Runbook] | None = None,
+    runbooks: Mapping[str, Runbook] | None = None, wiring: Wiring | None = None,
 ) -> None:
     """Check the statement deadlines, and the voices' (taking new voices of `runbooks` in,
-    `voice_clocks`), every `interval` seconds until `stop` is set (the runbook `folder` has the
-    roster and connections that reach people)."""
+    `voice_clocks`), every `interval` seconds (default: `Settings.deadline_poll_seconds`) until
+    `stop` is set (the runbook `folder` has the roster and connections that reach people)."""
     from .voice_clocks import (
         check_voice_deadlines,  # it imports this module's neighbours: kept lazy
     )
 
-    interval = interval or float(os.environ.get("SIAGA_DEADLINE_POLL_SECONDS", "5"))
+    wiring = wiring or Wiring(process_settings())
+    interval = interval or wiring.settings.deadline_poll_seconds
     while not stop.is_set():
         try:
-            for deadline_id, owed in await check_deadlines(folder=folder):
+            for deadline_id, owed in await check_deadlines(folder=folder, wiring=wiring):
                 log.info("statement deadline acted on", deadline=deadline_id, kind=owed.kind, level=owed.level)
         except Exception as exc:  # noqa: BLE001 - the watcher outlives a bad moment of the store
             log.error("deadline watcher failed; trying again", error=str(exc))
         try:
-            await check_voice_deadlines(runbooks=runbooks, folder=folder, secret_source=prefect_secret)
+            await check_voice_deadlines(runbooks=runbooks, folder=folder, secret_source=prefect_secret, wiring=wiring)
         except Exception as exc:  # noqa: BLE001 - likewise
             log.error("voice deadline watcher failed; trying again", error=str(exc))
         with contextlib.suppress(TimeoutError):

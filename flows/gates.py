@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -57,16 +56,14 @@ from .steps import StepRefused, drill_behaviour, render_params
 
 log = get_logger("siaga.gates")
 
-POLL_SECONDS = float(os.environ.get("SIAGA_GATE_POLL_SECONDS", "0.5"))
-"""How often a waiting gate reads the ledger."""
-PARK_AFTER = float(os.environ.get("SIAGA_GATE_PARK_AFTER", "1.0"))
-"""How long a run must have nothing but people to wait for before it parks (the gates opening
-together are given this long to open before the form is made)."""
+# How often a waiting gate reads the ledger (`Settings.gate_poll_seconds`), and how long a run must
+# have nothing but people to wait for before it parks (`Settings.gate_park_after`: the gates opening
+# together are given this long to open before the form is made): the run's settings, in `RunWaiter`.
 
 Clock = Callable[[], datetime]
 
 
-class Suspend(Exception):  # noqa: N818 - the signal, as Prefect names its own
+class Suspend(Exception):
     """Every remaining step waits on people: the run suspends with this Prefect state."""
 
     def __init__(self, state: State[Any]) -> None:
@@ -80,9 +77,10 @@ class RunWaiter:
 
     def __init__(
         self, run_id: str, records: GateRecords, runs: RunRecords, *, runbook: Runbook, roster: Roster | None,
-        can_suspend: bool, clock: Clock,
+        can_suspend: bool, clock: Clock, poll_seconds: float = 0.5, park_after: float = 1.0,
     ) -> None:
         self.run_id, self.records, self.runs = run_id, records, runs
+        self.poll_seconds, self.park_after = poll_seconds, park_after
         self.runbook, self.roster, self.can_suspend, self.clock = runbook, roster, can_suspend, clock
         self.active = 0
         self.waiting: dict[str, Gate] = {}
@@ -120,7 +118,7 @@ class RunWaiter:
                 self._idle_since = None
                 continue
             self._idle_since = self._idle_since or loop.time()
-            if loop.time() - self._idle_since >= PARK_AFTER:
+            if loop.time() - self._idle_since >= self.park_after:
                 await self._park()
 
     # --- parking ------------------------------------------------------------------------------
@@ -323,7 +321,7 @@ class Gatekeeper:
                     for person in unalerted:
                         await self._alert_commander(gate, person, context)
             self.records.settle(gate, now)
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(self.waiter.poll_seconds)
 
     def _unalerted_lockouts(self, gate: Gate) -> list[str]:
         events = self.records.events(gate.id)

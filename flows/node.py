@@ -50,7 +50,9 @@ from siaga.errors import StackUnavailable
 from siaga.home import prefect_answers
 from siaga.lease import Lease
 from siaga.logs import get_logger
-from siaga.store import as_utc, database_url, engine, incidents
+from siaga.settings import Settings
+from siaga.store import as_utc, incidents
+from siaga.wiring import Wiring
 
 from .deadlines import watch_deadlines
 from .running import start_incident_run
@@ -81,16 +83,15 @@ class NodeOptions:
     """How old an unrecorded webhook must be before the lease holder records it (s)."""
 
 
-def check_cluster_environment(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+def check_cluster_environment(settings: Settings) -> tuple[str, str]:
     """The Prefect API and the store a node would use; raise StackUnavailable naming what is wrong."""
-    environ = os.environ if environ is None else environ
-    api = environ.get("PREFECT_API_URL", "")
+    api = settings.prefect_api_url or ""
     if not api:
         raise StackUnavailable(
             "cluster mode joins an existing Prefect server: set PREFECT_API_URL to it (its load balancer), "
             "or run `siaga up` for one machine"
         )
-    store = environ.get("SIAGA_DATABASE_URL") or database_url()
+    store = settings.store_url
     if not store.startswith("postgresql"):
         shown = store.split("://", 1)[0]
         raise StackUnavailable(
@@ -101,31 +102,33 @@ def check_cluster_environment(environ: Mapping[str, str] | None = None) -> tuple
     return api, store
 
 
-def run_node(options: NodeOptions, echo: Echo = print) -> int:
-    """Run this node until SIGTERM or Ctrl-C."""
-    api, store = check_cluster_environment()
+def run_node(options: NodeOptions, wiring: Wiring, echo: Echo = print) -> int:
+    """Run this node until SIGTERM or Ctrl-C, its services made from `wiring` (the command line's)."""
+    api, _ = check_cluster_environment(wiring.settings)
     if not prefect_answers(api):
         raise StackUnavailable(f"PREFECT_API_URL is {api}, but no Prefect server answers there")
-    catalog = served_catalog(options.runbooks, echo)
+    catalog = served_catalog(options.runbooks, wiring, echo)
     if catalog is None:
         return 2
+    # the runs this node starts in-process read their settings from its environment (`siaga.settings`)
     os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
-    return asyncio.run(_serve(catalog, options, engine(store), echo))
+    return asyncio.run(_serve(catalog, options, wiring, echo))
 
 
-async def _serve(catalog: Catalog, options: NodeOptions, store: Engine, echo: Echo) -> int:
+async def _serve(catalog: Catalog, options: NodeOptions, wiring: Wiring, echo: Echo) -> int:
+    store = wiring.engine
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     receiver, receiver_task = await start_receiver(
-        catalog, options.host, options.port, echo, start_concurrency=START_CONCURRENCY,
+        catalog, wiring, options.host, options.port, echo, start_concurrency=START_CONCURRENCY,
         start_run=claimed_start(store, functools.partial(start_incident_run, runbooks=catalog.runbooks)),
     )
     name = options.name or f"{os.uname().nodename}:{options.port}"
     echo(f"Siaga node {name} is up: {len(catalog.runbooks)} runbooks; runs go to the work pool for Prefect workers")
     worker = receiver.config.app.state.worker  # the inbox sweeper hands it what a dead receiver left
-    singletons = asyncio.create_task(_hold_singletons(stop, catalog, options, store, worker, name, echo))
+    singletons = asyncio.create_task(_hold_singletons(stop, catalog, options, wiring, worker, name, echo))
     await asyncio.wait({asyncio.create_task(stop.wait()), receiver_task, singletons},
                        return_when=asyncio.FIRST_COMPLETED)
     echo(f"Stopping Siaga node {name}...")
@@ -172,10 +175,10 @@ def _noted_run(store: Engine, incident_id: str, phase: str) -> str | None:
 
 
 async def _hold_singletons(
-    stop: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine, worker: Worker, name: str, echo: Echo
+    stop: asyncio.Event, catalog: Catalog, options: NodeOptions, wiring: Wiring, worker: Worker, name: str, echo: Echo
 ) -> None:
     """Try for the lease every `lease_every` seconds; while it is this node's, run the singletons."""
-    lease = Lease(store, SINGLETONS)
+    lease = Lease(wiring.engine, SINGLETONS)
     tenure: asyncio.Event | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -189,7 +192,7 @@ async def _hold_singletons(
                 echo(f"node {name} holds the lease {SINGLETONS}: it runs the run watcher, the deadline and sitrep "
                      "watchers and the inbox sweeper")
                 tenure = asyncio.Event()
-                tasks = _singleton_tasks(tenure, catalog, options, store, worker)
+                tasks = _singleton_tasks(tenure, catalog, options, wiring, worker)
             elif not holding and tenure is not None:
                 echo(f"node {name} lost the lease {SINGLETONS}: its singletons stop")
                 await _end(tenure, tasks)
@@ -203,14 +206,14 @@ async def _hold_singletons(
 
 
 def _singleton_tasks(
-    tenure: asyncio.Event, catalog: Catalog, options: NodeOptions, store: Engine, worker: Worker
+    tenure: asyncio.Event, catalog: Catalog, options: NodeOptions, wiring: Wiring, worker: Worker
 ) -> list[asyncio.Task[None]]:
     return [
         asyncio.create_task(_zombie_automation(list(catalog.runbooks))),
         asyncio.create_task(watch_runs(tenure)),
-        asyncio.create_task(watch_deadlines(tenure, folder=catalog.folder)),
-        asyncio.create_task(watch_sitreps(tenure, catalog.runbooks, folder=catalog.folder)),
-        asyncio.create_task(sweep_inbox(tenure, store, worker, options.inbox_stale)),
+        asyncio.create_task(watch_deadlines(tenure, folder=catalog.folder, wiring=wiring)),
+        asyncio.create_task(watch_sitreps(tenure, catalog.runbooks, folder=catalog.folder, wiring=wiring)),
+        asyncio.create_task(sweep_inbox(tenure, wiring.engine, worker, options.inbox_stale)),
     ]
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import structlog
 from prefect.logging.handlers import APILogHandler
 
-from siaga.home import siaga_home
 from siaga.logs import configure_logging, formatter
 
 
-def attach_run_logs() -> None:
-    """Configure Siaga's logging and add Prefect's API handler to it, once per process."""
-    configure_logging(siaga_home())
+def attach_run_logs(home: Path) -> None:
+    """Configure Siaga's logging (its file in the data folder `home`) and add Prefect's API handler
+    to it, once per process."""
+    configure_logging(home)
     logger = logging.getLogger("siaga")
     if any(isinstance(handler, APILogHandler) for handler in logger.handlers):
         return

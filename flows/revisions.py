@@ -60,7 +60,7 @@ def choose_revision(body: RunBody, run_id: str, store: Engine) -> RunBody | str:
                                 roster=roster, templates=kept.templates)
     except RunbookError as exc:
         return _refusal(body, wanted, f"it no longer validates: {exc}")
-    built = body.revisions[wanted] = body.build(runbook, body.registry)
+    built = body.revisions[wanted] = body.build(runbook, body.registry, body.settings)
     return built
 
 

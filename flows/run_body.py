@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,22 +20,19 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
-from sqlalchemy import Engine
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
 from siaga.approvals.policy import Verdict
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecords
-from siaga.audit import arecord, chain_of, trail
+from siaga.audit import AuditTrail, arecord, chain_of
 from siaga.canonical import as_utc
-from siaga.connections import load_connections
-from siaga.home import runbook_folder, siaga_home
 from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
 from siaga.runbook.plan import Plan, plan_runbook
 from siaga.runbook.revision import revision_of
-from siaga.store import engine
-from siaga.team import find_roster
+from siaga.settings import Settings
 from siaga.voices.desk import StoreDesk
+from siaga.wiring import Wiring
 
 from . import drilling
 from .admission import admit
@@ -71,9 +69,11 @@ class RunBody:
     """run id -> its timeline, while it runs in this process."""
     revisions: dict[str, RunBody] = field(default_factory=dict)
     """Other revisions of the runbook that runs here were started with, built once, by digest."""
+    settings: Settings | None = None
+    """The settings of every run (tests); None: each run reads its own from its environment."""
 
     @classmethod
-    def build(cls, runbook: Runbook, registry: ActionRegistry) -> RunBody:
+    def build(cls, runbook: Runbook, registry: ActionRegistry, settings: Settings | None = None) -> RunBody:
         """The body of `runbook`: its plans and its steps' and undos' tasks."""
         every_step = [*runbook.steps, *runbook.on_resolve]
         return cls(
@@ -82,6 +82,7 @@ class RunBody:
             plans={phase: plan_runbook(runbook, phase) for phase in (RESPOND, RESOLVE)},
             step_tasks={step.id: step_task(runbook, step, registry) for step in every_step},
             undo_tasks={step.id: undo_task(runbook, step, registry) for step in every_step if step.undo},
+            settings=settings,
         )
 
     @property
@@ -104,9 +105,10 @@ class RunBody:
 
     async def __call__(self, parameters: dict[str, Any]) -> Any:
         """Run the runbook, in the revision the run was started with, with the flow run's `parameters`."""
-        attach_run_logs()
+        wiring = Wiring(self.settings or Settings.from_environ(os.environ))  # the run's composition root
+        attach_run_logs(wiring.home)
         run_id = str(flow_run.get_id() or "local")
-        store = engine()
+        store = wiring.engine
         chosen = choose_revision(self, run_id, store)
         if isinstance(chosen, str):
             incident = parameters.get("incident")
@@ -114,11 +116,12 @@ class RunBody:
             RunRecords(store).end(run_id, "refused", chosen)
             await arecord("run.refused", incident_id=incident_id, run_id=run_id, runbook=self.runbook.id, reason=chosen)
             return Failed(name="Refused", message=chosen)
-        return await chosen.execute(parameters, run_id, store)
+        return await chosen.execute(parameters, run_id, wiring)
 
-    async def execute(self, parameters: dict[str, Any], run_id: str, store: Engine) -> Any:
-        """Run this revision of the runbook as run `run_id`."""
+    async def execute(self, parameters: dict[str, Any], run_id: str, wiring: Wiring) -> Any:
+        """Run this revision of the runbook as run `run_id`, its services from the run's `wiring`."""
         runbook, registry = self.runbook, self.registry
+        store = wiring.engine
         revision = revision_of(runbook)
         given = dict(parameters)
         mode = Mode(parameters.pop("mode", Mode.LIVE))
@@ -130,7 +133,7 @@ class RunBody:
         requested_by = parameters.pop("requested_by", None)
         inputs = _coerce_inputs(runbook.inputs, parameters)
         incident_id = str(incident["id"]) if incident and incident.get("id") else None
-        runs, records = RunRecords(store), GateRecords(store)
+        runs, records = RunRecords(store), GateRecords(store, wiring.seal_key)
         admission = await admit(run_id, runbook.id, given, mode=str(mode), requester=requested_by,
                                 incident_id=incident_id, gated=self.gated[phase], runs=runs, records=records,
                                 revision=revision.digest)
@@ -146,29 +149,30 @@ class RunBody:
         if admission.verdict == "start" and mode is Mode.DRILL:
             drilling.open_drill_window(runbook, run_id)  # its alerts page nobody
         first_start = _first_start(runs, run_id)  # a resumed run keeps its start
-        roster = find_roster(runbook_folder())
+        roster = wiring.roster()
         run = RunInfo(
             run_id=run_id,
             run_name=str(flow_run.get_name() or "local"),
             mode=mode,
-            home=siaga_home(),
+            home=wiring.home,
             inputs=inputs,
             alert=alert,
             incident=incident,
             publish=markdown_publisher(runbook.id),
             started_at=first_start.isoformat(timespec="seconds"),
-            connections=load_connections(runbook_folder()),
+            connections=wiring.connections(),
             secret_source=prefect_secret,
-            library=runbook_folder(),
+            library=wiring.folder(),
             templates=revision.templates,
-            was_done=functools.partial(_was_done, chain_of(incident_id, run_id)),
-            voices=StoreDesk(store, runbook, runbook_folder(), roster) if runbook.voices else None,
+            was_done=functools.partial(_was_done, wiring.audit, chain_of(incident_id, run_id)),
+            voices=StoreDesk(store, runbook, wiring.folder(), roster) if runbook.voices else None,
         )
         timeline = self.timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
         context = FlowRunContext.get()
         waiter = RunWaiter(
             run_id, records, runs, runbook=runbook, roster=roster, clock=lambda: datetime.now(UTC),
             can_suspend=bool(context and context.flow_run and context.flow_run.deployment_id),
+            poll_seconds=wiring.settings.gate_poll_seconds, park_after=wiring.settings.gate_park_after,
         )
         gatekeeper = Gatekeeper(runbook, registry, roster, records, waiter, requester=requested_by,
                                 incident_opened_at=_opened_at(incident))
@@ -234,9 +238,9 @@ def _first_start(runs: RunRecords, run_id: str) -> datetime:
     return pinned.started_at if pinned else datetime.now(UTC)
 
 
-async def _was_done(chain: str, step_id: str) -> bool:
+async def _was_done(audit: AuditTrail, chain: str, step_id: str) -> bool:
     """Whether the audit chain records `step_id` as done: completed, or recorded in a drill."""
-    records = await asyncio.to_thread(trail().records, chain)
+    records = await asyncio.to_thread(audit.records, chain)
     return any(
         r.kind == "step.finished" and r.data.get("step") == step_id and r.data.get("outcome") in ("completed", "recorded")
         for r in records

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -25,9 +24,7 @@ from sqlalchemy import Engine
 
 from siaga.actions import ActionContext, ActionRegistry, Mode
 from siaga.audit import AuditTrail
-from siaga.connections import load_connections
 from siaga.errors import BadInput
-from siaga.home import runbook_folder, siaga_home
 from siaga.incidents.views import list_incidents
 from siaga.logs import get_logger
 from siaga.report.gather import gather
@@ -35,8 +32,8 @@ from siaga.report.sitrep import build_sitrep, recipients, sitrep_due
 from siaga.report.story import tell
 from siaga.runbook import Runbook, RunbookError
 from siaga.secrets import REDACTOR, SecretSource
-from siaga.store import engine
-from siaga.team import find_roster
+from siaga.settings import process_settings
+from siaga.wiring import Wiring
 
 from .reach import reach
 from .secret_blocks import prefect_secret
@@ -50,6 +47,7 @@ SENT = "sitrep.sent"
 
 async def send_sitrep(
     wanted: str,
+    wiring: Wiring | None = None,
     *,
     runbook: Runbook | None = None,
     registry: ActionRegistry | None = None,
@@ -61,15 +59,14 @@ async def send_sitrep(
     secret_source: SecretSource | None = None,
 ) -> dict[str, Any]:
     """Build the situation report of incident (or chain) `wanted`, send it to its people and record
-    it; returns the report and where it went. Raise BadInput when it has nobody to go to."""
-    if registry is None:
-        from siaga.integrations import default_registry
-
-        registry = default_registry()
-    store = store or engine()
-    folder = folder or runbook_folder()
+    it; returns the report and where it went. Raise BadInput when it has nobody to go to. The
+    store, registry, data folder and library are `wiring`'s (default: this process's settings)."""
+    wiring = wiring or Wiring(process_settings())
+    registry = registry or wiring.registry
+    store = store or wiring.engine
+    folder = folder or wiring.folder()
     facts = await asyncio.to_thread(
-        gather, store, wanted, registry=registry, runbook=runbook, folder=folder, now=now
+        gather, store, wanted, registry=registry, runbook=runbook, folder=folder, now=now, settings=wiring.settings
     )
     report = build_sitrep(tell(facts), now)
     people = recipients(facts.runbook)
@@ -79,7 +76,7 @@ async def send_sitrep(
             + (" ".join(facts.notes) or "no one holds the roles of comms.sitrep.to")
         )
     try:
-        roster = find_roster(folder)
+        roster = wiring.roster(folder)
     except RunbookError:
         roster = None
     run_id = next((r.run_id for r in reversed(facts.records) if r.run_id), None)
@@ -89,9 +86,9 @@ async def send_sitrep(
         step_id=f"sitrep-{report.number}",
         run_id=run_id or facts.chain,
         mode=Mode.LIVE,
-        home=siaga_home(),
+        home=wiring.home,
         incident_id=facts.incident.id if facts.incident else None,
-        connections=load_connections(folder),
+        connections=wiring.connections(folder),
         secret_source=secret_source,
     )
     sent = []
@@ -136,10 +133,12 @@ async def check_sitreps(
     folder: Path | None = None,
     store: Engine | None = None,
     secret_source: SecretSource | None = None,
+    wiring: Wiring | None = None,
 ) -> list[str]:
     """Send the situation report owed now by every open incident whose runbook has a cadence;
     returns the incidents sent for."""
-    store = store or engine()
+    wiring = wiring or Wiring(process_settings())
+    store = store or wiring.engine
     now = now or datetime.now(UTC)
     trail = AuditTrail(store)
     done = []
@@ -154,6 +153,7 @@ async def check_sitreps(
         try:
             await send_sitrep(
                 incident["id"],
+                wiring,
                 runbook=runbook,
                 registry=registry,
                 folder=folder,
@@ -176,13 +176,16 @@ async def watch_sitreps(
     interval: float | None = None,
     folder: Path | None = None,
     store: Engine | None = None,
+    wiring: Wiring | None = None,
 ) -> None:
-    """Send situation reports on their runbooks' cadence every `interval` seconds until `stop`."""
-    interval = interval or float(os.environ.get("SIAGA_SITREP_POLL_SECONDS", "5"))
+    """Send situation reports on their runbooks' cadence every `interval` seconds (default:
+    `Settings.sitrep_poll_seconds`) until `stop`."""
+    wiring = wiring or Wiring(process_settings())
+    interval = interval or wiring.settings.sitrep_poll_seconds
     while not stop.is_set():
         try:
             for incident_id in await check_sitreps(
-                runbooks, folder=folder, store=store, secret_source=prefect_secret
+                runbooks, folder=folder, store=store, secret_source=prefect_secret, wiring=wiring
             ):
                 log.info("situation report on its cadence", incident=incident_id)
         except Exception as exc:  # noqa: BLE001 - the watcher outlives a bad moment of the store

@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 import functools
 import json
-import math
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,10 +32,13 @@ from prefect.events.schemas.events import ResourceSpecification
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from siaga.approvals.records import GateRecords
 from siaga.catalog import Catalog
-from siaga.errors import BadInput, StackUnavailable
-from siaga.home import ensure_home, prefect_answers, stack_file
-from siaga.integrations import default_registry
+from siaga.errors import StackUnavailable
+from siaga.home import prefect_answers, stack_file
+from siaga.runbook import Runbook
+from siaga.settings import HEARTBEAT_SECONDS, Settings, process_settings
+from siaga.wiring import Wiring
 
 from .approving import announce_gates
 from .deadlines import watch_deadlines
@@ -48,7 +50,6 @@ from .sitreps import watch_sitreps
 from .wakeups import watch_runs
 
 ZOMBIE_AUTOMATION = "siaga: crash flow runs whose process died"
-HEARTBEAT_SECONDS = 30
 """How often a run's process sends Prefect a heartbeat (Prefect sends none more often than 30 s)."""
 ZOMBIE_WINDOW = timedelta(seconds=60)
 """How long a run may go without a heartbeat before the zombie-run automation marks it Crashed;
@@ -71,9 +72,9 @@ class StackOptions:
     """How many flow runs the runner runs at once (Prefect's own default is 5)."""
 
 
-def served_catalog(folder: Path, echo: Echo) -> Catalog | None:
+def served_catalog(folder: Path, wiring: Wiring, echo: Echo) -> Catalog | None:
     """The runbooks of `folder` to serve, each invalid one named as skipped; None (said) if none is valid."""
-    catalog = Catalog.load(folder.resolve(), default_registry())
+    catalog = wiring.catalog(folder.resolve())
     for problem in catalog.problems:
         echo(f"skipped: {problem}")
     if not catalog.runbooks:
@@ -82,33 +83,35 @@ def served_catalog(folder: Path, echo: Echo) -> Catalog | None:
     return catalog
 
 
-def run_stack(options: StackOptions, echo: Echo = print) -> int:
-    """Run the stack until Ctrl-C (or until the drill ends with `exit_after_drill`)."""
-    catalog = served_catalog(options.runbooks, echo)
+def run_stack(options: StackOptions, wiring: Wiring, echo: Echo = print) -> int:
+    """Run the stack until Ctrl-C (or until the drill ends with `exit_after_drill`), its services
+    made from `wiring` (the command line's)."""
+    catalog = served_catalog(options.runbooks, wiring, echo)
     if catalog is None:
         return 2
     if options.drill and options.drill not in catalog.runbooks:
         echo(f"no runbook `{options.drill}` in {options.runbooks}")
         return 2
-    zombie_window()  # a bad $SIAGA_ZOMBIE_WINDOW_SECONDS is said before anything starts
-    home = ensure_home()
+    zombie_window(wiring.settings)  # a bad $SIAGA_ZOMBIE_WINDOW_SECONDS is said before anything starts
+    home = wiring.home
+    # the runs this stack serves read their settings from its environment (`siaga.settings`)
     os.environ["SIAGA_RUNBOOKS"] = str(options.runbooks.resolve())
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
-    with _server(options, home, echo) as (api_url, server_pid), temporary_settings({PREFECT_API_URL: api_url}):
+    with _server(options, home, wiring.settings.prefect_api_url, echo) as (api_url, server_pid), \
+            temporary_settings({PREFECT_API_URL: api_url}):
         os.environ["PREFECT_API_URL"] = api_url
         noted = {"api_url": api_url, "pid": os.getpid(), "server_pid": server_pid, "runbooks": str(options.runbooks.resolve())}
         stack_file(home).write_text(json.dumps(noted))
         try:
-            return asyncio.run(_serve(catalog, options, api_url, echo))
+            return asyncio.run(_serve(catalog, options, wiring, api_url, echo))
         finally:
             stack_file(home).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[tuple[str, int | None]]:
-    """The API URL of a running Prefect server, the one named by PREFECT_API_URL or a new one,
+def _server(options: StackOptions, home: Path, named: str | None, echo: Echo) -> Iterator[tuple[str, int | None]]:
+    """The API URL of a running Prefect server, the one `named` (PREFECT_API_URL) or a new one,
     and the new server's process id."""
-    named = os.environ.get("PREFECT_API_URL")
     if named:
         if not prefect_answers(named):
             raise StackUnavailable(f"PREFECT_API_URL is {named}, but no Prefect server answers there")
@@ -125,13 +128,13 @@ def _server(options: StackOptions, home: Path, echo: Echo) -> Iterator[tuple[str
         yield server.api_url, server.pid
 
 
-async def _serve(catalog: Catalog, options: StackOptions, api_url: str, echo: Echo) -> int:
+async def _serve(catalog: Catalog, options: StackOptions, wiring: Wiring, api_url: str, echo: Echo) -> int:
     async with contextlib.AsyncExitStack() as stack:
-        return await _serve_in(stack, catalog, options, api_url, echo)
+        return await _serve_in(stack, catalog, options, wiring, api_url, echo)
 
 
 async def _serve_in(
-    stack: contextlib.AsyncExitStack, catalog: Catalog, options: StackOptions, api_url: str, echo: Echo
+    stack: contextlib.AsyncExitStack, catalog: Catalog, options: StackOptions, wiring: Wiring, api_url: str, echo: Echo
 ) -> int:
     await ensure_zombie_automation(list(catalog.runbooks))
     runner = Runner(
@@ -143,7 +146,7 @@ async def _serve_in(
     # the fast lane starts alert runs and wakes runs waiting at gates without the runner's poll
     lane = await stack.enter_async_context(FastLane(heartbeat_seconds=HEARTBEAT_SECONDS))
     receiver, receiver_task = (
-        await start_receiver(catalog, options.receiver_host, options.receiver_port, echo, lane)
+        await start_receiver(catalog, wiring, options.receiver_host, options.receiver_port, echo, lane)
         if options.receiver else (None, None)
     )
     ui = api_url.removesuffix("/api")
@@ -158,10 +161,11 @@ async def _serve_in(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     code = 0
-    drill_task = asyncio.create_task(_drill(catalog, options, echo)) if options.drill else None
+    drill_task = asyncio.create_task(_drill(catalog, options, wiring, echo)) if options.drill else None
     watcher = asyncio.create_task(watch_runs(stop, lane))
-    deadline_watcher = asyncio.create_task(watch_deadlines(stop, folder=catalog.folder, runbooks=catalog.runbooks))
-    sitrep_watcher = asyncio.create_task(watch_sitreps(stop, catalog.runbooks, folder=catalog.folder))
+    deadline_watcher = asyncio.create_task(
+        watch_deadlines(stop, folder=catalog.folder, runbooks=catalog.runbooks, wiring=wiring))
+    sitrep_watcher = asyncio.create_task(watch_sitreps(stop, catalog.runbooks, folder=catalog.folder, wiring=wiring))
     waiters = {asyncio.create_task(stop.wait()), runner_task}
     if drill_task and options.exit_after_drill:
         waiters.add(drill_task)
@@ -190,8 +194,26 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+def prefect_session() -> contextlib.AbstractAsyncContextManager[Any]:
+    """A Prefect client shared by every `get_client()` inside it (`start_incident_run`'s)."""
+    from prefect.context import AsyncClientContext
+
+    if not PREFECT_API_URL.value():  # no server: `start_incident_run` says so (no ephemeral one here)
+        return contextlib.nullcontext()
+    return AsyncClientContext.get_or_create()
+
+
+def standalone_receiver(runbooks: Mapping[str, Runbook], wiring: Wiring) -> Any:
+    """The receiver app (ASGI) of `siaga receiver`: its runs start on the deployments' runner or work pool, a
+    pass of starts sharing one Prefect client, each run of the revision that routed its incident."""
+    from siaga.alerts.receiver import create_app
+
+    start_run = functools.partial(start_incident_run, runbooks=runbooks)
+    return create_app(runbooks, wiring.settings, wiring.engine, start_run, session=prefect_session)
+
+
 async def start_receiver(
-    catalog: Catalog, host: str, port: int, echo: Echo, lane: FastLane | None = None, *,
+    catalog: Catalog, wiring: Wiring, host: str, port: int, echo: Echo, lane: FastLane | None = None, *,
     start_run: Callable[[Any], Awaitable[str]] | None = None, start_concurrency: int = 1,
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     """Serve the alert receiver on `host`:`port` in this loop; raise StackUnavailable if the port
@@ -200,12 +222,13 @@ async def start_receiver(
     `start_concurrency` runs at once). Stop it with ``server.should_exit = True``."""
     from siaga.alerts.receiver import ReceiverConfig, create_app
 
-    config = ReceiverConfig.from_env()
+    config = ReceiverConfig.from_settings(wiring.settings)
     try:
         sock = socket.create_server((host, port), reuse_port=False)
     except OSError as exc:
         raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
-    app = create_app(catalog.runbooks, config, start_run=start_run or functools.partial(start_incident_run, lane=lane, runbooks=catalog.runbooks),
+    app = create_app(catalog.runbooks, wiring.settings, wiring.engine,
+                     start_run or functools.partial(start_incident_run, lane=lane, runbooks=catalog.runbooks),
                      notify=echo)
     app.state.worker.start_concurrency = start_concurrency
     server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -221,11 +244,12 @@ async def start_receiver(
     return server, task
 
 
-async def _drill(catalog: Catalog, options: StackOptions, echo: Echo) -> int:
+async def _drill(catalog: Catalog, options: StackOptions, wiring: Wiring, echo: Echo) -> int:
     assert options.drill
     run_id = await start_run(catalog.runbooks[options.drill], {"mode": "drill"})
     echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
-    gates = asyncio.create_task(announce_gates(run_id, echo))
+    gates = asyncio.create_task(announce_gates(run_id, echo, records=GateRecords(wiring.engine, wiring.seal_key),
+                                               home=wiring.home))
     try:
         summary = await follow_run(run_id, options.drill, echo, logs=False)
     finally:
@@ -236,21 +260,11 @@ async def _drill(catalog: Catalog, options: StackOptions, echo: Echo) -> int:
     return 0 if summary["ok"] else 1
 
 
-def zombie_window() -> timedelta:
-    """How long a run may go without a heartbeat: ``$SIAGA_ZOMBIE_WINDOW_SECONDS``, or 60 s. It must
-    be longer than the 30 s between a live run's heartbeats, or every healthy run would be crashed."""
-    text = os.environ.get("SIAGA_ZOMBIE_WINDOW_SECONDS", "").strip()
-    if not text:
-        return ZOMBIE_WINDOW
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not HEARTBEAT_SECONDS < seconds <= 86_400:  # NaN too
-        raise BadInput(f"SIAGA_ZOMBIE_WINDOW_SECONDS is {text!r}: give the seconds a run may go without a "
-                       f"heartbeat, more than {HEARTBEAT_SECONDS} (a live run sends one every {HEARTBEAT_SECONDS} s) "
-                       f"and at most 86400; unset, {ZOMBIE_WINDOW.seconds}")
-    return timedelta(seconds=seconds)
+def zombie_window(settings: Settings | None = None) -> timedelta:
+    """How long a run may go without a heartbeat: `Settings.zombie_window_seconds`
+    (``$SIAGA_ZOMBIE_WINDOW_SECONDS``, checked there to be longer than the 30 s between a live run's
+    heartbeats, or every healthy run would be crashed), or 60 s; default: this process's settings."""
+    return timedelta(seconds=(settings or process_settings()).zombie_window_seconds)
 
 
 async def ensure_zombie_automation(flow_names: list[str], window: timedelta | None = None) -> UUID:

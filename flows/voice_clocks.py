@@ -28,19 +28,17 @@ from sqlalchemy import Engine
 
 from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
 from siaga.audit import AuditTrail
-from siaga.connections import load_connections
 from siaga.deadlines import Clock, Due, owed
-from siaga.home import runbook_folder, siaga_home
 from siaga.logs import get_logger
 from siaga.runbook import Runbook, RunbookError
 from siaga.secrets import REDACTOR, SecretSource
-from siaga.store import engine as store_engine
-from siaga.team import find_roster
+from siaga.settings import process_settings
 from siaga.voices import Voice, people_of
 from siaga.voices.desk import is_drill_incident
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
 from siaga.voices.views import time_left
+from siaga.wiring import Wiring
 
 from .reach import reach
 
@@ -73,18 +71,18 @@ async def check_voice_deadlines(
     folder: Path | None = None,
     store: Engine | None = None,
     secret_source: SecretSource | None = None,
+    wiring: Wiring | None = None,
 ) -> list[tuple[str, Due]]:
     """Take new voices in (given the `runbooks`), then send what is owed now on every open
-    voice, one message per incident, kind and person; returns (voice id, what was done)."""
-    if registry is None:
-        from siaga.integrations import default_registry
-
-        registry = default_registry()
-    store = store or store_engine()
-    folder = folder or runbook_folder()
+    voice, one message per incident, kind and person; returns (voice id, what was done). What is
+    not given is `wiring`'s (default: this process's settings)."""
+    wiring = wiring or Wiring(process_settings())
+    registry = registry or wiring.registry
+    store = store or wiring.engine
+    folder = folder or wiring.folder()
     now = now or datetime.now(UTC)
     try:
-        roster = find_roster(folder)
+        roster = wiring.roster(folder)
     except RunbookError:
         roster = None
     if runbooks:
@@ -97,7 +95,7 @@ async def check_voice_deadlines(
         if due is not None:
             groups.setdefault((voice.incident_id, due.kind, due.level), []).append(voice)
     done: list[tuple[str, Due]] = []
-    connections = load_connections(folder)
+    connections = wiring.connections(folder)
     for (incident_id, kind, level), voices in groups.items():
         ids = [v.id for v in voices]
         if kind == "miss":
@@ -117,7 +115,7 @@ async def check_voice_deadlines(
         for person in people:
             context = ActionContext(
                 runbook_id=first.runbook_id, step_id=f"voices-{kind}{level}-{person}", run_id=incident_id,
-                mode=Mode.LIVE, home=siaga_home(), incident_id=incident_id, connections=connections,
+                mode=Mode.LIVE, home=wiring.home, incident_id=incident_id, connections=connections,
                 secret_source=secret_source,
             )
             sent.append({"to": person, "channel": await reach(person, subject, REDACTOR.text(text), registry, roster, context)})

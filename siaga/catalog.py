@@ -8,6 +8,7 @@ from pathlib import Path
 from .actions import ActionRegistry
 from .runbook import Roster, Runbook, RunbookError, load_runbook, runbook_files
 from .runbook.diagnostics import Diagnostic
+from .settings import Settings
 from .team import find_roster
 
 
@@ -27,9 +28,10 @@ class Catalog:
     roster: Roster | None = None
 
     @classmethod
-    def load(cls, folder: Path, registry: ActionRegistry) -> Catalog:
+    def load(cls, folder: Path, registry: ActionRegistry, settings: Settings | None = None) -> Catalog:
+        """The runbooks of `folder`, with the roster `settings` name (default: the process's)."""
         try:
-            catalog = cls(folder, roster=find_roster(folder))
+            catalog = cls(folder, roster=find_roster(folder, settings))
         except RunbookError as exc:
             return cls(folder, problems=list(exc.diagnostics))
         for path in runbook_files(folder) if folder.is_dir() else []:
@@ -49,20 +51,22 @@ class Catalog:
         return catalog
 
 
-def find_runbook(reference: str, folder: Path, registry: ActionRegistry) -> tuple[Runbook, Path]:
-    """The runbook named by `reference`: a file path, or an id from `folder`. Raises
-    RunbookError if it is broken and RunbookNotFound if there is none."""
+def find_runbook(
+    reference: str, folder: Path, registry: ActionRegistry, settings: Settings | None = None,
+) -> tuple[Runbook, Path]:
+    """The runbook named by `reference`: a file path, or an id from `folder` (with the roster
+    `settings` name). Raises RunbookError if it is broken and RunbookNotFound if there is none."""
     path = Path(reference)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise RunbookNotFound(f"no runbook file {reference}")
-        return load_runbook(path, registry, find_roster(path.parent)), path
+        return load_runbook(path, registry, find_roster(path.parent, settings)), path
     for candidate in (folder / f"{reference}.yaml", folder / f"{reference}.yml"):
         if candidate.is_file():
-            runbook = load_runbook(candidate, registry, find_roster(folder))
+            runbook = load_runbook(candidate, registry, find_roster(folder, settings))
             if runbook.id == reference:
                 return runbook, candidate
-    catalog = Catalog.load(folder, registry)
+    catalog = Catalog.load(folder, registry, settings)
     if reference in catalog.runbooks:
         return catalog.runbooks[reference], catalog.paths[reference]
     broken = [d for d in catalog.problems if Path(d.file).stem == reference]

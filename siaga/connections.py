@@ -10,19 +10,20 @@ Credentials are ``secret://NAME`` references, resolved only when an action uses 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .runbook.diagnostics import Diagnostic, RunbookError
 from .runbook.source import YamlSyntaxError, read_yaml
+from .settings import Settings, process_settings
 
 Connections = Mapping[str, Mapping[str, Any]]
 
 
-def connections_file(runbook_folder: Path) -> Path:
-    return Path(os.environ.get("SIAGA_CONNECTIONS") or runbook_folder / "connections.yaml")
+def connections_file(runbook_folder: Path, settings: Settings | None = None) -> Path:
+    """`Settings.connections`, else ``connections.yaml`` in `runbook_folder`."""
+    return (settings or process_settings()).connections_file(runbook_folder)
 
 
 def parse_connections(text: str, file: str = "connections.yaml") -> dict[str, dict[str, Any]]:
@@ -47,9 +48,9 @@ def parse_connections(text: str, file: str = "connections.yaml") -> dict[str, di
     return found
 
 
-def load_connections(runbook_folder: Path) -> dict[str, dict[str, Any]]:
+def load_connections(runbook_folder: Path, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """The connections for runbooks in `runbook_folder` (none if there is no file)."""
-    path = connections_file(runbook_folder)
+    path = connections_file(runbook_folder, settings)
     if not path.is_file():
         return {}
     return parse_connections(path.read_text(encoding="utf-8"), str(path))

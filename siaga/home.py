@@ -7,12 +7,14 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from .settings import process_settings
+
 PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 
 
 def siaga_home() -> Path:
-    """The data folder: ``$SIAGA_HOME``, else ``~/.siaga``."""
-    return Path(os.environ.get("SIAGA_HOME") or Path.home() / ".siaga").expanduser()
+    """The data folder of this process's settings (`siaga.settings.Settings.home`)."""
+    return process_settings().home
 
 
 def ensure_home(home: Path | None = None) -> Path:
@@ -40,8 +42,8 @@ def _tighten(found: os.stat_result, chmod: Callable[[int], None]) -> None:
 
 
 def runbook_folder() -> Path:
-    """The runbook library: ``$SIAGA_RUNBOOKS``, else ``./runbooks``."""
-    return Path(os.environ.get("SIAGA_RUNBOOKS") or "runbooks").expanduser().resolve()
+    """The runbook library of this process's settings (`siaga.settings.Settings.runbook_folder`)."""
+    return process_settings().runbook_folder
 
 
 def stack_file(home: Path | None = None) -> Path:
@@ -49,15 +51,18 @@ def stack_file(home: Path | None = None) -> Path:
     return (home or siaga_home()) / "stack.json"
 
 
-def prepare_prefect_environment() -> None:
-    """Point Prefect at Siaga's data folder and at the running stack, before Prefect is imported.
+def prepare_prefect_environment(home: Path | None = None) -> str | None:
+    """Point Prefect at Siaga's data folder `home` (default: this process's) and at the running
+    stack, before Prefect is imported; return the stack's API URL if it was taken from there.
 
-    Prefect keeps its own database under ``$PREFECT_HOME``; Siaga puts it under its data folder so
-    that `siaga run --local` and `siaga up` share one history. Anything already set wins.
+    Prefect reads its settings from its own ``PREFECT_*`` variables, so they are set in this
+    process's environment. Prefect keeps its own database under ``$PREFECT_HOME``; Siaga puts it
+    under its data folder so that `siaga run --local` and `siaga up` share one history. Anything
+    already set wins.
     """
     import json
 
-    home = ensure_home()
+    home = ensure_home(home)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -65,9 +70,11 @@ def prepare_prefect_environment() -> None:
         try:
             noted = json.loads(stack_file(home).read_text())
         except (OSError, ValueError):
-            return
+            return None
         if prefect_answers(noted.get("api_url", "")):
             os.environ["PREFECT_API_URL"] = noted["api_url"]
+            return str(noted["api_url"])
+    return None
 
 
 def prefect_answers(api_url: str) -> bool:

@@ -10,7 +10,6 @@ still shows everything the store knows.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -56,9 +55,10 @@ def find_incident_id(engine: Engine, wanted: str) -> str:
     raise IncidentNotFound(f"no incident {wanted}{hint}")
 
 
-def run_url(flow_run_id: str, api_url: str | None) -> str:
-    """The Prefect UI page of a flow run (as `siaga.flows.running.flow_run_url` builds it)."""
-    ui = os.environ.get("PREFECT_UI_URL") or (api_url or "http://127.0.0.1:4200/api").rstrip("/").removesuffix("/api")
+def run_url(flow_run_id: str, api_url: str | None, ui_url: str | None = None) -> str:
+    """The Prefect UI page of a flow run (as `siaga.flows.running.flow_run_url` builds it): under
+    `ui_url` (``PREFECT_UI_URL``), else the UI beside `api_url`."""
+    ui = ui_url or (api_url or "http://127.0.0.1:4200/api").rstrip("/").removesuffix("/api")
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
@@ -95,7 +95,7 @@ def _time(value: str | None) -> datetime | None:
     return as_utc(parsed)
 
 
-def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict[str, Any]]:
+def gates_of(engine: Engine, incident_id: str, api_url: str | None, ui_url: str | None = None) -> list[dict[str, Any]]:
     """The incident's approval gates, oldest first: step, state, who approved and who rejected,
     the deadline, the link to the waiting run, and the events the timeline shows."""
     records = GateRecords(engine)
@@ -114,7 +114,7 @@ def gates_of(engine: Engine, incident_id: str, api_url: str | None) -> list[dict
             "deadline": as_utc(gate.deadline),
             "decided_at": as_utc(gate.decided_at),
             "decision": gate.decision,
-            "url": run_url(gate.run_id, api_url),
+            "url": run_url(gate.run_id, api_url, ui_url),
             "events": [
                 {"at": as_utc(e["at"]), "kind": e["kind"], "actor": e["actor"], "decision": e["detail"].get("decision")}
                 for e in events if e["kind"] in GATE_TIMELINE
@@ -175,8 +175,11 @@ def timeline(
     return [{"at": at, "event": what} for at, _, what in events]
 
 
-def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datetime | None = None) -> dict[str, Any]:
-    """Everything `siaga incident` shows, as plain data (what ``--json`` prints)."""
+def incident_report(
+    engine: Engine, wanted: str, api_url: str | None, now: datetime | None = None, *, ui_url: str | None = None,
+) -> dict[str, Any]:
+    """Everything `siaga incident` shows, as plain data (what ``--json`` prints); links to runs
+    under `ui_url` (``PREFECT_UI_URL``), else beside `api_url`."""
     incident_id = find_incident_id(engine, wanted)
     incident = get_incident(engine, incident_id)
     if incident is None:  # deleted between the two reads
@@ -187,17 +190,17 @@ def incident_report(engine: Engine, wanted: str, api_url: str | None, now: datet
     report["age_seconds"] = round((end - incident["opened_at"]).total_seconds(), 3)
     run: dict[str, Any] | None = None
     if incident["flow_run_id"]:
-        run = {"id": incident["flow_run_id"], "url": run_url(incident["flow_run_id"], api_url)}
+        run = {"id": incident["flow_run_id"], "url": run_url(incident["flow_run_id"], api_url, ui_url)}
         run |= read_run(incident["flow_run_id"], api_url)
         run["revision"] = Revisions(engine).of_run(incident["flow_run_id"])
     report["run"] = run
     resolve_run: dict[str, Any] | None = None
     if incident["resolve_run_id"]:
-        resolve_run = {"id": incident["resolve_run_id"], "url": run_url(incident["resolve_run_id"], api_url)}
+        resolve_run = {"id": incident["resolve_run_id"], "url": run_url(incident["resolve_run_id"], api_url, ui_url)}
         resolve_run |= read_run(incident["resolve_run_id"], api_url)
         resolve_run["revision"] = Revisions(engine).of_run(incident["resolve_run_id"])
     report["resolve_run"] = resolve_run
-    report["gates"] = gates_of(engine, incident_id, api_url)
+    report["gates"] = gates_of(engine, incident_id, api_url, ui_url)
     report["deadlines"] = [d.as_dict() for d in DeadlineRecords(engine).find(incident_id=incident_id)]
     report["timeline"] = timeline(incident, run, report["gates"], resolve_run)
     report["next"] = next_actions(engine, incident_id, report["gates"])

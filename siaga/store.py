@@ -34,7 +34,7 @@ surrogate pair, NUL, NaN) never gets this far: the receiver refuses it (`siaga.a
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -71,6 +71,7 @@ from .canonical import (
     digest,
 )
 from .home import ensure_home, siaga_home
+from .settings import process_settings
 
 metadata = MetaData()
 
@@ -525,7 +526,11 @@ def insert_ignoring(connection: Connection, table: Table) -> Insert:
 
 
 def database_url(home: Path | None = None) -> str:
-    return os.environ.get("SIAGA_DATABASE_URL") or f"sqlite:///{(home or siaga_home()) / 'siaga.db'}"
+    """The store this process's settings name (`Settings.store_url`), its SQLite file in `home` if given."""
+    settings = process_settings()
+    if home is not None:
+        settings = dataclasses.replace(settings, home=home)
+    return settings.store_url
 
 
 class StoreError(Exception):

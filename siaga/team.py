@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .runbook import Roster, load_roster
+from .settings import Settings, process_settings
 
 
-def roster_file(runbook_folder: Path) -> Path:
-    return Path(os.environ.get("SIAGA_ROSTER") or runbook_folder / "roster.yaml")
+def roster_file(runbook_folder: Path, settings: Settings | None = None) -> Path:
+    """`Settings.roster`, else ``roster.yaml`` in `runbook_folder`."""
+    return (settings or process_settings()).roster_file(runbook_folder)
 
 
-def find_roster(runbook_folder: Path) -> Roster | None:
+def find_roster(runbook_folder: Path, settings: Settings | None = None) -> Roster | None:
     """The roster for runbooks in `runbook_folder`; None if there is none (then runbooks name
     people freely and everyone is reached through the outbox). Raises RunbookError if broken."""
-    path = roster_file(runbook_folder)
+    path = roster_file(runbook_folder, settings)
     return load_roster(path) if path.is_file() else None

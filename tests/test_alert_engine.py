@@ -28,12 +28,13 @@ from typing import Any
 
 import httpx
 import pytest
-from siaga.integrations import default_registry
 from sqlalchemy import Engine, func, select, text
 
 from siaga.alerts import inbox
-from siaga.alerts.receiver import ReceiverConfig, create_app
+from siaga.alerts.receiver import create_app
+from siaga.integrations import default_registry
 from siaga.runbook import load_roster, load_runbook, parse_runbook
+from siaga.settings import Settings
 from siaga.store import alerts, engine
 from siaga.store import inbox as inbox_table
 
@@ -121,9 +122,9 @@ def receiver_app(store: Engine, started: list[str]) -> Any:
         started.append(incident["id"])
         return f"run-of-{incident['id']}"
 
-    config = ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": SECRET,
-                                     "SIAGA_API_TOKEN": API_TOKEN})
-    app = create_app(catalog(), config, store, start_run)
+    settings = Settings.from_environ({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": SECRET,
+                                      "SIAGA_API_TOKEN": API_TOKEN})
+    app = create_app(catalog(), settings, store, start_run)
     app.state.worker.retry_delay = 0.05  # tries again after 0.05, 0.1, 0.2, 0.4 s
     return app
 

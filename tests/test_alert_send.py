@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from siaga.integrations import default_registry
 
-from siaga.alerts.receiver import ReceiverConfig, create_app
+from siaga.alerts.receiver import create_app
 from siaga.catalog import Catalog
+from siaga.integrations import default_registry
+from siaga.settings import Settings
 from siaga.store import engine
 
 from .conftest import REPO, RUNBOOKS
@@ -53,6 +54,7 @@ class Receiver:
 @pytest.fixture(scope="module")
 def receiver(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from siaga.flows.running import start_incident_run
 
     home = tmp_path_factory.mktemp("alert-send")
@@ -65,7 +67,7 @@ def receiver(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
             return await start_incident_run(incident, runbooks=runbooks)
 
-    app = create_app(runbooks, ReceiverConfig.from_env({**SECRETS, "SIAGA_API_TOKEN": API_TOKEN}), engine(f"sqlite:///{home / 'siaga.db'}"), start_run)
+    app = create_app(runbooks, Settings.from_environ({**SECRETS, "SIAGA_API_TOKEN": API_TOKEN}), engine(f"sqlite:///{home / 'siaga.db'}"), start_run)
     with serve(app, free_port()) as url:
         yield Receiver(url, home)
 

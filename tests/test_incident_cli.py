@@ -16,11 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from siaga.integrations import default_registry
 
-from siaga.alerts.receiver import ReceiverConfig, create_app
+from siaga.alerts.receiver import create_app
 from siaga.approvals.records import GateRecords, gate_id
 from siaga.catalog import Catalog
+from siaga.integrations import default_registry
+from siaga.settings import Settings
 from siaga.store import engine
 
 from .live_receiver import API_TOKEN, read, serve, settle
@@ -63,6 +64,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from siaga.flows.running import start_incident_run
 
     home = tmp_path_factory.mktemp("incident-cli")
@@ -81,7 +83,7 @@ def setup(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             return await start_incident_run(incident, runbooks=runbooks)
 
     store = engine(f"sqlite:///{home / 'siaga.db'}")
-    app = create_app(runbooks, ReceiverConfig.from_env({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_API_TOKEN": API_TOKEN}), store, start_run)
+    app = create_app(runbooks, Settings.from_environ({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_API_TOKEN": API_TOKEN}), store, start_run)
     with serve(app, free_port()) as url:
         yield Setup(url, prefect_api, home, store)
 

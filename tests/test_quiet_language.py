@@ -9,11 +9,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 from ruamel.yaml import YAML
-from siaga.integrations import default_registry
 
 from siaga.incidents import Alert, AlertStatus, render_inputs, routes
 from siaga.incidents.routing import HEARTBEAT_LABEL, expects, heartbeat_key
+from siaga.integrations import default_registry
 from siaga.runbook import RunbookError, parse_runbook
+from siaga.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,5 +121,5 @@ def test_no_generic_source_may_take_the_name_of_quiet_heartbeats() -> None:
     could forge them, so the receiver serves none (other names are served)."""
     from siaga.alerts.receiver import ReceiverConfig
 
-    config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_HEARTBEAT": "s3cret", "SIAGA_HOOK_SECRET_PAYMENTS": "s3cret"})
+    config = ReceiverConfig.from_settings(Settings.from_environ({"SIAGA_HOOK_SECRET_HEARTBEAT": "s3cret", "SIAGA_HOOK_SECRET_PAYMENTS": "s3cret"}))
     assert "heartbeat" not in config.sources and "payments" in config.sources

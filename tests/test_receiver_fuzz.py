@@ -16,10 +16,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from siaga.integrations import default_registry
 
-from siaga.alerts.receiver import ReceiverConfig, create_app
+from siaga.alerts.receiver import create_app
 from siaga.catalog import Catalog
+from siaga.integrations import default_registry
+from siaga.settings import Settings
 from siaga.store import engine
 
 from .conftest import RUNBOOKS
@@ -32,7 +33,7 @@ async def no_runs(incident: object) -> str:
 def receiver_app():  # type: ignore[no-untyped-def]
     folder = Path(tempfile.mkdtemp(prefix="siaga-fuzz-"))  # made at collection, before fixtures
     atexit.register(shutil.rmtree, folder, True)
-    config = ReceiverConfig.from_env({
+    settings = Settings.from_environ({
         "SIAGA_ALERTMANAGER_TOKEN": "fuzz-token",
         "SIAGA_GRAFANA_HMAC_SECRET": "fuzz-grafana",
         "SIAGA_PAGERDUTY_HMAC_SECRET": "fuzz-pagerduty",
@@ -41,7 +42,7 @@ def receiver_app():  # type: ignore[no-untyped-def]
         "SIAGA_API_TOKEN": API_TOKEN,
     })
     catalog = Catalog.load(RUNBOOKS, default_registry())
-    return create_app(catalog.runbooks, config, engine=engine(f"sqlite:///{folder / 'siaga.db'}"), start_run=no_runs)
+    return create_app(catalog.runbooks, settings, engine(f"sqlite:///{folder / 'siaga.db'}"), no_runs)
 
 
 API_TOKEN = "fuzz-api-token"

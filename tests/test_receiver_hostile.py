@@ -25,8 +25,9 @@ import httpx
 import pytest
 from sqlalchemy import select as sql_select
 
-from siaga.alerts.receiver import MAX_BODY, ReceiverConfig, create_app
+from siaga.alerts.receiver import MAX_BODY, create_app
 from siaga.audit import AuditTrail
+from siaga.settings import Settings
 from siaga.store import engine, inbox
 from testkit.chunked_sender import MIB, send_chunked
 
@@ -451,7 +452,7 @@ def test_the_read_api_and_its_docs_answer_only_to_the_token(sqlite_edge: Edge) -
 
 
 def test_without_a_token_the_read_api_is_not_served(tmp_path: Path) -> None:
-    app = create_app({}, ReceiverConfig.from_env({}), engine(f"sqlite:///{tmp_path / 'siaga.db'}"), start_run=no_runs)
+    app = create_app({}, Settings.from_environ({}), engine(f"sqlite:///{tmp_path / 'siaga.db'}"), no_runs)
     with serve(app, free_port()) as url:
         for path in READ_PATHS:
             answer = httpx.get(f"{url}{path}", headers={"Authorization": "Bearer anything"}, timeout=10)

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from siaga.alerts.receiver import ReceiverConfig, create_app
+from siaga.alerts.receiver import create_app
 from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
 from siaga.cli import main
@@ -34,6 +34,7 @@ from siaga.flows.deadlines import watch_deadlines
 from siaga.flows.voice_clocks import check_voice_deadlines
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
+from siaga.settings import Settings
 from siaga.store import alerts, engine, voice_alerts, voices
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
@@ -175,11 +176,11 @@ def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     start_run = run_starter(prefect_api, RUNBOOK)
     url = f"sqlite:///{home / 'siaga.db'}"
     store = engine(url)
-    config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_HOOK_SECRET_GENERIC": GENERIC,
-                                     "SIAGA_API_TOKEN": API_TOKEN})
+    settings = Settings.from_environ({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_HOOK_SECRET_GENERIC": GENERIC,
+                                      "SIAGA_API_TOKEN": API_TOKEN})
     with environment({"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder)}):
         env = clean_env(Path(os.environ["SIAGA_HOME"])) | {"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder)}
-        with serve(create_app(runbooks, config, store, start_run), free_port()) as served:
+        with serve(create_app(runbooks, settings, store, start_run), free_port()) as served:
             yield Desk(served, folder, home, store, env)
 
 

@@ -2,7 +2,7 @@
 
 Credentials come from the environment, never from the command line (where `ps` would show them):
 ``--secret``/``--token`` name a ``secret://NAME`` reference (`siaga.secrets`) or an environment
-variable; without them the receiver's own variables are used (``SIAGA_ALERTMANAGER_TOKEN``,
+variable; without them the receiver's own settings are used (``SIAGA_ALERTMANAGER_TOKEN``,
 ``SIAGA_GRAFANA_HMAC_SECRET`` or ``SIAGA_GRAFANA_TOKEN``, ``SIAGA_PAGERDUTY_HMAC_SECRET``,
 ``SIAGA_HOOK_SECRET_<SOURCE>``), so a receiver and this command on one machine agree. Of a
 comma-separated list (rotation) the first is used.
@@ -10,17 +10,18 @@ comma-separated list (rotation) the first is used.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from siaga.errors import BadInput
 from siaga.secrets import SecretNotFound, is_secret_reference, resolve_secret
+from siaga.settings import HOOK_SECRET_PREFIX, Settings
 
 from .signing import SigningError, kind_of, sign
 
@@ -48,7 +49,7 @@ def source_of(url: str) -> str:
     return name
 
 
-def _credential(reference: str | None, defaults: tuple[str, ...], environ: Mapping[str, str]) -> str | None:
+def _credential(reference: str | None, defaults: tuple[SecretStr | None, ...], environ: Mapping[str, str]) -> str | None:
     if reference:
         if is_secret_reference(reference):
             try:
@@ -60,10 +61,14 @@ def _credential(reference: str | None, defaults: tuple[str, ...], environ: Mappi
             raise BadInput(f"the environment variable {reference.removeprefix('$')} is not set "
                            "(--secret/--token name a variable or a secret://NAME, never the value)")
         return value.split(",")[0].strip()
-    for name in defaults:
-        if environ.get(name):
-            return environ[name].split(",")[0].strip()
+    for default in defaults:
+        if default is not None and default.get_secret_value():
+            return default.get_secret_value().split(",")[0].strip()
     return None
+
+
+def _first(secrets: Sequence[SecretStr]) -> SecretStr | None:
+    return secrets[0] if secrets else None
 
 
 def send_alert(
@@ -73,34 +78,38 @@ def send_alert(
     *,
     secret: str | None = None,
     token: str | None = None,
-    environ: Mapping[str, str] | None = None,
+    settings: Settings,
+    environ: Mapping[str, str],
     timeout: float = 15.0,
 ) -> Delivery:
     """Post the payload in `path` to `url`, signed for its source; return the receiver's answer.
-    Raise BadInput for a missing file or credential, ConnectionError when no receiver answers."""
-    environ = os.environ if environ is None else environ
+    The credential is `secret` or `token` (a ``secret://NAME`` or a variable of `environ`), else the
+    receiver's own in `settings`. Raise BadInput for a missing file or credential, ConnectionError
+    when no receiver answers."""
     source = source_of(url)
     kind = kind or kind_of(source)
     try:
         body = path.read_bytes()
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}") from None
-    defaults = {
-        "alertmanager": ((), ("SIAGA_ALERTMANAGER_TOKEN",)),
-        "grafana": (("SIAGA_GRAFANA_HMAC_SECRET",), ("SIAGA_GRAFANA_TOKEN",)),
-        "pagerduty": (("SIAGA_PAGERDUTY_HMAC_SECRET",), ()),
-        "generic": ((f"SIAGA_HOOK_SECRET_{source.upper()}",), ()),
-        "sns": ((), ()),
+    hook_secret = f"{HOOK_SECRET_PREFIX}{source.upper()}"
+    defaults, named = {
+        "alertmanager": (((), (settings.alertmanager_token,)), ((), ("SIAGA_ALERTMANAGER_TOKEN",))),
+        "grafana": (((_first(settings.grafana_hmac_secrets),), (settings.grafana_token,)),
+                    (("SIAGA_GRAFANA_HMAC_SECRET",), ("SIAGA_GRAFANA_TOKEN",))),
+        "pagerduty": (((_first(settings.pagerduty_hmac_secrets),), ()), (("SIAGA_PAGERDUTY_HMAC_SECRET",), ())),
+        "generic": (((_first(settings.hook_secrets.get(source.upper().lower(), ())),), ()), ((hook_secret,), ())),
+        "sns": (((), ()), ((), ())),
     }[kind]
     try:
         headers = sign(
             kind, source, body, datetime.now(UTC),
             secret=_credential(secret, defaults[0], environ),
             token=_credential(token, defaults[1], environ),
-            timestamp_header=environ.get("SIAGA_GRAFANA_TIMESTAMP_HEADER") if kind == "grafana" else None,
+            timestamp_header=settings.grafana_timestamp_header if kind == "grafana" else None,
         )
     except SigningError as exc:
-        raise BadInput(f"{exc}: give --secret/--token, or set {' or '.join(defaults[0] + defaults[1])}") from None
+        raise BadInput(f"{exc}: give --secret/--token, or set {' or '.join(named[0] + named[1])}") from None
     try:
         answer = httpx.post(url, content=body, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:

@@ -23,13 +23,13 @@ import contextlib
 import hmac
 import logging
 import math
-import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError
 
@@ -49,10 +49,6 @@ WATCH_SECONDS = 1.0
 MAX_BODY = 64 * 1024
 MAX_LABELS = 64
 TOKEN_VARIABLE = "SIAGA_HEARTBEAT_TOKEN"
-
-
-def _tokens(environ: Mapping[str, str]) -> list[str]:
-    return [part.strip() for part in (environ.get(TOKEN_VARIABLE) or "").split(",") if part.strip()]
 
 
 def _authenticate(request: Request, tokens: list[str]) -> None:
@@ -96,14 +92,15 @@ def _labels(body: bytes) -> dict[str, str]:
 def watch_router(
     runbooks: Mapping[str, Runbook],
     engine: Engine,
+    heartbeat_tokens: Sequence[SecretStr],
     wake: Callable[[], None] | None = None,
     notify: Callable[[str], None] | None = None,
-    environ: Mapping[str, str] | None = None,
     every: float = WATCH_SECONDS,
 ) -> APIRouter:
-    """The heartbeat route and, in its lifespan, the watcher; `wake` is called after a pass that
-    opened or resolved an incident (the worker's run starter), `notify` told each line of news."""
-    tokens = _tokens(os.environ if environ is None else environ)
+    """The heartbeat route (proven by one of `heartbeat_tokens`: `Settings.heartbeat_tokens`) and,
+    in its lifespan, the watcher; `wake` is called after a pass that opened or resolved an incident
+    (the worker's run starter), `notify` told each line of news."""
+    tokens = [token.get_secret_value() for token in heartbeat_tokens]
     names = {hb.trigger.match.get("name") for hb in expected(runbooks).values() if hb.trigger.source == HEARTBEAT_SOURCE}
     if names and not tokens:  # every post refused: those heartbeats go quiet and page for nothing
         log.warning("runbooks expect posted heartbeats (%s) but %s is not set: /heartbeats refuses every post",

@@ -40,11 +40,16 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from siaga.incidents import Alert
-from siaga.incidents import thresholds
+from siaga.incidents import Alert, thresholds
 from siaga.incidents.heartbeats import note_alerts
 from siaga.incidents.recording import PIECE, Outcome, record_piece
-from siaga.incidents.runs import note_run_failure, pending_resolve_runs, pending_runs, set_flow_run, set_resolve_run
+from siaga.incidents.runs import (
+    note_run_failure,
+    pending_resolve_runs,
+    pending_runs,
+    set_flow_run,
+    set_resolve_run,
+)
 from siaga.runbook import Runbook
 from siaga.voices.intake import take_in
 
@@ -71,6 +76,9 @@ StartRun = Callable[[Mapping[str, Any]], Awaitable[str | None]]
 """Start an incident's run (idempotently, keyed by the incident id), or its resolve run when the
 incident's ``phase`` is ``resolve``; return the flow run id."""
 
+
+Session = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+"""Opens what a pass of run starts shares (a Prefect client, given by whoever starts the receiver)."""
 
 @dataclass(frozen=True)
 class Batch:
@@ -151,7 +159,7 @@ class Worker:
     retry_delay: float = 1.0
     """Before the first new try of alerts that were not recorded (it doubles for each try)."""
     piece: int = PIECE
-    session: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
+    session: Session | None = None
     """Entered around each pass of run starts: one Prefect client for the pass, rather than one per
     run (building a client costs ~20 ms of CPU on the event loop: its TLS context)."""
     _not_before: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -335,7 +343,7 @@ class Worker:
         at most a late sign of life (the next alert moves it), never the recording."""
         try:
             await self._store_call("noting heartbeats", note_alerts, self.engine, self.runbooks, piece, batch.received_at)
-        except Exception:  # noqa: BLE001 - recorded already; the heartbeat waits for the next sign
+        except Exception:
             log.exception("noting heartbeats of a %s batch failed", batch.source)
 
     async def _store_call(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
@@ -388,7 +396,7 @@ class Worker:
         repeat, so a failure here is made good by the next pass (or `siaga voices`)."""
         try:
             await asyncio.to_thread(take_in, self.engine, self.runbooks)
-        except Exception:  # noqa: BLE001 - recording is done; the next pass takes them in
+        except Exception:
             log.exception("taking voices in failed; the next pass tries again")
 
     async def _rescan(self) -> None:
@@ -407,7 +415,7 @@ class Worker:
         keep = thresholds.longest_window(self.runbooks) + timedelta(minutes=1)
         try:
             await asyncio.to_thread(thresholds.prune, self.engine, datetime.now(UTC) - keep)
-        except Exception:  # noqa: BLE001 - the next prune tries again
+        except Exception:
             log.exception("pruning threshold hits failed")
 
     def _tell(self, message: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from siaga.canonical import canonical_json
 from siaga.home import ensure_home
+from siaga.settings import Settings, process_settings
 
 KEY_FILE = "ledger.key"
 
@@ -33,12 +34,13 @@ def is_sealed(fields: Mapping[str, Any], mark: object, key: bytes | None = None)
     return isinstance(mark, str) and hmac.compare_digest(seal(fields, key), mark)
 
 
-def ledger_key(home: Path | None = None) -> bytes:
-    """The key of the seals: ``$SIAGA_LEDGER_KEY``, else the key file in `home` (the Siaga home)."""
-    named = os.environ.get("SIAGA_LEDGER_KEY")
-    if named:
-        return named.encode("utf-8")
-    return _key_file(ensure_home(home) / KEY_FILE)
+def ledger_key(home: Path | None = None, settings: Settings | None = None) -> bytes:
+    """The key of the seals: `Settings.ledger_key` (``$SIAGA_LEDGER_KEY``), else the key file in
+    `home` (default: the settings' data folder)."""
+    settings = settings or process_settings()
+    if settings.ledger_key:
+        return settings.ledger_key.get_secret_value().encode("utf-8")
+    return _key_file(ensure_home(home or settings.home) / KEY_FILE)
 
 
 @cache

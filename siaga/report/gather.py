@@ -28,6 +28,7 @@ from siaga.runbook import Runbook, RunbookError, load_runbook, runbook_files
 from siaga.runbook.roster import Roster, role_members
 from siaga.runbook.source import YamlSyntaxError, read_yaml
 from siaga.secrets import REDACTOR
+from siaga.settings import Settings
 from siaga.team import find_roster
 from siaga.voices import VoiceFigures, voice_figures
 from siaga.voices.intake import take_in
@@ -67,9 +68,10 @@ def gather(
     runbook_path: Path | None = None,
     folder: Path | None = None,
     now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> IncidentFacts:
     """The facts of incident (or chain) `wanted`, redacted. The runbook is read from `folder`
-    (default: the runbook folder) unless given."""
+    (default: the runbook folder) unless given, with the roster `settings` name."""
     if registry is None:
         from siaga.integrations import default_registry
 
@@ -92,7 +94,7 @@ def gather(
         )
     )
     folder = folder or runbook_folder()
-    roster = _roster(folder)
+    roster = _roster(folder, settings)
     if runbook is None and runbook_id:
         runbook, runbook_path = _load(runbook_id, folder, registry, roster)
     elif runbook is not None and runbook_path is None:
@@ -259,9 +261,9 @@ def _voices(
     return voice_figures(found, now)
 
 
-def _roster(folder: Path) -> Roster | None:
+def _roster(folder: Path, settings: Settings | None) -> Roster | None:
     try:
-        return find_roster(folder)
+        return find_roster(folder, settings)
     except RunbookError:
         return None
 

@@ -10,46 +10,42 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from .errors import BadInput
-from .home import runbook_folder, stack_file
-from .runbook.diagnostics import did_you_mean
-from .runbook.durations import format_duration, parse_duration
+from siaga.errors import BadInput
+from siaga.home import stack_file
+from siaga.runbook.diagnostics import did_you_mean
+from siaga.runbook.durations import format_duration, parse_duration
+from siaga.wiring import Wiring
+
+from .common import OK, out
 
 __all__ = ["add_parsers"]
-
-OK = 0
-out = Console(highlight=False, soft_wrap=True)
 
 
 def _when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S}" if value else ""
 
 
-def _folder(args: argparse.Namespace) -> Path:
+def _folder(args: argparse.Namespace, wiring: Wiring) -> Path:
     """--runbooks, else $SIAGA_RUNBOOKS, else the folder the running `siaga up` serves, else ./runbooks."""
     if args.runbooks:
         return Path(args.runbooks)
-    if not os.environ.get("SIAGA_RUNBOOKS") and stack_file().is_file():
+    noted = stack_file(wiring.settings.home)
+    if wiring.settings.runbooks is None and noted.is_file():
         with contextlib.suppress(OSError, ValueError, TypeError):
-            served = Path(json.loads(stack_file().read_text())["runbooks"])
+            served = Path(json.loads(noted.read_text())["runbooks"])
             if served.is_dir():
                 return served
-    return runbook_folder()
+    return wiring.folder()
 
 
-def _runbooks(args: argparse.Namespace) -> dict[str, Any]:
-    from .catalog import Catalog
-    from .integrations import default_registry
-
-    return Catalog.load(_folder(args), default_registry()).runbooks
+def _runbooks(args: argparse.Namespace, wiring: Wiring) -> dict[str, Any]:
+    return wiring.catalog(_folder(args, wiring)).runbooks
 
 
 def _pairs(pairs: list[str]) -> dict[str, str]:
@@ -74,22 +70,22 @@ def _start_time(text: str | None) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _who(args: argparse.Namespace) -> str:
-    if not args.as_:
+def _who(args: argparse.Namespace, wiring: Wiring) -> str:
+    who = args.as_ or wiring.settings.user
+    if not who:
         raise BadInput("say who you are: pass --as ID (your roster id) or set SIAGA_USER; the audit trail keeps it")
-    return str(args.as_)
+    return str(who)
 
 
-def cmd_maintenance(args: argparse.Namespace) -> int:
-    from .incidents import maintenance
-    from .store import engine
+def cmd_maintenance(args: argparse.Namespace, wiring: Wiring) -> int:
+    from siaga.incidents import maintenance
 
-    store = engine()
+    store = wiring.engine
     if args.maintenance_command == "start":
-        return _start(args, store, maintenance)
+        return _start(args, wiring, maintenance)
     if args.maintenance_command == "end":
         try:
-            window = maintenance.end_window(store, args.id, _who(args))
+            window = maintenance.end_window(store, args.id, _who(args, wiring))
         except maintenance.WindowError as exc:
             raise BadInput(str(exc)) from None
         _print(args, window, f"maintenance window {window['id']} ended; the receiver routes the alerts it held "
@@ -124,14 +120,15 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     return OK
 
 
-def _start(args: argparse.Namespace, store: Any, maintenance: Any) -> int:
-    who = _who(args)
+def _start(args: argparse.Namespace, wiring: Wiring, maintenance: Any) -> int:
+    store = wiring.engine
+    who = _who(args, wiring)
     match = _pairs(args.match or [])
     runbooks = sorted(set(args.runbook or []))
     if not (runbooks or match or args.all):
         raise BadInput("say what the window covers: --runbook ID, --match label=value, or --all (every alert)")
     if runbooks:
-        known = _runbooks(args)
+        known = _runbooks(args, wiring)
         for name in runbooks:
             if name not in known:
                 hint = did_you_mean(name, known)
@@ -172,11 +169,10 @@ def _print(args: argparse.Namespace, window: dict[str, Any], line: str) -> None:
         out.print(line, markup=False)
 
 
-def cmd_heartbeats(args: argparse.Namespace) -> int:
-    from .incidents.heartbeats import heartbeat_rows
-    from .store import engine
+def cmd_heartbeats(args: argparse.Namespace, wiring: Wiring) -> int:
+    from siaga.incidents.heartbeats import heartbeat_rows
 
-    rows = heartbeat_rows(engine(), _runbooks(args))
+    rows = heartbeat_rows(wiring.engine, _runbooks(args, wiring))
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return OK
@@ -206,8 +202,7 @@ def add_parsers(commands: Any) -> None:
     q.add_argument("--reason", required=True, help="why: shown in listings and kept in the audit trail")
     q.add_argument("--drill", action="store_true", help="a drill's window (so the drill's alerts page nobody)")
     q.add_argument("--runbooks", metavar="DIR", help="runbook folder (default $SIAGA_RUNBOOKS, the one `siaga up` serves, or ./runbooks)")
-    q.add_argument("--as", dest="as_", metavar="ID", default=os.environ.get("SIAGA_USER"),
-                   help="who sets it (default $SIAGA_USER)")
+    q.add_argument("--as", dest="as_", metavar="ID", help="who sets it (default $SIAGA_USER)")
     q.add_argument("--json", action="store_true")
     q = sub.add_parser("list", help="the windows active or to come")
     q.add_argument("--all", action="store_true", help="ended ones too")
@@ -217,8 +212,7 @@ def add_parsers(commands: Any) -> None:
     q.add_argument("--json", action="store_true")
     q = sub.add_parser("end", help="end a window now: the alerts it held that still fire open their incidents")
     q.add_argument("id", metavar="ID")
-    q.add_argument("--as", dest="as_", metavar="ID", default=os.environ.get("SIAGA_USER"),
-                   help="who ends it (default $SIAGA_USER)")
+    q.add_argument("--as", dest="as_", metavar="ID", help="who ends it (default $SIAGA_USER)")
     q.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_maintenance)
 
