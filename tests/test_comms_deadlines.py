@@ -23,7 +23,9 @@ from siaga.flows.deadlines import check_deadlines, open_deadlines, watch_deadlin
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
 from siaga.runbook import Runbook, parse_roster, parse_runbook
+from siaga.settings import Settings
 from siaga.store import engine
+from siaga.wiring import Wiring
 from testkit.provider_servers import Mailbox, smtp_server
 
 REGISTRY = default_registry()
@@ -54,7 +56,6 @@ steps:
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Mailbox]]:
     """A runbook folder with the roster and an SMTP connection to a local mailbox."""
-    monkeypatch.delenv("SIAGA_ROSTER", raising=False)
     monkeypatch.setenv("SIAGA_SECRET_MAIL_PASSWORD", "mail-password-d41")
     with smtp_server(tmp_path, "siaga", "mail-password-d41") as box:
         (tmp_path / "roster.yaml").write_text(ROSTER)
@@ -63,8 +64,12 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
             "type": "smtp", "host": "localhost", "port": box.port, "username": "siaga",
             "password": "secret://mail-password", "sender": "Siaga <siaga@pay.example.com>", "ca_file": box.ca_file,
         }}}))
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(connections))
         yield tmp_path, box
+
+
+def wiring_of(home: Path, folder: Path) -> Wiring:
+    """The watcher's services: the session's data folder and store, the roster and connections of `folder`."""
+    return Wiring(Settings(home=home, runbooks=folder))
 
 
 def to(home: Path, person: str, incident: str) -> list[dict[str, Any]]:
@@ -85,7 +90,8 @@ def test_a_missed_deadline_reminds_then_escalates_up_the_chain(
 
     def at(minutes: float) -> list[Due]:
         done = asyncio.run(check_deadlines(T0 + timedelta(minutes=minutes), registry=REGISTRY,
-                                           folder=runbook_folder, store=store))
+                                           folder=runbook_folder, store=store,
+                                           wiring=wiring_of(siaga_home, runbook_folder)))
         return [owed for deadline_id, owed in done if deadline_id == "INC-DL-1:customers"]
 
     assert at(3) == []
@@ -119,7 +125,9 @@ def test_a_missed_deadline_reminds_then_escalates_up_the_chain(
     assert (public.state, public.met_by) == ("met", "publish")  # its hour had not run out
 
 
-def test_a_statement_in_time_silences_the_clock(folder: tuple[Path, Mailbox], tmp_path: Path) -> None:
+def test_a_statement_in_time_silences_the_clock(
+    siaga_home: Path, folder: tuple[Path, Mailbox], tmp_path: Path
+) -> None:
     runbook_folder, _ = folder
     store = DeadlineRecords(engine(f"sqlite:///{tmp_path / 'deadlines.db'}"))
     open_deadlines(runbook("comms-met", "8m"), None, run_id="run-t", mode="live", incident=None,
@@ -127,7 +135,8 @@ def test_a_statement_in_time_silences_the_clock(folder: tuple[Path, Mailbox], tm
     assert store.meet("run-t", ["customers"], at=T0 + timedelta(minutes=2), step="publish") == ["customers"]
     for minutes in (4, 6, 8, 10):
         done = asyncio.run(check_deadlines(T0 + timedelta(minutes=minutes), registry=REGISTRY,
-                                           folder=runbook_folder, store=store))
+                                           folder=runbook_folder, store=store,
+                                           wiring=wiring_of(siaga_home, runbook_folder)))
         assert [d for d, _ in done if d == "run-t:customers"] == []
     [met] = store.find(run_id="run-t", state="met")
     assert (met.name, met.met_at, met.events) == ("customers", T0 + timedelta(minutes=2), [])
@@ -161,14 +170,15 @@ def test_the_watcher_of_siaga_up_runs_a_short_clock_to_its_end(
 ) -> None:
     """The service `siaga up` starts, on the real clock and store, with a 4-second deadline."""
     runbook_folder, mailbox = folder
-    store = DeadlineRecords(engine())
+    wiring = wiring_of(siaga_home, runbook_folder)
+    store = DeadlineRecords(wiring.engine)
     opened = datetime.now(UTC)
     open_deadlines(runbook("comms-watched", "4s"), parse_roster(ROSTER), run_id="run-w", mode="live",
                    incident={"id": "INC-DL-W", "opened_at": opened.isoformat()}, started_at=opened, store=store)
 
     async def watch() -> Deadline:
         stop = asyncio.Event()
-        watcher = asyncio.create_task(watch_deadlines(stop, interval=0.1, folder=runbook_folder))
+        watcher = asyncio.create_task(watch_deadlines(stop, interval=0.1, folder=runbook_folder, wiring=wiring))
         try:
             for _ in range(100):
                 [found] = [d for d in store.find(incident_id="INC-DL-W") if d.name == "customers"]
