@@ -256,20 +256,21 @@ def test_a_storm_from_one_source_holds_up_neither_the_answer_nor_the_incident_of
 
 def test_the_bundled_social_storms_second_trigger_fires_on_five_influencer_posts(receiver: Receiver) -> None:
     run = uuid.uuid4().hex[:8]
+    topic = f"fees-{run}"  # the storm's incidents are grouped by topic
 
     def post(n: int, tier: str = "influencer") -> None:
-        labels = {"sentiment": "negative", "author_tier": tier, "topic": "fees-and-charges", "post": f"{run}-{n}"}
+        labels = {"sentiment": "negative", "author_tier": tier, "topic": topic, "post": f"{run}-{n}"}
         assert receiver.social({"labels": labels}).status_code == 202
 
     post(0, tier="regular")  # counts for the first trigger (200 in 30 minutes) only
     for n in range(1, 5):
         post(n)
     settle(receiver.url)
-    assert of_group(receiver, "social-media-storm") == [], "4 influencer posts of 5"
+    assert of_group(receiver, "social-media-storm", topic) == [], "4 influencer posts of 5"
     post(5)
     settle(receiver.url)
-    (incident,) = of_group(receiver, "social-media-storm")
+    (incident,) = of_group(receiver, "social-media-storm", topic)
     assert incident["alerts"] == 5 and incident["id"] in receiver.started
     post(6, tier="regular")  # the first trigger is still far from 200, but its incident is open: it joins
     settle(receiver.url)
-    assert of_group(receiver, "social-media-storm")[0]["alerts"] == 6
+    assert of_group(receiver, "social-media-storm", topic)[0]["alerts"] == 6

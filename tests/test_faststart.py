@@ -177,12 +177,12 @@ def fast(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator
              "--runbooks", str(folder)],
             stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
         )
-    deadline = time.monotonic() + 180
-    while "Siaga is up" not in output.read_text():
-        assert process.poll() is None, output.read_text()
-        assert time.monotonic() < deadline, output.read_text()
-        time.sleep(0.5)
-    try:
+    try:  # a stack that does not come up is stopped too
+        deadline = time.monotonic() + 180
+        while "Siaga is up" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.5)
         yield FastStack(process, output, f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{receiver_port}", target)
     finally:
         for key in list(target.calls):

@@ -183,11 +183,11 @@ def started(home: Path, prefect_db: Path) -> Iterator[Up]:
     have been restarted meanwhile)."""
     seed_prefect_home(home, prefect_db)
     stack = Up(home)
-    stack.start()
-    try:
+    try:  # a stack that does not come up is stopped too, and the server a killed one left behind
+        stack.start()
         yield stack
     finally:
-        if stack.process and stack.process.poll() is None:
+        if stack.process:
             stack.stop()
 
 

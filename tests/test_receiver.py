@@ -154,13 +154,13 @@ def receiver(tmp_path_factory: pytest.TempPathFactory, hooks: WebhookServer, pre
              "--runbooks", str(folder)],
             stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
         )
-    deadline = time.monotonic() + 180
-    while "Siaga is up" not in output.read_text():
-        assert process.poll() is None, output.read_text()
-        assert time.monotonic() < deadline, output.read_text()
-        time.sleep(0.5)
-    assert f"Alert receiver: http://127.0.0.1:{receiver_port}" in output.read_text()
-    try:
+    try:  # a stack that does not come up is stopped too
+        deadline = time.monotonic() + 180
+        while "Siaga is up" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.5)
+        assert f"Alert receiver: http://127.0.0.1:{receiver_port}" in output.read_text()
         yield Receiver(Stack(process, output, f"http://127.0.0.1:{port}/api", env), f"http://127.0.0.1:{receiver_port}")
     finally:
         stop(process, home)
