@@ -41,6 +41,10 @@ from pathlib import Path
 
 import httpx
 
+from siaga.flows.server import free_port
+
+__all__ = ["POSTGRES_BIN", "DRILL_QUEUE", "LIVE_QUEUE", "POOL", "Ports", "Topology", "TopologyError", "free_port", "running"]
+
 POOL = "siaga"
 """The process work pool every runbook deployment goes to."""
 LIVE_QUEUE, DRILL_QUEUE = "live", "drill"
@@ -52,12 +56,6 @@ POSTGRES_BIN = next(
 
 class TopologyError(RuntimeError):
     """A part of the topology could not start; the message names it and its log."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

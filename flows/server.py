@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -67,10 +68,27 @@ def prefect_server(host: str, port: int, home: Path, *, timeout: float = 120) ->
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now."""
-    with socket.socket() as s:
+    """A port nobody uses now, below the kernel's ephemeral range. The kernel hands ephemeral ports
+    to outgoing connections, so a free one picked there can be taken by a client (a connection to
+    the database, say) before the server it was picked for listens on it."""
+    ceiling = _ephemeral_floor()
+    for port in random.sample(range(max(1024, ceiling - 16384), ceiling), 64):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the range below is crowded: any port the kernel has free
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; other systems start theirs at 49152
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from siaga.integrations import default_registry
 
 from siaga.catalog import Catalog
+from siaga.flows.server import free_port
 
 from .conftest import RUNBOOKS
 from .gate_driver import code_for
@@ -27,12 +27,6 @@ from .live_receiver import API_TOKEN
 from .prefect_db import seed_prefect_home
 
 MAIN_RUNBOOK = "payment-gateway-outage"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(home: Path) -> dict[str, str]:

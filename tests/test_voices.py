@@ -145,7 +145,7 @@ def run_starter(prefect_api: str, runbook_id: str) -> Any:
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident, runbooks=runbooks)
+            return await start_incident_run(incident)
 
     return start_run
 
