@@ -109,11 +109,19 @@ class Provider:
             self.first_at.setdefault(key, time.time())
             self.changed.notify_all()
 
-    def wait_for(self, path: str, keys: set[str], timeout: float) -> set[str]:
-        """The keys of `keys` not yet called on `path` after `timeout` seconds (empty: all came)."""
+    def wait_for(self, path: str, keys: set[str], timeout: float, stalled: float | None = None) -> set[str]:
+        """The keys of `keys` not yet called on `path` (empty: all came) after `timeout` seconds or,
+        with `stalled`, once `stalled` seconds passed without a new one coming: a burst's runs come
+        as fast as the box's cores allow, and the test asserts that every one comes, not how fast."""
+        deadline = time.monotonic() + timeout
         with self.changed:
-            self.changed.wait_for(lambda: all((path, k) in self.calls for k in keys), timeout)
-            return {k for k in keys if (path, k) not in self.calls}
+            while missing := {k for k in keys if (path, k) not in self.calls}:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.changed.wait_for(
+                    lambda: any((path, k) in self.calls for k in missing), min(left, stalled or left)
+                ):
+                    return missing
+            return set()
 
     @property
     def url(self) -> str:
@@ -267,6 +275,7 @@ def test_a_worker_host_lost_mid_step_is_killed_with_its_run(cluster: Topology, p
     LOST.update(run=incident["flow_run_id"], incident=incident["id"])
 
 
+@pytest.mark.timeout(1800)  # 200 runs on the cores the box has: about 1.7 CPU-seconds each (README)
 def test_200_incidents_at_once_through_the_load_balancer(cluster: Topology, provider: Provider, store: Any) -> None:
     keys = [f"storm-{n:03d}" for n in range(200)]
     before = asyncio.run(count_runs(cluster.prefect_api, "cluster-first"))
@@ -274,7 +283,7 @@ def test_200_incidents_at_once_through_the_load_balancer(cluster: Topology, prov
     with httpx.Client(timeout=30) as client, ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda k: send(client, cluster.receiver_url, batch("ClusterAlert", k)), keys))
     assert Counter(answers) == {202: 200}
-    missing_keys = provider.wait_for("/first", set(keys), timeout=300)
+    missing_keys = provider.wait_for("/first", set(keys), timeout=1500, stalled=120)
     took = time.monotonic() - started
     assert not missing_keys, f"{len(missing_keys)} first steps never ran (after {took:.0f} s)"
     time.sleep(2)  # a duplicate run would call again by now
