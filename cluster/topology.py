@@ -310,7 +310,7 @@ class Topology:
         config = self.folder / "haproxy.cfg"
         api = "\n".join(f"    server api{n} 127.0.0.1:{p} check inter 1s fall 2 rise 1"
                         for n, p in enumerate(self.ports.prefect, 1))
-        receivers = "\n".join(f"    server node{n} 127.0.0.1:{p} check inter 500ms fall 1 rise 1"
+        receivers = "\n".join(f"    server node{n} 127.0.0.1:{p} check inter 500ms fall 3 rise 1 observe layer4 error-limit 1 on-error mark-down"
                               for n, p in enumerate(self.ports.receivers, 1))
         config.write_text(HAPROXY.format(prefect=self.ports.prefect_front, api=api,
                                          receiver=self.ports.receiver_front, receivers=receivers))
@@ -364,6 +364,7 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout tunnel 1h
+    timeout check 2s
     retries 3
     option redispatch
     retry-on conn-failure empty-response response-timeout
@@ -384,7 +385,9 @@ backend siaga_receivers
 """
 """Round robin over the two Prefect API servers and the two receivers, each checked every second
 (a receiver every half second) and skipped while it does not answer; a request whose connection
-failed is sent to the other one."""
+failed is sent to the other one. A receiver whose port refuses a connection is skipped at once; one
+that is only slow (a burst on busy cores) must miss three checks of 2 s first, so that a burst never
+takes both out of the balancer and has the senders told 503."""
 
 
 def _binary(name: str) -> str:

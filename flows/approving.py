@@ -13,10 +13,7 @@ from siaga.approvals.evidence import GateView, gate_section
 from siaga.approvals.records import Gate, GateRecords, Submission
 from siaga.errors import BadInput
 from siaga.home import siaga_home
-from siaga.integrations.outbox import outbox_path
 from siaga.store import engine
-
-from .links import flow_run_url
 
 
 def open_gates(records: GateRecords) -> list[dict[str, Any]]:
@@ -51,7 +48,12 @@ def _opened_at_url(records: GateRecords, gate: Gate) -> str:
     """The run's link on the server that holds it, as the run itself wrote it when the gate opened
     (a `--local` run's temporary server is known only to that run)."""
     opened = next((e for e in records.events(gate.id) if e["kind"] == "opened"), None)
-    return str((opened or {}).get("detail", {}).get("url") or flow_run_url(gate.run_id))
+    url = (opened or {}).get("detail", {}).get("url")
+    if url:
+        return str(url)
+    from .links import flow_run_url  # Prefect's settings: imported only when the gate did not say
+
+    return flow_run_url(gate.run_id)
 
 
 def find_gate(records: GateRecords, reference: str, step: str) -> Gate:
@@ -105,7 +107,7 @@ def _announcement(gate: Gate, event: dict[str, Any], home: Path) -> str | None:
                 f"Decide in the UI ({detail.get('url')}: Resume) or with "
                 f"`siaga approve {gate.run_id} {gate.step_id} --as ID --code CODE [--reject]`.")
     if kind == "code sent":
-        where = f"the outbox ({outbox_path(home)})" if event["channel"] == "outbox" else event["channel"]
+        where = f"the outbox ({_outbox_path(home)})" if event["channel"] == "outbox" else event["channel"]
         return f"  approve and reject codes for {actor} went to {where}"
     if kind in ("approved", "rejected", "refused", "escalated", "timed out", "decided", "skipped", "cancelled",
                 "voided", "binding changed"):
@@ -113,3 +115,9 @@ def _announcement(gate: Gate, event: dict[str, Any], home: Path) -> str | None:
         reason = detail.get("reason") or detail.get("comment") or ""
         return f"  {step}: {kind} {about}{': ' + reason if reason else ''}".rstrip()
     return None
+
+
+def _outbox_path(home: Path) -> Path:
+    from siaga.integrations.outbox import outbox_path  # the actions: imported only when a code went there
+
+    return outbox_path(home)

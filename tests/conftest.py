@@ -14,9 +14,9 @@ RUNBOOKS = REPO / "runbooks"
 
 
 SLOWEST_FIRST = (
-    "test_cluster.py", "test_gates_suspended.py", "test_stack.py", "test_receiver.py", "test_drill_ui.py",
-    "test_gate_ui.py", "test_quiet_live.py", "test_faststart.py", "test_zombie.py", "test_drill_schedule.py",
-    "test_gate_restarts.py", "test_prometheus_chain.py", "test_bundled_live.py", "test_prefect_ui_pause.py",
+    "test_stack.py", "test_gates_suspended.py", "test_drill_ui.py", "test_quiet_live.py", "test_receiver.py",
+    "test_gate_ui.py", "test_gate_restarts.py", "test_cli.py", "test_faststart.py", "test_zombie.py",
+    "test_drill_schedule.py", "test_prefect_ui_pause.py", "test_aws.py", "test_report.py", "test_cluster.py",
 )
 """The test files that take longest, longest first (measured with ``--durations``): `pytest -n 3
 --dist loadfile` runs each file whole on one worker and hands the files out in this order, then

@@ -49,7 +49,7 @@ from siaga.store import engine
 from .conftest import missing
 from .gate_driver import ROSTER, code_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(600)]
 
 TOKEN = "cluster-test-token"
 

@@ -23,7 +23,7 @@ from prefect import get_client
 from prefect.settings import PREFECT_API_URL
 
 from siaga.actions import ActionContext, ActionFailed, Mode
-from siaga.alerts.receiver import ReceiverConfig, create_app
+from siaga.alerts.receiver import create_app
 from siaga.approvals.records import Gate, GateRecords, gate_id
 from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
@@ -31,6 +31,7 @@ from siaga.cli import main
 from siaga.drills.records import DrillRecords
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
+from siaga.settings import Settings
 from siaga.store import engine, maintenance_windows
 from siaga.voices.desk import StoreDesk, drill_incident_id
 from siaga.voices.records import VoiceRecords
@@ -157,8 +158,8 @@ def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         (folder / "connections.yaml").write_text(json.dumps({"connections": connections}))
         catalog = Catalog.load(folder, REGISTRY)
         assert not catalog.problems, catalog.problems
-        config = ReceiverConfig.from_env({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_API_TOKEN": API_TOKEN})
-        app = create_app(catalog.runbooks, config, engine(url), start_run)
+        settings = Settings.from_environ({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_API_TOKEN": API_TOKEN})
+        app = create_app(catalog.runbooks, settings, engine(url), start_run)
         with serve(app, free_port()) as served:
             yield Desk(served, folder, home, x, graph, compile_runbook(catalog.runbooks[RUNBOOK], REGISTRY))
 
