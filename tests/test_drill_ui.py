@@ -99,6 +99,7 @@ class Drill:
         return states
 
 
+@pytest.mark.timeout(600)  # five decisions, each waking a suspended run from the top: on busy cores this takes minutes
 def test_the_bundled_drill_decided_in_the_browser_out_of_order_with_the_freeze_rejected(stack: Stack, page: Page) -> None:
     drill = Drill(stack)
     drill.waits_for("customer-notice", "failover-gateway", "freeze-payouts")  # three gates, one form

@@ -121,6 +121,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield up
 
 
+@pytest.mark.timeout(600)  # every gate of the bundled drill, each vote a `siaga` process: on busy cores this takes minutes
 def test_a_drill_through_the_cli_runs_on_the_stack(stack: Stack) -> None:
     drill = subprocess.Popen(
         [sys.executable, "-m", "siaga.cli", "drill", MAIN_RUNBOOK, "--json"],
