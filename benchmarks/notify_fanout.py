@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from siaga.actions import ActionContext, Mode
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.store import engine
 from testkit.provider_servers import providers, smtp_server
 

@@ -14,13 +14,13 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from siaga.actions import ActionRegistry, Mode
 from siaga.audit import chain_of, decision_rows, timeline_markdown, trail
-from siaga.deadlines import DeadlineRecords, deadlines_markdown
+from siaga.report.deadlines import DeadlineRecords, deadlines_markdown
 from siaga.logs import get_logger
 from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.models import Runbook
 from siaga.secrets import REDACTOR
 from siaga.store import engine
-from siaga.summary import RunSummary
+from siaga.report.summary import RunSummary
 
 from .execution import RunInfo
 

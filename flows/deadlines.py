@@ -5,7 +5,7 @@ Why a watcher in `siaga up` and not the run: a run ends when its steps are done 
 regulator's deadline may be days away, and a statement may go out from a later run of the same
 incident. The clock belongs to the incident, so it lives in Siaga's store and a service of the
 stack (next to the run watcher of `wakeups.py`) looks at it every few seconds; a stack restarted
-meanwhile sends what is owed then (the latest reminder only, see `siaga.deadlines.due`).
+meanwhile sends what is owed then (the latest reminder only, see `siaga.report.deadlines.due`).
 
 Drills: a drill's deadlines run on the drill's own clock, and its reminders carry ``[DRILL]``; when
 the drill run ends, deadlines it did not meet are recorded missed (nobody is told of a drill that
@@ -26,7 +26,7 @@ from typing import Any
 
 from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
 from siaga.canonical import as_utc
-from siaga.deadlines import Deadline, DeadlineRecords, Due, due
+from siaga.report.deadlines import Deadline, DeadlineRecords, Due, due
 from siaga.logs import get_logger
 from siaga.runbook import Roster, Runbook, role_members
 from siaga.runbook.comms import PUBLISH_ACTION, audiences_meeting, statement_deadlines
@@ -37,7 +37,7 @@ from siaga.wiring import Wiring
 from .reach import reach
 from .secret_blocks import prefect_secret
 
-log = get_logger("siaga.deadlines")
+log = get_logger("siaga.report.deadlines")
 
 LIAISON = "liaison"
 

@@ -20,7 +20,7 @@ from prefect.states import Completed, State
 
 from siaga.approvals.records import GateRecords
 from siaga.canonical import as_utc
-from siaga.deadlines import DeadlineRecords
+from siaga.report.deadlines import DeadlineRecords
 from siaga.drills.records import DrillRecords, live_incident
 from siaga.drills.score import (
     Deadline,
@@ -37,7 +37,7 @@ from siaga.logs import get_logger
 from siaga.runbook.comms import PUBLIC
 from siaga.runbook.models import Runbook
 from siaga.store import engine
-from siaga.summary import RunSummary
+from siaga.report.summary import RunSummary
 from siaga.voices.desk import close_drill, drill_incident_id
 from siaga.voices.records import VoiceRecords
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from siaga.actions import ActionContext, ActionFailed, ActionSpec, CannotReconcile
 from siaga.canonical import as_utc
-from siaga.ledger import Claim, Entry, Ledger
+from siaga.audit.ledger import Claim, Entry, Ledger
 from siaga.logs import get_logger
 from siaga.secrets import REDACTOR
 

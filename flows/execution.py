@@ -29,7 +29,7 @@ from siaga.approvals.policy import Verdict
 from siaga.audit import arecord
 from siaga.runbook.models import Step
 from siaga.runbook.plan import Plan
-from siaga.summary import Outcome, RunSummary, StepRecord, UndoRecord
+from siaga.report.summary import Outcome, RunSummary, StepRecord, UndoRecord
 
 from .steps import StepResult
 

@@ -14,7 +14,7 @@ What runs where:
   idempotency key is the incident id; `claimed_start` lets one receiver at a time create it, and
   the store notes it once). Each receiver creates `START_CONCURRENCY` runs at once.
 * **once across the cluster**, on the node holding the lease ``siaga-singletons`` (a PostgreSQL
-  session advisory lock, `siaga.lease`): the zombie-run automation (installed when the lease is
+  session advisory lock, `siaga.store.lease`): the zombie-run automation (installed when the lease is
   taken), the run watcher (`siaga.flows.wakeups`: wakes runs waiting at gates, ends runs that
   died), the statement-deadline and situation-report watchers, and the inbox sweeper (webhooks a
   receiver accepted and did not record because it died are handed to this node's receiver after
@@ -48,7 +48,7 @@ from siaga.alerts.worker import Batch, StartRun, Worker
 from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
 from siaga.home import prefect_answers
-from siaga.lease import Lease
+from siaga.store.lease import Lease
 from siaga.logs import get_logger
 from siaga.settings import Settings
 from siaga.store import as_utc, incidents

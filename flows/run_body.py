@@ -27,8 +27,10 @@ from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecords
 from siaga.audit import AuditTrail, arecord, chain_of
 from siaga.canonical import as_utc
+from siaga.report.summary import RunSummary
 from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
 from siaga.runbook.plan import Plan, plan_runbook
+from siaga.runbook.roster import Roster
 from siaga.runbook.revision import revision_of
 from siaga.settings import Settings
 from siaga.voices.desk import StoreDesk
@@ -124,15 +126,9 @@ class RunBody:
         store = wiring.engine
         revision = revision_of(runbook)
         given = dict(parameters)
-        mode = Mode(parameters.pop("mode", Mode.LIVE))
-        phase: Phase = parameters.pop("phase", None) or RESPOND
-        alert = parameters.pop("alert", None)
-        if alert is None and mode is Mode.DRILL:
-            alert = runbook.drill.alert  # a drill rehearses with the runbook's sample alert
-        incident = parameters.pop("incident", None)
-        requested_by = parameters.pop("requested_by", None)
-        inputs = _coerce_inputs(runbook.inputs, parameters)
-        incident_id = str(incident["id"]) if incident and incident.get("id") else None
+        request = _Request.of(runbook, parameters)
+        mode, phase, incident = request.mode, request.phase, request.incident
+        requested_by, inputs, incident_id = request.requested_by, request.inputs, request.incident_id
         runs, records = RunRecords(store), GateRecords(store, wiring.seal_key)
         admission = await admit(run_id, runbook.id, given, mode=str(mode), requester=requested_by,
                                 incident_id=incident_id, gated=self.gated[phase], runs=runs, records=records,
@@ -150,23 +146,7 @@ class RunBody:
             drilling.open_drill_window(runbook, run_id)  # its alerts page nobody
         first_start = _first_start(runs, run_id)  # a resumed run keeps its start
         roster = wiring.roster()
-        run = RunInfo(
-            run_id=run_id,
-            run_name=str(flow_run.get_name() or "local"),
-            mode=mode,
-            home=wiring.home,
-            inputs=inputs,
-            alert=alert,
-            incident=incident,
-            publish=markdown_publisher(runbook.id),
-            started_at=first_start.isoformat(timespec="seconds"),
-            connections=wiring.connections(),
-            secret_source=prefect_secret,
-            library=wiring.folder(),
-            templates=revision.templates,
-            was_done=functools.partial(_was_done, wiring.audit, chain_of(incident_id, run_id)),
-            voices=StoreDesk(store, runbook, wiring.folder(), roster) if runbook.voices else None,
-        )
+        run = self._run_info(request, run_id, first_start, wiring, roster)
         timeline = self.timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
         context = FlowRunContext.get()
         waiter = RunWaiter(
@@ -206,19 +186,77 @@ class RunBody:
         runs.end(run_id, "ended")
         summary = summaries[0]
         summary.steps = [record for each in summaries for record in each.steps]
+        return await self._finish(request, run, summary, timeline, first_start)
+
+    def _run_info(self, request: _Request, run_id: str, first_start: datetime, wiring: Wiring, roster: Roster) -> RunInfo:
+        """What every step of the run is given: who and what it runs for, where it publishes, its
+        connections and secrets, and how it learns what was already done."""
+        runbook = self.runbook
+        return RunInfo(
+            run_id=run_id,
+            run_name=str(flow_run.get_name() or "local"),
+            mode=request.mode,
+            home=wiring.home,
+            inputs=request.inputs,
+            alert=request.alert,
+            incident=request.incident,
+            publish=markdown_publisher(runbook.id),
+            started_at=first_start.isoformat(timespec="seconds"),
+            connections=wiring.connections(),
+            secret_source=prefect_secret,
+            library=wiring.folder(),
+            templates=revision_of(runbook).templates,
+            was_done=functools.partial(_was_done, wiring.audit, chain_of(request.incident_id, run_id)),
+            voices=StoreDesk(wiring.engine, runbook, wiring.folder(), roster) if runbook.voices else None,
+        )
+
+    async def _finish(self, request: _Request, run: RunInfo, summary: RunSummary, timeline: Timeline,
+                      first_start: datetime) -> Any:
+        """Record how the run ended, score a drill, publish the run's report, and end in the state
+        that says it: Completed, Rejected (people said no to part of it), or failed."""
+        runbook = self.runbook
         outcome = "failed" if not summary.ok else "rejected" if summary.rejected else "ok"
         await arecord(
-            "run.finished", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
-            mode=str(mode), outcome=outcome, note=summary.headline(),
+            "run.finished", incident_id=request.incident_id, run_id=run.run_id, runbook=runbook.id,
+            mode=str(request.mode), outcome=outcome, note=summary.headline(),
         )
-        if mode is Mode.DRILL:
+        if request.mode is Mode.DRILL:
             await drilling.score(runbook, summary, first_start)
-        await publish_run_end(runbook, registry, run, summary, timeline, responding=phase == RESPOND)
+        await publish_run_end(runbook, self.registry, run, summary, timeline, responding=request.phase == RESPOND)
         if not summary.ok:
             raise RunbookFailed(summary.to_text(), summary.as_dict())
         if summary.rejected:  # people said no to part of it: the rest ran; say what was not done
             return Completed(name="Rejected", message=summary.to_text(), data=summary.as_dict())  # type: ignore[return-value]
         return summary.as_dict()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a run was asked to do, read from its parameters: the mode, the phase, the alert and
+    incident it answers, who asked, and the runbook's inputs."""
+
+    mode: Mode
+    phase: Phase
+    alert: Any
+    incident: dict[str, Any] | None
+    requested_by: str | None
+    inputs: dict[str, Any]
+
+    @classmethod
+    def of(cls, runbook: Runbook, parameters: dict[str, Any]) -> _Request:
+        """Read from (and take out of) `parameters`; what is left are the runbook's inputs."""
+        mode = Mode(parameters.pop("mode", Mode.LIVE))
+        phase: Phase = parameters.pop("phase", None) or RESPOND
+        alert = parameters.pop("alert", None)
+        if alert is None and mode is Mode.DRILL:
+            alert = runbook.drill.alert  # a drill rehearses with the runbook's sample alert
+        incident = parameters.pop("incident", None)
+        requested_by = parameters.pop("requested_by", None)
+        return cls(mode, phase, alert, incident, requested_by, _coerce_inputs(runbook.inputs, parameters))
+
+    @property
+    def incident_id(self) -> str | None:
+        return str(self.incident["id"]) if self.incident and self.incident.get("id") else None
 
 
 def _opened_at(incident: Mapping[str, Any] | None) -> datetime | None:

@@ -27,7 +27,7 @@ from siaga.actions import (
 )
 from siaga.approvals.policy import Verdict
 from siaga.audit import arecord, record
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.runbook.diagnostics import format_path
 from siaga.runbook.models import Runbook, Step

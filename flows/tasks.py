@@ -16,7 +16,7 @@ from prefect.states import Cancelled, Completed, State
 
 from siaga.actions import ActionContext, ActionRegistry
 from siaga.approvals.policy import Verdict
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.runbook.models import Runbook, Step
 from siaga.store import engine
 

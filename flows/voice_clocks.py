@@ -1,6 +1,6 @@
 """The clocks of voices at work: the watcher of statement deadlines (`deadlines.watch_deadlines`,
 in `siaga up`) also takes new voices in and reminds and escalates on theirs, on the same rule
-(`siaga.deadlines.owed`) and through the same channels (`reach`).
+(`siaga.report.deadlines.owed`) and through the same channels (`reach`).
 
 A storm brings hundreds of voices due within minutes of one another: one message per voice would
 bury the people it is for. So what is owed at one pass is told per incident and kind, in one
@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 
 from siaga.actions import DRILL_PREFIX, ActionContext, ActionRegistry, Mode
 from siaga.audit import AuditTrail
-from siaga.deadlines import Clock, Due, owed
+from siaga.report.deadlines import Clock, Due, owed
 from siaga.logs import get_logger
 from siaga.runbook import Runbook, RunbookError
 from siaga.secrets import REDACTOR, SecretSource

@@ -34,7 +34,7 @@ from prefect.states import Scheduled
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecord, RunRecords
 from siaga.audit import arecord
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.store import engine
 

@@ -21,7 +21,7 @@ from .audit import AuditTrail
 from .catalog import Catalog
 from .connections import load_connections
 from .home import ensure_home
-from .ledger import Ledger
+from .audit.ledger import Ledger
 from .runbook import Roster
 from .settings import Settings
 from .team import find_roster

@@ -38,7 +38,7 @@ from siaga.integrations.aws import PREVIEWS, dynamodb, rds, route53, s3, sns
 from siaga.integrations.aws._client import AwsError, deduplication_id, derived_name, failure
 
 from siaga.actions import ActionContext, ActionFailed, DrillBehaviour, Mode
-from siaga.ledger import Claim, Ledger
+from siaga.audit.ledger import Claim, Ledger
 from siaga.runbook import parse_runbook
 from siaga.store import engine
 

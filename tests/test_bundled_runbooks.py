@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
 
 from siaga.catalog import Catalog
-from siaga.deadlines import DeadlineRecords
+from siaga.report.deadlines import DeadlineRecords
 from siaga.flows.compiler import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox

@@ -229,7 +229,7 @@ def test_a_drill_takes_the_runbooks_drill_inputs(tmp_path: Path, prefect_api: st
 def test_ledger_unsettled_shows_whole_keys_and_the_line_that_settles_each(tmp_path: Path) -> None:
     """At 80 columns each unsettled call's key is whole on its line, with the command lines that
     settle it; running one of them settles it."""
-    from siaga.ledger import Ledger
+    from siaga.audit.ledger import Ledger
     from siaga.store import engine
 
     url = f"sqlite:///{tmp_path / 'siaga.db'}"

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.approvals.records import GateRecords
-from siaga.deadlines import DeadlineRecords
+from siaga.report.deadlines import DeadlineRecords
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.comms import Draft, DraftText, Message, Publish, draft, draft_hash, publish

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from siaga.cli import main
-from siaga.deadlines import Deadline, DeadlineRecords, Due, due
+from siaga.report.deadlines import Deadline, DeadlineRecords, Due, due
 from siaga.flows.deadlines import check_deadlines, open_deadlines, watch_deadlines
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox

@@ -297,7 +297,7 @@ def test_a_run_killed_in_a_step_ends_and_names_the_side_effect_to_settle(up: Up)
     assert any(f"siaga ledger --resolve {key} --done" in item for item in died[0].data["next"]), died[0].data
     summary = httpx.post(f"{up.api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
     assert any(f"siaga ledger --resolve {key}" in (a.get("data") or "") for a in summary), summary
-    from siaga.incident_report import next_actions
+    from siaga.report.incident import next_actions
 
     todo = next_actions(engine(up.store), "INC-KILLED", [])
     assert any(key in item and "--retry" in item for item in todo), todo

@@ -9,7 +9,7 @@ import sys
 
 from sqlalchemy import text
 
-from siaga.lease import Lease
+from siaga.store.lease import Lease
 from siaga.store import engine
 
 from .postgres import fresh_database

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from siaga.ledger import Claim, Ledger
+from siaga.audit.ledger import Claim, Ledger
 from siaga.store import engine
 
 

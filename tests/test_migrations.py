@@ -17,7 +17,6 @@ from sqlalchemy import Engine, column, create_engine, inspect, select, table, te
 
 from siaga.store import (
     BASELINE,
-    BASELINE_TABLES,
     StoreError,
     current_revision,
     engine,
@@ -25,6 +24,7 @@ from siaga.store import (
     metadata,
     upgrade,
 )
+from siaga.store.database import BASELINE_TABLES
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def empty_url(store_url: str) -> str:
 def head() -> str:
     from alembic.script import ScriptDirectory
 
-    from siaga.migrations import alembic_config
+    from siaga.store.migrations import alembic_config
 
     found = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert found is not None
@@ -44,12 +44,12 @@ def head() -> str:
 
 
 def test_the_numbered_files_name_alembics_single_head() -> None:
-    """`siaga.migrations.head` reads the newest number off the file names (no Alembic import):
+    """`siaga.store.migrations.head` reads the newest number off the file names (no Alembic import):
     it must be what Alembic finds, and there must be one head (two branches adding 0005 clash)."""
     from alembic.script import ScriptDirectory
 
-    from siaga.migrations import alembic_config
-    from siaga.migrations import head as newest
+    from siaga.store.migrations import alembic_config
+    from siaga.store.migrations import head as newest
 
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == [newest()]
@@ -66,7 +66,7 @@ def test_first_use_brings_an_empty_database_to_head_and_matches_the_metadata(emp
     store = engine(empty_url)
     assert current_revision(store) == head()
     assert set(metadata.tables) <= set(inspect(store).get_table_names())
-    assert differences(store) == [], "siaga.store.metadata changed without a migration: python -m siaga.migrations"
+    assert differences(store) == [], "siaga.store.metadata changed without a migration: python -m siaga.store.migrations"
     assert upgrade(store) is False  # at head: nothing to do
 
 
@@ -76,7 +76,7 @@ def old_create_all(url: str) -> Engine:
     version table."""
     from alembic import command
 
-    from siaga.migrations import alembic_config
+    from siaga.store.migrations import alembic_config
 
     old = create_engine(url)
     config = alembic_config()

@@ -18,7 +18,7 @@ from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.store import engine
 from testkit.provider_servers import SLACK_CHANNELS, Providers, Reply, providers, smtp_server
 

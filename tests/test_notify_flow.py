@@ -21,7 +21,7 @@ from prefect.client.schemas.filters import (
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.logs import log_file
 from siaga.runbook import parse_runbook
 from siaga.store import engine

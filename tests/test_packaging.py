@@ -25,6 +25,6 @@ def test_migration_scripts_are_package_data() -> None:
     """Alembic's versions/ folder is no package: its scripts ship only as package data."""
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     folder = REPO / "siaga" / "migrations"
-    shipped = {p for pattern in data["siaga.migrations"] for p in folder.glob(pattern)}
+    shipped = {p for pattern in data["siaga.store.migrations"] for p in folder.glob(pattern)}
     assert {*folder.glob("versions/*.py"), folder / "script.py.mako"} <= shipped
     assert list(folder.glob("versions/*.py")), "no migration found"

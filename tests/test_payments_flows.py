@@ -33,7 +33,7 @@ from siaga.integrations import default_registry
 
 from siaga import cli
 from siaga.audit import trail
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.logs import log_file
 from siaga.runbook import parse_runbook
 from siaga.store import engine

@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from siaga.integrations import default_registry
+
 from siaga.approvals.records import GateRecords
 from siaga.audit import AuditTrail
 from siaga.report import IncidentFacts, report_html, report_markdown, tell, timeline_svg
@@ -221,7 +223,7 @@ def test_gathering_redacts_what_the_process_knows_now(siaga_home: Path) -> None:
     )
     assert learn_environment_secrets({"SIAGA_SECRET_LATE_CANARY": canary, "OTHER": "x" * 10}) == 1
     assert REDACTOR.text(canary) == "[secret:late-canary]"
-    facts = gather(store, chain, folder=siaga_home / "no-runbooks")
+    facts = gather(store, chain, registry=default_registry(), folder=siaga_home / "no-runbooks")
     assert facts.records[0].data["note"] == "[secret:late-canary]"
     assert facts.gates[0].params == {"headers": {"Authorization": "Bearer [secret:late-canary]"}}
     assert canary not in json.dumps(facts.as_json())

@@ -22,7 +22,8 @@ from siaga.audit import trail
 from siaga.catalog import Catalog
 from siaga.flows.deployments import deploy_to_pool
 from siaga.flows.running import start_incident_run, start_run
-from siaga.incident_report import incident_report
+from siaga.flows.links import read_run
+from siaga.report.incident import incident_report
 from siaga.incidents.alert import Alert, AlertStatus
 from siaga.incidents.recording import process
 from siaga.incidents.runs import pending_runs, set_flow_run
@@ -122,7 +123,7 @@ def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_
     assert first[0].kind == "incident.run_started" and first[0].data["revision"] == started.digest
     assert next(r for r in first if r.kind == "run.started").data["revision"] == started.digest
 
-    report = incident_report(engine(), incident["id"], prefect_api)
+    report = incident_report(engine(), incident["id"], prefect_api, read_run=lambda run: read_run(run, prefect_api))
     assert report["run"]["revision"] == started.digest
     shown = subprocess.run([sys.executable, "-m", "siaga.cli", "incident", incident["id"]], check=False,
                            capture_output=True, text=True, timeout=60, env={**os.environ, "PREFECT_API_URL": prefect_api})

@@ -272,7 +272,7 @@ def test_the_watcher_sends_on_the_cadence_to_the_liaison_and_commander(
     newest = AuditTrail(store).records(incident)[before:]
     assert [(r.kind, r.channel) for r in newest] == [("sitrep.sent", "cli")]
     # and the post-incident report lists every one among the messages sent
-    messages = report_markdown(tell(gather(store, incident, folder=runbook_folder))).split(
+    messages = report_markdown(tell(gather(store, incident, registry=REGISTRY, folder=runbook_folder))).split(
         "## Messages sent"
     )[1]
     sent = [line for line in messages.split("##")[0].splitlines() if "| sitrep |" in line]

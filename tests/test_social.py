@@ -21,7 +21,7 @@ from siaga.flows.effects import FOUND_IN_PLACE
 from siaga.flows.steps import perform
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
-from siaga.ledger import Ledger
+from siaga.audit.ledger import Ledger
 from siaga.store import engine
 
 from .gate_driver import with_approvals

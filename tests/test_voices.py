@@ -29,7 +29,7 @@ from siaga.alerts.receiver import create_app
 from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
 from siaga.cli import main
-from siaga.deadlines import Due
+from siaga.report.deadlines import Due
 from siaga.flows.deadlines import watch_deadlines
 from siaga.flows.voice_clocks import check_voice_deadlines
 from siaga.integrations import default_registry

@@ -48,11 +48,13 @@ def cmd_incidents(args: argparse.Namespace, wiring: Wiring) -> int:
 
 
 def cmd_incident(args: argparse.Namespace, wiring: Wiring) -> int:
-    from siaga.incident_report import incident_report, labels_summary
+    from siaga.flows.links import read_run
+    from siaga.report.incident import incident_report, labels_summary
     from siaga.runbook.durations import human_duration
 
     settings = wiring.settings
-    report = incident_report(wiring.engine, args.id, settings.prefect_api_url, ui_url=settings.prefect_ui_url)
+    report = incident_report(wiring.engine, args.id, settings.prefect_api_url, ui_url=settings.prefect_ui_url,
+                             read_run=lambda run_id: read_run(run_id, settings.prefect_api_url))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return OK

@@ -20,7 +20,7 @@ __all__ = ["add_audit_parser", "cmd_audit", "cmd_deadlines", "cmd_ledger"]
 
 
 def cmd_ledger(args: argparse.Namespace, wiring: Wiring) -> int:
-    from siaga.ledger import resolve
+    from siaga.audit.ledger import resolve
 
     ledger = wiring.ledger
     if args.resolve:
@@ -122,7 +122,7 @@ def add_audit_parser(commands: Any) -> None:
 
 def cmd_deadlines(args: argparse.Namespace, wiring: Wiring) -> int:
     """Statement deadlines (comms): per incident and audience, whether they were met."""
-    from siaga.deadlines import DeadlineRecords
+    from siaga.report.deadlines import DeadlineRecords
 
     found = DeadlineRecords(wiring.engine).find(incident_id=args.incident, run_id=args.run, state=args.state)
     if args.json:

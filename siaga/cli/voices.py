@@ -25,7 +25,7 @@ def cmd_voices(args: argparse.Namespace, wiring: Wiring) -> int:
     """Voices to answer: listed by time left (taking new ones in first), drafted, dismissed, answered."""
     from datetime import UTC, datetime
 
-    from siaga.incident_report import find_incident_id
+    from siaga.report.incident import find_incident_id
     from siaga.report.gather import learn_environment_secrets
     from siaga.voices.intake import take_in
     from siaga.voices.records import VoiceRecords

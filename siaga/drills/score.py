@@ -81,7 +81,7 @@ class StepFacts:
 
     step_id: str
     action: str
-    outcome: str  # as in siaga.summary.Outcome
+    outcome: str  # as in siaga.report.summary.Outcome
     finished_at: datetime | None = None
     page: bool = False
     public: bool = False

@@ -113,157 +113,16 @@ def _environment() -> Environment:
 
 
 def timeline_svg(story: Story, title: str | None = None) -> str:
-    """The picture of `story`: every alert, step, gate and message over time."""
+    """The picture of `story`: every alert, step, gate and message over time, one row each."""
     facts = story.facts
     title = title or f"Timeline of {facts.incident.id if facts.incident else facts.chain}"
-    moments = [story.opened_at, *(r.at for r in facts.records)]
-    moments += [g.decided_at or facts.generated_at for g in story.gates]
-    if story.ended_at:
-        moments.append(story.ended_at)
-    start, end = min(moments), max(moments)
-    if (end - start).total_seconds() < 1:
-        end = start + timedelta(seconds=1)
-    inner = WIDTH - LEFT - RIGHT - 2 * PAD
-
-    def x(at: datetime) -> float:
-        return round(
-            LEFT + PAD + inner * (at - start).total_seconds() / (end - start).total_seconds(), 1
-        )
-
-    def bar(begin: datetime, until: datetime, colour: str, text: str, css: str) -> _Item:
-        left = x(begin)
-        return _Item(left, colour, text, css, width=max(2.0, round(x(until) - left, 1)))
-
-    rows: list[_Row] = []
-    incident = _Row("incident and alerts")
-    opened = f"incident opened {story.opened_at:%H:%M:%S}"
-    incident.items.append(
-        _Item(x(story.opened_at), EVENT_COLOURS["opened"], opened, "event opened", shape="diamond")
-    )
-    for r in facts.records:
-        if r.kind == "alert.received":
-            status = str(r.data.get("status") or "firing")
-            name = (
-                (r.data.get("labels") or {}).get("alertname")
-                or r.data.get("fingerprint")
-                or "alert"
-            )
-            incident.items.append(
-                _Item(
-                    x(r.at),
-                    EVENT_COLOURS.get(status, "#d62728"),
-                    f"{r.at:%H:%M:%S} alert {name} {status}",
-                    f"event alert {status}",
-                )
-            )
-        elif r.kind in ("run.started", "run.finished"):
-            said = r.kind.removeprefix("run.") + (
-                f" ({r.data.get('outcome')})" if r.data.get("outcome") else ""
-            )
-            incident.items.append(
-                _Item(
-                    x(r.at),
-                    EVENT_COLOURS["run"],
-                    f"{r.at:%H:%M:%S} run {said}",
-                    "event run",
-                    shape="tick",
-                )
-            )
-        elif r.kind == "incident.resolved":
-            incident.items.append(
-                _Item(
-                    x(r.at),
-                    EVENT_COLOURS["resolved"],
-                    f"{r.at:%H:%M:%S} incident resolved",
-                    "event resolved",
-                    shape="diamond",
-                )
-            )
-    rows += [_Row("Incident", header=True), incident]
-
-    step_rows: dict[str, _Row] = {}
-    for span in story.spans:
-        row = step_rows.setdefault(span.step_id, _Row(span.step_id))
-        until = span.ended_at or facts.generated_at
-        text = (
-            f"{span.step_id} ({span.action}): {span.outcome}, {span.started_at:%H:%M:%S} to "
-            f"{until:%H:%M:%S} ({human_duration((until - span.started_at).total_seconds())})"
-        )
-        if span.error:
-            text += f": {span.error}"
-        row.items.append(
-            bar(
-                span.started_at,
-                until,
-                STEP_COLOURS.get(span.outcome, "#1f77b4"),
-                text,
-                f"bar step {span.outcome}",
-            )
-        )
-    for undo in story.undone:
-        row = step_rows.setdefault(str(undo["step"]), _Row(str(undo["step"])))
-        row.items.append(
-            _Item(
-                x(undo["at"]),
-                EVENT_COLOURS["undone"],
-                f"{undo['at']:%H:%M:%S} {undo['step']} {undo['outcome']}",
-                "event undo",
-                shape="diamond",
-            )
-        )
-    if step_rows:
-        rows += [_Row("Steps", header=True), *step_rows.values()]
-
-    gate_rows: list[_Row] = []
-    for gate in story.gates:
-        row = _Row(f"gate {gate.step_id}")
-        until = gate.decided_at or facts.generated_at
-        row.items.append(
-            bar(
-                gate.opened_at,
-                until,
-                GATE_COLOURS.get(gate.state, "#e6b800"),
-                f"gate {gate.step_id}: {gate.state}, opened {gate.opened_at:%H:%M:%S}, "
-                f"{'decided' if gate.decided_at else 'open at'} {until:%H:%M:%S} "
-                f"({human_duration((until - gate.opened_at).total_seconds())})",
-                f"bar gate {gate.state}",
-            )
-        )
-        for d in story.decisions:
-            if d.step_id == gate.step_id and d.event in (
-                "approved",
-                "rejected",
-                "escalated",
-                "refused",
-            ):
-                who = f" by {d.by}" if d.by else ""
-                row.items.append(
-                    _Item(
-                        x(d.at),
-                        EVENT_COLOURS["escalated" if d.event == "escalated" else "vote"],
-                        f"{d.at:%H:%M:%S} {d.event}{who}",
-                        f"event {d.event}",
-                        shape="tick",
-                    )
-                )
-        gate_rows.append(row)
-    if gate_rows:
-        rows += [_Row("Approval gates", header=True), *gate_rows]
-
-    message_rows: dict[str, _Row] = {}
-    for m in story.messages:
-        row = message_rows.setdefault(m.kind, _Row(m.kind + "s"))
-        row.items.append(
-            _Item(
-                x(m.at),
-                MESSAGE_COLOURS.get(m.kind, "#1f77b4"),
-                f"{m.at:%H:%M:%S} {m.kind} to {m.audience} via {m.channel}",
-                f"message {m.kind}",
-            )
-        )
-    if message_rows:
-        rows += [_Row("Messages", header=True), *message_rows.values()]
-
+    scale = _Scale.of(story)
+    rows = [
+        *_section("Incident", [_incident_row(story, scale)]),
+        *_section("Steps", _step_rows(story, scale)),
+        *_section("Approval gates", _gate_rows(story, scale)),
+        *_section("Messages", _message_rows(story, scale)),
+    ]
     y = TOP
     for row in rows:
         row.y = y
@@ -286,13 +145,119 @@ def timeline_svg(story: Story, title: str | None = None) -> str:
             top=TOP,
             bottom=bottom,
             rows=rows,
-            ticks=_ticks(start, end, x),
-            span=human_duration((end - start).total_seconds()),
+            ticks=_ticks(scale.start, scale.end, scale.x),
+            span=human_duration((scale.end - scale.start).total_seconds()),
             legend=legend,
             legend_y=legend_y,
         )
         .replace("\n\n", "\n")
     )
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Time to x: from the story's first moment to its last, across the plot's width."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, story: Story) -> _Scale:
+        facts = story.facts
+        moments = [story.opened_at, *(r.at for r in facts.records)]
+        moments += [g.decided_at or facts.generated_at for g in story.gates]
+        if story.ended_at:
+            moments.append(story.ended_at)
+        start, end = min(moments), max(moments)
+        return cls(start, max(end, start + timedelta(seconds=1)))
+
+    def x(self, at: datetime) -> float:
+        inner = WIDTH - LEFT - RIGHT - 2 * PAD
+        return round(LEFT + PAD + inner * (at - self.start).total_seconds() / (self.end - self.start).total_seconds(), 1)
+
+    def bar(self, begin: datetime, until: datetime, colour: str, text: str, css: str) -> _Item:
+        left = self.x(begin)
+        return _Item(left, colour, text, css, width=max(2.0, round(self.x(until) - left, 1)))
+
+
+def _section(header: str, rows: list[_Row]) -> list[_Row]:
+    return [_Row(header, header=True), *rows] if rows else []
+
+
+def _incident_row(story: Story, scale: _Scale) -> _Row:
+    """The incident's opening, its alerts, its runs starting and ending, its resolution."""
+    row = _Row("incident and alerts")
+    opened = f"incident opened {story.opened_at:%H:%M:%S}"
+    row.items.append(_Item(scale.x(story.opened_at), EVENT_COLOURS["opened"], opened, "event opened", shape="diamond"))
+    for r in story.facts.records:
+        if r.kind == "alert.received":
+            status = str(r.data.get("status") or "firing")
+            name = (r.data.get("labels") or {}).get("alertname") or r.data.get("fingerprint") or "alert"
+            row.items.append(_Item(scale.x(r.at), EVENT_COLOURS.get(status, "#d62728"),
+                                   f"{r.at:%H:%M:%S} alert {name} {status}", f"event alert {status}"))
+        elif r.kind in ("run.started", "run.finished"):
+            said = r.kind.removeprefix("run.") + (f" ({r.data.get('outcome')})" if r.data.get("outcome") else "")
+            row.items.append(_Item(scale.x(r.at), EVENT_COLOURS["run"], f"{r.at:%H:%M:%S} run {said}", "event run",
+                                   shape="tick"))
+        elif r.kind == "incident.resolved":
+            row.items.append(_Item(scale.x(r.at), EVENT_COLOURS["resolved"], f"{r.at:%H:%M:%S} incident resolved",
+                                   "event resolved", shape="diamond"))
+    return row
+
+
+def _step_rows(story: Story, scale: _Scale) -> list[_Row]:
+    """One row per step: a bar per time it ran, a mark per undo."""
+    rows: dict[str, _Row] = {}
+    for span in story.spans:
+        until = span.ended_at or story.facts.generated_at
+        text = (
+            f"{span.step_id} ({span.action}): {span.outcome}, {span.started_at:%H:%M:%S} to "
+            f"{until:%H:%M:%S} ({human_duration((until - span.started_at).total_seconds())})"
+        )
+        if span.error:
+            text += f": {span.error}"
+        rows.setdefault(span.step_id, _Row(span.step_id)).items.append(
+            scale.bar(span.started_at, until, STEP_COLOURS.get(span.outcome, "#1f77b4"), text, f"bar step {span.outcome}")
+        )
+    for undo in story.undone:
+        rows.setdefault(str(undo["step"]), _Row(str(undo["step"]))).items.append(
+            _Item(scale.x(undo["at"]), EVENT_COLOURS["undone"], f"{undo['at']:%H:%M:%S} {undo['step']} {undo['outcome']}",
+                  "event undo", shape="diamond")
+        )
+    return list(rows.values())
+
+
+def _gate_rows(story: Story, scale: _Scale) -> list[_Row]:
+    """One row per gate: a bar while it was open, a mark per vote, escalation or refusal."""
+    rows = []
+    for gate in story.gates:
+        row = _Row(f"gate {gate.step_id}")
+        until = gate.decided_at or story.facts.generated_at
+        row.items.append(scale.bar(
+            gate.opened_at, until, GATE_COLOURS.get(gate.state, "#e6b800"),
+            f"gate {gate.step_id}: {gate.state}, opened {gate.opened_at:%H:%M:%S}, "
+            f"{'decided' if gate.decided_at else 'open at'} {until:%H:%M:%S} "
+            f"({human_duration((until - gate.opened_at).total_seconds())})",
+            f"bar gate {gate.state}",
+        ))
+        for d in story.decisions:
+            if d.step_id == gate.step_id and d.event in ("approved", "rejected", "escalated", "refused"):
+                who = f" by {d.by}" if d.by else ""
+                row.items.append(_Item(scale.x(d.at), EVENT_COLOURS["escalated" if d.event == "escalated" else "vote"],
+                                       f"{d.at:%H:%M:%S} {d.event}{who}", f"event {d.event}", shape="tick"))
+        rows.append(row)
+    return rows
+
+
+def _message_rows(story: Story, scale: _Scale) -> list[_Row]:
+    """One row per kind of message, a mark per message sent."""
+    rows: dict[str, _Row] = {}
+    for m in story.messages:
+        rows.setdefault(m.kind, _Row(m.kind + "s")).items.append(
+            _Item(scale.x(m.at), MESSAGE_COLOURS.get(m.kind, "#1f77b4"),
+                  f"{m.at:%H:%M:%S} {m.kind} to {m.audience} via {m.channel}", f"message {m.kind}")
+        )
+    return list(rows.values())
 
 
 def _legend(story: Story) -> list[dict[str, object]]:

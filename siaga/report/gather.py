@@ -19,10 +19,10 @@ from sqlalchemy import Engine
 from siaga.actions import ActionRegistry
 from siaga.approvals.records import GateRecords
 from siaga.audit import AuditTrail
-from siaga.deadlines import DeadlineRecords
+from siaga.report.deadlines import DeadlineRecords
 from siaga.errors import BadInput
 from siaga.home import runbook_folder
-from siaga.incident_report import IncidentNotFound, find_incident_id
+from siaga.report.incident import IncidentNotFound, find_incident_id
 from siaga.incidents.views import get_incident
 from siaga.runbook import Runbook, RunbookError, load_runbook, runbook_files
 from siaga.runbook.roster import Roster, role_members
@@ -63,7 +63,7 @@ def gather(
     engine: Engine,
     wanted: str,
     *,
-    registry: ActionRegistry | None = None,
+    registry: ActionRegistry,
     runbook: Runbook | None = None,
     runbook_path: Path | None = None,
     folder: Path | None = None,
@@ -71,11 +71,8 @@ def gather(
     settings: Settings | None = None,
 ) -> IncidentFacts:
     """The facts of incident (or chain) `wanted`, redacted. The runbook is read from `folder`
-    (default: the runbook folder) unless given, with the roster `settings` name."""
-    if registry is None:
-        from siaga.integrations import default_registry
-
-        registry = default_registry()
+    (default: the runbook folder) unless given, with the roster `settings` name, its actions
+    checked against `registry`."""
     chain = find_chain(engine, wanted)
     now = now or datetime.now(UTC)
     row = None if chain.startswith("run:") else get_incident(engine, chain)

@@ -19,7 +19,7 @@ reply templates per topic and language. The package:
   by platform, for the situation and post-incident reports.
 * `views`: what `siaga voices` lists.
 
-Reminders and escalation run on the statement deadlines' rule (`siaga.deadlines.owed`) in their
+Reminders and escalation run on the statement deadlines' rule (`siaga.report.deadlines.owed`) in their
 watcher (`siaga.flows.deadlines`). Importing the package loads only its pure parts; the
 store-backed modules are imported by name.
 

@@ -23,12 +23,12 @@ from typing import Any, Literal
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .canonical import as_utc
-from .logs import get_logger
-from .runbook.durations import human_duration
-from .store import comms_deadlines
+from siaga.canonical import as_utc
+from siaga.logs import get_logger
+from siaga.runbook.durations import human_duration
+from siaga.store import comms_deadlines
 
-log = get_logger("siaga.deadlines")
+log = get_logger("siaga.report.deadlines")
 
 REMINDERS = (0.5, 0.75)
 """Fractions of the time at which the liaison is reminded."""

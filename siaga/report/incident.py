@@ -10,25 +10,24 @@ still shows everything the store knows.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from sqlalchemy import Engine, select
 
-from .approvals.records import GateRecords
-from .approvals.revisions import Revisions
-from .audit import AuditTrail
-from .canonical import as_utc
+from siaga.approvals.records import GateRecords
+from siaga.approvals.revisions import Revisions
+from siaga.audit import AuditTrail
+from siaga.canonical import as_utc
 from .deadlines import DeadlineRecords
-from .errors import BadInput
-from .incidents.views import get_incident
-from .ledger import Ledger
-from .store import incidents
+from siaga.errors import BadInput
+from siaga.incidents.views import get_incident
+from siaga.audit.ledger import Ledger
+from siaga.store import incidents
 
 __all__ = [
-    "IncidentNotFound", "find_incident_id", "gates_of", "incident_report", "next_actions", "read_run", "run_url",
+    "IncidentNotFound", "find_incident_id", "gates_of", "incident_report", "next_actions", "run_url",
     "timeline",
 ]
 
@@ -60,39 +59,6 @@ def run_url(flow_run_id: str, api_url: str | None, ui_url: str | None = None) ->
     `ui_url` (``PREFECT_UI_URL``), else the UI beside `api_url`."""
     ui = ui_url or (api_url or "http://127.0.0.1:4200/api").rstrip("/").removesuffix("/api")
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
-
-
-def read_run(flow_run_id: str, api_url: str | None, timeout: float = 5.0) -> dict[str, Any]:
-    """The flow run's state and times from the Prefect API; ``{"error": why}`` when it cannot be
-    read (no stack, the server does not answer, the run is unknown to it)."""
-    if not api_url:
-        return {"error": "no stack is running (start one with `siaga up`): the run's state is unknown"}
-    try:
-        answer = httpx.get(f"{api_url.rstrip('/')}/flow_runs/{flow_run_id}", timeout=timeout)
-    except httpx.HTTPError as exc:
-        return {"error": f"the Prefect server at {api_url} does not answer ({type(exc).__name__}): is `siaga up` running?"}
-    if answer.status_code == 404:
-        return {"error": f"the Prefect server at {api_url} knows no flow run {flow_run_id}"}
-    if answer.status_code != 200:
-        return {"error": f"the Prefect server at {api_url} answered {answer.status_code}"}
-    run = answer.json()
-    state = run.get("state") or {}
-    return {
-        "name": run.get("name"),
-        "state": state.get("name"),
-        "state_type": state.get("type"),
-        "message": state.get("message"),
-        "created": _time(run.get("created")),
-        "start_time": _time(run.get("start_time")),
-        "end_time": _time(run.get("end_time")),
-    }
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return as_utc(parsed)
 
 
 def gates_of(engine: Engine, incident_id: str, api_url: str | None, ui_url: str | None = None) -> list[dict[str, Any]]:
@@ -177,9 +143,11 @@ def timeline(
 
 def incident_report(
     engine: Engine, wanted: str, api_url: str | None, now: datetime | None = None, *, ui_url: str | None = None,
+    read_run: Callable[[str], dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything `siaga incident` shows, as plain data (what ``--json`` prints); links to runs
-    under `ui_url` (``PREFECT_UI_URL``), else beside `api_url`."""
+    under `ui_url` (``PREFECT_UI_URL``), else beside `api_url`. `read_run` reads a flow run's state
+    and times from Prefect (`siaga.flows.running.read_run`), or ``{"error": why}``."""
     incident_id = find_incident_id(engine, wanted)
     incident = get_incident(engine, incident_id)
     if incident is None:  # deleted between the two reads
@@ -191,13 +159,13 @@ def incident_report(
     run: dict[str, Any] | None = None
     if incident["flow_run_id"]:
         run = {"id": incident["flow_run_id"], "url": run_url(incident["flow_run_id"], api_url, ui_url)}
-        run |= read_run(incident["flow_run_id"], api_url)
+        run |= read_run(incident["flow_run_id"])
         run["revision"] = Revisions(engine).of_run(incident["flow_run_id"])
     report["run"] = run
     resolve_run: dict[str, Any] | None = None
     if incident["resolve_run_id"]:
         resolve_run = {"id": incident["resolve_run_id"], "url": run_url(incident["resolve_run_id"], api_url, ui_url)}
-        resolve_run |= read_run(incident["resolve_run_id"], api_url)
+        resolve_run |= read_run(incident["resolve_run_id"])
         resolve_run["revision"] = Revisions(engine).of_run(incident["resolve_run_id"])
     report["resolve_run"] = resolve_run
     report["gates"] = gates_of(engine, incident_id, api_url, ui_url)

@@ -1,4 +1,4 @@
-"""Write a new migration: ``python -m siaga.migrations "add the audit table"`` (developers only)."""
+"""Write a new migration: ``python -m siaga.store.migrations "add the audit table"`` (developers only)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 from alembic import command
 
-from siaga.migrations import alembic_config, head
+from siaga.store.migrations import alembic_config, head
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print('usage: python -m siaga.migrations "what changed"', file=sys.stderr)
+        print('usage: python -m siaga.store.migrations "what changed"', file=sys.stderr)
         return 2
     from sqlalchemy import create_engine
 

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .canonical import digest
-from .store import side_effects
+from siaga.canonical import digest
+from siaga.store import side_effects
 
 
 class Claim(StrEnum):
