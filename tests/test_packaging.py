@@ -24,7 +24,7 @@ def test_every_package_is_listed() -> None:
 def test_migration_scripts_are_package_data() -> None:
     """Alembic's versions/ folder is no package: its scripts ship only as package data."""
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    folder = REPO / "siaga" / "migrations"
+    folder = REPO / "siaga" / "store" / "migrations"
     shipped = {p for pattern in data["siaga.store.migrations"] for p in folder.glob(pattern)}
     assert {*folder.glob("versions/*.py"), folder / "script.py.mako"} <= shipped
     assert list(folder.glob("versions/*.py")), "no migration found"
