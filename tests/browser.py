@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from .conftest import missing
 
@@ -27,6 +27,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LOOPBACK = ("http://127.0.0.1", "http://localhost", "ws://127.0.0.1", "ws://localhost")
+UI_WAIT_MS = 20_000  # the UI fetches a run's form schema before its Resume dialog shows: on busy CI cores, over 5 s
+
+# Assertions wait as long as actions do (Playwright's `expect` defaults to 5 s, its actions to 30 s).
+expect.set_options(timeout=UI_WAIT_MS)
 
 
 @pytest.fixture(scope="module", name="browser")
@@ -48,7 +52,7 @@ def page_fixture(browser: Browser) -> Iterator[Page]:
     """A fresh browser context (no cookies, no storage) that reaches only this machine: the
     Prefect UI calls an analytics service, which a test must neither need nor feed."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(UI_WAIT_MS)
     context.route("**/*", _loopback_only)
     try:
         yield context.new_page()
