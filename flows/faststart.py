@@ -53,12 +53,22 @@ PRELOAD = [
     "pydantic.v1",
     "sqlalchemy.dialects.sqlite",
     "encodings.idna",
+    "sqlite3",
+    "anyio._backends._asyncio",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "rich._emoji_codes",
+    "siaga.store.migrations",
+    "siaga.report.gather",
+    "siaga.report.incident",
     "siaga.flows.faststart",
     "siaga.integrations",
     "siaga.flows.warm_library",
 ]
 """What the forkserver imports once, so that no flow run imports it again: Prefect's engines and
-what they import lazily, Siaga's flows and integrations. A name missing in some version is skipped."""
+what they import lazily, the event loop's backend, the store's driver, Siaga's flows, integrations
+and the report a run publishes as it ends. A name missing in some version is skipped."""
 
 try:  # what `python -m prefect.engine` and Prefect's runner use (3.8); a Prefect that moved any
     # of it leaves alert runs to the runner's poll rather than crash them

@@ -27,8 +27,9 @@ from . import (
     whatsapp,
     x,
 )
+from ._http import warm_tls
 
-__all__ = ["default_registry"]
+__all__ = ["default_registry", "warm_tls"]
 
 
 def default_registry() -> ActionRegistry:

@@ -161,6 +161,12 @@ def _verified() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+def warm_tls() -> None:
+    """Build the certificate check now: in a process that forks runs (the fast lane's
+    forkserver), so that no run builds it again."""
+    _verified()
+
+
 @asynccontextmanager
 async def http_client(
     given: httpx.AsyncClient | None, timeout: float
