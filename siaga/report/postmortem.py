@@ -28,7 +28,8 @@ from siaga.runbook.durations import human_duration
 from siaga.voices.figures import Tally, VoiceFigures
 
 from .chart import timeline_svg
-from .story import Story, Target
+from .review import Target
+from .story import Story
 
 __all__ = ["report_html", "report_markdown"]
 
