@@ -14,6 +14,7 @@ ActionFailed to raise; the rules above then decide whether it is tried again.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
@@ -47,6 +48,30 @@ _backoff = wait_random_exponential(multiplier=0.5, max=20)
 
 def _text(response: httpx.Response) -> str:
     return response.text[:500]
+
+
+def message_in(*fields: str) -> Describe:
+    """The describer of a provider whose error is a JSON object with its message in one of
+    `fields` (the first given wins; a list is joined, any other value shown as JSON), else its
+    body's text; scrubbed of secrets (a provider may quote our credentials back)."""
+
+    def describe(response: httpx.Response) -> str:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            for field in fields:
+                value = data.get(field)
+                if isinstance(value, str) and value:
+                    return REDACTOR.text(value)
+                if isinstance(value, list) and value:
+                    return REDACTOR.text("; ".join(map(str, value)))
+                if value:
+                    return REDACTOR.text(json.dumps(value)[:300])
+        return REDACTOR.text(response.text[:300]) or response.reason_phrase
+
+    return describe
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -9,7 +9,8 @@ failure: there is no silent fallback then.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from collections.abc import Sequence
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -58,3 +59,23 @@ async def to_outbox(
     return "outbox", str(entry["id"])
 
 
+class NamedChannel(Protocol):
+    """A channel of a message sent several ways (`notify.fanout`, `comms.publish`)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def action(self) -> str: ...
+
+
+def channel_ids(channels: Sequence[NamedChannel]) -> list[str]:
+    """Each channel's id: its `id:`, else its provider (slack, pagerduty, email...), numbered
+    from the second of a kind on (slack, slack-2)."""
+    seen: dict[str, int] = {}
+    ids = []
+    for channel in channels:
+        base = channel.id or {"email.send": "email"}.get(channel.action, channel.action.split(".")[0])
+        seen[base] = seen.get(base, 0) + 1
+        ids.append(base if channel.id or seen[base] == 1 else f"{base}-{seen[base]}")
+    return ids

@@ -70,7 +70,7 @@ from . import (
     whatsapp,
     x,
 )
-from ._notify import configured, to_outbox
+from ._notify import channel_ids, configured, to_outbox
 
 __all__ = ["ACTIONS", "Draft", "DraftText", "Publish", "draft", "draft_hash", "publish"]
 
@@ -268,17 +268,6 @@ class Publish(ActionParams):
         if len(set(ids)) != len(ids):
             raise ValueError("channel ids must differ: give `id:` to channels of the same provider")
         return channels
-
-
-def channel_ids(channels: list[Channel]) -> list[str]:
-    """Each channel's id: its `id:`, else its provider, numbered from the second of a kind on."""
-    seen: dict[str, int] = {}
-    ids = []
-    for channel in channels:
-        base = channel.id or {"email.send": "email"}.get(channel.action, channel.action.split(".")[0])
-        seen[base] = seen.get(base, 0) + 1
-        ids.append(base if channel.id or seen[base] == 1 else f"{base}-{seen[base]}")
-    return ids
 
 
 class Sent(BaseModel):

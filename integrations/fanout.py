@@ -39,6 +39,7 @@ from siaga.actions import (
 )
 
 from . import apprise_notify, outbox, pagerduty, slack, smtp, teams, whatsapp
+from ._notify import channel_ids
 
 __all__ = ["ACTIONS", "Channel", "Fanout", "FanoutResult", "fanout"]
 
@@ -143,28 +144,13 @@ class Fanout(ActionParams):
 
     @model_validator(mode="after")
     def _distinct_ids(self) -> Fanout:
-        ids = Counter(channel_ids(self))
+        ids = Counter(channel_ids(self.channels))
         twice = sorted(name for name, count in ids.items() if count > 1)
         if twice:
             raise ValueError(
                 f"channel ids must differ: give `id:` to the channels named {', '.join(twice)}"
             )
         return self
-
-
-def channel_ids(params: Fanout) -> list[str]:
-    """Each channel's id: its `id:`, else its provider (slack, pagerduty, email...), numbered
-    from the second of a kind on (slack, slack-2)."""
-    seen: Counter[str] = Counter()
-    ids = []
-    for channel in params.channels:
-        if channel.id:
-            ids.append(channel.id)
-            continue
-        base = {"email.send": "email"}.get(channel.action, channel.action.split(".")[0])
-        seen[base] += 1
-        ids.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return ids
 
 
 class ChannelOutcome(BaseModel):
@@ -190,7 +176,7 @@ class FanoutResult(BaseModel):
 
 
 async def fanout(params: Fanout, context: ActionContext) -> FanoutResult:
-    ids = channel_ids(params)
+    ids = channel_ids(params.channels)
     calls = [
         _one(channel, replace(context, step_id=f"{context.step_id}.{name}"))
         for name, channel in zip(ids, params.channels)

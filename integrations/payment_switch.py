@@ -412,18 +412,7 @@ def _auth_headers(conn: PaymentSwitch, context: ActionContext) -> dict[str, str]
     return {}
 
 
-def _describe(response: httpx.Response) -> str:
-    """The switch's own message: ``{"error": ...}``, ``{"message": ...}``, else its text."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:300]
-    if isinstance(data, dict):
-        for field in ("error", "message", "detail"):
-            if data.get(field):
-                value = data[field]
-                return value if isinstance(value, str) else json.dumps(value)[:300]
-    return response.text[:300]
+_describe = _http.message_in("error", "message", "detail")  # the switch's own message
 
 
 def _json(response: httpx.Response, name: str, what: str) -> Any:

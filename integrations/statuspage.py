@@ -23,7 +23,6 @@ sandbox page or substitute ``statuspage.*: record`` in the runbook.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -346,22 +345,7 @@ def _result(incident: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _describe(response: httpx.Response) -> str:
-    """Statuspage's message: ``{"message": ...}`` (its ErrorEntity) or ``{"error": ... }``."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:300]
-    if isinstance(data, dict):
-        for field in ("message", "error", "errors"):
-            value = data.get(field)
-            if isinstance(value, str) and value:
-                return value
-            if isinstance(value, list) and value:
-                return "; ".join(map(str, value))
-            if value:
-                return json.dumps(value)[:300]
-    return response.text[:300]
+_describe = _http.message_in("message", "error", "errors")  # its ErrorEntity, or {"error": ...}
 
 
 ACTIONS = (

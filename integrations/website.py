@@ -48,7 +48,6 @@ from siaga.actions import (
     DrillBehaviour,
     Risk,
 )
-from siaga.secrets import REDACTOR
 
 from . import _http
 from ._http import http_client
@@ -170,18 +169,7 @@ async def reconcile(params: WebsiteNotice, context: ActionContext) -> Posted | N
     raise CannotReconcile("the website takes notices by POST and Siaga cannot ask it whether one arrived")
 
 
-def _describe(response: httpx.Response) -> str:
-    """The site's ``{"error"|"message"|"detail": ...}``, else its text; scrubbed of secrets."""
-    try:
-        data = response.json()
-    except ValueError:
-        return REDACTOR.text(response.text[:300]) or response.reason_phrase
-    if isinstance(data, dict):
-        for field in ("error", "message", "detail"):
-            if data.get(field):
-                value = data[field]
-                return REDACTOR.text(value if isinstance(value, str) else json.dumps(value)[:300])
-    return REDACTOR.text(response.text[:300])
+_describe = _http.message_in("error", "message", "detail")
 
 
 ACTIONS = (
