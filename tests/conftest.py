@@ -70,7 +70,7 @@ def prefect_api(siaga_home: Path) -> Iterator[str]:
 
 
 # The store's databases: `store_url` runs a test on SQLite and on PostgreSQL (one cluster a session).
-from .postgres import postgres, store_url  # noqa: F401
+from .support.postgres import postgres, store_url  # noqa: F401
 
 # A migrated Prefect database for the homes of the tests' own `siaga up` stacks (made once a run).
-from .prefect_db import prefect_db, start_making  # noqa: F401
+from .support.prefect_db import prefect_db, start_making  # noqa: F401

@@ -32,6 +32,7 @@ from sqlalchemy import Engine, func, select, text
 
 from siaga.alerts import inbox
 from siaga.alerts.receiver import create_app
+from siaga.flows.server import free_port
 from siaga.integrations import default_registry
 from siaga.runbook import load_roster, load_runbook, parse_runbook
 from siaga.settings import Settings
@@ -39,11 +40,11 @@ from siaga.store import alerts, engine
 from siaga.store import inbox as inbox_table
 
 from .conftest import RUNBOOKS
-from .live_receiver import API, API_TOKEN, read, serve, settle
-from .postgres import fresh_database
-from .receiver_process import signed_headers
-from .test_receiver import RUNBOOK_YAML, TOKEN, am_alert, webhook
-from .test_stack import free_port
+from .support.alert_payloads import am_alert, webhook
+from .support.live_receiver import API, API_TOKEN, read, serve, settle
+from .support.postgres import fresh_database
+from .support.receiver_process import signed_headers
+from .support.receiver_stack import RUNBOOK_YAML, TOKEN
 
 SECRET = "social-engine-secret"
 MENTIONS_YAML = """

@@ -17,13 +17,14 @@ import pytest
 
 from siaga.alerts.receiver import create_app
 from siaga.catalog import Catalog
+from siaga.flows.server import free_port
 from siaga.integrations import default_registry
 from siaga.settings import Settings
 from siaga.store import engine
 
 from .conftest import REPO, RUNBOOKS
-from .live_receiver import API_TOKEN, read, serve, settle
-from .test_stack import clean_env, free_port
+from .support.live_receiver import API_TOKEN, read, serve, settle
+from .support.stack import clean_env
 
 EXAMPLES = REPO / "examples" / "alerts"
 FIXTURES = Path(__file__).parent / "fixtures" / "alerts"

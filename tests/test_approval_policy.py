@@ -15,7 +15,7 @@ from siaga.approvals.policy import SHORTEST_DEADLINE, Vote, gate_policy
 from siaga.integrations import default_registry
 from siaga.runbook import RunbookError, parse_roster, parse_runbook
 
-from .gate_driver import ROSTER
+from .support.gate_driver import ROSTER
 
 T0 = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 

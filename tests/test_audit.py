@@ -28,16 +28,16 @@ from siaga.audit import (
 )
 from siaga.audit.chain import GENESIS, AuditRecord
 from siaga.cli import main
+from siaga.flows.server import free_port
 from siaga.incidents.recording import process
 from siaga.incidents.runs import set_flow_run
 from siaga.secrets import resolve_secret
 from siaga.store import engine
 
-from .audit_writers import run_writers
-from .postgres import fresh_database
-from .test_routing import CATALOG
-from .test_routing import alert as routing_alert
-from .test_stack import free_port
+from .support.audit_writers import run_writers
+from .support.postgres import fresh_database
+from .support.routing import CATALOG
+from .support.routing import alert as routing_alert
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from siaga.audit import trail
 from siaga.runbook import parse_roster, parse_runbook
 from siaga.store import engine
 
-from .gate_driver import ROSTER, code_for, kinds, open_gate, run_of, vote
-from .webhook_server import webhook_server
+from .support.gate_driver import ROSTER, code_for, kinds, open_gate, run_of, vote
+from .support.webhook_server import webhook_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -42,7 +42,7 @@ from siaga.audit.ledger import Claim, Ledger
 from siaga.runbook import parse_runbook
 from siaga.store import engine
 
-from .moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
+from .support.moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
 
 RUNBOOK_HEAD = """\
 runbook: {name}

@@ -19,8 +19,8 @@ from siaga.alerts import Alert, AlertStatus
 from siaga.incidents.recording import process, process_batch
 from siaga.store import alerts, audit_records, engine, incident_alerts, incidents
 
-from .postgres import fresh_database
-from .test_routing import GATEWAY, NOW, STARTED, STORM, runbook
+from .support.postgres import fresh_database
+from .support.routing import GATEWAY, NOW, STARTED, STORM, runbook
 
 AUDIT = runbook(
     "audit",

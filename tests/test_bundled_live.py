@@ -27,10 +27,10 @@ from siaga.store import engine
 from testkit.provider_servers import PAGERDUTY_PATH, Mailbox, Providers, providers, smtp_server
 
 from .conftest import REPO, RUNBOOKS
-from .gate_driver import with_approvals
-from .moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
-from .payment_standins import FakeStatuspage, KillSwitch
-from .webhook_server import WebhookServer, webhook_server
+from .support.gate_driver import with_approvals
+from .support.moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
+from .support.payment_standins import FakeStatuspage, KillSwitch
+from .support.webhook_server import WebhookServer, webhook_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 

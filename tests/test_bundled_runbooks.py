@@ -25,7 +25,7 @@ from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.schema import runbook_schema
 from siaga.store import engine
 
-from .gate_driver import with_approvals
+from .support.gate_driver import with_approvals
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "runbooks"

@@ -47,7 +47,7 @@ from cluster.topology import POSTGRES_BIN, Topology, running
 from siaga.store import engine
 
 from .conftest import missing
-from .gate_driver import ROSTER, code_for
+from .support.gate_driver import ROSTER, code_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(600)]
 

@@ -26,8 +26,8 @@ from siaga.store import engine
 from testkit.provider_servers import smtp_server
 
 from .conftest import RUNBOOKS
-from .gate_driver import with_approvals
-from .payment_standins import FakeStatuspage
+from .support.gate_driver import with_approvals
+from .support.payment_standins import FakeStatuspage
 
 REGISTRY = default_registry()
 ROSTER = """
@@ -235,7 +235,7 @@ def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, provid
 
 @pytest.mark.usefixtures("prefect_api", "roster")
 def test_a_rejected_statement_is_not_sent(siaga_home: Path) -> None:
-    from .gate_driver import code_for, open_gate, run_of, vote
+    from .support.gate_driver import code_for, open_gate, run_of, vote
 
     runbook = statement_runbook("comms-rejected", '[{action: outbox.send, with: {to: "customers:rejected"}}]')
     flow = compile_runbook(runbook)

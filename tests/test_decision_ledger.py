@@ -17,7 +17,7 @@ from siaga.audit import AuditTrail, chain_of
 from siaga.canonical import digest
 from siaga.store import engine
 
-from .postgres import postgres  # noqa: F401  (the session's PostgreSQL cluster)
+from .support.postgres import postgres  # noqa: F401  (the session's PostgreSQL cluster)
 
 KEY = b"the stack's ledger key"
 PEOPLE = {"finance": ("citra", "dewi", "gita"), "ops": ("eko", "fajar", "hadi")}

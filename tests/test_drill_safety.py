@@ -164,7 +164,7 @@ def test_a_drill_of_every_bundled_runbook_calls_only_sandboxes(
     from testkit.provider_servers import smtp_server
 
     from .conftest import RUNBOOKS
-    from .gate_driver import with_approvals
+    from .support.gate_driver import with_approvals
 
     for name, value in {"PD": "p" * 32, "SLACK": "xoxb-token", "TEAMS_PROD": "t", "TEAMS_DRILL": "t",
                         "SMTP": "smtp-password", "KEY": "k"}.items():

@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .prefect_db import seed_prefect_home
-from .test_stack import clean_env, free_port, stop
+from siaga.flows.server import free_port
+
+from .support.prefect_db import seed_prefect_home
+from .support.stack import clean_env, stop
 
 pytestmark = pytest.mark.slow
 

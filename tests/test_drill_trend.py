@@ -15,7 +15,7 @@ from siaga.drills.chart import chart_svg
 from siaga.drills.records import DrillRecords
 from siaga.store import engine
 
-from .browser import browser_fixture, page_fixture  # noqa: F401
+from .support.browser import browser_fixture, page_fixture  # noqa: F401
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
@@ -72,7 +72,7 @@ def test_the_chart_holds_every_scored_drill(drills: DrillRecords, tmp_path: Path
 
 
 def test_the_chart_renders_in_chromium(drills: DrillRecords, page, tmp_path: Path) -> None:
-    # The page reaches only loopback (tests/browser.py): the chart goes in inline, as a report would.
+    # The page reaches only loopback (tests/support/browser.py): the chart goes in inline, as a report would.
     page.set_content(f'<html><body style="margin:0">{chart_svg(drills.find(), "Drill scores & times")}</body></html>')
     page.wait_for_selector("circle.point")
     assert page.locator("circle.point").count() >= 11

@@ -27,11 +27,11 @@ from siaga.drills.records import DrillRecords
 from siaga.integrations.outbox import read_outbox
 from siaga.store import as_utc, engine
 
-from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
 from .conftest import RUNBOOKS
-from .gate_driver import code_for
-from .prefect_ui import open_resume_form, run_page
-from .test_stack import Stack, create_flow_run, running_stack
+from .support.browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
+from .support.gate_driver import code_for
+from .support.prefect_ui import open_resume_form, run_page
+from .support.stack import Stack, create_flow_run, running_stack
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from siaga.incidents.recording import process
 from siaga.runbook import parse_roster, parse_runbook
 from siaga.store import engine
 
-from .gate_driver import ROSTER, with_approvals
+from .support.gate_driver import ROSTER, with_approvals
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -17,8 +17,8 @@ from siaga.integrations.outbox import read_outbox
 
 from siaga.runbook import parse_runbook
 
-from .prefect_runs import settled_task_runs
-from .webhook_server import webhook_server
+from .support.prefect_runs import settled_task_runs
+from .support.webhook_server import webhook_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

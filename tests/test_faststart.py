@@ -23,9 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .live_receiver import read
-from .prefect_db import seed_prefect_home
-from .test_stack import clean_env, free_port, stop
+from siaga.flows.server import free_port
+
+from .support.live_receiver import read
+from .support.prefect_db import seed_prefect_home
+from .support.stack import clean_env, stop
 
 TOKEN = "fast-lane-token"
 RUNBOOK = "fast-alert"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .test_gates_suspended import Up, processes_of, started, wait
+from .support.suspended_stack import Up, processes_of, started, wait
 
 pytestmark = pytest.mark.slow
 

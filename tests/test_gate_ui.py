@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from siaga.flows.server import free_port
 from siaga.integrations.outbox import read_outbox
 
-from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
-from .gate_driver import ROSTER, code_for
-from .prefect_ui import open_resume_form, run_page
-from .test_stack import Stack, create_flow_run, free_port, running_stack
+from .support.browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
+from .support.gate_driver import ROSTER, code_for
+from .support.prefect_ui import open_resume_form, run_page
+from .support.stack import Stack, create_flow_run, running_stack
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")

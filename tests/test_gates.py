@@ -22,8 +22,8 @@ from siaga.integrations.outbox import read_outbox
 from siaga.runbook import parse_roster, parse_runbook
 from siaga.store import engine
 
-from .gate_driver import ROSTER, answer, code_for, events, kinds, open_gate, parked, run_of, vote
-from .prefect_runs import settled_task_runs
+from .support.gate_driver import ROSTER, answer, code_for, events, kinds, open_gate, parked, run_of, vote
+from .support.prefect_runs import settled_task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -18,7 +18,7 @@ from siaga.integrations.outbox import read_outbox
 
 from siaga.actions import ActionContext, Mode
 
-from .test_stack import clean_env
+from .support.stack import clean_env
 
 CODE = "Your one-time code: 12345678"
 

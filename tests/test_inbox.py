@@ -17,13 +17,13 @@ import httpx
 from sqlalchemy import select
 
 from siaga.alerts import inbox
+from siaga.flows.server import free_port
 from siaga.store import engine
 from siaga.store import inbox as inbox_table
 from siaga.store import incidents as incidents_table
 
-from .live_receiver import read
-from .receiver_process import ReceiverProcess, receiver_process
-from .test_stack import free_port
+from .support.live_receiver import read
+from .support.receiver_process import ReceiverProcess, receiver_process
 
 TOKEN = "inbox-test-token"
 RUNBOOK = """

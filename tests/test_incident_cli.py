@@ -20,21 +20,15 @@ import pytest
 from siaga.alerts.receiver import create_app
 from siaga.approvals.records import GateRecords, gate_id
 from siaga.catalog import Catalog
+from siaga.flows.server import free_port
 from siaga.integrations import default_registry
 from siaga.settings import Settings
 from siaga.store import engine
 
-from .live_receiver import API_TOKEN, read, serve, settle
-from .test_receiver import (
-    RESOLVING,
-    RESOLVING_YAML,
-    RUNBOOK,
-    RUNBOOK_YAML,
-    TOKEN,
-    am_alert,
-    webhook,
-)
-from .test_stack import clean_env, free_port
+from .support.alert_payloads import am_alert, webhook
+from .support.live_receiver import API_TOKEN, read, serve, settle
+from .support.receiver_stack import RESOLVING, RESOLVING_YAML, RUNBOOK, RUNBOOK_YAML, TOKEN
+from .support.stack import clean_env
 
 
 @dataclass

@@ -11,8 +11,8 @@ from siaga.alerts import Alert, AlertStatus
 from siaga.incidents.recording import process
 from siaga.incidents.views import get_incident, list_incidents
 
-from .postgres import fresh_database
-from .test_routing import CATALOG, STARTED
+from .support.postgres import fresh_database
+from .support.routing import CATALOG, STARTED
 
 
 def test_concurrent_alerts_open_one_incident_and_concurrent_resolutions_resolve_it(postgres: str) -> None:

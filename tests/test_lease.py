@@ -12,7 +12,7 @@ from sqlalchemy import text
 from siaga.store.lease import Lease
 from siaga.store import engine
 
-from .postgres import fresh_database
+from .support.postgres import fresh_database
 
 
 def test_one_holder_at_a_time_and_a_dead_holder_loses_the_lease(postgres: str) -> None:

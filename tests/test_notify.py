@@ -22,15 +22,8 @@ from siaga.audit.ledger import Ledger
 from siaga.store import engine
 from testkit.provider_servers import SLACK_CHANNELS, Providers, Reply, providers, smtp_server
 
-CANARY = {
-    "slack-token": "xoxb-canary-0000-slacktoken-7f3a9c",
-    "slack-webhook": "canary-slack-webhook-8d2e41",
-    "teams-webhook": "canary-teams-sig-c0ffee5b",
-    "pd-key": "canarypdroutingkey0000000000abcd",  # 32 characters, as PagerDuty wants
-    "smtp-password": "canary-smtp-pass-51f0e2",
-    "apprise-url": "",  # set per test: the URL embeds canary-apprise-pass-9e81
-}
-APPRISE_PASS = "canary-apprise-pass-9e81"
+from .support.notify_canaries import APPRISE_PASS, CANARY
+
 REGISTRY = default_registry()
 
 

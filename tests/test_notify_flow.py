@@ -27,7 +27,7 @@ from siaga.runbook import parse_runbook
 from siaga.store import engine
 from testkit.provider_servers import providers, smtp_server
 
-from .test_notify import APPRISE_PASS, CANARY
+from .support.notify_canaries import APPRISE_PASS, CANARY
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

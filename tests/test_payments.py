@@ -25,7 +25,7 @@ from siaga.integrations.stripe_connect import FREEZE_KEY, PREVIOUS_SCHEDULE
 
 from siaga.actions import ActionContext, ActionFailed, CannotReconcile, Mode
 
-from .payment_standins import Drop, FakeStripe, KillSwitch, Reply, Slow, stripe_error
+from .support.payment_standins import Drop, FakeStripe, KillSwitch, Reply, Slow, stripe_error
 
 SWITCH_TOKEN = "sw-token-0d9e7c"
 STRIPE_KEY = "sk_test_51Demo0nly"

@@ -39,9 +39,9 @@ from siaga.runbook import parse_runbook
 from siaga.store import engine
 
 from .conftest import REPO
-from .payment_standins import FakeStatuspage, FakeStripe, KillSwitch, Reply, Slow
-from .prefect_runs import settled_task_runs
-from .webhook_server import webhook_server
+from .support.payment_standins import FakeStatuspage, FakeStripe, KillSwitch, Reply, Slow
+from .support.prefect_runs import settled_task_runs
+from .support.webhook_server import webhook_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -149,7 +149,7 @@ def start_held(
     """Run `runbook` in a subprocess; the switch applies its freeze and holds back the answer."""
     switch.hold = True
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.run_incident", str(runbook), incident],
+        [sys.executable, "-m", "tests.support.run_incident", str(runbook), incident],
         cwd=REPO,
         env={**os.environ, "PREFECT_API_URL": prefect_api},
         stdout=subprocess.PIPE,

@@ -20,10 +20,12 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from .browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
+from siaga.flows.server import free_port
+
 from .conftest import REPO
-from .prefect_ui import open_resume_form, run_page
-from .test_stack import clean_env, free_port
+from .support.browser import browser_fixture, page_fixture  # noqa: F401  (the fixtures `browser`, `page`)
+from .support.prefect_ui import open_resume_form, run_page
+from .support.stack import clean_env
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -85,12 +87,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 class PausedRun:
-    """`tests/paused_flow.py` running in its own process, paused for input."""
+    """`tests/support/paused_flow.py` running in its own process, paused for input."""
 
     def __init__(self, server: Server, folder: Path) -> None:
         self.server, self.folder = server, folder
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.paused_flow", str(folder)], cwd=REPO, env=server.env,
+            [sys.executable, "-m", "tests.support.paused_flow", str(folder)], cwd=REPO, env=server.env,
             stdout=(folder / "flow.log").open("wb"), stderr=subprocess.STDOUT,
         )
         self.id = self._wait(lambda: (folder / "flow_run_id").exists() and (folder / "flow_run_id").read_text())

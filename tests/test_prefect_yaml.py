@@ -17,7 +17,7 @@ from siaga.integrations import default_registry
 from siaga.catalog import Catalog
 
 from .conftest import REPO, RUNBOOKS
-from .gate_driver import approving_in_background
+from .support.gate_driver import approving_in_background
 
 
 def test_prefect_yaml_matches_the_runbooks() -> None:

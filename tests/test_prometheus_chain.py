@@ -15,9 +15,12 @@ from pathlib import Path
 
 import httpx
 
-from .alertmanager import ready_process
+from siaga.flows.server import free_port
+
 from .conftest import missing
-from .test_receiver import (  # noqa: F401  (module fixtures: the `siaga up` stack and its Alertmanager)
+from .support.alertmanager import ready_process
+from .support.live_receiver import read
+from .support.receiver_stack import (  # noqa: F401  (module fixtures: the `siaga up` stack and its Alertmanager)
     Receiver,
     alertmanager,
     hooks,
@@ -27,8 +30,6 @@ from .test_receiver import (  # noqa: F401  (module fixtures: the `siaga up` sta
     runs_in,
     wait_for,
 )
-from .live_receiver import read
-from .test_stack import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 PROMETHEUS_CONFIG = """

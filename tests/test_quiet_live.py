@@ -24,13 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
+from siaga.flows.server import free_port
 from siaga.incidents.maintenance import get_window
 from siaga.store import engine
 
-from .alertmanager import alertmanager_process, post_alerts
-from .test_receiver import ALERTMANAGER_CONFIG as RECEIVER_ALERTMANAGER_CONFIG
-from .test_receiver import Receiver, wait_for, wait_for_run
-from .test_stack import free_port, running_stack
+from .support.alertmanager import alertmanager_process, post_alerts
+from .support.receiver_stack import ALERTMANAGER_CONFIG as RECEIVER_ALERTMANAGER_CONFIG
+from .support.receiver_stack import Receiver, wait_for, wait_for_run
+from .support.stack import running_stack
 
 TOKEN = "quiet-alertmanager-token"
 HEARTBEAT_TOKEN = "quiet-heartbeat-token"
@@ -98,7 +99,8 @@ ALERTMANAGER_CONFIG = RECEIVER_ALERTMANAGER_CONFIG.replace("  repeat_interval: 1
     - matchers: ['alertname="QuietWatchdog"']
       repeat_interval: 1s
 """)
-"""test_receiver's Alertmanager, repeating the firing QuietWatchdog alert every second."""
+"""The receiver tests' Alertmanager (`receiver_stack.ALERTMANAGER_CONFIG`), repeating the firing
+QuietWatchdog alert every second."""
 
 
 class Quiet(Receiver):

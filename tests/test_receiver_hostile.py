@@ -27,15 +27,15 @@ from sqlalchemy import select as sql_select
 
 from siaga.alerts.receiver import MAX_BODY, create_app
 from siaga.audit import AuditTrail
+from siaga.flows.server import free_port
 from siaga.settings import Settings
 from siaga.store import engine, inbox
 from testkit.chunked_sender import MIB, send_chunked
 
-from .live_receiver import serve
-from .postgres import fresh_database
-from .receiver_process import ReceiverProcess, receiver_process, signed_headers
-from .sns_server import SnsKey, SnsServer
-from .test_stack import free_port
+from .support.live_receiver import serve
+from .support.postgres import fresh_database
+from .support.receiver_process import ReceiverProcess, receiver_process, signed_headers
+from .support.sns_server import SnsKey, SnsServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
 TOKEN = "edge-alertmanager-token"

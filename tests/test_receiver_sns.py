@@ -18,12 +18,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from siaga.flows.server import free_port
 from siaga.store import engine, sns_subscriptions
 
-from .live_receiver import read
-from .receiver_process import ReceiverProcess, receiver_process
-from .sns_server import SnsKey, SnsServer
-from .test_stack import free_port
+from .support.live_receiver import read
+from .support.receiver_process import ReceiverProcess, receiver_process
+from .support.sns_server import SnsKey, SnsServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
 TOPIC = "arn:aws:sns:ap-southeast-1:123456789012:siaga-alarms"

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from siaga.alerts.replay import StoreReplayGuard
 from siaga.store import deliveries, engine
 
-from .receiver_process import receiver_process, signed_headers
+from .support.receiver_process import receiver_process, signed_headers
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 SECRET = "social-secret-for-replay-tests"

@@ -34,17 +34,18 @@ from playwright.sync_api import Page
 from siaga.approvals.records import GateRecords
 from siaga.audit import AuditTrail
 from siaga.audit.chain import AuditRecord
+from siaga.flows.server import free_port
 from siaga.store import engine
 from testkit.provider_servers import Mailbox, smtp_server
 
-from .browser import browser_fixture, page_fixture  # noqa: F401
 from .conftest import RUNBOOKS
-from .gate_driver import approving_in_background
-from .live_receiver import read
-from .payment_standins import FakeStatuspage, KillSwitch
-from .test_receiver import am_alert, webhook
-from .test_stack import clean_env, free_port, stop
-from .webhook_server import WebhookServer, webhook_server
+from .support.alert_payloads import am_alert, webhook
+from .support.browser import browser_fixture, page_fixture  # noqa: F401
+from .support.gate_driver import approving_in_background
+from .support.live_receiver import read
+from .support.payment_standins import FakeStatuspage, KillSwitch
+from .support.stack import clean_env, stop
+from .support.webhook_server import WebhookServer, webhook_server
 
 pytestmark = pytest.mark.slow
 

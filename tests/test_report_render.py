@@ -20,12 +20,9 @@ from siaga.report.gather import gather, learn_environment_secrets
 from siaga.secrets import REDACTOR
 from siaga.store import database_url, engine
 
-FIXTURE = Path(__file__).parent / "fixtures" / "report" / "incident-facts.json"
+from .support.report_facts import recorded
+
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-def recorded() -> IncidentFacts:
-    return IncidentFacts.from_json(json.loads(FIXTURE.read_text()))
 
 
 def test_facts_survive_a_round_trip_through_json() -> None:

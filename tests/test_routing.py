@@ -3,7 +3,7 @@ store keeping one open incident per key, each notification once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -17,49 +17,7 @@ from siaga.incidents.views import get_incident, list_incidents
 from siaga.runbook.models import Runbook
 from siaga.store import alerts, engine
 
-NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
-STARTED = datetime(2026, 11, 24, 2, 55, tzinfo=UTC)
-
-
-def runbook(id: str, *triggers: dict) -> Runbook:
-    return Runbook.model_validate(
-        {
-            "runbook": id,
-            "title": id,
-            "severity": "sev1",
-            "roles": {"ops": ["eko"]},
-            "inputs": {"region": {"type": "string", "default": "ap-southeast-3"}},
-            "triggers": list(triggers),
-            "steps": [{"id": "note", "action": "note", "with": {"text": "hi"}}],
-        }
-    )
-
-
-GATEWAY = runbook(
-    "gateway",
-    {
-        "source": "alertmanager",
-        "match": {"alertname": "GatewayErrors"},
-        "group_by": ["region"],
-        "inputs": {"region": "{{ alert.labels.region }}"},
-    },
-)
-STORM = runbook(
-    "storm",
-    {"source": "generic", "group_by": ["topic"], "threshold": {"count": 3, "within": "10m", "match": {"sentiment": "negative"}}},
-)
-
-
-def alert(region: str = "ap-southeast-1", *, fingerprint: str | None = None, status: str = "firing",
-          starts_at: datetime = STARTED, source: str = "alertmanager", **labels: str) -> Alert:
-    labels = {"alertname": "GatewayErrors", "region": region, **labels}
-    return Alert(
-        source=source,
-        fingerprint=fingerprint or f"fp-{region}",
-        status=AlertStatus(status),
-        labels=labels,
-        starts_at=starts_at,
-    )
+from .support.routing import CATALOG, GATEWAY, NOW, STARTED, STORM, alert, runbook
 
 
 def test_a_trigger_matches_on_source_and_every_label() -> None:
@@ -113,9 +71,6 @@ def test_a_threshold_not_reached_does_not_shadow_a_later_trigger() -> None:
 def store(store_url: str):  # type: ignore[no-untyped-def]
     """The incident store, on SQLite and on PostgreSQL."""
     return engine(store_url)
-
-
-CATALOG = {"gateway": GATEWAY, "storm": STORM}
 
 
 def test_one_open_incident_per_key_and_each_notification_recorded_once(store) -> None:  # type: ignore[no-untyped-def]

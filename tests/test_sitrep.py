@@ -30,8 +30,8 @@ from siaga.runbook import Runbook, RunbookError, parse_roster, parse_runbook
 from siaga.store import database_url, engine
 from testkit.provider_servers import Mailbox, smtp_server
 
-from .test_receiver import am_alert, webhook
-from .test_report_render import recorded
+from .support.alert_payloads import am_alert, webhook
+from .support.report_facts import recorded
 
 REGISTRY = default_registry()
 ROSTER = """

@@ -24,8 +24,8 @@ from siaga.integrations.outbox import read_outbox
 from siaga.audit.ledger import Ledger
 from siaga.store import engine
 
-from .gate_driver import with_approvals
-from .social_standins import Drop, FakeGraph, FakeWebsite, FakeX, Reply, graph_error
+from .support.gate_driver import with_approvals
+from .support.social_standins import Drop, FakeGraph, FakeWebsite, FakeX, Reply, graph_error
 
 CANARY = {
     "x-consumer-key": "canary-x-ck-3f9a1c",

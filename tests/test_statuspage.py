@@ -21,7 +21,7 @@ from siaga.integrations.statuspage import (
 
 from siaga.actions import ActionContext, ActionFailed, Mode
 
-from .payment_standins import Drop, FakeStatuspage, Reply
+from .support.payment_standins import Drop, FakeStatuspage, Reply
 
 API_KEY = "sp-key-5b1e0a"
 

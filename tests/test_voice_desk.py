@@ -30,18 +30,18 @@ from siaga.catalog import Catalog
 from siaga.cli import main
 from siaga.drills.records import DrillRecords
 from siaga.flows import compile_runbook
+from siaga.flows.server import free_port
 from siaga.integrations import default_registry
 from siaga.settings import Settings
 from siaga.store import engine, maintenance_windows
 from siaga.voices.desk import StoreDesk, drill_incident_id
 from siaga.voices.records import VoiceRecords
 
-from .gate_driver import answer, code_for, parked, vote
-from .live_receiver import API_TOKEN, read, serve, settle
-from .social_standins import Drop, FakeGraph, FakeX, Reply, Slow
-from .test_receiver import signed
-from .test_stack import free_port
-from .test_voices import environment, mention, run_starter, runbook_folder_of
+from .support.alert_payloads import signed
+from .support.gate_driver import answer, code_for, parked, vote
+from .support.live_receiver import API_TOKEN, read, serve, settle
+from .support.social_standins import Drop, FakeGraph, FakeX, Reply, Slow
+from .support.voices import environment, mention, run_starter, runbook_folder_of
 
 RUNBOOK = "desk-storm"
 SOCIAL = "social-secret-desk"

@@ -18,9 +18,10 @@ import pytest
 
 from siaga.cli import main
 from siaga.errors import BadInput
+from siaga.flows.server import free_port
 from siaga.flows.stack import ZOMBIE_AUTOMATION, ensure_zombie_automation, zombie_window
 
-from .test_stack import clean_env, create_flow_run, free_port
+from .support.stack import clean_env, create_flow_run
 
 LONG_WAIT = """\
 runbook: long-wait

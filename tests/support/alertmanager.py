@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
-from .conftest import missing
-from .test_stack import free_port
+from siaga.flows.server import free_port
+
+from ..conftest import missing
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 

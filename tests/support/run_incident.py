@@ -1,6 +1,6 @@
 """Run a runbook file once, as a flow on the Prefect server of ``$PREFECT_API_URL``, for a fixed
-incident: ``python -m tests.run_incident RUNBOOK.yaml INCIDENT_ID``. The tests that kill a run
-with -9 mid-step start it this way; it prints the final state's type when it gets that far."""
+incident: ``python -m tests.support.run_incident RUNBOOK.yaml INCIDENT_ID``. The tests that kill a
+run with -9 mid-step start it this way; it prints the final state's type when it gets that far."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import httpx
 import uvicorn
 
 API_TOKEN = "siaga-api-token-for-tests"
-"""The read API's token (``SIAGA_API_TOKEN``) every test receiver is given (`test_stack.clean_env`)."""
+"""The read API's token (``SIAGA_API_TOKEN``) every test receiver is given (`stack.clean_env`)."""
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 """The headers that read ``GET /incidents``."""
 

@@ -12,7 +12,7 @@ import pytest
 from cluster.topology import POSTGRES_BIN
 from testkit.postgres import fresh_database, postgres_server
 
-from .conftest import missing
+from ..conftest import missing
 
 __all__ = ["fresh_database", "postgres", "store_url"]
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from .test_stack import clean_env, free_port
+from siaga.flows.server import free_port
+
+from .stack import clean_env
 
 
 def signed_headers(secret: str, body: bytes, at: float | None = None) -> dict[str, str]:

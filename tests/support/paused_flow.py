@@ -1,6 +1,6 @@
 """A flow that pauses for a person's input, as an approval gate does: run by the UI tests as
-`python -m tests.paused_flow FOLDER`. It writes its flow run id to FOLDER/flow_run_id, then, once
-resumed, the input it received to FOLDER/received.json."""
+`python -m tests.support.paused_flow FOLDER`. It writes its flow run id to FOLDER/flow_run_id,
+then, once resumed, the input it received to FOLDER/received.json."""
 
 from __future__ import annotations
 
