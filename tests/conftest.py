@@ -20,7 +20,8 @@ SLOWEST_FIRST = (
 )
 """The test files that take longest, longest first (measured with ``--durations``): `pytest -n 3
 --dist loadfile` runs each file whole on one worker and hands the files out in this order, then
-the others as collected, so that no long file is left to run alone at the end."""
+the others as collected, so that no long file is left to run alone at the end. Named without their
+part's folder (tests/flows/test_stack.py is "test_stack.py"): a file's name is unique in tests/."""
 
 
 def pytest_configure(config: pytest.Config) -> None:

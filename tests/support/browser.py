@@ -2,7 +2,7 @@
 
 Playwright's own browser download is never used (`playwright install` needs the network); the
 tests drive the system's `/usr/bin/chromium` (`apt-get install -y chromium`). Import the fixtures
-into a test module with `from .browser import browser_fixture, page_fixture  # noqa: F401`.
+into a test module with `from ..support.browser import browser_fixture, page_fixture  # noqa: F401`.
 """
 
 from __future__ import annotations

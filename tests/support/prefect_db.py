@@ -2,8 +2,8 @@
 
 A first `prefect server start` on an empty home spends some 20 s of CPU migrating its database;
 a `siaga up` test whose home starts with a copy of this one starts as a restarted stack does (the
-database is there, at the schema of the Prefect installed) and skips that. `tests/test_stack.py`'s
-main stack still starts on an empty home, as a user's first `siaga up` does."""
+database is there, at the schema of the Prefect installed) and skips that. The main stack of
+`tests/flows/test_stack.py` still starts on an empty home, as a user's first `siaga up` does."""
 
 from __future__ import annotations
 

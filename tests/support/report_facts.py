@@ -1,5 +1,5 @@
-"""The recorded fact set of a whole incident (the incident of `test_report.py`, gathered from its
-store), for the tests of what the reports make of it."""
+"""The recorded fact set of a whole incident (the incident of `tests/reports/test_report.py`,
+gathered from its store), for the tests of what the reports make of it."""
 
 from __future__ import annotations
 
