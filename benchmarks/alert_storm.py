@@ -38,7 +38,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from siaga.flows.server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "storm-bench-token"
@@ -83,12 +84,6 @@ async def ceiling(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 202, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b'{"accepted": 100}'})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def batches(total: int, size: int, groups: int, run: str) -> list[dict[str, Any]]:

@@ -41,10 +41,12 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
+from siaga.flows.server import free_port
+
 HERE = Path(__file__).resolve().parent  # the repository's `cluster` package first, this script's folder last
 sys.path[:] = [str(HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != HERE), str(HERE)]
 
-from alert_to_action import RUNBOOK, RUNBOOK_YAML, TOKEN, Hits, alert, free_port, serve_hits  # noqa: E402
+from alert_to_action import RUNBOOK, RUNBOOK_YAML, TOKEN, Hits, alert, serve_hits  # noqa: E402
 
 from cluster.topology import Topology  # noqa: E402
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+
+from siaga.flows.server import free_port
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 HELD = 10
@@ -67,12 +68,6 @@ steps:
     action: outbox.send
     with: {to: probe, message: "first step {{ run.id }}"}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tree_rss_mb(root: int) -> float:

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,18 +21,14 @@ from pathlib import Path
 
 import httpx
 
+from siaga.flows.server import free_port
+
 OPEN = "import sys, time; from siaga.store import engine; t = time.perf_counter(); engine(sys.argv[1]); print(time.perf_counter() - t)"
 
 
 def open_seconds(url: str) -> float:
     out = subprocess.run([sys.executable, "-c", OPEN, url], capture_output=True, text=True, check=True)
     return float(out.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def accept_latencies(folder: Path, count: int = 300) -> list[float]:

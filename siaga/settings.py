@@ -9,8 +9,8 @@ Two families are not fields: ``SIAGA_HOOK_SECRET_<NAME>`` (a generic signed aler
 into `Settings.hook_secrets`) and ``SIAGA_SECRET_<NAME>`` (a runbook's ``secret://NAME``), which
 `siaga.secrets` reads where a step uses it, so a rotated secret is used by the next step.
 
-The README's configuration table is `reference_markdown()` (``tests/test_settings.py`` keeps them
-equal).
+The README's configuration table is `reference_markdown()` (``tests/foundation/test_settings.py``
+keeps them equal).
 """
 
 # ruff: noqa: RUF009 - `_setting` returns a `dataclasses.field` with the variable's documentation

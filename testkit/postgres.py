@@ -1,6 +1,6 @@
 """Debian's PostgreSQL on loopback: `postgres_server` starts a throwaway cluster, `fresh_database`
-makes an empty database in it. The store's tests (through `tests/postgres.py`, which skips without
-the binaries) and `benchmarks/alert_storm.py --postgresql` use it."""
+makes an empty database in it. The store's tests (through `tests/support/postgres.py`, which skips
+without the binaries) and `benchmarks/alert_storm.py --postgresql` use it."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ SLOWEST_FIRST = (
 )
 """The test files that take longest, longest first (measured with ``--durations``): `pytest -n 3
 --dist loadfile` runs each file whole on one worker and hands the files out in this order, then
-the others as collected, so that no long file is left to run alone at the end."""
+the others as collected, so that no long file is left to run alone at the end. Named without their
+part's folder (tests/flows/test_stack.py is "test_stack.py"): a file's name is unique in tests/."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,7 +71,7 @@ def prefect_api(siaga_home: Path) -> Iterator[str]:
 
 
 # The store's databases: `store_url` runs a test on SQLite and on PostgreSQL (one cluster a session).
-from .postgres import postgres, store_url  # noqa: F401
+from .support.postgres import postgres, store_url  # noqa: F401
 
 # A migrated Prefect database for the homes of the tests' own `siaga up` stacks (made once a run).
-from .prefect_db import prefect_db, start_making  # noqa: F401
+from .support.prefect_db import prefect_db, start_making  # noqa: F401
