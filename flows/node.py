@@ -54,7 +54,7 @@ from siaga.settings import Settings
 from siaga.store import as_utc, incidents
 from siaga.wiring import Wiring
 
-from .deadlines import watch_deadlines
+from .deadline_watch import watch_deadlines
 from .running import start_incident_run
 from .sitreps import watch_sitreps
 from .stack import ensure_zombie_automation, served_catalog, start_receiver

@@ -39,7 +39,7 @@ from siaga.wiring import Wiring
 from . import drilling
 from .admission import admit
 from .artifacts import Timeline, markdown_publisher, publish_run_end
-from .deadlines import open_deadlines
+from .deadline_watch import open_deadlines
 from .execution import Attempt, Execution, RunCancelled, RunInfo
 from .gates import Gatekeeper, RunWaiter, Suspend
 from .prefect_logs import attach_run_logs

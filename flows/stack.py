@@ -41,7 +41,7 @@ from siaga.settings import HEARTBEAT_SECONDS, Settings, process_settings
 from siaga.wiring import Wiring
 
 from .approving import announce_gates
-from .deadlines import watch_deadlines
+from .deadline_watch import watch_deadlines
 from .deployments import deployment
 from .faststart import FastLane
 from .running import flow_run_url, follow_run, start_incident_run, start_run

@@ -20,7 +20,7 @@ from siaga.audit.ledger import Ledger
 from siaga.runbook.models import Runbook, Step
 from siaga.store import engine
 
-from .deadlines import statement_sent
+from .deadline_watch import statement_sent
 from .execution import Attempt
 from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 

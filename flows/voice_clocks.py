@@ -1,4 +1,4 @@
-"""The clocks of voices at work: the watcher of statement deadlines (`deadlines.watch_deadlines`,
+"""The clocks of voices at work: the watcher of statement deadlines (`deadline_watch.watch_deadlines`,
 in `siaga up`) also takes new voices in and reminds and escalates on theirs, on the same rule
 (`siaga.report.deadlines.owed`) and through the same channels (`reach`).
 

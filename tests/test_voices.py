@@ -30,7 +30,7 @@ from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
 from siaga.cli import main
 from siaga.report.deadlines import Due
-from siaga.flows.deadlines import watch_deadlines
+from siaga.flows.deadline_watch import watch_deadlines
 from siaga.flows.voice_clocks import check_voice_deadlines
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
