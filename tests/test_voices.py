@@ -38,6 +38,7 @@ from siaga.settings import Settings
 from siaga.store import alerts, engine, voice_alerts, voices
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
+from siaga.wiring import Wiring
 
 from .live_receiver import API_TOKEN, read, serve, settle
 from .test_receiver import signed
@@ -145,7 +146,7 @@ def run_starter(prefect_api: str, runbook_id: str) -> Any:
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident)
+            return await start_incident_run(incident, wiring=Wiring(Settings.from_environ(os.environ)))
 
     return start_run
 
@@ -344,7 +345,8 @@ def test_a_voice_past_its_deadline_is_told_up_the_chain_of_command(desk: Desk, s
 
     def at(minutes: float) -> list[Due]:
         done = asyncio.run(check_voice_deadlines(t0 + timedelta(minutes=minutes), registry=REGISTRY,
-                                                 folder=desk.folder, store=desk.store))
+                                                 folder=desk.folder, store=desk.store,
+                                                 wiring=Wiring(Settings.from_environ(os.environ))))
         return [owed for voice_id, owed in done if voice_id == vip.id]
 
     def told(person: str) -> list[dict[str, Any]]:
@@ -389,7 +391,8 @@ def test_a_mention_after_its_incident_resolved_is_a_late_voice_the_watcher_of_si
     async def watch() -> None:
         stop = asyncio.Event()
         runbooks = Catalog.load(desk.folder, REGISTRY).runbooks
-        watcher = asyncio.create_task(watch_deadlines(stop, interval=0.1, folder=desk.folder, runbooks=runbooks))
+        watcher = asyncio.create_task(watch_deadlines(stop, interval=0.1, folder=desk.folder, runbooks=runbooks,
+                                                      wiring=Wiring(Settings.from_environ(os.environ))))
         try:
             for _ in range(100):
                 if VoiceRecords(desk.store).find(incident_id=incident["id"]):
