@@ -25,6 +25,7 @@ from siaga.approvals.runs import RunRecords
 from siaga.approvals.seal import ledger_key
 from siaga.audit import AuditTrail
 from siaga.integrations.outbox import read_outbox
+from siaga.settings import Settings
 from siaga.store import engine
 
 from .gate_driver import ROSTER, code_for
@@ -137,7 +138,7 @@ class Up:
 
     def records(self) -> GateRecords:
         """The stack's decision ledger, read with the stack's own key."""
-        return GateRecords(engine(self.store), ledger_key(self.home))
+        return GateRecords(engine(self.store), ledger_key(self.home, Settings.from_environ(os.environ)))
 
     def gate(self, run_id: str) -> Any:
         return self.records().get(gate_id(run_id, "freeze"))
@@ -310,7 +311,7 @@ def test_the_clock_wakes_a_suspended_run_to_escalate_and_to_time_out(up: Up) -> 
     run_id = up.create_run("clock", requested_by="alert")
     wait(lambda: up.state(run_id) == "COMPLETED", 120, lambda: up.state(run_id) + up.log())
     assert up.run(run_id)["state"]["name"] == "Rejected"
-    records = GateRecords(engine(up.store), ledger_key(up.home))
+    records = GateRecords(engine(up.store), ledger_key(up.home, Settings.from_environ(os.environ)))
     events = [e["kind"] for e in records.events(gate_id(run_id, "freeze"))]
     assert "escalated" in events and events[-2:] == ["timed out", "decided"], events
     asked = {e["actor"] for e in records.events(gate_id(run_id, "freeze")) if e["kind"] == "code sent"}
