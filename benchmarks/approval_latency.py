@@ -58,9 +58,11 @@ def ran(home: Path, n: int) -> float | None:
 def drive(home: Path, run_id: str, store: str, ready: object) -> list[float]:
     """Approve the run's gates one after the other; the latency of each."""
     from siaga.approvals.records import GateRecords
+    from siaga.approvals.seal import ledger_key
+    from siaga.settings import Settings
     from siaga.store import engine
 
-    records = GateRecords(engine(store))
+    records = GateRecords(engine(store), ledger_key(home, Settings.from_environ(os.environ)))
     latencies = []
     for n in range(GATES):
         while (found := code(home, run_id, n)) is None or not ready():  # type: ignore[operator]

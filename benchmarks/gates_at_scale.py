@@ -111,7 +111,9 @@ def main() -> None:
     os.environ["SIAGA_HOME"] = str(home)
     from siaga.approvals.records import GateRecords
     from siaga.approvals.runs import RunRecords
+    from siaga.approvals.seal import ledger_key
     from siaga.integrations.outbox import read_outbox
+    from siaga.settings import Settings
     from siaga.store import engine
 
     try:
@@ -146,7 +148,7 @@ def main() -> None:
         waiting_rss = tree_rss_mb(up.pid)
         loaded = [probe() for _ in range(3)]
 
-        records = GateRecords(engine(f"sqlite:///{home / 'siaga.db'}"))
+        records = GateRecords(engine(f"sqlite:///{home / 'siaga.db'}"), ledger_key(home, Settings.from_environ(os.environ)))
         codes = approve_codes(home)
         submitted = time.time()
         for run_id in runs:

@@ -6,14 +6,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from siaga.home import prepare_prefect_environment
+from siaga.settings import Settings
 
-prepare_prefect_environment()  # Prefect's data under the Siaga home, before Prefect is imported
+prepare_prefect_environment(Settings.from_environ(os.environ).home)  # Prefect's data under the Siaga home, before Prefect is imported
 
 import httpx
 from prefect import flow, task

@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import StateType
 
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecords
-from siaga.audit import arecord
+from siaga.audit import AuditTrail
 from siaga.canonical import digest
 
 from .gate_form import OUTSIDE_RESUME, take_answer
@@ -46,10 +46,12 @@ class Admission:
 
 async def admit(
     run_id: str, runbook_id: str, parameters: Mapping[str, Any], *, mode: str, requester: str | None,
-    incident_id: str | None, gated: bool, runs: RunRecords, records: GateRecords, revision: str | None = None,
+    incident_id: str | None, gated: bool, runs: RunRecords, records: GateRecords, audit: AuditTrail,
+    revision: str | None = None,
 ) -> Admission:
     """Admit this start of run `run_id` (with all its flow parameters; `gated` if its steps have
-    approval gates; executing runbook `revision`, pinned at its first start), or say why not."""
+    approval gates; executing runbook `revision`, pinned at its first start), or say why not; a
+    refusal or resume is recorded in `audit`."""
     trail = {"incident_id": incident_id, "run_id": run_id, "runbook": runbook_id}
     if mode == "live" and gated and not requester:
         reason = ("a live run with approval gates must say who asked for it (the parameter requested_by): the person who asks "
@@ -57,7 +59,7 @@ async def admit(
         runs.pin(run_id=run_id, runbook_id=runbook_id, incident_id=incident_id, mode=mode, requester=None,
                  params_hash=digest(dict(parameters)), revision=revision)
         runs.end(run_id, "refused", reason)
-        await arecord("run.refused", **trail, reason=reason)
+        await audit.arecord("run.refused", **trail, reason=reason)
         return Admission("refused", reason)
     record, first = runs.pin(run_id=run_id, runbook_id=runbook_id, incident_id=incident_id, mode=mode,
                              requester=requester, params_hash=digest(dict(parameters)), revision=revision)
@@ -66,14 +68,14 @@ async def admit(
     if record.state in ("cancelled", "refused", "ended"):
         reason = f"this run {record.state if record.state != 'ended' else 'has ended'}" + (
             f" ({record.note})" if record.note else "") + ": Siaga does not run it again; start a new run"
-        await arecord("run.refused", **trail, reason=reason, channel="prefect-api")
+        await audit.arecord("run.refused", **trail, reason=reason, channel="prefect-api")
         return Admission("ended" if record.state == "ended" else record.state, reason)  # type: ignore[arg-type]
     cancelled = await _cancelled_in_prefect(run_id)
     if cancelled:
         reason = f"the run was cancelled ({cancelled}); Siaga does not start it again"
         runs.end(run_id, "cancelled", reason)
         records.close_for_run(run_id, "cancelled", reason)
-        await arecord("run.refused", **trail, reason=reason)
+        await audit.arecord("run.refused", **trail, reason=reason)
         return Admission("cancelled", reason)
     if record.params_hash != digest(dict(parameters)):
         was = f" (mode {record.mode} -> {mode})" if record.mode != mode else ""
@@ -81,7 +83,7 @@ async def admit(
                   "votes cast for it no longer count; start a new run")
         runs.end(run_id, "refused", reason)
         records.close_for_run(run_id, "voided", reason)
-        await arecord("run.refused", **trail, reason=reason, channel="prefect-api")
+        await audit.arecord("run.refused", **trail, reason=reason, channel="prefect-api")
         return Admission("refused", reason)
     if record.wake_requested_at is not None:
         how, channel = "woken by Siaga", "system"
@@ -90,7 +92,7 @@ async def admit(
     else:
         how, channel = OUTSIDE_RESUME, "prefect-api"
     runs.update(run_id, state="running", wake_requested_at=None, waiting_on=None)
-    await arecord("run.resumed", **trail, how=how, channel=channel)
+    await audit.arecord("run.resumed", **trail, how=how, channel=channel)
     return Admission("resume", how)
 
 

@@ -12,8 +12,6 @@ from uuid import UUID
 from siaga.approvals.evidence import GateView, gate_section
 from siaga.approvals.records import Gate, GateRecords, Submission
 from siaga.errors import BadInput
-from siaga.home import siaga_home
-from siaga.store import engine
 
 
 def open_gates(records: GateRecords) -> list[dict[str, Any]]:
@@ -80,12 +78,10 @@ def answer_gate(
 
 
 async def announce_gates(
-    run_id: UUID | str, echo: Any, every: float = 1.0, *, records: GateRecords | None = None, home: Path | None = None,
+    run_id: UUID | str, echo: Any, every: float = 1.0, *, records: GateRecords, home: Path,
 ) -> None:
     """Tell the person following a run what each of its gates is waiting for (until cancelled), from
-    `records` (default: this process's store), codes sent to the outbox in `home`."""
-    records = records or GateRecords(engine())
-    home = home or siaga_home()
+    `records`, codes sent to the outbox in the data folder `home`."""
     told: set[int] = set()
     while True:
         for gate in await asyncio.to_thread(records.find, run_id=str(run_id)):

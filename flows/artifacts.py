@@ -13,14 +13,14 @@ from typing import Any
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from siaga.actions import ActionRegistry, Mode
-from siaga.audit import chain_of, decision_rows, timeline_markdown, trail
+from siaga.audit import AuditTrail, chain_of, decision_rows, timeline_markdown
 from siaga.report.deadlines import DeadlineRecords, deadlines_markdown
 from siaga.logs import get_logger
 from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.models import Runbook
 from siaga.secrets import REDACTOR
-from siaga.store import engine
 from siaga.report.summary import RunSummary
+from siaga.wiring import Wiring
 
 from .execution import RunInfo
 
@@ -40,8 +40,8 @@ class Timeline:
 
     EVERY = 2.0
 
-    def __init__(self, runbook_id: str, incident_id: str | None, run_id: str) -> None:
-        self.runbook_id, self.run_id = runbook_id, run_id
+    def __init__(self, runbook_id: str, incident_id: str | None, run_id: str, audit: AuditTrail) -> None:
+        self.runbook_id, self.run_id, self.audit = runbook_id, run_id, audit
         self.chain = chain_of(incident_id, run_id)
         self.published = float("-inf")
 
@@ -50,7 +50,7 @@ class Timeline:
         if not final and time.monotonic() - self.published < self.EVERY:
             return []
         self.published = time.monotonic()
-        records = await asyncio.to_thread(trail().records, self.chain, self.run_id)
+        records = await asyncio.to_thread(self.audit.records, self.chain, self.run_id)
         await acreate_markdown_artifact(
             key=artifact_key(f"{self.runbook_id}-timeline"),
             markdown=REDACTOR.text(timeline_markdown(records, f"Timeline of run {self.run_id}")),
@@ -68,18 +68,19 @@ def markdown_publisher(runbook_id: str) -> Any:
 
 
 async def publish_run_end(runbook: Runbook, registry: ActionRegistry, run: RunInfo, summary: RunSummary,
-                          timeline: Timeline, *, responding: bool) -> None:
+                          timeline: Timeline, wiring: Wiring, *, responding: bool) -> None:
     """Everything a finished run publishes: statement deadlines (of a response), the final timeline,
-    the decisions, the post-incident report, the summary and the table of steps."""
+    the decisions, the post-incident report, the summary and the table of steps; read from the
+    run's store and runbook library (`wiring`)."""
     if responding:
-        await _publish_deadlines(runbook, run)
+        await _publish_deadlines(runbook, run, DeadlineRecords(wiring.engine))
     records_shown = await timeline.publish(final=True)
     decisions = decision_rows(records_shown)
     if decisions:
         await acreate_table_artifact(
             key=artifact_key(f"{runbook.id}-decisions"), table=decisions, description="Approval gate decisions"
         )
-    await _publish_report(runbook, registry, timeline.chain)
+    await _publish_report(runbook, registry, timeline.chain, wiring)
     await acreate_markdown_artifact(
         key=artifact_key(f"{runbook.id}-summary"),
         markdown=summary.to_markdown(),
@@ -92,12 +93,11 @@ async def publish_run_end(runbook: Runbook, registry: ActionRegistry, run: RunIn
     )
 
 
-async def _publish_deadlines(runbook: Runbook, run: RunInfo) -> None:
+async def _publish_deadlines(runbook: Runbook, run: RunInfo, records: DeadlineRecords) -> None:
     """The statement deadlines of this incident (or run) as they stand when the run ends; a drill
     that is over records those it did not meet as missed."""
     if not statement_deadlines(runbook):
         return
-    records = DeadlineRecords(engine())
     if run.mode is Mode.DRILL:
         records.close_drill(run.run_id, datetime.now(UTC))
     incident_id = (run.incident or {}).get("id")
@@ -109,7 +109,7 @@ async def _publish_deadlines(runbook: Runbook, run: RunInfo) -> None:
     )
 
 
-async def _publish_report(runbook: Runbook, registry: ActionRegistry, chain: str) -> None:
+async def _publish_report(runbook: Runbook, registry: ActionRegistry, chain: str, wiring: Wiring) -> None:
     """The post-incident report of the incident (or run) as it stands when this run ends, as the
     Markdown artifact `<runbook>-report` (without its picture: `siaga report --format html` has it).
     A report that cannot be built is logged, never a reason to fail the run."""
@@ -117,7 +117,8 @@ async def _publish_report(runbook: Runbook, registry: ActionRegistry, chain: str
     from siaga.report.gather import gather
 
     try:
-        facts = await asyncio.to_thread(gather, engine(), chain, registry=registry, runbook=runbook)
+        facts = await asyncio.to_thread(gather, wiring.engine, chain, registry=registry, runbook=runbook,
+                                        folder=wiring.folder(), settings=wiring.settings)
         markdown = REDACTOR.text(report_markdown(tell(facts)))
     except Exception as exc:  # noqa: BLE001 - the run's outcome stands; the report can be built later
         log.error("post-incident report not published", chain=chain, error=REDACTOR.text(f"{type(exc).__name__}: {exc}"))

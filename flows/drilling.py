@@ -17,6 +17,7 @@ from typing import Any
 
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.states import Completed, State
+from sqlalchemy import Engine
 
 from siaga.approvals.records import GateRecords
 from siaga.canonical import as_utc
@@ -36,7 +37,6 @@ from siaga.incidents.maintenance import open_window
 from siaga.logs import get_logger
 from siaga.runbook.comms import PUBLIC
 from siaga.runbook.models import Runbook
-from siaga.store import engine
 from siaga.report.summary import RunSummary
 from siaga.voices.desk import close_drill, drill_incident_id
 from siaga.voices.records import VoiceRecords
@@ -44,10 +44,10 @@ from siaga.voices.records import VoiceRecords
 log = get_logger("siaga.drills")
 
 
-async def stand_down(runbook: Runbook, run_id: str) -> State[Any] | None:
-    """The ``Skipped`` state a drill ends in while a live incident of its runbook is open, with
-    the reason recorded; None when the drill may go ahead."""
-    incident = live_incident(engine(), runbook.id)
+async def stand_down(runbook: Runbook, run_id: str, store: Engine) -> State[Any] | None:
+    """The ``Skipped`` state a drill ends in while a live incident of its runbook is open (in
+    `store`), with the reason recorded; None when the drill may go ahead."""
+    incident = live_incident(store, runbook.id)
     if incident is None:
         return None
     opened = incident["opened_at"]
@@ -56,7 +56,7 @@ async def stand_down(runbook: Runbook, run_id: str) -> State[Any] | None:
         f"{opened:%Y-%m-%d %H:%M} UTC); drills of this runbook wait until it is resolved"
     )
     now = datetime.now(UTC)
-    DrillRecords(engine()).skipped(run_id, runbook.id, now, reason)
+    DrillRecords(store).skipped(run_id, runbook.id, now, reason)
     log.info("drill skipped", runbook=runbook.id, run_id=run_id, incident=incident["id"])
     await acreate_markdown_artifact(
         key=f"{runbook.id}-drill-score", markdown=f"# Drill of {runbook.id} skipped\n\n{reason}.\n", description=reason
@@ -68,7 +68,7 @@ async def stand_down(runbook: Runbook, run_id: str) -> State[Any] | None:
     )
 
 
-def open_drill_window(runbook: Runbook, run_id: str) -> dict[str, Any] | None:
+def open_drill_window(runbook: Runbook, run_id: str, store: Engine) -> dict[str, Any] | None:
     """The maintenance window the drill opens as it starts (`drill.maintenance`), so the alerts it
     sets off page nobody: this runbook, alerts with its `match` labels, for its `for` from now.
     One per drill run (a resumed drill finds its own); None if the runbook asks for none."""
@@ -77,7 +77,7 @@ def open_drill_window(runbook: Runbook, run_id: str) -> dict[str, Any] | None:
         return None
     now = datetime.now(UTC)
     window = open_window(
-        engine(), runbooks=[runbook.id], match=declared.match, starts_at=now, ends_at=now + declared.for_,
+        store, runbooks=[runbook.id], match=declared.match, starts_at=now, ends_at=now + declared.for_,
         reason=f"drill {run_id} of {runbook.id}", by=f"drill {run_id}", origin="drill", drill=True,
         window_id=f"drill-{run_id}", now=now,
     )
@@ -85,9 +85,11 @@ def open_drill_window(runbook: Runbook, run_id: str) -> dict[str, Any] | None:
     return window
 
 
-def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, ended_at: datetime) -> DrillFacts:
-    """The facts of a finished drill: its steps from `summary`, its gates from the store."""
-    records = GateRecords(engine())
+def drill_facts(
+    runbook: Runbook, summary: RunSummary, started_at: datetime, ended_at: datetime, store: Engine
+) -> DrillFacts:
+    """The facts of a finished drill: its steps from `summary`, its gates from the `store`."""
+    records = GateRecords(store)
     gates = []
     for gate in records.find(run_id=summary.run_id):
         kinds = [event["kind"] for event in records.events(gate.id)]
@@ -106,13 +108,13 @@ def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, end
     # from the steps and `impact.public_statement_within`, as for a runbook without comms
     deadlines = [
         Deadline(d.name, d.period, (as_utc(d.met_at) - started_at) if d.met_at else None)
-        for d in DeadlineRecords(engine()).find(run_id=summary.run_id)
+        for d in DeadlineRecords(store).find(run_id=summary.run_id)
         if d.name != PUBLIC
     ]
     # the voices it answered: the mentions its window held, taken in as its own (`siaga.voices.desk`)
     voices = [
         VoiceFacts(v.id, v.due_at, v.answered_at, v.state)
-        for v in VoiceRecords(engine()).find(incident_id=drill_incident_id(summary.run_id)) if v.due_at is not None
+        for v in VoiceRecords(store).find(incident_id=drill_incident_id(summary.run_id)) if v.due_at is not None
     ]
     return DrillFacts(
         runbook.id, summary.run_id, started_at, ended_at, steps, gates, runbook.impact.public_statement_within,
@@ -120,13 +122,13 @@ def drill_facts(runbook: Runbook, summary: RunSummary, started_at: datetime, end
     )
 
 
-async def score(runbook: Runbook, summary: RunSummary, started_at: datetime) -> DrillScore:
-    """Score the drill that just ended, keep it in the store, and publish its report."""
-    facts = drill_facts(runbook, summary, started_at, datetime.now(UTC))
+async def score(runbook: Runbook, summary: RunSummary, started_at: datetime, store: Engine) -> DrillScore:
+    """Score the drill that just ended, keep it in the `store`, and publish its report."""
+    facts = drill_facts(runbook, summary, started_at, datetime.now(UTC), store)
     result = score_drill(facts)
-    close_drill(engine(), summary.run_id)  # counted above: nobody is reminded of a drill that is over
+    close_drill(store, summary.run_id)  # counted above: nobody is reminded of a drill that is over
     figures = result.figures | {"deductions": [{"points": d.points, "reason": d.reason} for d in result.deductions]}
-    DrillRecords(engine()).scored(summary.run_id, runbook.id, facts.started_at, facts.ended_at, result.score, figures)
+    DrillRecords(store).scored(summary.run_id, runbook.id, facts.started_at, facts.ended_at, result.score, figures)
     log.info("drill scored", runbook=runbook.id, run_id=summary.run_id, score=result.score)
     await acreate_markdown_artifact(
         key=f"{runbook.id}-drill-score", markdown=report_markdown(facts, result),

@@ -26,7 +26,7 @@ from siaga.actions import (
     VoiceDesk,
 )
 from siaga.approvals.policy import Verdict
-from siaga.audit import arecord
+from siaga.audit import AuditTrail
 from siaga.runbook.models import Step
 from siaga.runbook.plan import Plan
 from siaga.report.summary import Outcome, RunSummary, StepRecord, UndoRecord
@@ -92,6 +92,8 @@ class RunInfo:
     mode: Mode
     home: Path
     inputs: Mapping[str, Any]
+    audit: AuditTrail
+    """The run's audit trail (its undos are recorded there)."""
     alert: Mapping[str, Any] | None = None
     incident: Mapping[str, Any] | None = None
     publish: Callable[[str, str], Awaitable[None]] | None = None
@@ -297,7 +299,7 @@ class Execution:
                 record.undo = UndoRecord(step.undo.action, Outcome.FAILED, _describe(attempt.error))
             else:
                 record.undo = UndoRecord(step.undo.action, _OUTCOMES[attempt.result.status])
-            await arecord(
+            await self.run.audit.arecord(
                 "step.undone" if attempt.result is not None else "step.undo_failed",
                 incident_id=action_context.incident_id, run_id=self.run.run_id, runbook=self.plan.runbook.id,
                 step=step_id, action=step.undo.action, mode=str(self.run.mode), outcome=str(record.undo.outcome),

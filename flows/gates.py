@@ -41,7 +41,7 @@ from siaga.approvals.codes import Binding
 from siaga.approvals.policy import MAX_WRONG_CODES, GatePolicy, Verdict, gate_policy
 from siaga.approvals.records import Gate, GateRecords, gate_id
 from siaga.approvals.runs import RunRecords
-from siaga.audit import arecord
+from siaga.audit import AuditTrail
 from siaga.canonical import digest
 from siaga.logs import get_logger
 from siaga.runbook import Roster, Runbook, Step, role_members
@@ -77,9 +77,9 @@ class RunWaiter:
 
     def __init__(
         self, run_id: str, records: GateRecords, runs: RunRecords, *, runbook: Runbook, roster: Roster | None,
-        can_suspend: bool, clock: Clock, poll_seconds: float = 0.5, park_after: float = 1.0,
+        can_suspend: bool, clock: Clock, audit: AuditTrail, poll_seconds: float = 0.5, park_after: float = 1.0,
     ) -> None:
-        self.run_id, self.records, self.runs = run_id, records, runs
+        self.run_id, self.records, self.runs, self.audit = run_id, records, runs, audit
         self.poll_seconds, self.park_after = poll_seconds, park_after
         self.runbook, self.roster, self.can_suspend, self.clock = runbook, roster, can_suspend, clock
         self.active = 0
@@ -169,8 +169,8 @@ class RunWaiter:
             key, self.parked = self.parked.key, None
             if await take_answer(self.run_id, key, self.records, self.runs) is None:
                 record = self.runs.get(self.run_id)
-                await arecord("run.resumed", incident_id=record.incident_id if record else None, run_id=self.run_id,
-                              how=OUTSIDE_RESUME, channel="prefect-api")
+                await self.audit.arecord("run.resumed", incident_id=record.incident_id if record else None,
+                                         run_id=self.run_id, how=OUTSIDE_RESUME, channel="prefect-api")
             return
         decided = any(g is None or not g.is_open for g in (self.records.get(i) for i in self.waiting))
         due = any(_wake_at(g.rules, self.clock()) <= self.clock() for g in self.waiting.values() if g.policy)

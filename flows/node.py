@@ -54,10 +54,10 @@ from siaga.settings import Settings
 from siaga.store import as_utc, incidents
 from siaga.wiring import Wiring
 
-from .deadlines import watch_deadlines
+from .deadline_watch import watch_deadlines
 from .running import start_incident_run
 from .sitreps import watch_sitreps
-from .stack import ensure_zombie_automation, served_catalog, start_receiver
+from .stack import ensure_zombie_automation, served_catalog, start_receiver, zombie_window
 from .wakeups import watch_runs
 
 log = get_logger("siaga.node")
@@ -123,7 +123,8 @@ async def _serve(catalog: Catalog, options: NodeOptions, wiring: Wiring, echo: E
         loop.add_signal_handler(signum, stop.set)
     receiver, receiver_task = await start_receiver(
         catalog, wiring, options.host, options.port, echo, start_concurrency=START_CONCURRENCY,
-        start_run=claimed_start(store, functools.partial(start_incident_run, runbooks=catalog.runbooks)),
+        start_run=claimed_start(store, functools.partial(start_incident_run, runbooks=catalog.runbooks, wiring=wiring,
+                                                         folder=catalog.folder)),
     )
     name = options.name or f"{os.uname().nodename}:{options.port}"
     echo(f"Siaga node {name} is up: {len(catalog.runbooks)} runbooks; runs go to the work pool for Prefect workers")
@@ -209,17 +210,17 @@ def _singleton_tasks(
     tenure: asyncio.Event, catalog: Catalog, options: NodeOptions, wiring: Wiring, worker: Worker
 ) -> list[asyncio.Task[None]]:
     return [
-        asyncio.create_task(_zombie_automation(list(catalog.runbooks))),
-        asyncio.create_task(watch_runs(tenure)),
+        asyncio.create_task(_zombie_automation(list(catalog.runbooks), zombie_window(wiring.settings))),
+        asyncio.create_task(watch_runs(tenure, wiring)),
         asyncio.create_task(watch_deadlines(tenure, folder=catalog.folder, wiring=wiring)),
         asyncio.create_task(watch_sitreps(tenure, catalog.runbooks, folder=catalog.folder, wiring=wiring)),
         asyncio.create_task(sweep_inbox(tenure, wiring.engine, worker, options.inbox_stale)),
     ]
 
 
-async def _zombie_automation(flow_names: list[str]) -> None:
+async def _zombie_automation(flow_names: list[str], window: timedelta) -> None:
     try:
-        await ensure_zombie_automation(flow_names)
+        await ensure_zombie_automation(flow_names, window)
     except Exception as exc:  # noqa: BLE001 - the next holder installs it
         log.error("the zombie-run automation could not be installed", error=str(exc))
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prefect.context import FlowRunContext
-from sqlalchemy import Engine
 
 from siaga.approvals.revisions import Revisions
 from siaga.approvals.runs import RunRecords
-from siaga.home import runbook_folder
 from siaga.runbook import RunbookError, parse_runbook
 from siaga.runbook.revision import SHORT, revision_of
-from siaga.team import find_roster
+from siaga.wiring import Wiring
 
 if TYPE_CHECKING:
     from .run_body import RunBody
@@ -29,9 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["choose_revision"]
 
 
-def choose_revision(body: RunBody, run_id: str, store: Engine) -> RunBody | str:
+def choose_revision(body: RunBody, run_id: str, wiring: Wiring) -> RunBody | str:
     """The body of the revision run `run_id` was started with (`body` itself when that is the one
-    its process loaded), or why the run must not run (a message for people)."""
+    its process loaded), or why the run must not run (a message for people). The revisions are in
+    the run's store, the roster a kept revision is checked against in its library (`wiring`)."""
+    store = wiring.engine
     revisions, mine = Revisions(store), revision_of(body.runbook)
     pinned = RunRecords(store).get(run_id)
     if pinned is not None:  # a resume: the revision it first started with (none noted: pinned before revisions)
@@ -55,7 +55,7 @@ def choose_revision(body: RunBody, run_id: str, store: Engine) -> RunBody | str:
     if kept is None:
         return _refusal(body, wanted, "Siaga's store does not keep its text")
     try:
-        roster = find_roster(runbook_folder())
+        roster = wiring.roster()
         runbook = parse_runbook(kept.text, body.registry, file=f"{body.runbook.id}@{wanted[:SHORT]}",
                                 roster=roster, templates=kept.templates)
     except RunbookError as exc:

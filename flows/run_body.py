@@ -25,8 +25,9 @@ from siaga.actions import ActionContext, ActionRegistry, Mode
 from siaga.approvals.policy import Verdict
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecords
-from siaga.audit import AuditTrail, arecord, chain_of
+from siaga.audit import AuditTrail, chain_of
 from siaga.canonical import as_utc
+from siaga.report.deadlines import DeadlineRecords
 from siaga.report.summary import RunSummary
 from siaga.runbook.models import RESOLVE, RESPOND, Input, Phase, Runbook, Step
 from siaga.runbook.plan import Plan, plan_runbook
@@ -39,7 +40,7 @@ from siaga.wiring import Wiring
 from . import drilling
 from .admission import admit
 from .artifacts import Timeline, markdown_publisher, publish_run_end
-from .deadlines import open_deadlines
+from .deadline_watch import open_deadlines
 from .execution import Attempt, Execution, RunCancelled, RunInfo
 from .gates import Gatekeeper, RunWaiter, Suspend
 from .prefect_logs import attach_run_logs
@@ -73,18 +74,23 @@ class RunBody:
     """Other revisions of the runbook that runs here were started with, built once, by digest."""
     settings: Settings | None = None
     """The settings of every run (tests); None: each run reads its own from its environment."""
+    services: dict[str, Wiring] = field(default_factory=dict)
+    """run id -> the run's services (its `Wiring`: store, audit trail, ledger), while it runs in this
+    process: the steps' and undos' tasks, built once for every run, take theirs from here."""
 
     @classmethod
     def build(cls, runbook: Runbook, registry: ActionRegistry, settings: Settings | None = None) -> RunBody:
         """The body of `runbook`: its plans and its steps' and undos' tasks."""
         every_step = [*runbook.steps, *runbook.on_resolve]
+        services: dict[str, Wiring] = {}
         return cls(
             runbook,
             registry,
             plans={phase: plan_runbook(runbook, phase) for phase in (RESPOND, RESOLVE)},
-            step_tasks={step.id: step_task(runbook, step, registry) for step in every_step},
-            undo_tasks={step.id: undo_task(runbook, step, registry) for step in every_step if step.undo},
+            step_tasks={step.id: step_task(runbook, step, registry, services) for step in every_step},
+            undo_tasks={step.id: undo_task(runbook, step, registry, services) for step in every_step if step.undo},
             settings=settings,
+            services=services,
         )
 
     @property
@@ -110,18 +116,26 @@ class RunBody:
         wiring = Wiring(self.settings or Settings.from_environ(os.environ))  # the run's composition root
         attach_run_logs(wiring.home)
         run_id = str(flow_run.get_id() or "local")
-        store = wiring.engine
-        chosen = choose_revision(self, run_id, store)
+        chosen = choose_revision(self, run_id, wiring)
         if isinstance(chosen, str):
             incident = parameters.get("incident")
             incident_id = str(incident["id"]) if isinstance(incident, Mapping) and incident.get("id") else None
-            RunRecords(store).end(run_id, "refused", chosen)
-            await arecord("run.refused", incident_id=incident_id, run_id=run_id, runbook=self.runbook.id, reason=chosen)
+            RunRecords(wiring.engine).end(run_id, "refused", chosen)
+            await wiring.audit.arecord("run.refused", incident_id=incident_id, run_id=run_id, runbook=self.runbook.id,
+                                       reason=chosen)
             return Failed(name="Refused", message=chosen)
         return await chosen.execute(parameters, run_id, wiring)
 
     async def execute(self, parameters: dict[str, Any], run_id: str, wiring: Wiring) -> Any:
-        """Run this revision of the runbook as run `run_id`, its services from the run's `wiring`."""
+        """Run this revision of the runbook as run `run_id`, its services from the run's `wiring`
+        (kept in `services` meanwhile, for its steps' tasks)."""
+        self.services[run_id] = wiring
+        try:
+            return await self._execute(parameters, run_id, wiring)
+        finally:
+            self.services.pop(run_id, None)
+
+    async def _execute(self, parameters: dict[str, Any], run_id: str, wiring: Wiring) -> Any:
         runbook, registry = self.runbook, self.registry
         store = wiring.engine
         revision = revision_of(runbook)
@@ -132,39 +146,40 @@ class RunBody:
         runs, records = RunRecords(store), GateRecords(store, wiring.seal_key)
         admission = await admit(run_id, runbook.id, given, mode=str(mode), requester=requested_by,
                                 incident_id=incident_id, gated=self.gated[phase], runs=runs, records=records,
-                                revision=revision.digest)
+                                audit=wiring.audit, revision=revision.digest)
         if not admission.runs:
             if admission.verdict == "cancelled":
                 return Cancelled(message=admission.reason)  # type: ignore[return-value]
             return Failed(name="Refused", message=admission.reason)  # type: ignore[return-value]
         if admission.verdict == "start" and mode is Mode.DRILL and (
-            skipped := await drilling.stand_down(runbook, run_id)
+            skipped := await drilling.stand_down(runbook, run_id, store)
         ) is not None:
             runs.end(run_id, "ended", "stood down")
             return skipped  # type: ignore[return-value]  # never beside a live incident
         if admission.verdict == "start" and mode is Mode.DRILL:
-            drilling.open_drill_window(runbook, run_id)  # its alerts page nobody
+            drilling.open_drill_window(runbook, run_id, store)  # its alerts page nobody
         first_start = _first_start(runs, run_id)  # a resumed run keeps its start
         roster = wiring.roster()
         run = self._run_info(request, run_id, first_start, wiring, roster)
-        timeline = self.timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id)
+        timeline = self.timelines[run.run_id] = Timeline(runbook.id, incident_id, run.run_id, wiring.audit)
         context = FlowRunContext.get()
         waiter = RunWaiter(
             run_id, records, runs, runbook=runbook, roster=roster, clock=lambda: datetime.now(UTC),
             can_suspend=bool(context and context.flow_run and context.flow_run.deployment_id),
-            poll_seconds=wiring.settings.gate_poll_seconds, park_after=wiring.settings.gate_park_after,
+            audit=wiring.audit, poll_seconds=wiring.settings.gate_poll_seconds,
+            park_after=wiring.settings.gate_park_after,
         )
         gatekeeper = Gatekeeper(runbook, registry, roster, records, waiter, requester=requested_by,
                                 incident_opened_at=_opened_at(incident))
         if admission.verdict == "start":
-            await arecord(
+            await wiring.audit.arecord(
                 "run.started", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
                 run_name=run.run_name, mode=str(mode), inputs=inputs, requested_by=requested_by, phase=phase,
                 revision=revision.digest,
             )
             if phase == RESPOND:
                 open_deadlines(runbook, roster, run_id=run.run_id, mode=str(mode), incident=incident,
-                               started_at=datetime.now(UTC))
+                               started_at=datetime.now(UTC), store=DeadlineRecords(store))
         # a drill of the response rehearses the resolve steps after it, as the incident would
         phases = [RESPOND, RESOLVE] if phase == RESPOND and mode is Mode.DRILL and runbook.on_resolve else [phase]
         try:
@@ -173,20 +188,20 @@ class RunBody:
                 for p in phases
             ]
         except Suspend as suspended:
-            await arecord("run.suspended", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
-                          waiting_on=sorted(g.step_id for g in waiter.waiting.values()))
+            await wiring.audit.arecord("run.suspended", incident_id=incident_id, run_id=run.run_id,
+                                       runbook=runbook.id, waiting_on=sorted(g.step_id for g in waiter.waiting.values()))
             raise Pause(state=suspended.state) from None
         except RunCancelled as cancelled:
             runs.end(run_id, "cancelled", str(cancelled))
-            await arecord("run.cancelled", incident_id=incident_id, run_id=run.run_id, runbook=runbook.id,
-                          reason=str(cancelled))
+            await wiring.audit.arecord("run.cancelled", incident_id=incident_id, run_id=run.run_id,
+                                       runbook=runbook.id, reason=str(cancelled))
             return Cancelled(message=str(cancelled))  # type: ignore[return-value]
         finally:
             self.timelines.pop(run.run_id, None)
         runs.end(run_id, "ended")
         summary = summaries[0]
         summary.steps = [record for each in summaries for record in each.steps]
-        return await self._finish(request, run, summary, timeline, first_start)
+        return await self._finish(request, run, summary, timeline, first_start, wiring)
 
     def _run_info(self, request: _Request, run_id: str, first_start: datetime, wiring: Wiring, roster: Roster) -> RunInfo:
         """What every step of the run is given: who and what it runs for, where it publishes, its
@@ -198,6 +213,7 @@ class RunBody:
             mode=request.mode,
             home=wiring.home,
             inputs=request.inputs,
+            audit=wiring.audit,
             alert=request.alert,
             incident=request.incident,
             publish=markdown_publisher(runbook.id),
@@ -211,18 +227,18 @@ class RunBody:
         )
 
     async def _finish(self, request: _Request, run: RunInfo, summary: RunSummary, timeline: Timeline,
-                      first_start: datetime) -> Any:
+                      first_start: datetime, wiring: Wiring) -> Any:
         """Record how the run ended, score a drill, publish the run's report, and end in the state
         that says it: Completed, Rejected (people said no to part of it), or failed."""
         runbook = self.runbook
         outcome = "failed" if not summary.ok else "rejected" if summary.rejected else "ok"
-        await arecord(
+        await wiring.audit.arecord(
             "run.finished", incident_id=request.incident_id, run_id=run.run_id, runbook=runbook.id,
             mode=str(request.mode), outcome=outcome, note=summary.headline(),
         )
         if request.mode is Mode.DRILL:
-            await drilling.score(runbook, summary, first_start)
-        await publish_run_end(runbook, self.registry, run, summary, timeline, responding=request.phase == RESPOND)
+            await drilling.score(runbook, summary, first_start, wiring.engine)
+        await publish_run_end(runbook, self.registry, run, summary, timeline, wiring, responding=request.phase == RESPOND)
         if not summary.ok:
             raise RunbookFailed(summary.to_text(), summary.as_dict())
         if summary.rejected:  # people said no to part of it: the rest ran; say what was not done

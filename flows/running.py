@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -30,16 +31,17 @@ from prefect.events.worker import EventsWorker
 from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy import Engine
 
 from siaga.actions import ActionRegistry
+from siaga.approvals.records import GateRecords
 from siaga.approvals.revisions import Revisions
 from siaga.catalog import find_runbook
 from siaga.errors import StackUnavailable, Terminated
-from siaga.home import ensure_home, runbook_folder
 from siaga.incidents.runs import run_key
 from siaga.runbook import Runbook
 from siaga.runbook.revision import revision_of, revision_tag
-from siaga.store import engine
+from siaga.wiring import Wiring
 
 from .artifacts import artifact_key
 from .compiler import RunbookFailed, compile_runbook
@@ -54,12 +56,14 @@ Echo = Callable[[str], None] | None
 
 
 def run_local(
-    runbook: Runbook, registry: ActionRegistry, inputs: Mapping[str, Any], mode: str, echo: Echo = None
+    runbook: Runbook, registry: ActionRegistry, inputs: Mapping[str, Any], mode: str, echo: Echo = None, *,
+    home: Path,
 ) -> dict[str, Any]:
     """Run `runbook` in this process; return its summary.
 
     On the Prefect server PREFECT_API_URL names (`siaga up`'s, when it runs); with none, on a
-    temporary server of its own, with its UI, for as long as the run lasts, so that the links
+    temporary server of its own (its data in the data folder `home`), with its UI, for as long as
+    the run lasts, so that the links
     printed meanwhile (gates, codes, Prefect's own) open the run. The summary's `url` is where the
     run can be seen afterwards; after a temporary server, `temporary_server` says where it was."""
     flow = compile_runbook(runbook, registry)
@@ -75,7 +79,7 @@ def run_local(
         return {"run_id": run_id, "ok": False, "state": state.name, "message": state.message}
 
     try:
-        with _server_for_local_runs(echo) as temporary:
+        with _server_for_local_runs(echo, home) as temporary:
             summary = asyncio.run(go())
     except TerminationSignal:  # SIGTERM during the run: Prefect's handler marked the run Crashed
         raise Terminated from None
@@ -86,13 +90,13 @@ def run_local(
 
 
 @contextlib.contextmanager
-def _server_for_local_runs(echo: Echo) -> Iterator[Started | None]:
+def _server_for_local_runs(echo: Echo, home: Path) -> Iterator[Started | None]:
     """A temporary Prefect server with its UI when no server is named, else None. (Left to itself,
     Prefect would start an ephemeral server without a UI on a random port.)"""
     if PREFECT_API_URL.value():
         yield None
         return
-    with prefect_server("127.0.0.1", free_port(), ensure_home()) as server:
+    with prefect_server("127.0.0.1", free_port(), home) as server:
         if echo:
             echo(f"No Prefect server is named and no `siaga up` answers: this run goes to a temporary "
                  f"Prefect server, UI at {server.ui_url}, until it ends (logs in {server.log})")
@@ -104,20 +108,25 @@ def _server_for_local_runs(echo: Echo) -> Iterator[Started | None]:
                 EventsWorker.drain_all(timeout=5)
 
 
-def run_on_stack(runbook: Runbook, inputs: Mapping[str, Any], mode: str, echo: Echo = print) -> dict[str, Any]:
-    """Start `runbook` on the running stack, follow its logs, and return its summary."""
-    return asyncio.run(_run_on_stack(runbook, dict(inputs), mode, echo))
+def run_on_stack(
+    runbook: Runbook, inputs: Mapping[str, Any], mode: str, wiring: Wiring, echo: Echo = print
+) -> dict[str, Any]:
+    """Start `runbook` on the running stack, follow its logs, and return its summary; the run's
+    start is noted, and its gates read, in the store of `wiring`."""
+    return asyncio.run(_run_on_stack(runbook, dict(inputs), mode, wiring, echo))
 
 
-async def _run_on_stack(runbook: Runbook, inputs: dict[str, Any], mode: str, echo: Echo) -> dict[str, Any]:
-    run_id = await start_run(runbook, {**inputs, "mode": mode})
+async def _run_on_stack(
+    runbook: Runbook, inputs: dict[str, Any], mode: str, wiring: Wiring, echo: Echo
+) -> dict[str, Any]:
+    run_id = await start_run(runbook, {**inputs, "mode": mode}, wiring.engine)
     async with _stopped_by_sigterm():
         if not echo:
             return await follow_run(run_id, runbook.id, echo)
         echo(f"Started {mode} run of {runbook.id}: {flow_run_url(run_id)}")
         from .approving import announce_gates
 
-        gates = asyncio.create_task(announce_gates(run_id, echo))
+        gates = asyncio.create_task(announce_gates(run_id, echo, records=GateRecords(wiring.engine), home=wiring.home))
         try:
             return await follow_run(run_id, runbook.id, echo)
         finally:
@@ -152,9 +161,9 @@ async def _stopped_by_sigterm() -> AsyncIterator[None]:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def start_run(runbook: Runbook, parameters: dict[str, Any]) -> UUID:
-    """Create a flow run of the runbook's deployment, to execute this revision of it; raise
-    StackUnavailable if there is none."""
+async def start_run(runbook: Runbook, parameters: dict[str, Any], store: Engine) -> UUID:
+    """Create a flow run of the runbook's deployment, to execute this revision of it (kept in
+    `store`); raise StackUnavailable if there is none."""
     api = PREFECT_API_URL.value()
     if not api:
         raise StackUnavailable("no stack is running: start one with `siaga up`, or run with --local")
@@ -163,7 +172,7 @@ async def start_run(runbook: Runbook, parameters: dict[str, Any]) -> UUID:
         if healthy is not None:
             raise StackUnavailable(f"the Prefect server at {api} does not answer ({healthy}): is `siaga up` running?")
         run, _ = await create_run(
-            client, runbook, parameters, tags=[parameters.get("mode", "live")], key=f"{runbook.id}:{uuid4()}",
+            client, runbook, parameters, store=store, tags=[parameters.get("mode", "live")], key=f"{runbook.id}:{uuid4()}",
             not_deployed=f"runbook {runbook.id} is not deployed on {api}: start `siaga up` with the folder "
                          "that holds it, or run with --local",
         )
@@ -171,12 +180,12 @@ async def start_run(runbook: Runbook, parameters: dict[str, Any]) -> UUID:
 
 
 async def create_run(
-    client: PrefectClient, runbook: Runbook, parameters: dict[str, Any], *, tags: list[str], key: str,
+    client: PrefectClient, runbook: Runbook, parameters: dict[str, Any], *, store: Engine, tags: list[str], key: str,
     not_deployed: str, name: str | None = None,
 ) -> tuple[FlowRun, Deployment]:
     """Siaga's one way to create a flow run: of the runbook's deployment, on the queue of its mode
     (a drill only on drill workers), to execute `runbook`'s revision. The revision is kept in
-    Siaga's store and noted as the start keyed `key` before Prefect creates the run with that
+    Siaga's store (`store`) and noted as the start keyed `key` before Prefect creates the run with that
     idempotency key (a retry with the same key finds the same start and the same run); the run
     executes the revision noted here, whatever Prefect's API says of it later (`run_body`). The
     run's tags name the revision, for people. Raise StackUnavailable (`not_deployed`) if the
@@ -185,7 +194,7 @@ async def create_run(
         deployment = await client.read_deployment_by_name(f"{runbook.id}/{DEPLOYMENT}")
     except ObjectNotFound:
         raise StackUnavailable(not_deployed) from None
-    revisions = Revisions(engine())
+    revisions = Revisions(store)
     start = await asyncio.to_thread(revisions.note_start, key, revision_of(runbook))
     run = await client.create_flow_run_from_deployment(
         deployment.id, parameters=parameters, name=name, tags=[*tags, revision_tag(start.revision)],
@@ -308,7 +317,8 @@ def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def start_incident_run(
-    incident: Mapping[str, Any], lane: FastLane | None = None, *, runbooks: Mapping[str, Runbook] | None = None,
+    incident: Mapping[str, Any], lane: FastLane | None = None, *, wiring: Wiring,
+    runbooks: Mapping[str, Runbook] | None = None, folder: Path | None = None,
 ) -> str:
     """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
     idempotency key, so a retry returns the run the first call created. Return the run id.
@@ -316,7 +326,8 @@ async def start_incident_run(
     resolve run instead: the runbook's `on_resolve` steps, keyed ``<incident id>:resolved``.
 
     The run executes the revision of the runbook in `runbooks` (the receiver's, that routed the
-    alert); without them, the one on disk now.
+    alert); without them, the one on disk now, in `folder` (default: the library of `wiring`, whose
+    store keeps the revision and whose actions check it).
 
     Prefect keeps an idempotency key unique per flow, not per deployment; incident ids are random,
     so two deployments of one runbook never share a key. With a `lane` (`siaga up`), the new run
@@ -325,12 +336,13 @@ async def start_incident_run(
     runbook_id = incident["runbook_id"]
     if not PREFECT_API_URL.value():
         raise StackUnavailable("PREFECT_API_URL is not set: no Prefect server to start runs on")
-    runbook = (runbooks or {}).get(runbook_id) or await asyncio.to_thread(_on_disk, runbook_id)
+    runbook = (runbooks or {}).get(runbook_id) or await asyncio.to_thread(
+        _on_disk, runbook_id, folder or wiring.folder(), wiring)
     open_client = lane.client if lane is not None else None
     async with contextlib.nullcontext(open_client) if open_client else get_client() as client:
         resolving = incident.get("phase") == "resolve"
         run, deployment = await create_run(
-            client, runbook, incident_parameters(incident),
+            client, runbook, incident_parameters(incident), store=wiring.engine,
             name=f"{runbook_id}-{incident['id']}" + ("-resolve" if resolving else ""),
             tags=["live", "incident", incident["id"], *(["resolve"] if resolving else [])],
             key=run_key(incident["id"], incident.get("phase", "respond")),
@@ -341,7 +353,5 @@ async def start_incident_run(
     return str(run.id)
 
 
-def _on_disk(runbook_id: str) -> Runbook:
-    from siaga.integrations import default_registry
-
-    return find_runbook(runbook_id, runbook_folder(), default_registry())[0]
+def _on_disk(runbook_id: str, folder: Path, wiring: Wiring) -> Runbook:
+    return find_runbook(runbook_id, folder, wiring.registry, wiring.settings)[0]

@@ -32,7 +32,6 @@ from siaga.report.sitrep import build_sitrep, recipients, sitrep_due
 from siaga.report.story import tell
 from siaga.runbook import Runbook, RunbookError
 from siaga.secrets import REDACTOR, SecretSource
-from siaga.settings import process_settings
 from siaga.wiring import Wiring
 
 from .reach import reach
@@ -47,7 +46,7 @@ SENT = "sitrep.sent"
 
 async def send_sitrep(
     wanted: str,
-    wiring: Wiring | None = None,
+    wiring: Wiring,
     *,
     runbook: Runbook | None = None,
     registry: ActionRegistry | None = None,
@@ -60,8 +59,7 @@ async def send_sitrep(
 ) -> dict[str, Any]:
     """Build the situation report of incident (or chain) `wanted`, send it to its people and record
     it; returns the report and where it went. Raise BadInput when it has nobody to go to. The
-    store, registry, data folder and library are `wiring`'s (default: this process's settings)."""
-    wiring = wiring or Wiring(process_settings())
+    store, registry, data folder and library not given are `wiring`'s (its entry point's)."""
     registry = registry or wiring.registry
     store = store or wiring.engine
     folder = folder or wiring.folder()
@@ -133,11 +131,10 @@ async def check_sitreps(
     folder: Path | None = None,
     store: Engine | None = None,
     secret_source: SecretSource | None = None,
-    wiring: Wiring | None = None,
+    wiring: Wiring,
 ) -> list[str]:
     """Send the situation report owed now by every open incident whose runbook has a cadence;
-    returns the incidents sent for."""
-    wiring = wiring or Wiring(process_settings())
+    returns the incidents sent for. What is not given is `wiring`'s."""
     store = store or wiring.engine
     now = now or datetime.now(UTC)
     trail = AuditTrail(store)
@@ -176,11 +173,11 @@ async def watch_sitreps(
     interval: float | None = None,
     folder: Path | None = None,
     store: Engine | None = None,
-    wiring: Wiring | None = None,
+    *,
+    wiring: Wiring,
 ) -> None:
     """Send situation reports on their runbooks' cadence every `interval` seconds (default:
-    `Settings.sitrep_poll_seconds`) until `stop`."""
-    wiring = wiring or Wiring(process_settings())
+    `Settings.sitrep_poll_seconds`) until `stop`; what is not given is `wiring`'s."""
     interval = interval or wiring.settings.sitrep_poll_seconds
     while not stop.is_set():
         try:

@@ -37,11 +37,11 @@ from siaga.catalog import Catalog
 from siaga.errors import StackUnavailable
 from siaga.home import prefect_answers, stack_file
 from siaga.runbook import Runbook
-from siaga.settings import HEARTBEAT_SECONDS, Settings, process_settings
+from siaga.settings import HEARTBEAT_SECONDS, Settings
 from siaga.wiring import Wiring
 
 from .approving import announce_gates
-from .deadlines import watch_deadlines
+from .deadline_watch import watch_deadlines
 from .deployments import deployment
 from .faststart import FastLane
 from .running import flow_run_url, follow_run, start_incident_run, start_run
@@ -136,7 +136,7 @@ async def _serve(catalog: Catalog, options: StackOptions, wiring: Wiring, api_ur
 async def _serve_in(
     stack: contextlib.AsyncExitStack, catalog: Catalog, options: StackOptions, wiring: Wiring, api_url: str, echo: Echo
 ) -> int:
-    await ensure_zombie_automation(list(catalog.runbooks))
+    await ensure_zombie_automation(list(catalog.runbooks), zombie_window(wiring.settings))
     runner = Runner(
         name="siaga", query_seconds=1, heartbeat_seconds=HEARTBEAT_SECONDS, pause_on_shutdown=False,
         limit=options.max_runs,
@@ -162,7 +162,7 @@ async def _serve_in(
         loop.add_signal_handler(signum, stop.set)
     code = 0
     drill_task = asyncio.create_task(_drill(catalog, options, wiring, echo)) if options.drill else None
-    watcher = asyncio.create_task(watch_runs(stop, lane))
+    watcher = asyncio.create_task(watch_runs(stop, wiring, lane))
     deadline_watcher = asyncio.create_task(
         watch_deadlines(stop, folder=catalog.folder, runbooks=catalog.runbooks, wiring=wiring))
     sitrep_watcher = asyncio.create_task(watch_sitreps(stop, catalog.runbooks, folder=catalog.folder, wiring=wiring))
@@ -208,7 +208,7 @@ def standalone_receiver(runbooks: Mapping[str, Runbook], wiring: Wiring) -> Any:
     pass of starts sharing one Prefect client, each run of the revision that routed its incident."""
     from siaga.alerts.receiver import create_app
 
-    start_run = functools.partial(start_incident_run, runbooks=runbooks)
+    start_run = functools.partial(start_incident_run, runbooks=runbooks, wiring=wiring)
     return create_app(runbooks, wiring.settings, wiring.engine, start_run, session=prefect_session)
 
 
@@ -228,7 +228,8 @@ async def start_receiver(
     except OSError as exc:
         raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
     app = create_app(catalog.runbooks, wiring.settings, wiring.engine,
-                     start_run or functools.partial(start_incident_run, lane=lane, runbooks=catalog.runbooks),
+                     start_run or functools.partial(start_incident_run, lane=lane, runbooks=catalog.runbooks,
+                                                    wiring=wiring, folder=catalog.folder),
                      notify=echo)
     app.state.worker.start_concurrency = start_concurrency
     server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -246,7 +247,7 @@ async def start_receiver(
 
 async def _drill(catalog: Catalog, options: StackOptions, wiring: Wiring, echo: Echo) -> int:
     assert options.drill
-    run_id = await start_run(catalog.runbooks[options.drill], {"mode": "drill"})
+    run_id = await start_run(catalog.runbooks[options.drill], {"mode": "drill"}, wiring.engine)
     echo(f"Drill of {options.drill} started: {flow_run_url(run_id)}")
     gates = asyncio.create_task(announce_gates(run_id, echo, records=GateRecords(wiring.engine, wiring.seal_key),
                                                home=wiring.home))
@@ -260,16 +261,17 @@ async def _drill(catalog: Catalog, options: StackOptions, wiring: Wiring, echo: 
     return 0 if summary["ok"] else 1
 
 
-def zombie_window(settings: Settings | None = None) -> timedelta:
+def zombie_window(settings: Settings) -> timedelta:
     """How long a run may go without a heartbeat: `Settings.zombie_window_seconds`
     (``$SIAGA_ZOMBIE_WINDOW_SECONDS``, checked there to be longer than the 30 s between a live run's
-    heartbeats, or every healthy run would be crashed), or 60 s; default: this process's settings."""
-    return timedelta(seconds=(settings or process_settings()).zombie_window_seconds)
+    heartbeats, or every healthy run would be crashed), or 60 s."""
+    return timedelta(seconds=settings.zombie_window_seconds)
 
 
-async def ensure_zombie_automation(flow_names: list[str], window: timedelta | None = None) -> UUID:
+async def ensure_zombie_automation(flow_names: list[str], window: timedelta = ZOMBIE_WINDOW) -> UUID:
     """Install Prefect's zombie-run automation for Siaga's flows (a run whose heartbeats stop for
-    `window`, by default `zombie_window()`, is marked Crashed; Paused and Suspended runs are expected
+    `window`, `zombie_window(settings)` from `siaga up` and `siaga node`, 60 s unless given, is
+    marked Crashed; Paused and Suspended runs are expected
     to go quiet); return its id. A `window` given here is not checked against the heartbeat
     interval: it is for heartbeats sent by hand (Prefect's own floor for it is 10 s).
 
@@ -278,7 +280,7 @@ async def ensure_zombie_automation(flow_names: list[str], window: timedelta | No
     update (it resets ids a client sends): updating at every `siaga up` forgot the windows of the
     runs that went quiet before the restart, so a run killed together with the stack stayed
     Running forever. Now only a change of the runbooks served (or of the window) changes the trigger."""
-    automation = _zombie_automation(flow_names, window or zombie_window())
+    automation = _zombie_automation(flow_names, window)
     async with get_client() as client:
         existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)  # newest first
         if not existing:

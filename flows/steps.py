@@ -26,7 +26,7 @@ from siaga.actions import (
     Risk,
 )
 from siaga.approvals.policy import Verdict
-from siaga.audit import arecord, record
+from siaga.audit import AuditTrail
 from siaga.audit.ledger import Ledger
 from siaga.logs import get_logger
 from siaga.runbook.diagnostics import format_path
@@ -158,10 +158,12 @@ async def run_step(
     spec: ActionSpec,
     template_context: Mapping[str, Any],
     action_context: ActionContext,
+    audit: AuditTrail,
     ledger: Ledger | None = None,
     verdict: Verdict | None = None,
 ) -> StepResult:
-    """The whole of one step, logged: condition, parameters, drill behaviour, action. Errors
+    """The whole of one step, logged and recorded in the run's `audit` trail: condition,
+    parameters, drill behaviour, action. Errors
     leave with secrets redacted from their messages. A gated step does what its gate decided
     (`verdict`): it runs with exactly the parameters approved, never evaluating its condition or
     templates again, or ends as skipped, rejected or refused."""
@@ -174,10 +176,10 @@ async def run_step(
 
     started = time.perf_counter()
     bound.info("step started", mode=str(action_context.mode))
-    await arecord("step.started", **trail)
+    await audit.arecord("step.started", **trail)
     try:
         if verdict is not None and verdict.state != "approved":
-            return await _as_decided(verdict, bound, trail, started)
+            return await _as_decided(verdict, bound, audit, trail, started)
         if verdict is not None:
             params = spec.params.model_validate(verdict.params or {})
             result = await perform(spec, params, action_context, drill_behaviour(runbook, spec), ledger)
@@ -189,7 +191,8 @@ async def run_step(
             if not go:
                 result = StepResult("skipped", note=f"when: {step.when} was false")
                 bound.info("step skipped", reason=result.note, duration_s=_since(started))
-                await arecord("step.skipped", **trail, outcome="skipped", note=result.note, duration_s=_since(started))
+                await audit.arecord("step.skipped", **trail, outcome="skipped", note=result.note,
+                                    duration_s=_since(started))
                 return result
         if verdict is None:
             params = render_params(spec, step.with_, template_context, "with")
@@ -198,26 +201,29 @@ async def run_step(
         error = redacted(exc)
         bound.error("step failed", error=f"{type(error).__name__}: {error}", duration_s=_since(started))
         # written in place, not awaited: a step cancelled by its timeout may not await any more
-        record("step.failed", **trail, outcome="failed", error=f"{type(error).__name__}: {error}", duration_s=_since(started))
+        audit.record("step.failed", **trail, outcome="failed", error=f"{type(error).__name__}: {error}",
+                     duration_s=_since(started))
         if error is exc:
             raise
         raise error from None
     bound.info(f"step {result.status}", outcome=result.status, note=result.note, duration_s=_since(started))
-    await arecord(
+    await audit.arecord(
         "step.skipped" if result.status == "skipped" else "step.finished", **trail,
         outcome=result.status, note=result.note, output=result.output, duration_s=_since(started),
     )
     return result
 
 
-async def _as_decided(verdict: Verdict, bound: Any, trail: Mapping[str, Any], started: float) -> StepResult:
+async def _as_decided(
+    verdict: Verdict, bound: Any, audit: AuditTrail, trail: Mapping[str, Any], started: float
+) -> StepResult:
     """A gated step that does not run: skipped (its condition was false when the gate opened, or
     a step it depends on was rejected), rejected by people or the clock, or failed at its gate."""
     if verdict.state in ("skipped", "rejected"):
         result = StepResult(verdict.state, note=verdict.reason)
         bound.info(f"step {verdict.state}", reason=verdict.reason, duration_s=_since(started))
-        await arecord(f"step.{verdict.state}", **trail, outcome=verdict.state, note=verdict.reason,
-                      duration_s=_since(started))
+        await audit.arecord(f"step.{verdict.state}", **trail, outcome=verdict.state, note=verdict.reason,
+                            duration_s=_since(started))
         return result
     todo = ("the approval gate failed: decide by hand whether to do this step" if verdict.state == "failed"
             else "fix the runbook or the inputs and run it again")

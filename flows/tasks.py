@@ -1,11 +1,15 @@
 """A runbook step as a Prefect task: named after the step, with its retries and timeout, done once per
 run (a run started again from the top gets a completed step back from Prefect's result cache), its
-outcome shown under its own state name (Skipped, Recorded, Rejected); and its undo as a task."""
+outcome shown under its own state name (Skipped, Recorded, Rejected); and its undo as a task.
+
+The tasks are built once per runbook revision (`run_body.RunBody.build`) and serve every run of it
+in this process; each run's services (its store, audit trail and side-effect ledger: the `Wiring`
+its body made) are found under the run's id in `services`, where `RunBody.execute` keeps them while
+the run lasts. The runbook language and the action contract stay free of them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 from prefect import Task
@@ -16,31 +20,34 @@ from prefect.states import Cancelled, Completed, State
 
 from siaga.actions import ActionContext, ActionRegistry
 from siaga.approvals.policy import Verdict
-from siaga.audit.ledger import Ledger
+from siaga.report.deadlines import DeadlineRecords
 from siaga.runbook.models import Runbook, Step
-from siaga.store import engine
+from siaga.wiring import Wiring
 
-from .deadlines import statement_sent
+from .deadline_watch import statement_sent
 from .execution import Attempt
 from .steps import StepRefused, StepResult, drill_behaviour, perform, render_params, run_step
 
 __all__ = ["attempt_of", "step_task", "undo_task"]
 
 
-def step_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
+def step_task(runbook: Runbook, step: Step, registry: ActionRegistry, services: Mapping[str, Wiring]) -> Task[..., Any]:
+    """The step's task; a run finds its services in `services` under its id."""
     spec = registry[step.action]
 
     async def step_body(template_context: Mapping[str, Any], context: ActionContext, verdict: Verdict | None = None) -> Any:
-        result = await run_step(runbook, step, spec, template_context, context, process_ledger(), verdict)
+        wiring = services[context.run_id]
+        result = await run_step(runbook, step, spec, template_context, context, wiring.audit, wiring.ledger, verdict)
         if result.status in ("completed", "recorded"):
-            statement_sent(step.id, step.action, result.output, context)
+            statement_sent(step.id, step.action, result.output, context, DeadlineRecords(wiring.engine))
         return _as_state(result)
 
     step_body.__qualname__ = step_body.__name__ = f"step_{step.id.replace('-', '_')}"
     return _task(step_body, step.id, step, once_per_run=True)
 
 
-def undo_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..., Any]:
+def undo_task(runbook: Runbook, step: Step, registry: ActionRegistry, services: Mapping[str, Wiring]) -> Task[..., Any]:
+    """The task of the step's undo; a run finds its services in `services` under its id."""
     assert step.undo is not None
     undo = step.undo
     spec = registry[undo.action]
@@ -48,7 +55,8 @@ def undo_task(runbook: Runbook, step: Step, registry: ActionRegistry) -> Task[..
 
     async def undo_body(template_context: Mapping[str, Any], context: ActionContext) -> Any:
         params = render_params(spec, raw, template_context, "undo.with" if undo.with_ is not None else "with")
-        return _as_state(await perform(spec, params, context, drill_behaviour(runbook, spec), process_ledger()))
+        ledger = services[context.run_id].ledger
+        return _as_state(await perform(spec, params, context, drill_behaviour(runbook, spec), ledger))
 
     undo_body.__qualname__ = undo_body.__name__ = f"undo_{step.id.replace('-', '_')}"
     return _task(undo_body, f"undo-{step.id}", step, retries=step.retries)
@@ -105,9 +113,3 @@ async def attempt_of(state: State[Any]) -> Attempt:
     if not isinstance(error, BaseException):
         error = RuntimeError(state.message or f"step ended {state.name}")
     return Attempt(None, error, handle=state)
-
-
-@cache
-def process_ledger() -> Ledger:
-    """The side-effect ledger in Siaga's store, one per process."""
-    return Ledger(engine())

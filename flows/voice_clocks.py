@@ -1,4 +1,4 @@
-"""The clocks of voices at work: the watcher of statement deadlines (`deadlines.watch_deadlines`,
+"""The clocks of voices at work: the watcher of statement deadlines (`deadline_watch.watch_deadlines`,
 in `siaga up`) also takes new voices in and reminds and escalates on theirs, on the same rule
 (`siaga.report.deadlines.owed`) and through the same channels (`reach`).
 
@@ -32,7 +32,6 @@ from siaga.report.deadlines import Clock, Due, owed
 from siaga.logs import get_logger
 from siaga.runbook import Runbook, RunbookError
 from siaga.secrets import REDACTOR, SecretSource
-from siaga.settings import process_settings
 from siaga.voices import Voice, people_of
 from siaga.voices.desk import is_drill_incident
 from siaga.voices.intake import take_in
@@ -71,12 +70,11 @@ async def check_voice_deadlines(
     folder: Path | None = None,
     store: Engine | None = None,
     secret_source: SecretSource | None = None,
-    wiring: Wiring | None = None,
+    wiring: Wiring,
 ) -> list[tuple[str, Due]]:
     """Take new voices in (given the `runbooks`), then send what is owed now on every open
     voice, one message per incident, kind and person; returns (voice id, what was done). What is
-    not given is `wiring`'s (default: this process's settings)."""
-    wiring = wiring or Wiring(process_settings())
+    not given is `wiring`'s (its entry point's)."""
     registry = registry or wiring.registry
     store = store or wiring.engine
     folder = folder or wiring.folder()

@@ -33,10 +33,8 @@ from prefect.states import Scheduled
 
 from siaga.approvals.records import GateRecords
 from siaga.approvals.runs import RunRecord, RunRecords
-from siaga.audit import arecord
-from siaga.audit.ledger import Ledger
 from siaga.logs import get_logger
-from siaga.store import engine
+from siaga.wiring import Wiring
 
 from .artifacts import artifact_key
 
@@ -53,11 +51,12 @@ BATCH = 200
 
 
 class Wakeups:
-    """The watcher of waiting and running runs (one per stack)."""
+    """The watcher of waiting and running runs (one per stack), in the store of `wiring`."""
 
-    def __init__(self, lane: FastLane | None = None) -> None:
-        store = engine()
-        self.runs, self.records, self.ledger = RunRecords(store), GateRecords(store), Ledger(store)
+    def __init__(self, wiring: Wiring, lane: FastLane | None = None) -> None:
+        store = wiring.engine
+        self.runs, self.records, self.ledger = RunRecords(store), GateRecords(store), wiring.ledger
+        self.audit = wiring.audit
         self.lane = lane
         self._deployments: dict[UUID, Any] = {}
 
@@ -133,7 +132,7 @@ class Wakeups:
                 f"`siaga ledger --resolve {key} --done` or `--retry`" for key in unsettled]
         if state == "ended":
             todo.append("read the run's logs for the step it stopped in, and finish or start the runbook again")
-        await arecord(
+        await self.audit.arecord(
             "run.cancelled" if state == "cancelled" else "run.died", incident_id=record.incident_id,
             run_id=record.run_id, runbook=record.runbook_id, reason=reason, message=message,
             gates_closed=[g.step_id for g in closed], unsettled=unsettled, next=todo,
@@ -166,10 +165,10 @@ def _uuid(text: str) -> bool:
     return True
 
 
-async def watch_runs(stop: asyncio.Event, lane: FastLane | None = None, interval: float = POLL) -> None:
+async def watch_runs(stop: asyncio.Event, wiring: Wiring, lane: FastLane | None = None, interval: float = POLL) -> None:
     """Wake waiting runs every `interval` seconds, and look for dead ones every `LOOK_EVERY`, until
-    `stop` is set."""
-    watcher = Wakeups(lane)
+    `stop` is set; the runs and gates are in the store of `wiring` (its entry point's)."""
+    watcher = Wakeups(wiring, lane)
     loop = asyncio.get_running_loop()
     looked = float("-inf")
     while not stop.is_set():

@@ -5,11 +5,13 @@ providers' certificate check once (~35 ms a run otherwise)."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 from siaga.integrations import warm_tls
+from siaga.settings import Settings
 
 from .library import warm
 
 warm_tls()
 with contextlib.suppress(Exception):  # the forkserver must start even when the folder is broken
-    warm()
+    warm(Settings.from_environ(os.environ))  # the forkserver's own settings: it is an entry point

@@ -52,7 +52,6 @@ from siaga.actions import (
     Risk,
 )
 from siaga.canonical import digest
-from siaga.home import runbook_folder
 from siaga.runbook.comms import render_message, template_file
 from siaga.runbook.durations import Duration
 from siaga.runbook.models import Audience, Language
@@ -175,7 +174,7 @@ def combined(languages: list[str], messages: dict[str, Message]) -> tuple[str, s
 
 async def draft(params: Draft, context: ActionContext) -> DraftText:
     languages = list(params.languages or context.comms.get("languages") or ["en"])
-    folder = (context.library or runbook_folder()) / "templates"
+    folder = context.library / "templates" if context.library else None
     zone = ZoneInfo(str(context.comms.get("timezone") or "UTC"))
     next_update = datetime.now(zone) + params.next_update if params.next_update else None
     name = params.template or params.audience
@@ -205,7 +204,13 @@ async def draft(params: Draft, context: ActionContext) -> DraftText:
     return DraftText(**fields, sha256=draft_hash(fields))
 
 
-def _template(folder: Path, file: str) -> str:
+def _template(folder: Path | None, file: str) -> str:
+    if folder is None:  # no runbook folder was given with the step: only the revision's own templates
+        raise ActionFailed(
+            f"the message template templates/{file} is not among the run's templates, and no runbook folder "
+            "was given to read it from", changed=False,
+            todo="write the template next to the runbooks, in templates/ (`siaga validate` checks)",
+        )
     try:
         return (folder / file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -29,7 +29,8 @@ class Catalog:
 
     @classmethod
     def load(cls, folder: Path, registry: ActionRegistry, settings: Settings | None = None) -> Catalog:
-        """The runbooks of `folder`, with the roster `settings` name (default: the process's)."""
+        """The runbooks of `folder`, with the roster `settings` name (without them: the roster
+        beside the runbooks)."""
         try:
             catalog = cls(folder, roster=find_roster(folder, settings))
         except RunbookError as exc:

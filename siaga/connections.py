@@ -16,14 +16,16 @@ from typing import Any
 
 from .runbook.diagnostics import Diagnostic, RunbookError
 from .runbook.source import YamlSyntaxError, read_yaml
-from .settings import Settings, process_settings
+from .settings import Settings
 
 Connections = Mapping[str, Mapping[str, Any]]
 
 
 def connections_file(runbook_folder: Path, settings: Settings | None = None) -> Path:
-    """`Settings.connections`, else ``connections.yaml`` in `runbook_folder`."""
-    return (settings or process_settings()).connections_file(runbook_folder)
+    """`Settings.connections` (``$SIAGA_CONNECTIONS``, as the entry point read it), else
+    ``connections.yaml`` in `runbook_folder`; without `settings`, that file beside the runbooks
+    (nothing is read from the environment here)."""
+    return (settings or Settings()).connections_file(runbook_folder)
 
 
 def parse_connections(text: str, file: str = "connections.yaml") -> dict[str, dict[str, Any]]:

@@ -7,21 +7,13 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from .settings import process_settings
-
 PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
 
 
-def siaga_home() -> Path:
-    """The data folder of this process's settings (`siaga.settings.Settings.home`)."""
-    return process_settings().home
-
-
-def ensure_home(home: Path | None = None) -> Path:
-    """The data folder (`home`, else `siaga_home()`), made private: created with mode 0700, and
-    tightened to 0700 if it exists and others may enter it. It holds the outbox (every approver's
-    one-time codes in plain text), the store and the logs. Return it."""
-    home = home or siaga_home()
+def ensure_home(home: Path) -> Path:
+    """The data folder `home` (`siaga.settings.Settings.home`), made private: created with mode
+    0700, and tightened to 0700 if it exists and others may enter it. It holds the outbox (every
+    approver's one-time codes in plain text), the store and the logs. Return it."""
     home.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
     _tighten(home.stat(), home.chmod)
     return home
@@ -41,18 +33,13 @@ def _tighten(found: os.stat_result, chmod: Callable[[int], None]) -> None:
         chmod(stat.S_IMODE(found.st_mode) & 0o700)
 
 
-def runbook_folder() -> Path:
-    """The runbook library of this process's settings (`siaga.settings.Settings.runbook_folder`)."""
-    return process_settings().runbook_folder
+def stack_file(home: Path) -> Path:
+    """Where `siaga up` notes the API URL of the stack it runs (in the data folder `home`)."""
+    return home / "stack.json"
 
 
-def stack_file(home: Path | None = None) -> Path:
-    """Where `siaga up` notes the API URL of the stack it runs."""
-    return (home or siaga_home()) / "stack.json"
-
-
-def prepare_prefect_environment(home: Path | None = None) -> str | None:
-    """Point Prefect at Siaga's data folder `home` (default: this process's) and at the running
+def prepare_prefect_environment(home: Path) -> str | None:
+    """Point Prefect at Siaga's data folder `home` and at the running
     stack, before Prefect is imported; return the stack's API URL if it was taken from there.
 
     Prefect reads its settings from its own ``PREFECT_*`` variables, so they are set in this

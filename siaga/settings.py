@@ -1,8 +1,10 @@
 """Siaga's settings: every environment variable Siaga reads, read once, typed and documented here.
 
-Each entry point (the command line, the alert receiver, a flow run, `siaga up` / `node` / `worker`)
-builds one `Settings` with `Settings.from_environ(os.environ)` and passes it down; nothing else reads
-Siaga's variables. Tests build their own: ``Settings.from_environ({"SIAGA_HOME": ...})``, or
+Each entry point (the command line, which serves `siaga up` / `node` / `worker` / `receiver`; a flow
+run's body; Prefect loading a runbook's flow in `siaga.flows.library`; the fast lane's forkserver;
+the benchmarks) builds one `Settings` with `Settings.from_environ(os.environ)` and passes it, or the
+`siaga.wiring.Wiring` made from it, down; nothing else reads Siaga's variables, and no library
+function falls back to the process's environment. Tests build their own: ``Settings.from_environ({"SIAGA_HOME": ...})``, or
 ``dataclasses.replace(settings, roster=path)``.
 
 Two families are not fields: ``SIAGA_HOOK_SECRET_<NAME>`` (a generic signed alert source, collected
@@ -28,7 +30,7 @@ from pydantic import SecretStr
 
 from .errors import BadInput
 
-__all__ = ["FAMILIES", "Settings", "SettingsError", "process_settings", "reference_markdown"]
+__all__ = ["FAMILIES", "Settings", "SettingsError", "reference_markdown"]
 
 HOOK_SECRET_PREFIX = "SIAGA_HOOK_SECRET_"
 HEARTBEAT_SECONDS = 30
@@ -163,14 +165,6 @@ class Settings:
     def connections_file(self, folder: Path) -> Path:
         """The connections of the runbooks in `folder`: `connections`, else ``connections.yaml`` there."""
         return self.connections or folder / "connections.yaml"
-
-
-def process_settings() -> Settings:
-    """The settings of this process's environment, for the few defaults still taken where no entry
-    point passed settings down (a library call with no `home`, `folder` or store given)."""
-    import os
-
-    return Settings.from_environ(os.environ)
 
 
 FAMILIES = {

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .runbook import Roster, load_roster
-from .settings import Settings, process_settings
+from .settings import Settings
 
 
 def roster_file(runbook_folder: Path, settings: Settings | None = None) -> Path:
-    """`Settings.roster`, else ``roster.yaml`` in `runbook_folder`."""
-    return (settings or process_settings()).roster_file(runbook_folder)
+    """`Settings.roster` (``$SIAGA_ROSTER``, as the entry point read it), else ``roster.yaml`` in
+    `runbook_folder`; without `settings`, that file beside the runbooks (nothing is read from the
+    environment here)."""
+    return (settings or Settings()).roster_file(runbook_folder)
 
 
 def find_roster(runbook_folder: Path, settings: Settings | None = None) -> Roster | None:

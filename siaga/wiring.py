@@ -3,7 +3,8 @@
 Each entry point builds one `Wiring` (the command line in `siaga.cli.main`, `siaga up`, `siaga node`,
 a flow run's body, the receiver through whoever starts it): the store's engine, the action registry,
 the audit trail, the side-effect ledger, the key of the seals and the runbook library (its folder,
-roster and connections) all come from here, so no part below looks them up again.
+roster and connections) all come from here, so no part below looks them up again (the steps of a
+flow run find their run's `Wiring` in `siaga.flows.run_body.RunBody.services`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Wiring:
 
         if self.settings.database_url is None:
             self.home  # noqa: B018 - the SQLite file lives in the private data folder
-        return engine(self.settings.store_url)
+        return engine(self.settings.store_url, self.settings.home)
 
     @cached_property
     def registry(self) -> ActionRegistry:

@@ -37,7 +37,7 @@ from siaga.store import audit_records, gate_codes, gate_events, gates
 
 from .codes import Decision, code_hash, code_matches, new_code, new_salt, statement
 from .policy import MAX_WRONG_CODES, GatePolicy, Vote
-from .seal import is_sealed, ledger_key, seal
+from .seal import is_sealed, seal
 
 log = get_logger("siaga.gates")
 
@@ -105,7 +105,8 @@ def gate_id(run_id: str, step_id: str) -> str:
 
 class GateRecords:
     """The decision ledger in the store behind `engine`; codes are checked here so that only
-    hashes are kept."""
+    hashes are kept. Votes are sealed and counted with `key` (`siaga.approvals.seal.ledger_key`,
+    as its entry point's `Wiring.seal_key`); records made without one only read gates and events."""
 
     def __init__(self, engine: Engine, key: bytes | None = None) -> None:
         self.engine = engine
@@ -115,7 +116,8 @@ class GateRecords:
     def key(self) -> bytes:
         """The key of Siaga's seals on votes (`siaga.approvals.seal`)."""
         if self._key is None:
-            self._key = ledger_key()
+            raise RuntimeError("these gate records were made without the key of Siaga's seals: give "
+                               "GateRecords the entry point's key (Wiring.seal_key) to seal or count votes")
         return self._key
 
     # --- gates ------------------------------------------------------------------------------

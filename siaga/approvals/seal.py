@@ -19,25 +19,24 @@ from typing import Any
 
 from siaga.canonical import canonical_json
 from siaga.home import ensure_home
-from siaga.settings import Settings, process_settings
+from siaga.settings import Settings
 
 KEY_FILE = "ledger.key"
 
 
-def seal(fields: Mapping[str, Any], key: bytes | None = None) -> str:
-    """Siaga's seal on `fields`."""
-    return hmac.new(key or ledger_key(), canonical_json(dict(fields)).encode("utf-8"), sha256).hexdigest()
+def seal(fields: Mapping[str, Any], key: bytes) -> str:
+    """Siaga's seal on `fields`, with `key` (`ledger_key`)."""
+    return hmac.new(key, canonical_json(dict(fields)).encode("utf-8"), sha256).hexdigest()
 
 
-def is_sealed(fields: Mapping[str, Any], mark: object, key: bytes | None = None) -> bool:
-    """Whether `mark` is Siaga's seal on `fields`."""
+def is_sealed(fields: Mapping[str, Any], mark: object, key: bytes) -> bool:
+    """Whether `mark` is Siaga's seal on `fields`, with `key`."""
     return isinstance(mark, str) and hmac.compare_digest(seal(fields, key), mark)
 
 
-def ledger_key(home: Path | None = None, settings: Settings | None = None) -> bytes:
+def ledger_key(home: Path | None, settings: Settings) -> bytes:
     """The key of the seals: `Settings.ledger_key` (``$SIAGA_LEDGER_KEY``), else the key file in
-    `home` (default: the settings' data folder)."""
-    settings = settings or process_settings()
+    `home` (None: the settings' data folder)."""
     if settings.ledger_key:
         return settings.ledger_key.get_secret_value().encode("utf-8")
     return _key_file(ensure_home(home or settings.home) / KEY_FILE)

@@ -20,6 +20,7 @@ There is no update or delete here, on purpose: the code path only appends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -34,12 +35,15 @@ from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from siaga.canonical import as_utc, plain
+from siaga.logs import get_logger
 from siaga.secrets import REDACTOR
 from siaga.store import audit_records
 
 from .chain import GENESIS, AuditRecord, Breach, verify
 
 _COLUMNS = tuple(column.name for column in audit_records.columns)
+
+log = get_logger("siaga.audit")
 
 ATTEMPTS = 200
 """How often an append starts over after losing a race for the chain head (or SQLite's lock)."""
@@ -83,6 +87,44 @@ class AuditTrail:
                     raise
                 time.sleep(random.uniform(0, min(0.002 * (attempt + 1), 0.05)))
         raise AssertionError("unreachable")
+
+    def record(
+        self,
+        kind: str,
+        *,
+        incident_id: str | None,
+        run_id: str | None = None,
+        actor: str | None = None,
+        channel: str | None = None,
+        **data: Any,
+    ) -> None:
+        """Append a record to the incident's chain (the run's, without an incident), never raising
+        into the caller for a trail failure: the crisis run goes on, and the loss is an ERROR log
+        line naming the record that was not written."""
+        try:
+            self.append(kind, incident_id=incident_id, run_id=run_id, actor=actor, channel=channel, data=data)
+        except Exception as exc:  # noqa: BLE001 (said loudly below; the run goes on)
+            log.error(
+                "audit record NOT written",
+                kind=kind,
+                chain=chain_of(incident_id, run_id),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    async def arecord(
+        self,
+        kind: str,
+        *,
+        incident_id: str | None,
+        run_id: str | None = None,
+        actor: str | None = None,
+        channel: str | None = None,
+        **data: Any,
+    ) -> None:
+        """`record` from async code, off the event loop (an append may wait for the store's lock)."""
+        await asyncio.to_thread(
+            self.record, kind, incident_id=incident_id, run_id=run_id, actor=actor, channel=channel, **data
+        )
 
     def draft(
         self,

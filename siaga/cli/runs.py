@@ -59,14 +59,15 @@ def cmd_run(args: argparse.Namespace, wiring: Wiring) -> int:
     if args.local:
         from siaga.flows.running import run_local
 
-        summary = run_local(runbook, registry, inputs, mode, echo=err.print if args.json else out.print)
+        summary = run_local(runbook, registry, inputs, mode, echo=err.print if args.json else out.print,
+                            home=wiring.home)
         if not args.json:
             _said_where_the_run_is(summary)
     else:
         from siaga.flows.running import run_on_stack
 
         try:
-            summary = run_on_stack(runbook, inputs, mode, echo=None if args.json else out.print)
+            summary = run_on_stack(runbook, inputs, mode, wiring, echo=None if args.json else out.print)
         except Terminated:
             err.print("siaga run: stopped following the run (SIGTERM); the run goes on on the stack",
                       markup=False)

@@ -96,7 +96,7 @@ def cmd_db(args: argparse.Namespace, wiring: Wiring) -> int:
     from siaga.store import migrate
 
     url = wiring.settings.store_url
-    before, after = migrate(url)
+    before, after = migrate(url, wiring.settings.home)
     where = make_url(url).render_as_string(hide_password=True)
     if before == after:
         out.print(f"store {where}: already at migration {after}")

@@ -3,7 +3,7 @@
 The runbook says how soon each audience must have had a published statement
 (`impact.public_statement_within`, met by customers or media, and `comms.deadlines`). A run opens
 one deadline per entry (a second run of the same incident finds them open); a `comms.publish` that
-goes out meets the deadlines of its audience. The watcher in `siaga up` (`flows/deadlines.py`)
+goes out meets the deadlines of its audience. The watcher in `siaga up` (`flows/deadline_watch.py`)
 asks `due(...)` what is owed now: a reminder to the liaison at half and at three quarters of the
 time, and at the deadline a miss, told to the first level of the chain of command, then one level
 further up every further quarter of the time while no statement has gone out.

@@ -21,7 +21,6 @@ from siaga.approvals.records import GateRecords
 from siaga.audit import AuditTrail
 from siaga.report.deadlines import DeadlineRecords
 from siaga.errors import BadInput
-from siaga.home import runbook_folder
 from siaga.report.incident import IncidentNotFound, find_incident_id
 from siaga.incidents.views import get_incident
 from siaga.runbook import Runbook, RunbookError, load_runbook, runbook_files
@@ -64,15 +63,14 @@ def gather(
     wanted: str,
     *,
     registry: ActionRegistry,
+    folder: Path,
     runbook: Runbook | None = None,
     runbook_path: Path | None = None,
-    folder: Path | None = None,
     now: datetime | None = None,
     settings: Settings | None = None,
 ) -> IncidentFacts:
-    """The facts of incident (or chain) `wanted`, redacted. The runbook is read from `folder`
-    (default: the runbook folder) unless given, with the roster `settings` name, its actions
-    checked against `registry`."""
+    """The facts of incident (or chain) `wanted`, redacted. The runbook is read from the runbook
+    `folder` unless given, with the roster `settings` name, its actions checked against `registry`."""
     chain = find_chain(engine, wanted)
     now = now or datetime.now(UTC)
     row = None if chain.startswith("run:") else get_incident(engine, chain)
@@ -90,7 +88,6 @@ def gather(
             None,
         )
     )
-    folder = folder or runbook_folder()
     roster = _roster(folder, settings)
     if runbook is None and runbook_id:
         runbook, runbook_path = _load(runbook_id, folder, registry, roster)

@@ -12,7 +12,6 @@ from siaga.canonical import as_utc  # the store's readers convert the times they
 from .database import (
     BASELINE,
     current_revision,
-    database_url,
     engine,
     insert_ignoring,
     migrate,
@@ -49,6 +48,6 @@ from .tables import (
 
 __all__ = [
     "as_utc",
-    "BASELINE", "current_revision", "database_url", "engine", "insert_ignoring", "migrate", "StoreError", "upgrade", "write_transaction",
+    "BASELINE", "current_revision", "engine", "insert_ignoring", "migrate", "StoreError", "upgrade", "write_transaction",
     "alerts", "audit_records", "comms_deadlines", "deliveries", "drills", "gate_codes", "gate_events", "gates", "heartbeats", "inbox", "incident_alerts", "incidents", "maintenance_windows", "metadata", "run_starts", "runbook_revisions", "runs", "side_effects", "sns_subscriptions", "suppressed_alerts", "threshold_hits", "voice_alerts", "voice_drafts", "voices",
 ]

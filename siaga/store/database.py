@@ -1,8 +1,9 @@
 """Siaga's store's database: its engine (SQLite in WAL mode under the data folder by default, any
-SQLAlchemy URL, PostgreSQL for scale-out, through ``SIAGA_DATABASE_URL``), its migrations, and the
-two writing idioms every part uses.
+SQLAlchemy URL, PostgreSQL for scale-out, through ``SIAGA_DATABASE_URL``: `Settings.store_url`,
+which each entry point reads and hands to `engine`), its migrations, and the two writing idioms
+every part uses.
 
-The schema is versioned by Alembic (`siaga.store.migrations`): `engine()` brings a database to the newest
+The schema is versioned by Alembic (`siaga.store.migrations`): `engine(url)` brings a database to the newest
 migration on first use (`upgrade`), and adopts a database the pre-migration Siaga created (its
 tables, no ``alembic_version``) by stamping the baseline. A change to `metadata` needs a migration;
 a test fails otherwise.
@@ -11,9 +12,7 @@ a test fails otherwise.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
@@ -21,8 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.sql.dml import Insert
 
-from siaga.home import ensure_home, siaga_home
-from siaga.settings import process_settings
+from siaga.home import ensure_home
 
 from .tables import metadata
 
@@ -52,14 +50,6 @@ def insert_ignoring(connection: Connection, table: Table) -> Insert:
     if connection.dialect.name == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise NotImplementedError(f"Siaga's store needs SQLite or PostgreSQL, not {connection.dialect.name}")
-
-
-def database_url(home: Path | None = None) -> str:
-    """The store this process's settings name (`Settings.store_url`), its SQLite file in `home` if given."""
-    settings = process_settings()
-    if home is not None:
-        settings = dataclasses.replace(settings, home=home)
-    return settings.store_url
 
 
 class StoreError(Exception):
@@ -141,23 +131,27 @@ def _adopt(connection: Connection, config: object) -> None:
     )
 
 
-def engine(url: str | None = None) -> Engine:
-    """The store's engine (one per URL per process), its database at the newest migration; without
-    `url`, the store `SIAGA_DATABASE_URL` (or the data folder) names now."""
-    return _engine(url or database_url())
+def engine(url: str, home: Path | None = None) -> Engine:
+    """The engine of the store at `url` (`Settings.store_url`; one per URL per process), its
+    database at the newest migration. A SQLite file in the data folder `home` (`Settings.home`)
+    makes that folder private (`siaga.home.ensure_home`); any other folder is left as its owner
+    made it."""
+    found = _engines.get(url)
+    if found is None:
+        created = _connect(url, home)
+        _upgrade_retrying(created)
+        found = _engines.setdefault(url, created)
+    return found
 
 
-@cache
-def _engine(url: str) -> Engine:
-    created = _connect(url)
-    _upgrade_retrying(created)
-    return created
+_engines: dict[str, Engine] = {}
+"""The engines made in this process, by URL (the data folder matters only to the first)."""
 
 
-def migrate(url: str | None = None) -> tuple[str | None, str | None]:
+def migrate(url: str, home: Path | None = None) -> tuple[str | None, str | None]:
     """Bring the store at `url` to the newest migration on purpose (``siaga db upgrade``, before
     rolling out receivers that share a PostgreSQL database); return the revisions before and after."""
-    created = _connect(url or database_url())
+    created = _connect(url, home)
     try:
         before = current_revision(created)
         _upgrade_retrying(created)
@@ -166,10 +160,10 @@ def migrate(url: str | None = None) -> tuple[str | None, str | None]:
         created.dispose()
 
 
-def _connect(url: str) -> Engine:
+def _connect(url: str, home: Path | None) -> Engine:
     if url.startswith("sqlite:///"):
         folder = Path(url.removeprefix("sqlite:///")).parent
-        if folder == siaga_home():
+        if folder == home:
             ensure_home(folder)
         else:  # a folder SIAGA_DATABASE_URL names: left as its owner made it
             folder.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ reply templates per topic and language. The package:
 * `views`: what `siaga voices` lists.
 
 Reminders and escalation run on the statement deadlines' rule (`siaga.report.deadlines.owed`) in their
-watcher (`siaga.flows.deadlines`). Importing the package loads only its pure parts; the
+watcher (`siaga.flows.deadline_watch`). Importing the package loads only its pure parts; the
 store-backed modules are imported by name.
 
 Direction: imports the runbook language, the store, the audit trail and the incident engine's pure

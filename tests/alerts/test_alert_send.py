@@ -5,6 +5,7 @@ accepted, a wrong credential is refused with 401 and a non-zero exit, secrets ar
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from siaga.flows.server import free_port
 from siaga.integrations import default_registry
 from siaga.settings import Settings
 from siaga.store import engine
+from siaga.wiring import Wiring
 
 from ..conftest import REPO, RUNBOOKS
 from ..support.live_receiver import API_TOKEN, read, serve, settle
@@ -66,7 +68,7 @@ def receiver(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident, runbooks=runbooks)
+            return await start_incident_run(incident, runbooks=runbooks, wiring=Wiring(Settings.from_environ(os.environ)))
 
     app = create_app(runbooks, Settings.from_environ({**SECRETS, "SIAGA_API_TOKEN": API_TOKEN}), engine(f"sqlite:///{home / 'siaga.db'}"), start_run)
     with serve(app, free_port()) as url:

@@ -5,6 +5,7 @@ Prefect UI), and every attack through Prefect's unauthenticated API changes noth
 from __future__ import annotations
 
 import asyncio
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,13 @@ from prefect import get_client
 from prefect.states import Cancelled
 
 from siaga.approvals.records import GateRecords, gate_id
+from siaga.approvals.seal import ledger_key
 from siaga.audit import AuditTrail, chain_of
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
 from siaga.runbook import parse_roster, parse_runbook
+from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.gate_driver import ROSTER, answer, code_for, events, kinds, open_gate, parked, run_of, vote
@@ -100,7 +103,7 @@ def test_quorum_of_two_roles_through_both_channels_with_refusals_recorded(siaga_
     run_id, state = asyncio.run(scenario())
     assert state.is_completed() and state.name == "Completed", state
     assert len(sent(siaga_home, "freeze q-payouts")) == 1
-    gate = GateRecords(engine()).get(gate_id(str(run_id), "freeze"))
+    gate = GateRecords(engine(Settings.from_environ(os.environ).store_url)).get(gate_id(str(run_id), "freeze"))
     assert gate is not None and gate.state == "approved" and sorted(gate.approvers or []) == ["citra", "fajar"]
     history = events(run_id, "freeze")
     refused = [(e["actor"], e["channel"], e["detail"]["reason"]) for e in history if e["kind"] == "refused"]
@@ -147,8 +150,10 @@ def test_a_reject_code_never_approves_and_a_rejection_stops_only_what_depends_on
         flipped = await answer(run_id, "freeze", "fajar", reject, decision="approve")
         assert flipped.status.value == "ACCEPT"
         await parked(run_id, after_key=(await _key(run_id)))
-        gate = GateRecords(engine()).get(gate_id(str(run_id), "freeze"))
-        assert gate is not None and gate.is_open and not GateRecords(engine()).votes(gate)
+        records = GateRecords(engine(Settings.from_environ(os.environ).store_url),
+                              ledger_key(None, Settings.from_environ(os.environ)))  # votes count with the key
+        gate = records.get(gate_id(str(run_id), "freeze"))
+        assert gate is not None and gate.is_open and not records.votes(gate)
         assert vote(run_id, "freeze", "fajar", reject, "reject").gate.state == "rejected"
         return run_id, await running
 
@@ -252,7 +257,7 @@ def test_when_is_decided_once_inside_the_gate(siaga_home: Path) -> None:
     run_id, state = asyncio.run(scenario())
     assert state.is_completed(), state
     assert len(sent(siaga_home, "w p")) == 1 and not sent(siaga_home, "w q without approval")
-    gate = GateRecords(engine()).get(gate_id(str(run_id), "q"))
+    gate = GateRecords(engine(Settings.from_environ(os.environ).store_url)).get(gate_id(str(run_id), "q"))
     assert gate is not None and gate.state == "skipped" and "was false" in (gate.decision or "")
     assert not any(e["to"] == "person:eko" and str(run_id) in e["message"] for e in read_outbox(siaga_home))
 
@@ -266,14 +271,16 @@ def test_a_forged_vote_in_the_store_counts_for_nothing(siaga_home: Path) -> None
         running = asyncio.create_task(flow(scope="f-payouts", requested_by="eko", return_state=True))
         run_id = await run_of("gate-forged")
         gate = await open_gate(run_id, "freeze", "citra")
-        trail = AuditTrail(engine())
+        trail = AuditTrail(engine(Settings.from_environ(os.environ).store_url))
         for person in ("citra", "dewi"):
             trail.append("gate.approved", incident_id=None, run_id=str(run_id), actor=person, channel="ui",
                          data={"gate": "freeze", "roles": ["finance"], "binding": gate.binding_hash, "seal": "0" * 64})
         assert trail.verify(chain_of(None, str(run_id))) is None
         await asyncio.sleep(2)
-        still = GateRecords(engine()).get(gate.id)
-        assert still is not None and still.is_open and GateRecords(engine()).votes(still) == []
+        records = GateRecords(engine(Settings.from_environ(os.environ).store_url),
+                              ledger_key(None, Settings.from_environ(os.environ)))  # votes count with the key
+        still = records.get(gate.id)
+        assert still is not None and still.is_open and records.votes(still) == []
         assert not sent(siaga_home, "freeze f-payouts")
         async with get_client() as client:
             await client.set_flow_run_state(run_id, Cancelled(message="test over"), force=True)
@@ -281,7 +288,7 @@ def test_a_forged_vote_in_the_store_counts_for_nothing(siaga_home: Path) -> None
 
     run_id, state = asyncio.run(scenario())
     assert state.is_cancelled(), state
-    assert GateRecords(engine()).get(gate_id(str(run_id), "freeze")).state == "cancelled"  # type: ignore[union-attr]
+    assert GateRecords(engine(Settings.from_environ(os.environ).store_url)).get(gate_id(str(run_id), "freeze")).state == "cancelled"  # type: ignore[union-attr]
 
 
 def test_escalation_and_timeout_on_a_short_clock(siaga_home: Path) -> None:
@@ -294,7 +301,7 @@ def test_escalation_and_timeout_on_a_short_clock(siaga_home: Path) -> None:
     assert escalations == [["ops"], ["commander"]]
     assert sorted(e["actor"] for e in history if e["kind"] == "code sent") == ["alice", "citra", "dewi", "eko", "fajar"]
     assert [e["kind"] for e in history][-2:] == ["timed out", "decided"]
-    assert GateRecords(engine()).get(gate_id(str(run_id), "freeze")).state == "timed_out"  # type: ignore[union-attr]
+    assert GateRecords(engine(Settings.from_environ(os.environ).store_url)).get(gate_id(str(run_id), "freeze")).state == "timed_out"  # type: ignore[union-attr]
     assert not sent(siaga_home, "freeze c-payouts")
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from siaga.approvals.records import GateRecords, gate_id
-from siaga.approvals.seal import ledger_key
+from siaga.approvals.records import gate_id
 from siaga.audit import AuditTrail
 from siaga.integrations.outbox import read_outbox
 from siaga.store import engine
@@ -146,7 +145,7 @@ def test_the_clock_wakes_a_suspended_run_to_escalate_and_to_time_out(up: Up) -> 
     run_id = up.create_run("clock", requested_by="alert")
     wait(lambda: up.state(run_id) == "COMPLETED", 120, lambda: up.state(run_id) + up.log())
     assert up.run(run_id)["state"]["name"] == "Rejected"
-    records = GateRecords(engine(up.store), ledger_key(up.home))
+    records = up.records()
     events = [e["kind"] for e in records.events(gate_id(run_id, "freeze"))]
     assert "escalated" in events and events[-2:] == ["timed out", "decided"], events
     asked = {e["actor"] for e in records.events(gate_id(run_id, "freeze")) if e["kind"] == "code sent"}

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prefect import get_client
 
-from siaga.audit import trail
+from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
 from siaga.flows.deployments import deploy_to_pool
 from siaga.flows.running import start_incident_run, start_run
@@ -29,7 +29,15 @@ from siaga.incidents.recording import process
 from siaga.incidents.runs import pending_runs, set_flow_run
 from siaga.integrations import default_registry
 from siaga.runbook.revision import revision_of
+from siaga.settings import Settings
 from siaga.store import engine
+from siaga.wiring import Wiring
+
+
+def trail() -> AuditTrail:
+    """The audit trail of the session's store, as the runs' settings name it."""
+    return AuditTrail(engine(Settings.from_environ(os.environ).store_url))
+
 
 RUNBOOK = """\
 runbook: revised
@@ -95,8 +103,8 @@ def steps_done(chain: str) -> list[str]:
 def open_incident(catalog: Catalog, shard: str) -> dict[str, Any]:
     alert = Alert(source="alertmanager", fingerprint=f"revised-{shard}", status=AlertStatus.FIRING,
                   labels={"alertname": "Revised", "shard": shard}, starts_at=datetime.now(UTC))
-    outcome = process(engine(), catalog.runbooks, alert, datetime.now(UTC))
-    return next(i for i in pending_runs(engine()) if i["id"] == outcome.opened[0])
+    outcome = process(engine(Settings.from_environ(os.environ).store_url), catalog.runbooks, alert, datetime.now(UTC))
+    return next(i for i in pending_runs(engine(Settings.from_environ(os.environ).store_url)) if i["id"] == outcome.opened[0])
 
 
 def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_found_it(
@@ -107,8 +115,8 @@ def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_
     incident = open_incident(receiver, "edited-before-start")
     (library / "revised.yaml").write_text(EDITED)  # someone edits the runbook now
 
-    run_id = asyncio.run(start_incident_run(incident, runbooks=receiver.runbooks))
-    set_flow_run(engine(), incident["id"], run_id)  # what the receiver's worker does next
+    run_id = asyncio.run(start_incident_run(incident, runbooks=receiver.runbooks, wiring=Wiring(Settings.from_environ(os.environ))))
+    set_flow_run(engine(Settings.from_environ(os.environ).store_url), incident["id"], run_id)  # what the receiver's worker does next
     started = revision_of(receiver.runbooks["revised"])
     edited = revision_of(loaded(library).runbooks["revised"])
     assert started.digest != edited.digest
@@ -123,7 +131,7 @@ def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_
     assert first[0].kind == "incident.run_started" and first[0].data["revision"] == started.digest
     assert next(r for r in first if r.kind == "run.started").data["revision"] == started.digest
 
-    report = incident_report(engine(), incident["id"], prefect_api, read_run=lambda run: read_run(run, prefect_api))
+    report = incident_report(engine(Settings.from_environ(os.environ).store_url), incident["id"], prefect_api, read_run=lambda run: read_run(run, prefect_api))
     assert report["run"]["revision"] == started.digest
     shown = subprocess.run([sys.executable, "-m", "siaga.cli", "incident", incident["id"]], check=False,
                            capture_output=True, text=True, timeout=60, env={**os.environ, "PREFECT_API_URL": prefect_api})
@@ -133,7 +141,7 @@ def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_
 def test_a_revision_rewritten_through_prefects_api_changes_nothing(library: Path, prefect_api: str) -> None:
     cli = loaded(library)  # what `siaga run` read
     asyncio.run(deploy_to_pool(cli.runbooks.values()))
-    run_id = str(asyncio.run(start_run(cli.runbooks["revised"], {"mode": "live", "shard": "b"})))
+    run_id = str(asyncio.run(start_run(cli.runbooks["revised"], {"mode": "live", "shard": "b"}, engine(Settings.from_environ(os.environ).store_url))))
     (library / "revised.yaml").write_text(EDITED)
     edited = revision_of(loaded(library).runbooks["revised"])
 
@@ -158,7 +166,7 @@ def test_a_revision_that_no_longer_validates_is_refused_with_what_to_do(library:
     (library / "revised.yaml").write_text(FIRST.replace("severity: sev3", "severity: sev3\nroles: {ops: [eko]}"))
     cli = loaded(library)
     asyncio.run(deploy_to_pool(cli.runbooks.values()))
-    run_id = str(asyncio.run(start_run(cli.runbooks["revised"], {"mode": "live"})))
+    run_id = str(asyncio.run(start_run(cli.runbooks["revised"], {"mode": "live"}, engine(Settings.from_environ(os.environ).store_url))))
     (library / "roster.yaml").write_text("people:\n  fajar: {name: Fajar, roles: [ops]}\n")  # eko left
     (library / "revised.yaml").write_text(EDITED.replace("severity: sev3", "severity: sev3\nroles: {ops: [fajar]}"))
 

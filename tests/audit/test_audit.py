@@ -14,16 +14,14 @@ from pathlib import Path
 import pytest
 import structlog.testing
 from pydantic import BaseModel
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from siaga.audit import (
     AuditTrail,
     canonical_json,
     decision_rows,
     read_export,
-    record,
     timeline_markdown,
-    trail,
     verify,
 )
 from siaga.audit.chain import GENESIS, AuditRecord
@@ -260,10 +258,10 @@ def test_a_resolved_secret_never_reaches_the_trail_or_its_export(store: Engine, 
     assert audit.verify() is None
 
 
-def test_record_says_loudly_when_the_trail_cannot_take_a_record_and_the_caller_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SIAGA_DATABASE_URL", f"postgresql+psycopg://siaga@127.0.0.1:{free_port()}/nowhere")
+def test_record_says_loudly_when_the_trail_cannot_take_a_record_and_the_caller_goes_on() -> None:
+    down = create_engine(f"postgresql+psycopg://siaga@127.0.0.1:{free_port()}/nowhere")  # a store that is down
     with structlog.testing.capture_logs() as logs:
-        record("step.started", incident_id="inc-lost", run_id="run-1", step="freeze")
+        AuditTrail(down).record("step.started", incident_id="inc-lost", run_id="run-1", step="freeze")
     (entry,) = [e for e in logs if e["event"] == "audit record NOT written"]
     assert entry["log_level"] == "error"
     assert (entry["kind"], entry["chain"]) == ("step.started", "inc-lost")
@@ -278,10 +276,10 @@ def test_record_appends_to_the_incident_chain_or_the_run_chain_and_cli_verifies(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("SIAGA_DATABASE_URL", url)
-    record("incident.opened", incident_id="inc-cli", runbook="payment-gateway-outage")
-    record("step.started", incident_id="inc-cli", run_id="run-9", step="page")
-    record("run.started", incident_id=None, run_id="run-manual", runbook="drill")
-    audit = trail()
+    audit = AuditTrail(engine(url))
+    audit.record("incident.opened", incident_id="inc-cli", runbook="payment-gateway-outage")
+    audit.record("step.started", incident_id="inc-cli", run_id="run-9", step="page")
+    audit.record("run.started", incident_id=None, run_id="run-manual", runbook="drill")
     assert audit.chains() == ["inc-cli", "run:run-manual"]
     assert [r.kind for r in audit.records("inc-cli")] == ["incident.opened", "step.started"]
 

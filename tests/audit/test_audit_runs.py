@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,19 @@ from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from sqlalchemy import text
 
-from siaga.audit import trail
+from siaga.audit import AuditTrail
 from siaga.runbook import parse_roster, parse_runbook
+from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.gate_driver import ROSTER, code_for, kinds, open_gate, run_of, vote
 from ..support.webhook_server import webhook_server
+
+
+def trail() -> AuditTrail:
+    """The audit trail of the session's store, as the runs' settings name it."""
+    return AuditTrail(engine(Settings.from_environ(os.environ).store_url))
+
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -147,7 +155,7 @@ def test_a_secret_used_by_a_run_appears_nowhere_in_the_trail_its_export_or_timel
     assert state.is_failed()
     kinds = [r.kind for r in trail().records("inc-audit-canary")]
     assert kinds == ["run.started", "step.started", "step.finished", "step.started", "step.failed", "run.finished"]
-    with engine().connect() as db:
+    with engine(Settings.from_environ(os.environ).store_url).connect() as db:
         rows = json.dumps([[str(value) for value in row] for row in db.execute(text("SELECT * FROM audit_records"))])
     export = io.StringIO()
     trail().export("inc-audit-canary", export)

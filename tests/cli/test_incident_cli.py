@@ -5,6 +5,7 @@ receiver app on a real uvicorn, Alertmanager-shaped webhooks, runs started throu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -24,6 +25,7 @@ from siaga.flows.server import free_port
 from siaga.integrations import default_registry
 from siaga.settings import Settings
 from siaga.store import engine
+from siaga.wiring import Wiring
 
 from ..support.alert_payloads import am_alert, webhook
 from ..support.live_receiver import API_TOKEN, read, serve, settle
@@ -74,7 +76,7 @@ def setup(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident, runbooks=runbooks)
+            return await start_incident_run(incident, runbooks=runbooks, wiring=Wiring(Settings.from_environ(os.environ)))
 
     store = engine(f"sqlite:///{home / 'siaga.db'}")
     app = create_app(runbooks, Settings.from_environ({"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_API_TOKEN": API_TOKEN}), store, start_run)

@@ -7,11 +7,13 @@ import asyncio
 import json
 from pathlib import Path
 
+import os
 import pytest
 
 from siaga.flows import compile_runbook
 from siaga.integrations import default_registry
 from siaga.runbook import parse_runbook
+from siaga.settings import Settings
 from testkit.provider_servers import providers
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -217,6 +219,6 @@ def test_a_drill_of_every_bundled_runbook_calls_only_sandboxes(
         assert all("[DRILL]" in text for text in texts if text not in silent), texts
         for _, _, message in drill_mail.messages:
             assert message["Subject"].startswith("[DRILL] ")
-        record = DrillRecords(engine()).find(runbook.id)[-1]
+        record = DrillRecords(engine(Settings.from_environ(os.environ).store_url)).find(runbook.id)[-1]
         assert record["run_id"] == str(state.state_details.flow_run_id) and record["state"] == "scored"
         assert record["figures"]["steps_failed"] == []

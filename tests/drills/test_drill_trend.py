@@ -4,6 +4,7 @@ SVG that parses, holds one point per scored drill and figure, and renders in a r
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from siaga.cli import main
 from siaga.drills.chart import chart_svg
 from siaga.drills.records import DrillRecords
+from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.browser import browser_fixture, page_fixture  # noqa: F401
@@ -29,7 +31,7 @@ def figures(page_s: float | None, statement_s: float | None) -> dict:
 
 @pytest.fixture(scope="module")
 def drills(siaga_home: Path) -> DrillRecords:
-    records = DrillRecords(engine())
+    records = DrillRecords(engine(Settings.from_environ(os.environ).store_url))
     for month, (score, page, statement) in enumerate([(62, 540, 4200), (81, 300, 2400), (95, 120, 1500)]):
         started = T0 + timedelta(days=30 * month)
         records.scored(f"trend-a-{month}", "trend-a", started, started + timedelta(minutes=40), score,

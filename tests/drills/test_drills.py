@@ -5,6 +5,7 @@ as a Markdown artifact."""
 from __future__ import annotations
 
 import asyncio
+import os
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from siaga.incidents import Alert, AlertStatus
 from siaga.drills.records import DrillRecords
 from siaga.incidents.recording import process
 from siaga.runbook import parse_roster, parse_runbook
+from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.gate_driver import ROSTER, with_approvals
@@ -80,7 +82,7 @@ async def artifact(run_id: Any, key: str) -> Any:
 def test_a_drill_stands_down_while_a_live_incident_is_open(siaga_home: Path) -> None:
     book = runbook("drill-guard")
     flow = compile_runbook(book)
-    opened = process(engine(), {book.id: book}, alert("firing"), datetime.now(UTC))
+    opened = process(engine(Settings.from_environ(os.environ).store_url), {book.id: book}, alert("firing"), datetime.now(UTC))
     [incident_id] = opened.opened
 
     state = asyncio.run(flow(mode="drill", return_state=True))
@@ -88,18 +90,18 @@ def test_a_drill_stands_down_while_a_live_incident_is_open(siaga_home: Path) -> 
     assert state.is_completed() and state.name == "Skipped"
     assert incident_id in state.message and "wait until it is resolved" in state.message
     assert not [m for m in read_outbox(siaga_home) if m["run_id"] == str(run_id)], "a skipped drill did something"
-    [record] = DrillRecords(engine()).find("drill-guard")
+    [record] = DrillRecords(engine(Settings.from_environ(os.environ).store_url)).find("drill-guard")
     assert record["state"] == "skipped" and record["score"] is None and incident_id in record["reason"]
     assert "skipped" in asyncio.run(artifact(run_id, "drill-guard-drill-score")).data
 
     live = asyncio.run(flow(mode="live", return_state=True))
     assert live.is_completed() and live.name == "Completed", "only drills stand down"
 
-    resolved = process(engine(), {book.id: book}, alert("resolved"), datetime.now(UTC))
+    resolved = process(engine(Settings.from_environ(os.environ).store_url), {book.id: book}, alert("resolved"), datetime.now(UTC))
     assert resolved.resolved == [incident_id]
     state = asyncio.run(flow(mode="drill", return_state=True))
     assert state.is_completed() and state.name == "Completed", state.message
-    latest = DrillRecords(engine()).find("drill-guard")[-1]
+    latest = DrillRecords(engine(Settings.from_environ(os.environ).store_url)).find("drill-guard")[-1]
     assert latest["state"] == "scored" and latest["run_id"] == str(state.state_details.flow_run_id)
 
 
@@ -112,7 +114,7 @@ def test_a_drill_is_scored_from_its_steps_and_gates(siaga_home: Path) -> None:
     state = asyncio.run(drill())
     assert state.is_completed(), state.message
     run_id = str(state.state_details.flow_run_id)
-    [record] = DrillRecords(engine()).find("drill-scored")
+    [record] = DrillRecords(engine(Settings.from_environ(os.environ).store_url)).find("drill-scored")
     assert record["run_id"] == run_id and record["state"] == "scored"
     figures = record["figures"]
     # Everything ran within seconds: nothing is late, nothing failed.

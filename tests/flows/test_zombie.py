@@ -20,6 +20,7 @@ from siaga.cli import main
 from siaga.errors import BadInput
 from siaga.flows.server import free_port
 from siaga.flows.stack import ZOMBIE_AUTOMATION, ensure_zombie_automation, zombie_window
+from siaga.settings import Settings
 
 from ..support.stack import clean_env, create_flow_run
 
@@ -84,11 +85,11 @@ def test_a_killed_runner_leaves_a_crashed_run_not_a_running_one(prefect_api: str
 def test_the_window_is_more_than_a_heartbeat_and_at_most_a_day(monkeypatch: pytest.MonkeyPatch, window: str) -> None:
     monkeypatch.setenv("SIAGA_ZOMBIE_WINDOW_SECONDS", window)
     with pytest.raises(BadInput, match=r"SIAGA_ZOMBIE_WINDOW_SECONDS is .*more than 30"):
-        zombie_window()
+        zombie_window(Settings.from_environ(os.environ))
     monkeypatch.setenv("SIAGA_ZOMBIE_WINDOW_SECONDS", " 45 ")
-    assert zombie_window() == timedelta(seconds=45)
+    assert zombie_window(Settings.from_environ(os.environ)) == timedelta(seconds=45)
     monkeypatch.delenv("SIAGA_ZOMBIE_WINDOW_SECONDS")
-    assert zombie_window() == timedelta(seconds=60)
+    assert zombie_window(Settings.from_environ(os.environ)) == timedelta(seconds=60)
 
 
 def test_a_window_a_live_run_cannot_keep_is_refused_before_anything_starts(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import textwrap
 import uuid
@@ -40,6 +41,7 @@ from siaga.integrations.aws._client import AwsError, deduplication_id, derived_n
 from siaga.actions import ActionContext, ActionFailed, DrillBehaviour, Mode
 from siaga.audit.ledger import Claim, Ledger
 from siaga.runbook import parse_runbook
+from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
@@ -155,7 +157,7 @@ def test_a_restarted_failover_reconciles_and_never_fails_over_again(moto: Moto, 
     cluster, first, second = make_cluster(moto)
     spec = default_registry()["aws.rds.failover"]
     params = rds.RdsFailover(cluster=cluster, target=second)
-    ledger = Ledger(engine())
+    ledger = Ledger(engine(Settings.from_environ(os.environ).store_url))
     step = context(connections, step="failover-db", incident=unique("INC"))
     key = f"{step.idempotency_key}:{spec.name}"
     with moto.recording() as calls:
@@ -180,7 +182,7 @@ def test_a_restarted_failover_reconciles_and_never_fails_over_again(moto: Moto, 
 
 def test_an_unknown_cluster_is_refused_with_a_todo(moto: Moto, connections: dict) -> None:
     spec = default_registry()["aws.rds.failover"]
-    ledger = Ledger(engine())
+    ledger = Ledger(engine(Settings.from_environ(os.environ).store_url))
     step = context(connections, step="failover-db")
     with pytest.raises(ActionFailed) as caught:
         run(perform(spec, rds.RdsFailover(cluster="no-such-cluster", target="x"), step, DrillBehaviour.RECORD, ledger))
@@ -651,7 +653,7 @@ steps:
     assert "DBClusterNotFoundFault" in text and "check the names in the step's parameters" in text
 
     run_id = str(state.state_details.flow_run_id)
-    ledger = [json.dumps(e.__dict__, default=str) for e in Ledger(engine()).entries() if e.run_id == run_id]
+    ledger = [json.dumps(e.__dict__, default=str) for e in Ledger(engine(Settings.from_environ(os.environ).store_url)).entries() if e.run_id == run_id]
     seen = [text, json.dumps(failed.summary), (siaga_home / "logs" / "siaga.jsonl").read_text(), *ledger]
     seen += asyncio.run(_prefect_record(state.state_details.flow_run_id))
     assert len(ledger) == 3, "switch-dns, its undo and failover-db are in the ledger"

@@ -23,6 +23,7 @@ from siaga.approvals.records import GateRecords
 from siaga.catalog import Catalog
 from siaga.flows.compiler import compile_runbook
 from siaga.integrations import default_registry
+from siaga.settings import Settings
 from siaga.store import engine
 from testkit.provider_servers import PAGERDUTY_PATH, Mailbox, Providers, providers, smtp_server
 
@@ -184,7 +185,7 @@ def test_payment_gateway_outage_live_against_the_stand_ins(stand_ins: StandIns) 
     assert len(snapshots) == 1
     # the runbook's preview step, the preview its approval gate shows its approvers, the freeze
     assert [(r.method, r.path) for r in s.switch.requests] == [("GET", "/preview")] * 2 + [("POST", "/freeze")]
-    [gate] = [g for g in GateRecords(engine()).find() if g.step_id == "freeze-payouts" and g.incident_id == "INC-PGW-1"]
+    [gate] = [g for g in GateRecords(engine(Settings.from_environ(os.environ).store_url)).find() if g.step_id == "freeze-payouts" and g.incident_id == "INC-PGW-1"]
     assert gate.state == "approved" and gate.evidence["preview"]["merchants"], gate.evidence
     assert [f["scope"] for f in s.switch.freezes] == ["payouts"]
     assert s.switch.freezes[0]["key"].startswith("INC-PGW-1:freeze-payouts")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import os
 import pytest
 from pydantic import ValidationError
 
@@ -22,6 +23,7 @@ from siaga.integrations.comms import Draft, DraftText, Message, Publish, draft, 
 from siaga.integrations.outbox import read_outbox
 from siaga.runbook import RunbookError, parse_roster, parse_runbook
 from siaga.runbook.loader import read_templates
+from siaga.settings import Settings
 from siaga.store import engine
 from testkit.provider_servers import smtp_server
 
@@ -198,7 +200,7 @@ def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, provid
     state = asyncio.run(with_approvals(siaga_home, runbook.id, flow(incident={"id": "INC-COMMS-1"}, requested_by="alert", return_state=True)))
     assert state.is_completed(), state.message
 
-    [gate] = [g for g in GateRecords(engine()).find(incident_id="INC-COMMS-1") if g.step_id == "publish-customers"]
+    [gate] = [g for g in GateRecords(engine(Settings.from_environ(os.environ).store_url)).find(incident_id="INC-COMMS-1") if g.step_id == "publish-customers"]
     assert gate.state == "approved" and sorted(gate.approvers or []) == ["alice", "budi"]
     approved = gate.evidence["params"]["draft"]  # what the approvers were shown
     assert approved["subject"] == "Gangguan pembayaran / Payment disruption"
@@ -229,7 +231,7 @@ def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, provid
     assert (banner["subject"], banner["message"]) == (approved["subject"], text)
 
     # the statement met the customers' deadline (and the run's artifacts say so)
-    [deadline] = DeadlineRecords(engine()).find(incident_id="INC-COMMS-1")
+    [deadline] = DeadlineRecords(engine(Settings.from_environ(os.environ).store_url)).find(incident_id="INC-COMMS-1")
     assert (deadline.name, deadline.state, deadline.met_by) == ("customers", "met", "publish-customers")
 
 
@@ -251,5 +253,5 @@ def test_a_rejected_statement_is_not_sent(siaga_home: Path) -> None:
     state = asyncio.run(scenario())
     assert state.name == "Rejected", state
     assert not [e for e in read_outbox(siaga_home) if e["to"] == "customers:rejected"]
-    [deadline] = DeadlineRecords(engine()).find(incident_id="INC-COMMS-2")
+    [deadline] = DeadlineRecords(engine(Settings.from_environ(os.environ).store_url)).find(incident_id="INC-COMMS-2")
     assert deadline.state == "pending" and deadline.met_at is None

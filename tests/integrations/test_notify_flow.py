@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import os
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -24,6 +25,7 @@ from siaga.integrations.outbox import read_outbox
 from siaga.audit.ledger import Ledger
 from siaga.logs import log_file
 from siaga.runbook import parse_runbook
+from siaga.settings import Settings
 from siaga.store import engine
 from testkit.provider_servers import providers, smtp_server
 
@@ -157,7 +159,7 @@ def test_a_runbook_notifies_every_provider_and_leaks_no_secret(
         # step outputs, as the side-effect ledger recorded them
         outputs = {
             e.key.split(":")[1]: e.result
-            for e in Ledger(engine()).entries()
+            for e in Ledger(engine(Settings.from_environ(os.environ).store_url)).entries()
             if e.key.startswith(run_id)
         }
         posts = [r.json() for r in stand_ins.calls("/slack/api/chat.postMessage")]

@@ -32,16 +32,23 @@ from siaga.flows.effects import ALREADY_DONE, FOUND_IN_PLACE
 from siaga.integrations import default_registry
 
 from siaga import cli
-from siaga.audit import trail
+from siaga.audit import AuditTrail
 from siaga.audit.ledger import Ledger
 from siaga.logs import log_file
 from siaga.runbook import parse_runbook
+from siaga.settings import Settings
 from siaga.store import engine
 
 from ..conftest import REPO
 from ..support.payment_standins import FakeStatuspage, FakeStripe, KillSwitch, Reply, Slow
 from ..support.prefect_runs import settled_task_runs
 from ..support.webhook_server import webhook_server
+
+
+def trail() -> AuditTrail:
+    """The audit trail of the session's store, as the runs' settings name it."""
+    return AuditTrail(engine(Settings.from_environ(os.environ).store_url))
+
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -210,7 +217,7 @@ def killed_then_rerun(
                 switch.hold = False
                 if children[incident].poll() is None:
                     children[incident].kill()
-        ledger = Ledger(engine())
+        ledger = Ledger(engine(Settings.from_environ(os.environ).store_url))
         for incident in cases:
             entry = ledger.get(f"{incident}:freeze-payouts:payments.freeze")
             assert entry is not None and entry.state == "intent", "the ledger holds the intent only"
@@ -243,7 +250,7 @@ def test_a_freeze_killed_before_its_record_is_reconciled_not_repeated(
     assert rerun.runs[0].state.name == "Completed"
     [completed] = logged(rerun.state.state_details.flow_run_id, "step completed")
     assert completed["note"] == FOUND_IN_PLACE
-    entry = Ledger(engine()).get(rerun.key)
+    entry = Ledger(engine(Settings.from_environ(os.environ).store_url)).get(rerun.key)
     assert entry is not None and entry.state == "done"
     assert entry.result["reconciled"] is True and entry.result["key"] == "inc-1:freeze-payouts"
 
@@ -483,7 +490,7 @@ def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
         return artifacts, logs
 
     artifacts, api_logs = asyncio.run(from_the_api())
-    ledger = [e for e in Ledger(engine()).entries() if e.key.startswith("inc-canary:")]
+    ledger = [e for e in Ledger(engine(Settings.from_environ(os.environ).store_url)).entries() if e.key.startswith("inc-canary:")]
     places = {
         "siaga.jsonl": log_file(siaga_home).read_text(),
         "error and summary": str(result) + json.dumps(result.summary, default=str),

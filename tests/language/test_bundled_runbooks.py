@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import os
 import pytest
 from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
@@ -23,6 +24,7 @@ from siaga.integrations.outbox import read_outbox
 from siaga.runbook import Runbook
 from siaga.runbook.comms import statement_deadlines
 from siaga.runbook.schema import runbook_schema
+from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.gate_driver import with_approvals
@@ -115,7 +117,7 @@ def test_drill_runs_to_completion(
 
     # Statement deadlines ran on the drill's clock: once the drill is over none is pending, and
     # the public one was met by the customer or media statement the drill published.
-    deadlines = {d.name: d.state for d in DeadlineRecords(engine()).find(run_id=summary["run_id"])}
+    deadlines = {d.name: d.state for d in DeadlineRecords(engine(Settings.from_environ(os.environ).store_url)).find(run_id=summary["run_id"])}
     assert set(deadlines) == set(statement_deadlines(runbook))
     assert "pending" not in deadlines.values() and deadlines["public"] == "met", deadlines
 

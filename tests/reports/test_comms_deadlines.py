@@ -19,7 +19,7 @@ import pytest
 
 from siaga.cli import main
 from siaga.report.deadlines import Deadline, DeadlineRecords, Due, due
-from siaga.flows.deadlines import check_deadlines, open_deadlines, watch_deadlines
+from siaga.flows.deadline_watch import check_deadlines, open_deadlines, watch_deadlines
 from siaga.integrations import default_registry
 from siaga.integrations.outbox import read_outbox
 from siaga.runbook import Runbook, parse_roster, parse_runbook

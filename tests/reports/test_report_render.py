@@ -5,6 +5,7 @@ escaping of hostile text; and the gathering side's redaction of secrets it learn
 from __future__ import annotations
 
 import json
+import os
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -18,7 +19,8 @@ from siaga.audit import AuditTrail
 from siaga.report import IncidentFacts, report_html, report_markdown, tell, timeline_svg
 from siaga.report.gather import gather, learn_environment_secrets
 from siaga.secrets import REDACTOR
-from siaga.store import database_url, engine
+from siaga.settings import Settings
+from siaga.store import engine
 
 from ..support.report_facts import recorded
 
@@ -195,7 +197,7 @@ def test_the_picture_has_a_lane_per_kind_and_a_bar_per_step_and_gate() -> None:
 
 
 def test_gathering_redacts_what_the_process_knows_now(siaga_home: Path) -> None:
-    store = engine(database_url())
+    store = engine(Settings.from_environ(os.environ).store_url)
     chain = f"inc-redact-{uuid.uuid4().hex[:8]}"
     canary = f"canary-late-{uuid.uuid4().hex[:10]}"
     # written while nobody knew the value was a secret (another process, an older release)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,7 +28,9 @@ from siaga.report import IncidentFacts, report_markdown, tell
 from siaga.report.gather import gather
 from siaga.report.sitrep import build_sitrep, recipients, sitrep_due
 from siaga.runbook import Runbook, RunbookError, parse_roster, parse_runbook
-from siaga.store import database_url, engine
+from siaga.settings import Settings
+from siaga.store import engine
+from siaga.wiring import Wiring
 from testkit.provider_servers import Mailbox, smtp_server
 
 from ..support.alert_payloads import am_alert, webhook
@@ -199,7 +202,7 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
 def open_incident(found: Runbook, now: datetime) -> str:
     """An incident opened by an Alertmanager alert through the receiver's own recording path."""
     [alert] = parse("alertmanager", webhook(am_alert(f"r-{uuid.uuid4().hex[:8]}")))
-    [incident] = process(engine(database_url()), {found.id: found}, alert, now).opened
+    [incident] = process(engine(Settings.from_environ(os.environ).store_url), {found.id: found}, alert, now).opened
     return incident
 
 
@@ -214,12 +217,13 @@ def test_the_watcher_sends_on_the_cadence_to_the_liaison_and_commander(
     )
     opened = datetime.now(UTC)
     incident = open_incident(found, opened)
-    store = engine(database_url())
+    store = engine(Settings.from_environ(os.environ).store_url)
 
     async def watch() -> list[Any]:
         stop = asyncio.Event()
         watcher = asyncio.create_task(
-            watch_sitreps(stop, {found.id: found}, interval=0.1, folder=runbook_folder, store=store)
+            watch_sitreps(stop, {found.id: found}, interval=0.1, folder=runbook_folder, store=store,
+                          wiring=Wiring(Settings.from_environ(os.environ)))
         )
         try:
             for _ in range(300):  # up to 30 s for the two reports due 2 s and 4 s after the opening

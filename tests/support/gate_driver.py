@@ -5,6 +5,7 @@ run's Resume form (as the Prefect UI does)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from prefect.client.schemas.sorting import FlowRunSort
 
 from siaga.approvals.records import Gate, GateRecords, Submission, gate_id
 from siaga.approvals.runs import RunRecords
+from siaga.approvals.seal import ledger_key
 from siaga.integrations.outbox import read_outbox
+from siaga.settings import Settings
 from siaga.store import engine
 
 ROSTER = """
@@ -43,9 +46,16 @@ def code_for(home: Path, person: str, run_id: Any, step: str, decision: str = "a
     return found[-1]
 
 
+def ledger(store_url: str | None = None) -> GateRecords:
+    """The decision ledger in `store_url` (default: the session's store), with the key of the seals
+    the settings of the session name."""
+    settings = Settings.from_environ(os.environ)
+    return GateRecords(engine(store_url or settings.store_url), ledger_key(None, settings))
+
+
 async def open_gate(run_id: Any, step: str, *people: str, timeout: float = 60, store_url: str | None = None) -> Gate:
     """The gate at `step` of the run, once it is open and `people` were sent their codes."""
-    records = GateRecords(engine(store_url))
+    records = ledger(store_url)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -71,7 +81,7 @@ async def run_of(flow_name: str, timeout: float = 60) -> UUID:
 
 async def parked(run_id: Any, timeout: float = 60, after_key: str | None = None, store_url: str | None = None) -> str:
     """The key of the pause the run waits in with its Resume form up (a new one after `after_key`)."""
-    runs = RunRecords(engine(store_url))
+    runs = RunRecords(engine(store_url or Settings.from_environ(os.environ).store_url))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with get_client() as client:
@@ -100,13 +110,13 @@ def vote(
     store_url: str | None = None,
 ) -> Submission:
     """A vote as `siaga approve` casts it: straight to the ledger."""
-    records = GateRecords(engine(store_url))
+    records = ledger(store_url)
     return records.submit(gate_id(str(run_id), step), person, decision, code, channel="cli",  # type: ignore[arg-type]
                           comment=comment)
 
 
 def events(run_id: Any, step: str) -> list[dict[str, Any]]:
-    return GateRecords(engine()).events(gate_id(str(run_id), step))
+    return ledger().events(gate_id(str(run_id), step))
 
 
 def kinds(run_id: Any, step: str) -> list[str]:
@@ -117,7 +127,7 @@ async def approve_every_gate(home: Path, runbook_id: str, stop: asyncio.Event, s
     """Approve every gate of `runbook_id`'s runs as its people would (each person asked, in turn,
     approves with the code they were sent, through the ledger as `siaga approve` does) until
     `stop` is set; returns how many answers."""
-    records = GateRecords(engine(store_url))
+    records = ledger(store_url)
     answered = 0
     done: set[tuple[str, str]] = set()
     while not stop.is_set():

@@ -19,6 +19,7 @@ from siaga.approvals.runs import RunRecords
 from siaga.approvals.seal import ledger_key
 from siaga.flows.server import free_port
 from siaga.integrations.outbox import read_outbox
+from siaga.settings import Settings
 from siaga.store import engine
 
 from .gate_driver import ROSTER, code_for
@@ -129,7 +130,7 @@ class Up:
 
     def records(self) -> GateRecords:
         """The stack's decision ledger, read with the stack's own key."""
-        return GateRecords(engine(self.store), ledger_key(self.home))
+        return GateRecords(engine(self.store), ledger_key(self.home, Settings.from_environ(self.env)))
 
     def gate(self, run_id: str) -> Any:
         return self.records().get(gate_id(run_id, "freeze"))

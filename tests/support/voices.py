@@ -12,6 +12,9 @@ from typing import Any
 
 import httpx
 
+from siaga.settings import Settings
+from siaga.wiring import Wiring
+
 
 def mention(post: str, topic: str, *, text: str | None = "Pembayaran saya gagal!", platform: str = "x",
             sentiment: str = "negative", **labels: str) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def run_starter(prefect_api: str, runbook_id: str) -> Any:
 
     async def start_run(incident: Any) -> str:
         with temporary_settings({PREFECT_API_URL: prefect_api}):  # uvicorn's thread has its own context
-            return await start_incident_run(incident)
+            return await start_incident_run(incident, wiring=Wiring(Settings.from_environ(os.environ)))
 
     return start_run
 

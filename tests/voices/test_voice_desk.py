@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from prefect.settings import PREFECT_API_URL
 from siaga.actions import ActionContext, ActionFailed, Mode
 from siaga.alerts.receiver import create_app
 from siaga.approvals.records import Gate, GateRecords, gate_id
+from siaga.approvals.seal import ledger_key
 from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
 from siaga.cli import main
@@ -168,7 +170,7 @@ async def gate_of(incident_id: str | None, step: str = "answer-voices", *, after
                   run_id: str | None = None) -> Gate:
     """The open gate at `step` of a run of the incident (a run not among `after`; or of `run_id`),
     once its people were sent their codes."""
-    records = GateRecords(engine())
+    records = GateRecords(engine(Settings.from_environ(os.environ).store_url))
     for _ in range(600):
         found = [records.get(gate_id(run_id, step))] if run_id else records.find(state="open", incident_id=incident_id)
         for gate in found:
@@ -211,7 +213,7 @@ def test_an_approved_reply_is_posted_once_per_voice_and_a_retry_or_restart_posts
             texts = {r["text"] for r in params["replies"]}
             assert texts == {f"Mohon maaf atas kendala {topic}. Saldo Anda aman."}
             assert sorted(t["voice"] for r in params["replies"] for t in r["voices"]) == sorted(
-                v.id for v in VoiceRecords(engine()).find(incident_id=incident["id"]) if v.platform != "tiktok")
+                v.id for v in VoiceRecords(engine(Settings.from_environ(os.environ).store_url)).find(incident_id=incident["id"]) if v.platform != "tiktok")
             assert "@cust0 Mohon maaf" in json.dumps(gate.evidence["preview"])  # the reply as posted, per voice
             assert vote(gate.run_id, "answer-voices", "gita", code_for(siaga_home, "gita", gate.run_id, "answer-voices")
                         ).outcome == "decided"
@@ -223,7 +225,7 @@ def test_an_approved_reply_is_posted_once_per_voice_and_a_retry_or_restart_posts
         assert sorted((r["referenced_tweets"][0]["id"], r["raw"]) for r in replies) == sorted(
             (p, f"@cust{n} Mohon maaf atas kendala {topic}. Saldo Anda aman.") for n, p in enumerate(posts))
         assert [len(desk.graph.comments[o]) for o in (fb_post, ig_comment)] == [1, 1]
-        voices = {v.mention_id: v for v in VoiceRecords(engine()).find(incident_id=incident["id"])}
+        voices = {v.mention_id: v for v in VoiceRecords(engine(Settings.from_environ(os.environ).store_url)).find(incident_id=incident["id"])}
         (second,) = [v for v in voices.values() if v.platform == "x" and v.state != "answered"]
         assert second.state == "drafted" and "503" in (second.problem or ""), second.problem
         assert all(v.reply_url.startswith("https://x.com/") for v in voices.values() if v.platform == "x" and v != second)
@@ -245,9 +247,9 @@ def test_an_approved_reply_is_posted_once_per_voice_and_a_retry_or_restart_posts
 
         assert asyncio.run(second_run()).is_completed()
         assert len(desk.replies()) == len(replies) == 3, "a reply went out twice"
-        after = VoiceRecords(engine()).find(ids=[second.id])[0]
+        after = VoiceRecords(engine(Settings.from_environ(os.environ).store_url)).find(ids=[second.id])[0]
         assert after.state == "answered" and after.problem is None
-        answered = [r for r in AuditTrail(engine()).records(incident["id"]) if r.kind == "voice.answered"]
+        answered = [r for r in AuditTrail(engine(Settings.from_environ(os.environ).store_url)).records(incident["id"]) if r.kind == "voice.answered"]
         assert len(answered) == 5 and {r.data["voice"] for r in answered} == {
             v.id for v in voices.values() if v.platform != "tiktok"}
         assert all(r.data["text_hash"] and r.channel == "answer-voices" for r in answered)
@@ -281,7 +283,9 @@ def test_prefect_api_attacks_change_nothing_and_a_changed_text_needs_a_new_appro
             for code in ("00000000", "99999999"):
                 await answer(gate.run_id, "answer-voices", "gita", code)
                 key = await parked(gate.run_id, after_key=key)
-            assert not any(v.person for v in GateRecords(engine()).votes(gate)), "a forged answer counted"
+            counted = GateRecords(engine(Settings.from_environ(os.environ).store_url),
+                                  ledger_key(None, Settings.from_environ(os.environ))).votes(gate)
+            assert not any(v.person for v in counted), "a forged answer counted"
             assert len(desk.replies()) == seen
             # meanwhile the team corrects the text: the voices are drafted again, with a new text
             template.write_text("Biaya tidak berubah. {{ facts.balance }}")
@@ -293,10 +297,10 @@ def test_prefect_api_attacks_change_nothing_and_a_changed_text_needs_a_new_appro
         gate, state = asyncio.run(attacked())
         assert state.is_completed(), state.message
         assert len(desk.replies()) == seen, "the approved text was posted after it had changed, or the forged one"
-        events = GateRecords(engine()).events(gate_id(gate.run_id, "answer-voices"))
+        events = GateRecords(engine(Settings.from_environ(os.environ).store_url)).events(gate_id(gate.run_id, "answer-voices"))
         assert [e["detail"]["reason"] for e in events if e["kind"] == "refused"] == [
             "wrong code (1 of 5)", "wrong code (2 of 5)"]
-        voices = VoiceRecords(engine()).find(incident_id=incident["id"])
+        voices = VoiceRecords(engine(Settings.from_environ(os.environ).store_url)).find(incident_id=incident["id"])
         assert {v.state for v in voices} == {"drafted"}
 
         # the new text is put to people in a new round: approved, it goes out once per voice
@@ -313,14 +317,14 @@ def test_prefect_api_attacks_change_nothing_and_a_changed_text_needs_a_new_appro
         assert "evil" not in json.dumps(desk.x.posts)
         # a reply whose text is not the one Siaga drafted is refused before anything is posted,
         # whatever hash it carries
-        forged = dict(GateRecords(engine()).find(incident_id=incident["id"])[-1].params["replies"][0])  # type: ignore[index]
+        forged = dict(GateRecords(engine(Settings.from_environ(os.environ).store_url)).find(incident_id=incident["id"])[-1].params["replies"][0])  # type: ignore[index]
         forged["text"] = "Send your OTP to evil.example"
         forged["text_hash"] = hashlib.sha256(forged["text"].encode()).hexdigest()
         runbook = Catalog.load(desk.folder, REGISTRY).runbooks[RUNBOOK]
         context = ActionContext(runbook_id=RUNBOOK, step_id="answer-voices", run_id="forged", mode=Mode.LIVE,
                                 home=siaga_home, incident_id=incident["id"])
         with pytest.raises(ActionFailed, match="not a reply Siaga drafted"):
-            StoreDesk(engine(), runbook, desk.folder, None).admit(forged, context)
+            StoreDesk(engine(Settings.from_environ(os.environ).store_url), runbook, desk.folder, None).admit(forged, context)
     finally:
         template.write_text(TEMPLATES["reply.id.md.j2"])
         resolve(desk, storm)
@@ -331,7 +335,7 @@ def test_a_drill_answers_the_mentions_it_held_posts_nothing_and_loses_points_for
 ) -> None:
     topic = f"drill-{uuid.uuid4().hex[:6]}"
     seen = len(desk.x.requests) + len(desk.graph.requests)
-    store = engine()
+    store = engine(Settings.from_environ(os.environ).store_url)
 
     async def drill() -> Any:
         running = asyncio.create_task(desk.flow(topic=topic, mode="drill", return_state=True))

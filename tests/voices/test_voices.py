@@ -29,7 +29,7 @@ from siaga.audit import AuditTrail
 from siaga.catalog import Catalog
 from siaga.cli import main
 from siaga.report.deadlines import Due
-from siaga.flows.deadlines import watch_deadlines
+from siaga.flows.deadline_watch import watch_deadlines
 from siaga.flows.server import free_port
 from siaga.flows.voice_clocks import check_voice_deadlines
 from siaga.integrations import default_registry
@@ -38,6 +38,7 @@ from siaga.settings import Settings
 from siaga.store import alerts, engine, voice_alerts, voices
 from siaga.voices.intake import take_in
 from siaga.voices.records import VoiceRecords
+from siaga.wiring import Wiring
 
 from ..support.alert_payloads import signed
 from ..support.live_receiver import API_TOKEN, read, serve, settle
@@ -291,7 +292,8 @@ def test_a_voice_past_its_deadline_is_told_up_the_chain_of_command(desk: Desk, s
 
     def at(minutes: float) -> list[Due]:
         done = asyncio.run(check_voice_deadlines(t0 + timedelta(minutes=minutes), registry=REGISTRY,
-                                                 folder=desk.folder, store=desk.store))
+                                                 folder=desk.folder, store=desk.store,
+                                                 wiring=Wiring(Settings.from_environ(os.environ))))
         return [owed for voice_id, owed in done if voice_id == vip.id]
 
     def told(person: str) -> list[dict[str, Any]]:
@@ -336,7 +338,8 @@ def test_a_mention_after_its_incident_resolved_is_a_late_voice_the_watcher_of_si
     async def watch() -> None:
         stop = asyncio.Event()
         runbooks = Catalog.load(desk.folder, REGISTRY).runbooks
-        watcher = asyncio.create_task(watch_deadlines(stop, interval=0.1, folder=desk.folder, runbooks=runbooks))
+        watcher = asyncio.create_task(watch_deadlines(stop, interval=0.1, folder=desk.folder, runbooks=runbooks,
+                                                      wiring=Wiring(Settings.from_environ(os.environ))))
         try:
             for _ in range(100):
                 if VoiceRecords(desk.store).find(incident_id=incident["id"]):

@@ -1,6 +1,6 @@
 """Alembic migrations of Siaga's own store (`siaga.store.metadata`).
 
-`siaga.store.engine()` brings a database to head on first use, so users never run Alembic
+`siaga.store.engine(url)` brings a database to head on first use, so users never run Alembic
 themselves; ``siaga db upgrade`` does it on purpose (PostgreSQL shared by several receivers).
 
 Adding a table or column: change `siaga.store.metadata`, then write its migration with

@@ -30,8 +30,6 @@ from siaga.report.deadlines import Deadline, DeadlineRecords, Due, due
 from siaga.logs import get_logger
 from siaga.runbook import Roster, Runbook, role_members
 from siaga.runbook.comms import PUBLISH_ACTION, audiences_meeting, statement_deadlines
-from siaga.settings import process_settings
-from siaga.store import engine
 from siaga.wiring import Wiring
 
 from .reach import reach
@@ -44,18 +42,17 @@ LIAISON = "liaison"
 
 def open_deadlines(
     runbook: Runbook, roster: Roster | None, *, run_id: str, mode: str, incident: Mapping[str, Any] | None,
-    started_at: datetime, store: DeadlineRecords | None = None,
+    started_at: datetime, store: DeadlineRecords,
 ) -> list[str]:
     """Start the clock of each statement deadline of `runbook` for this incident (or, without
-    one, this run) at the incident's opening; the names of those started now."""
-    records = store or DeadlineRecords(engine())
+    one, this run) at the incident's opening, in `store`; the names of those started now."""
     incident_id = str((incident or {}).get("id") or "") or None
     opened_at = _when((incident or {}).get("opened_at")) or started_at
     chain = [role_members(runbook, role, roster) for role in runbook.chain_of_command]
     liaison = role_members(runbook, LIAISON, roster) or (chain[0] if chain else [])
     started = []
     for name, within in statement_deadlines(runbook).items():
-        if records.open(
+        if store.open(
             subject=incident_id or run_id, name=name, incident_id=incident_id, run_id=run_id, runbook_id=runbook.id,
             mode=mode, opened_at=opened_at, within=within, people={"liaison": liaison, "chain": chain},
         ):
@@ -64,17 +61,16 @@ def open_deadlines(
 
 
 def statement_sent(
-    step_id: str, action: str, output: Any, context: ActionContext, store: DeadlineRecords | None = None
+    step_id: str, action: str, output: Any, context: ActionContext, store: DeadlineRecords
 ) -> list[str]:
-    """After a step: if it published a statement, meet the deadlines of its audience."""
+    """After a step: if it published a statement, meet the deadlines of its audience (in `store`)."""
     if action != PUBLISH_ACTION or not isinstance(output, Mapping):
         return []
     audience = output.get("audience") or (((output.get("params") or {}).get("draft") or {}).get("audience"))
     if not audience:
         return []
     names = [audience, *(["public"] if audience in audiences_meeting("public") else [])]
-    records = store or DeadlineRecords(engine())
-    return records.meet(context.incident_id or context.run_id, names, at=datetime.now(UTC), step=step_id)
+    return store.meet(context.incident_id or context.run_id, names, at=datetime.now(UTC), step=step_id)
 
 
 async def check_deadlines(
@@ -83,11 +79,10 @@ async def check_deadlines(
     registry: ActionRegistry | None = None,
     folder: Path | None = None,
     store: DeadlineRecords | None = None,
-    wiring: Wiring | None = None,
+    wiring: Wiring,
 ) -> list[tuple[str, Due]]:
     """Send what is owed now on every unsettled deadline; returns (deadline id, what was done).
-    What is not given is `wiring`'s (default: this process's settings)."""
-    wiring = wiring or Wiring(process_settings())
+    What is not given is `wiring`'s (its entry point's)."""
     registry = registry or wiring.registry
     folder = folder or wiring.folder()
     records = store or DeadlineRecords(wiring.engine)
@@ -145,16 +140,16 @@ def _message(deadline: Deadline, owed: Due, now: datetime, roster: Roster | None
 
 async def watch_deadlines(
     stop: asyncio.Event, interval: float | None = None, folder: Path | None = None,
-    runbooks: Mapping[str, Runbook] | None = None, wiring: Wiring | None = None,
+    runbooks: Mapping[str, Runbook] | None = None, *, wiring: Wiring,
 ) -> None:
     """Check the statement deadlines, and the voices' (taking new voices of `runbooks` in,
     `voice_clocks`), every `interval` seconds (default: `Settings.deadline_poll_seconds`) until
-    `stop` is set (the runbook `folder` has the roster and connections that reach people)."""
+    `stop` is set (the runbook `folder` has the roster and connections that reach people; the rest
+    is `wiring`'s, its entry point's)."""
     from .voice_clocks import (
         check_voice_deadlines,  # it imports this module's neighbours: kept lazy
     )
 
-    wiring = wiring or Wiring(process_settings())
     interval = interval or wiring.settings.deadline_poll_seconds
     while not stop.is_set():
         try:
