@@ -1,5 +1,6 @@
 """What the notification actions share: the outbox as the channel of last resort, their common
-result fields, and the HTTP client they borrow or own.
+result fields, and, for a message sent several ways (`notify.fanout`, `comms.publish`), its
+channels' ids and what came of each.
 
 The product rule: when a notification action runs and *no* connection of its type is configured
 (and the step names none), the message goes to the outbox instead, noting the channel it was meant
@@ -9,12 +10,12 @@ failure: there is no silent fallback then.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, Protocol, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
-from siaga.actions import ActionContext, Connection
+from siaga.actions import ActionContext, ActionFailed, Connection, ProductionInDrill
 from siaga.logs import get_logger
 
 from . import outbox
@@ -79,3 +80,34 @@ def channel_ids(channels: Sequence[NamedChannel]) -> list[str]:
         seen[base] = seen.get(base, 0) + 1
         ids.append(base if channel.id or seen[base] == 1 else f"{base}-{seen[base]}")
     return ids
+
+
+class ChannelOutcome(BaseModel):
+    """What came of one channel."""
+
+    action: str
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    changed: bool | None = Field(
+        default=None, description="For a failed channel: whether it may have arrived."
+    )
+    retryable: bool = Field(
+        default=False, description="For a failed channel: whether trying again may help."
+    )
+
+
+async def outcome_of(action: str, sending: Awaitable[Any]) -> ChannelOutcome:
+    """What came of `sending` on one channel of several: a drill kept from production is a
+    recorded call, as a step's is; a failure keeps its reason and what to do next; and nothing one
+    channel raises stops the others."""
+    try:
+        result = await sending
+    except ProductionInDrill as refusal:
+        return ChannelOutcome(action=action, ok=True, result={"drill": "recorded", "reason": str(refusal)})
+    except ActionFailed as exc:
+        error = f"{exc} (next: {exc.todo})" if exc.todo else str(exc)
+        return ChannelOutcome(action=action, ok=False, error=error, changed=exc.changed, retryable=exc.retryable)
+    except Exception as exc:  # noqa: BLE001 - one channel's bug must not stop the others
+        return ChannelOutcome(action=action, ok=False, error=f"{type(exc).__name__}: {exc}", retryable=True)
+    return ChannelOutcome(action=action, ok=True, result=result)

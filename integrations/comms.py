@@ -48,7 +48,6 @@ from siaga.actions import (
     ActionParams,
     ActionSpec,
     Mode,
-    ProductionInDrill,
     Risk,
 )
 from siaga.canonical import digest
@@ -69,7 +68,7 @@ from . import (
     whatsapp,
     x,
 )
-from ._notify import channel_ids, configured, to_outbox
+from ._notify import ChannelOutcome, channel_ids, configured, outcome_of, to_outbox
 
 __all__ = ["ACTIONS", "Draft", "DraftText", "Publish", "draft", "draft_hash", "publish"]
 
@@ -275,22 +274,13 @@ class Publish(ActionParams):
         return channels
 
 
-class Sent(BaseModel):
-    """What came of one channel."""
-
-    action: str
-    ok: bool
-    result: Any = None
-    error: str | None = None
-
-
 class Published(BaseModel):
     """A statement sent: its audience, the hash of the text that went out, each channel."""
 
     audience: str
     sha256: str
     delivered: list[str]
-    channels: dict[str, Sent]
+    channels: dict[str, ChannelOutcome]
 
 
 async def publish(params: Publish, context: ActionContext) -> Published:
@@ -326,9 +316,10 @@ def _text(channel: Channel, statement: DraftText) -> tuple[str, str]:
     return message.subject, message.body
 
 
-async def _send(channel: Channel, statement: DraftText, context: ActionContext) -> Sent:
+async def _send(channel: Channel, statement: DraftText, context: ActionContext) -> ChannelOutcome:
     spec = CHANNEL_ACTIONS[channel.action]
-    try:
+
+    async def sending() -> Any:
         subject, text = _text(channel, statement)
         if context.mode is Mode.DRILL:
             subject, text = (_drill(subject), _drill(text))
@@ -341,15 +332,10 @@ async def _send(channel: Channel, statement: DraftText, context: ActionContext) 
         ) is None:  # no status page configured: the outbox, as for the notification actions
             via, entry = await to_outbox(context, provider="statuspage", to=f"statuspage:{statement.audience}",
                                          subject=subject, message=text)
-            return Sent(action=spec.name, ok=True, result={"delivered_via": via, "outbox_id": entry})
-        result = await context.call(spec, spec.params.model_validate(values), context)
-    except ProductionInDrill as refusal:
-        return Sent(action=spec.name, ok=True, result={"drill": "recorded", "reason": str(refusal)})
-    except ActionFailed as exc:
-        return Sent(action=spec.name, ok=False, error=f"{exc} (next: {exc.todo})" if exc.todo else str(exc))
-    except Exception as exc:  # noqa: BLE001 - one channel's failure must not stop the others
-        return Sent(action=spec.name, ok=False, error=f"{type(exc).__name__}: {exc}")
-    return Sent(action=spec.name, ok=True, result=result)
+            return {"delivered_via": via, "outbox_id": entry}
+        return await context.call(spec, spec.params.model_validate(values), context)
+
+    return await outcome_of(spec.name, sending())
 
 
 async def preview(params: Publish, context: ActionContext) -> str:

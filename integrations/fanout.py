@@ -34,12 +34,11 @@ from siaga.actions import (
     ActionParams,
     ActionSpec,
     Mode,
-    ProductionInDrill,
     Risk,
 )
 
 from . import apprise_notify, outbox, pagerduty, slack, smtp, teams, whatsapp
-from ._notify import channel_ids
+from ._notify import ChannelOutcome, channel_ids, outcome_of
 
 __all__ = ["ACTIONS", "Channel", "Fanout", "FanoutResult", "fanout"]
 
@@ -153,21 +152,6 @@ class Fanout(ActionParams):
         return self
 
 
-class ChannelOutcome(BaseModel):
-    """What came of one channel."""
-
-    action: str
-    ok: bool
-    result: Any = None
-    error: str | None = None
-    changed: bool | None = Field(
-        default=None, description="For a failed channel: whether it may have arrived."
-    )
-    retryable: bool = Field(
-        default=False, description="For a failed channel: whether trying again may help."
-    )
-
-
 class FanoutResult(BaseModel):
     """Every channel's outcome, by channel id."""
 
@@ -194,27 +178,7 @@ async def _one(channel: Channel, context: ActionContext) -> ChannelOutcome:
     params: BaseModel = channel.with_
     if context.mode is Mode.DRILL:
         params = params.model_copy(update=_marked(params, spec.message_fields))
-    try:
-        result = await context.call(spec, params, context)
-    except ProductionInDrill as refusal:  # a drill never reaches production: recorded, as a step is
-        return ChannelOutcome(action=spec.name, ok=True, result={"drill": "recorded", "reason": str(refusal)})
-    except ActionFailed as exc:
-        return ChannelOutcome(
-            action=spec.name,
-            ok=False,
-            error=_with_todo(exc),
-            changed=exc.changed,
-            retryable=exc.retryable,
-        )
-    except Exception as exc:  # noqa: BLE001 - one channel's bug must not stop the others
-        return ChannelOutcome(
-            action=spec.name,
-            ok=False,
-            error=f"{type(exc).__name__}: {exc}",
-            changed=None,
-            retryable=True,
-        )
-    return ChannelOutcome(action=spec.name, ok=True, result=result)
+    return await outcome_of(spec.name, context.call(spec, params, context))
 
 
 def _marked(params: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:
@@ -226,10 +190,6 @@ def _marked(params: BaseModel, fields: tuple[str, ...]) -> dict[str, str]:
         and text
         and not text.startswith(DRILL_PREFIX)
     }
-
-
-def _with_todo(error: ActionFailed) -> str:
-    return f"{error} (next: {error.todo})" if error.todo else str(error)
 
 
 def _partial(delivered: list[str], failed: dict[str, ChannelOutcome]) -> ActionFailed:
