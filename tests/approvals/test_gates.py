@@ -27,23 +27,25 @@ from siaga.store import engine
 
 from ..support.gate_driver import ROSTER, answer, code_for, events, kinds, open_gate, parked, run_of, vote
 from ..support.prefect_runs import settled_task_runs
+from ..support.settings import settings_with
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
-@pytest.fixture(autouse=True)
-def roster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The session's settings with a roster file of the people these runbooks name."""
     path = tmp_path / "roster.yaml"
     path.write_text(ROSTER)
-    monkeypatch.setenv("SIAGA_ROSTER", str(path))
+    return settings_with(roster=path)
 
 
-def compiled(text: str, name: str) -> Any:
+def compiled(text: str, name: str, settings: Settings) -> Any:
     return compile_runbook(parse_runbook(textwrap.dedent(text), default_registry(), file=f"{name}.yaml",
-                                         roster=parse_roster(ROSTER)))
+                                         roster=parse_roster(ROSTER)), settings=settings)
 
 
-def gated(name: str, approval: str, *, chain: str = "[ops, commander]", extra: str = "") -> Any:
+def gated(name: str, approval: str, settings: Settings, *, chain: str = "[ops, commander]", extra: str = "") -> Any:
     return compiled(f"""\
         runbook: {name}
         title: Gated payout freeze
@@ -63,15 +65,15 @@ def gated(name: str, approval: str, *, chain: str = "[ops, commander]", extra: s
           - id: after
             action: note
             with: {{text: after the gate}}
-        {extra}""", name)
+        {extra}""", name, settings)
 
 
 def sent(home: Path, text: str) -> list[dict[str, Any]]:
     return [e for e in read_outbox(home) if e["to"] == "finance-desk" and text in e["message"]]
 
 
-def test_quorum_of_two_roles_through_both_channels_with_refusals_recorded(siaga_home: Path) -> None:
-    flow = gated("gate-quorum", "{from: [finance, ops], quorum: 2, distinct_roles: true, timeout: 10m}")
+def test_quorum_of_two_roles_through_both_channels_with_refusals_recorded(siaga_home: Path, settings: Settings) -> None:
+    flow = gated("gate-quorum", "{from: [finance, ops], quorum: 2, distinct_roles: true, timeout: 10m}", settings)
 
     async def scenario() -> Any:
         running = asyncio.create_task(flow(scope="q-payouts", requested_by="eko", return_state=True))
@@ -117,7 +119,9 @@ def test_quorum_of_two_roles_through_both_channels_with_refusals_recorded(siaga_
     assert kinds(run_id, "freeze")[0] == "opened" and kinds(run_id, "freeze")[-1] == "decided"
 
 
-def test_a_reject_code_never_approves_and_a_rejection_stops_only_what_depends_on_it(siaga_home: Path) -> None:
+def test_a_reject_code_never_approves_and_a_rejection_stops_only_what_depends_on_it(
+    siaga_home: Path, settings: Settings,
+) -> None:
     flow = compiled("""\
         runbook: gate-reject
         title: Freeze or not
@@ -137,7 +141,7 @@ def test_a_reject_code_never_approves_and_a_rejection_stops_only_what_depends_on
             action: outbox.send
             after: []
             with: {to: finance-desk, message: "regulator report r"}
-        """, "gate-reject")
+        """, "gate-reject", settings)
 
     async def scenario() -> Any:
         running = asyncio.create_task(flow(requested_by="eko", return_state=True))
@@ -174,7 +178,7 @@ async def _key(run_id: Any) -> str | None:
     return state.state_details.pause_key if state else None
 
 
-def test_independent_gates_open_together_and_are_decided_in_any_order(siaga_home: Path) -> None:
+def test_independent_gates_open_together_and_are_decided_in_any_order(siaga_home: Path, settings: Settings) -> None:
     flow = compiled("""\
         runbook: gate-side-by-side
         title: Three decisions
@@ -201,7 +205,7 @@ def test_independent_gates_open_together_and_are_decided_in_any_order(siaga_home
             action: note
             after: []
             with: {text: runs while the gates wait}
-        """, "gate-side-by-side")
+        """, "gate-side-by-side", settings)
 
     async def scenario() -> Any:
         running = asyncio.create_task(flow(mode="drill", return_state=True))
@@ -225,7 +229,7 @@ def test_independent_gates_open_together_and_are_decided_in_any_order(siaga_home
     assert order == ["statement", "freeze", "failover"]
 
 
-def test_when_is_decided_once_inside_the_gate(siaga_home: Path) -> None:
+def test_when_is_decided_once_inside_the_gate(siaga_home: Path, settings: Settings) -> None:
     """A gated step whose `when:` reads `steps`, queued behind another gate: its gate decides the
     condition when it opens, once; a false one is a skip, never a step run without approval."""
     flow = compiled("""\
@@ -245,7 +249,7 @@ def test_when_is_decided_once_inside_the_gate(siaga_home: Path) -> None:
             when: "{{ 'p' in steps }}"
             with: {to: finance-desk, message: "w q without approval"}
             approval: {from: [ops], timeout: 10m}
-        """, "gate-when")
+        """, "gate-when", settings)
 
     async def scenario() -> Any:
         running = asyncio.create_task(flow(mode="drill", return_state=True))
@@ -262,10 +266,10 @@ def test_when_is_decided_once_inside_the_gate(siaga_home: Path) -> None:
     assert not any(e["to"] == "person:eko" and str(run_id) in e["message"] for e in read_outbox(siaga_home))
 
 
-def test_a_forged_vote_in_the_store_counts_for_nothing(siaga_home: Path) -> None:
+def test_a_forged_vote_in_the_store_counts_for_nothing(siaga_home: Path, settings: Settings) -> None:
     """A vote appended to the audit chain by hand (chained correctly: `siaga audit verify` passes)
     has no seal from Siaga: the gate does not count it."""
-    flow = gated("gate-forged", "{from: [finance], quorum: 1, timeout: 10m}", chain="[finance]")
+    flow = gated("gate-forged", "{from: [finance], quorum: 1, timeout: 10m}", settings, chain="[finance]")
 
     async def scenario() -> Any:
         running = asyncio.create_task(flow(scope="f-payouts", requested_by="eko", return_state=True))
@@ -291,8 +295,8 @@ def test_a_forged_vote_in_the_store_counts_for_nothing(siaga_home: Path) -> None
     assert GateRecords(engine(Settings.from_environ(os.environ).store_url)).get(gate_id(str(run_id), "freeze")).state == "cancelled"  # type: ignore[union-attr]
 
 
-def test_escalation_and_timeout_on_a_short_clock(siaga_home: Path) -> None:
-    flow = gated("gate-clock", "{from: [finance], quorum: 1, timeout: 4s, on_timeout: reject}")
+def test_escalation_and_timeout_on_a_short_clock(siaga_home: Path, settings: Settings) -> None:
+    flow = gated("gate-clock", "{from: [finance], quorum: 1, timeout: 4s, on_timeout: reject}", settings)
     state = asyncio.run(flow(scope="c-payouts", mode="drill", return_state=True))
     run_id = state.state_details.flow_run_id
     assert state.name == "Rejected", state
@@ -305,15 +309,15 @@ def test_escalation_and_timeout_on_a_short_clock(siaga_home: Path) -> None:
     assert not sent(siaga_home, "freeze c-payouts")
 
 
-def test_safe_by_default_step_is_approved_at_the_deadline(siaga_home: Path) -> None:
-    flow = gated("gate-safe", "{from: [finance], timeout: 2s, safe_by_default: true, on_timeout: approve}")
+def test_safe_by_default_step_is_approved_at_the_deadline(siaga_home: Path, settings: Settings) -> None:
+    flow = gated("gate-safe", "{from: [finance], timeout: 2s, safe_by_default: true, on_timeout: approve}", settings)
     state = asyncio.run(flow(scope="d-payouts", mode="drill", return_state=True))
     assert state.is_completed(), state
     assert len(sent(siaga_home, "[DRILL] freeze d-payouts")) == 1
 
 
-def test_five_wrong_codes_lock_the_approver_out_and_alert_the_commander(siaga_home: Path) -> None:
-    flow = gated("gate-lock", "{from: [finance], quorum: 1, timeout: 10m}", chain="[finance, commander]")
+def test_five_wrong_codes_lock_the_approver_out_and_alert_the_commander(siaga_home: Path, settings: Settings) -> None:
+    flow = gated("gate-lock", "{from: [finance], quorum: 1, timeout: 10m}", settings, chain="[finance, commander]")
 
     async def scenario() -> Any:
         running = asyncio.create_task(flow(scope="l-payouts", requested_by="eko", return_state=True))
@@ -343,8 +347,8 @@ def test_five_wrong_codes_lock_the_approver_out_and_alert_the_commander(siaga_ho
     assert len(alerts) == 1 and "Citra Lestari typed 5 wrong codes" in alerts[0]["message"]
 
 
-def test_a_live_run_without_a_requester_is_refused(siaga_home: Path) -> None:
-    flow = gated("gate-nobody", "{from: [finance], quorum: 1, timeout: 10m}")
+def test_a_live_run_without_a_requester_is_refused(siaga_home: Path, settings: Settings) -> None:
+    flow = gated("gate-nobody", "{from: [finance], quorum: 1, timeout: 10m}", settings)
     state = asyncio.run(flow(scope="n-payouts", return_state=True))
     assert state.is_failed() and state.name == "Refused", state
     assert "requested_by" in (state.message or "")

@@ -9,7 +9,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ from siaga.runbook.revision import revision_of
 from siaga.settings import Settings
 from siaga.store import engine
 from siaga.wiring import Wiring
+
+from ..support.settings import settings_with
 
 
 def trail() -> AuditTrail:
@@ -61,16 +62,13 @@ EDITED = RUNBOOK.format(step="as-it-is-now", text="an edit made after the run wa
 
 
 @pytest.fixture
-def library(tmp_path: Path, prefect_api: str) -> Iterator[Path]:
+def library(tmp_path: Path, prefect_api: str) -> Path:
+    """The runbook library of these tests: the settings in this process and the environment of its
+    subprocesses name it."""
     folder = tmp_path / "runbooks"
     folder.mkdir()
     (folder / "revised.yaml").write_text(FIRST)
-    saved = os.environ.get("SIAGA_RUNBOOKS")
-    os.environ["SIAGA_RUNBOOKS"] = str(folder)
-    try:
-        yield folder
-    finally:
-        os.environ["SIAGA_RUNBOOKS"] = saved or ""
+    return folder
 
 
 def loaded(folder: Path) -> Catalog:
@@ -115,7 +113,7 @@ def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_
     incident = open_incident(receiver, "edited-before-start")
     (library / "revised.yaml").write_text(EDITED)  # someone edits the runbook now
 
-    run_id = asyncio.run(start_incident_run(incident, runbooks=receiver.runbooks, wiring=Wiring(Settings.from_environ(os.environ))))
+    run_id = asyncio.run(start_incident_run(incident, runbooks=receiver.runbooks, wiring=Wiring(settings_with(runbooks=library))))
     set_flow_run(engine(Settings.from_environ(os.environ).store_url), incident["id"], run_id)  # what the receiver's worker does next
     started = revision_of(receiver.runbooks["revised"])
     edited = revision_of(loaded(library).runbooks["revised"])
@@ -134,7 +132,8 @@ def test_a_runbook_edited_between_the_alert_and_the_run_start_runs_as_the_alert_
     report = incident_report(engine(Settings.from_environ(os.environ).store_url), incident["id"], prefect_api, read_run=lambda run: read_run(run, prefect_api))
     assert report["run"]["revision"] == started.digest
     shown = subprocess.run([sys.executable, "-m", "siaga.cli", "incident", incident["id"]], check=False,
-                           capture_output=True, text=True, timeout=60, env={**os.environ, "PREFECT_API_URL": prefect_api})
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PREFECT_API_URL": prefect_api, "SIAGA_RUNBOOKS": str(library)})
     assert f"revision   {started.short}" in shown.stdout, shown.stdout + shown.stderr
 
 

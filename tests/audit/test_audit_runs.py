@@ -29,6 +29,7 @@ from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.gate_driver import ROSTER, code_for, kinds, open_gate, run_of, vote
+from ..support.settings import settings_with
 from ..support.webhook_server import webhook_server
 
 
@@ -164,10 +165,9 @@ def test_a_secret_used_by_a_run_appears_nowhere_in_the_trail_its_export_or_timel
         assert canary not in where
 
 
-def test_gate_events_reach_the_trail_and_the_decisions_table(siaga_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gate_events_reach_the_trail_and_the_decisions_table(siaga_home: Path, tmp_path: Path) -> None:
     roster = tmp_path / "roster.yaml"
     roster.write_text(ROSTER)
-    monkeypatch.setenv("SIAGA_ROSTER", str(roster))
     source = textwrap.dedent("""\
         runbook: audit-gate
         title: Audit gate
@@ -180,7 +180,8 @@ def test_gate_events_reach_the_trail_and_the_decisions_table(siaga_home: Path, t
             with: {to: finance-desk, message: "freeze payouts"}
             approval: {from: [ops], quorum: 1, timeout: 10m}
         """)
-    flow = compile_runbook(parse_runbook(source, default_registry(), file="audit-gate.yaml", roster=parse_roster(ROSTER)))
+    flow = compile_runbook(parse_runbook(source, default_registry(), file="audit-gate.yaml", roster=parse_roster(ROSTER)),
+                           settings=settings_with(roster=roster))
 
     async def scenario() -> tuple[Any, Any, list[Any]]:
         running = asyncio.create_task(flow(requested_by="eko", incident={"id": "inc-audit-gate"}, return_state=True))

@@ -16,6 +16,8 @@ from siaga.runbook import parse_runbook
 from siaga.settings import Settings
 from testkit.provider_servers import providers
 
+from ..support.settings import settings_with
+
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 RUNBOOK = """\
@@ -32,8 +34,8 @@ steps:
 """
 
 
-def run(mode: str):
-    flow = compile_runbook(parse_runbook(RUNBOOK, default_registry(), file="drill-safety.yaml"))
+def run(mode: str, settings: Settings):
+    flow = compile_runbook(parse_runbook(RUNBOOK, default_registry(), file="drill-safety.yaml"), settings=settings)
     state = asyncio.run(flow(mode=mode, return_state=True))
     return state, asyncio.run(state.aresult(raise_on_failure=False))
 
@@ -54,9 +56,9 @@ def test_production_connections_are_never_called_in_drills(tmp_path: Path, monke
         }
         file = tmp_path / "connections.yaml"
         file.write_text(json.dumps({"connections": connections}))
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(file))
+        settings = settings_with(connections=file)
 
-        state, summary = run("drill")
+        state, summary = run("drill", settings)
         assert state.is_completed(), state.message
         assert production.requests == [], "a drill reached a production connection"
         [event] = [r.json() for r in sandbox.calls("/pagerduty/v2/enqueue")]
@@ -68,7 +70,7 @@ def test_production_connections_are_never_called_in_drills(tmp_path: Path, monke
         connections["pagerduty-prod"]["default"] = True
         del connections["pagerduty-sandbox"]["default"]
         file.write_text(json.dumps({"connections": connections}))
-        state, summary = run("live")
+        state, summary = run("live", settings)
         assert state.is_completed(), state.message
         assert len(production.calls("/pagerduty/v2/enqueue")) == 1
         assert len(production.calls("/slack/api/chat.postMessage")) == 1
@@ -94,9 +96,9 @@ steps:
 """
 
 
-def drill_channels(real: bool) -> dict:
+def drill_channels(real: bool, settings: Settings) -> dict:
     runbook = parse_runbook(CHANNELS.format(real=str(real).lower()), default_registry(), file="drill-channels.yaml")
-    state = asyncio.run(compile_runbook(runbook)(mode="drill", return_state=True))
+    state = asyncio.run(compile_runbook(runbook, settings=settings)(mode="drill", return_state=True))
     assert state.is_completed(), state.message
     return {s["step"]: s["outcome"] for s in asyncio.run(state.aresult())["steps"]}
 
@@ -124,9 +126,9 @@ def test_drill_messages_go_to_the_drill_channels_unless_the_runbook_wants_the_re
         connections["pagerduty-ops"]["default"] = connections["slack-ops"]["default"] = True
         file = tmp_path / "connections.yaml"
         file.write_text(json.dumps({"connections": connections}))
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(file))
+        settings = settings_with(connections=file)
 
-        outcomes = drill_channels(real=False)
+        outcomes = drill_channels(real=False, settings=settings)
         assert outcomes == {"page": "completed", "tell-ops": "completed", "call-hook": "recorded"}
         assert real.requests == [], "a drill message reached a real channel"
         [page] = [r.json() for r in drill.calls("/pagerduty/v2/enqueue")]
@@ -135,7 +137,7 @@ def test_drill_messages_go_to_the_drill_channels_unless_the_runbook_wants_the_re
         assert post["channel"] == "#war-room" and post["text"].startswith("[DRILL] ")
 
         drill.requests.clear()
-        outcomes = drill_channels(real=True)
+        outcomes = drill_channels(real=True, settings=settings)
         # Slack goes to the real channel, marked; the page still insists on its sandbox.
         [post] = [r.json() for r in real.calls("/slack/api/chat.postMessage")]
         assert post["channel"] == "#inc-payments" and post["text"] == "[DRILL] We are on it"
@@ -144,7 +146,7 @@ def test_drill_messages_go_to_the_drill_channels_unless_the_runbook_wants_the_re
         del connections["pagerduty-ops"]["sandbox"]
         file.write_text(json.dumps({"connections": connections}))
         real.requests.clear()
-        outcomes = drill_channels(real=False)
+        outcomes = drill_channels(real=False, settings=settings)
         assert outcomes["page"] == "recorded", "`sandbox` without a sandbox connection records the page"
         assert real.calls("/pagerduty/v2/enqueue") == []
 
@@ -203,10 +205,11 @@ def test_a_drill_of_every_bundled_runbook_calls_only_sandboxes(
         }
         file = tmp_path / "connections.yaml"
         file.write_text(json.dumps({"connections": connections}))
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(file))
+        settings = settings_with(connections=file)
 
         runbook = Catalog.load(RUNBOOKS, default_registry()).runbooks[runbook_id]
-        state = asyncio.run(with_approvals(siaga_home, runbook.id, compile_runbook(runbook)(mode="drill", return_state=True)))
+        flow = compile_runbook(runbook, settings=settings)
+        state = asyncio.run(with_approvals(siaga_home, runbook.id, flow(mode="drill", return_state=True)))
         assert state.is_completed(), state.message
 
         assert prod.requests == [], [f"{r.method} {r.path}" for r in prod.requests]

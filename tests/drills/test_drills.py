@@ -26,6 +26,7 @@ from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.gate_driver import ROSTER, with_approvals
+from ..support.settings import settings_with
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -54,11 +55,12 @@ RUNBOOK = textwrap.dedent("""\
 """)
 
 
-@pytest.fixture(autouse=True)
-def roster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The session's settings with a roster file of the people these runbooks name."""
     path = tmp_path / "roster.yaml"
     path.write_text(ROSTER)
-    monkeypatch.setenv("SIAGA_ROSTER", str(path))
+    return settings_with(roster=path)
 
 
 def runbook(name: str, gate: str = "") -> Any:
@@ -79,9 +81,9 @@ async def artifact(run_id: Any, key: str) -> Any:
     return match
 
 
-def test_a_drill_stands_down_while_a_live_incident_is_open(siaga_home: Path) -> None:
+def test_a_drill_stands_down_while_a_live_incident_is_open(siaga_home: Path, settings: Settings) -> None:
     book = runbook("drill-guard")
-    flow = compile_runbook(book)
+    flow = compile_runbook(book, settings=settings)
     opened = process(engine(Settings.from_environ(os.environ).store_url), {book.id: book}, alert("firing"), datetime.now(UTC))
     [incident_id] = opened.opened
 
@@ -105,11 +107,11 @@ def test_a_drill_stands_down_while_a_live_incident_is_open(siaga_home: Path) -> 
     assert latest["state"] == "scored" and latest["run_id"] == str(state.state_details.flow_run_id)
 
 
-def test_a_drill_is_scored_from_its_steps_and_gates(siaga_home: Path) -> None:
+def test_a_drill_is_scored_from_its_steps_and_gates(siaga_home: Path, settings: Settings) -> None:
     book = runbook("drill-scored", "approval: {from: [ops], timeout: 10m}")
 
     async def drill() -> Any:
-        return await with_approvals(siaga_home, book.id, compile_runbook(book)(mode="drill", return_state=True))
+        return await with_approvals(siaga_home, book.id, compile_runbook(book, settings=settings)(mode="drill", return_state=True))
 
     state = asyncio.run(drill())
     assert state.is_completed(), state.message

@@ -45,6 +45,7 @@ from siaga.settings import Settings
 from siaga.store import engine
 
 from ..support.moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
+from ..support.settings import settings_with
 
 RUNBOOK_HEAD = """\
 runbook: {name}
@@ -62,7 +63,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
 @pytest.fixture()
 def connections(moto: Moto, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, dict[str, Any]]:
     """One `type: aws` connection to moto, with its keys as secret:// references; also written to
-    a connections.yaml that flows read."""
+    a connections.yaml in `tmp_path` that flows read (`connections_settings`)."""
     monkeypatch.setenv("SIAGA_SECRET_MOTO_KEY_ID", KEY_ID)
     monkeypatch.setenv("SIAGA_SECRET_MOTO_SECRET_KEY", SECRET)
     found = {
@@ -74,14 +75,17 @@ def connections(moto: Moto, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
             "secret_access_key": "secret://moto-secret-key",
         }
     }
-    _write_connections(tmp_path, found, monkeypatch)
+    _write_connections(tmp_path, found)
     return found
 
 
-def _write_connections(folder: Path, found: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    path = folder / "connections.yaml"
-    path.write_text(json.dumps({"connections": found}))  # JSON is YAML
-    monkeypatch.setenv("SIAGA_CONNECTIONS", str(path))
+def _write_connections(folder: Path, found: dict[str, Any]) -> None:
+    (folder / "connections.yaml").write_text(json.dumps({"connections": found}))  # JSON is YAML
+
+
+def connections_settings(folder: Path) -> Settings:
+    """The settings of a flow run that reads the connections.yaml written in `folder`."""
+    return settings_with(connections=folder / "connections.yaml")
 
 
 def context(
@@ -539,11 +543,11 @@ def test_the_registry_declares_risk_undo_and_reconcile() -> None:
 # --- compiled runbooks on a real Prefect server -----------------------------------------------
 
 
-def run_flow(text: str, **parameters: Any) -> tuple[Any, Any]:
+def run_flow(text: str, settings: Settings, **parameters: Any) -> tuple[Any, Any]:
     runbook = parse_runbook(textwrap.dedent(text), default_registry(), file="test.yaml")
 
     async def go() -> tuple[Any, Any]:
-        state = await compile_runbook(runbook)(**parameters, return_state=True)
+        state = await compile_runbook(runbook, settings=settings)(**parameters, return_state=True)
         return state, await state.aresult(raise_on_failure=False)
 
     return asyncio.run(go())
@@ -564,12 +568,13 @@ steps:
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_a_compiled_runbook_snapshots_then_fails_over(moto: Moto, connections: dict) -> None:
+def test_a_compiled_runbook_snapshots_then_fails_over(moto: Moto, connections: dict, tmp_path: Path) -> None:
     cluster, first, second = make_cluster(moto)
+    settings = connections_settings(tmp_path)
     text = SNAPSHOT_THEN_FAILOVER.format(name="aws-snapshot-failover")
     incident = {"id": unique("INC")}
     with moto.recording() as calls:
-        state, summary = run_flow(text, cluster=cluster, target=second, incident=incident)
+        state, summary = run_flow(text, settings, cluster=cluster, target=second, incident=incident)
     assert state.is_completed(), state.message
     assert [s["outcome"] for s in summary["steps"]] == ["completed", "completed"]
     assert calls.index("CreateDBClusterSnapshot") < calls.index("FailoverDBCluster")
@@ -582,14 +587,14 @@ def test_a_compiled_runbook_snapshots_then_fails_over(moto: Moto, connections: d
 
     # The same incident's runbook again (a duplicate alert): the ledger answers, AWS is not called.
     with moto.recording() as calls:
-        state, summary = run_flow(text, cluster=cluster, target=second, incident=incident)
+        state, summary = run_flow(text, settings, cluster=cluster, target=second, incident=incident)
     assert state.is_completed(), state.message
     assert calls == []
     assert writer(moto, cluster) == second
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_a_drill_records_and_makes_no_aws_call(moto: Moto, connections: dict) -> None:
+def test_a_drill_records_and_makes_no_aws_call(moto: Moto, connections: dict, tmp_path: Path) -> None:
     cluster, first, second = make_cluster(moto)
     zone, zone_id, name = make_failover_pair(moto)
     source, evidence, _ = make_buckets(moto)
@@ -605,7 +610,7 @@ steps:
   - {{id: preserve-logs, action: aws.s3.copy, with: {{bucket: {source}, prefix: app/, evidence_bucket: {evidence}}}}}
 """
     with moto.recording() as calls:
-        state, summary = run_flow(text, mode="drill")
+        state, summary = run_flow(text, connections_settings(tmp_path), mode="drill")
     assert state.is_completed(), state.message
     assert [s["outcome"] for s in summary["steps"]] == ["recorded"] * 4
     assert calls == [], "a drill calls nothing at AWS"
@@ -627,7 +632,7 @@ def test_a_failed_runbook_restores_dns_and_never_shows_the_secret(
     _write_connections(tmp_path, {"canary": {
         "type": "aws", "region": REGION, "endpoint_url": moto.url,
         "access_key_id": "secret://canary-key-id", "secret_access_key": "secret://canary-secret-key",
-    }}, monkeypatch)
+    }})
     zone, zone_id, name = make_failover_pair(moto)
     before = records(moto, zone_id, name, "CNAME")
     text = RUNBOOK_HEAD.format(name="aws-canary") + f"""
@@ -643,7 +648,7 @@ steps:
     with: {{cluster: no-such-cluster, target: no-such-instance}}
 """
     with moto.recording() as calls:
-        state, failed = run_flow(text)
+        state, failed = run_flow(text, connections_settings(tmp_path))
     assert state.is_failed()
     outcomes = {s["step"]: (s["outcome"], s["undo_outcome"]) for s in failed.summary["steps"]}
     assert outcomes == {"switch-dns": ("completed", "completed"), "failover-db": ("failed", "")}

@@ -14,7 +14,6 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +30,7 @@ from ..conftest import REPO, RUNBOOKS
 from ..support.gate_driver import with_approvals
 from ..support.moto_server import KEY_ID, REGION, SECRET, Moto, moto_server
 from ..support.payment_standins import FakeStatuspage, KillSwitch
+from ..support.settings import settings_with
 from ..support.webhook_server import WebhookServer, webhook_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -79,7 +79,6 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIns]:
         _aws_resources(found.moto)
         CONNECTIONS_FILE.parent.mkdir(parents=True, exist_ok=True)
         CONNECTIONS_FILE.write_text(json.dumps({"connections": _connections(found)}, indent=2))  # JSON is YAML
-        env.setenv("SIAGA_CONNECTIONS", str(CONNECTIONS_FILE))
         yield found
 
 
@@ -151,12 +150,13 @@ def _route(moto: Moto) -> list[str]:
 
 async def _run(incident: str, probe_url: str) -> tuple[Any, dict[str, Any]]:
     runbook = Catalog.load(RUNBOOKS, default_registry()).runbooks["payment-gateway-outage"]
-    flow = compile_runbook(runbook)
+    settings = settings_with(connections=CONNECTIONS_FILE)
+    flow = compile_runbook(runbook, settings=settings)
     run = flow(
         mode="live", incident={"id": incident}, region=REGION, synthetics_url=probe_url,
         settle_for="1s", requested_by="alert", return_state=True,
     )
-    state = await with_approvals(Path(os.environ["SIAGA_HOME"]), runbook.id, run)  # as the team would
+    state = await with_approvals(settings.home, runbook.id, run)  # as the team would
     result = await state.aresult(raise_on_failure=False)
     return state, result if isinstance(result, dict) else {"error": repr(result)}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from testkit.provider_servers import smtp_server
 from ..conftest import RUNBOOKS
 from ..support.gate_driver import with_approvals
 from ..support.payment_standins import FakeStatuspage
+from ..support.settings import settings_with
 
 REGISTRY = default_registry()
 ROSTER = """
@@ -164,14 +166,17 @@ def test_validation_finds_a_missing_template_and_a_missing_fact() -> None:
 
 
 @pytest.fixture
-def roster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def settings(tmp_path: Path) -> Settings:
+    """The session's settings with a roster file of the people these runbooks name."""
     path = tmp_path / "roster.yaml"
     path.write_text(ROSTER)
-    monkeypatch.setenv("SIAGA_ROSTER", str(path))
+    return settings_with(roster=path)
 
 
 @pytest.fixture
-def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeStatuspage, Any]]:
+def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeStatuspage, Any, Path]]:
+    """The status page and the mail server the statements go to, and the connections file that
+    reaches them."""
     monkeypatch.setenv("SIAGA_SECRET_STATUS_KEY", "status-key-3f1")
     monkeypatch.setenv("SIAGA_SECRET_MAIL_PASSWORD", "mail-password-9c2")
     with FakeStatuspage("status-key-3f1").running() as page, smtp_server(tmp_path, "siaga", "mail-password-9c2") as box:
@@ -184,19 +189,18 @@ def providers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
         }}
         path = tmp_path / "connections.yaml"
         path.write_text(json.dumps(connections))
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(path))
-        yield page, box  # type: ignore[misc]
+        yield page, box, path  # type: ignore[misc]
 
 
-@pytest.mark.usefixtures("prefect_api", "roster")
-def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, providers: Any) -> None:
-    page, box = providers
+@pytest.mark.usefixtures("prefect_api")
+def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, settings: Settings, providers: Any) -> None:
+    page, box, connections = providers
     runbook = statement_runbook("comms-gated", """
         - {action: statuspage.create_incident, with: {status: investigating, impact: major}}
         - {action: email.send, with: {to: [customers-list@pay.example.com]}}
         - {action: email.send, id: email-en, language: en, with: {to: [expat-desk@pay.example.com]}}
         - {action: outbox.send, with: {to: "customers:app-banner"}}""")
-    flow = compile_runbook(runbook)
+    flow = compile_runbook(runbook, settings=replace(settings, connections=connections))
     state = asyncio.run(with_approvals(siaga_home, runbook.id, flow(incident={"id": "INC-COMMS-1"}, requested_by="alert", return_state=True)))
     assert state.is_completed(), state.message
 
@@ -235,12 +239,12 @@ def test_a_gated_statement_goes_out_exactly_as_approved(siaga_home: Path, provid
     assert (deadline.name, deadline.state, deadline.met_by) == ("customers", "met", "publish-customers")
 
 
-@pytest.mark.usefixtures("prefect_api", "roster")
-def test_a_rejected_statement_is_not_sent(siaga_home: Path) -> None:
+@pytest.mark.usefixtures("prefect_api")
+def test_a_rejected_statement_is_not_sent(siaga_home: Path, settings: Settings) -> None:
     from ..support.gate_driver import code_for, open_gate, run_of, vote
 
     runbook = statement_runbook("comms-rejected", '[{action: outbox.send, with: {to: "customers:rejected"}}]')
-    flow = compile_runbook(runbook)
+    flow = compile_runbook(runbook, settings=settings)
 
     async def scenario() -> Any:
         running = asyncio.create_task(flow(incident={"id": "INC-COMMS-2"}, requested_by="alert", return_state=True))

@@ -30,6 +30,7 @@ from siaga.store import engine
 from testkit.provider_servers import providers, smtp_server
 
 from ..support.notify_canaries import APPRISE_PASS, CANARY
+from ..support.settings import settings_with
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -133,8 +134,8 @@ def test_a_runbook_notifies_every_provider_and_leaks_no_secret(
                 }
             )
         )
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(conns))
-        flow = compile_runbook(parse_runbook(RUNBOOK, default_registry(), file="notify-e2e.yaml"))
+        flow = compile_runbook(parse_runbook(RUNBOOK, default_registry(), file="notify-e2e.yaml"),
+                               settings=settings_with(connections=conns))
         state, result, artifacts, prefect_logs = asyncio.run(_run(flow))
 
         assert state.is_completed(), state.message
@@ -250,9 +251,9 @@ def test_a_failed_run_resolves_its_page_by_undo(
                 }
             )
         )
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(conns))
         flow = compile_runbook(
-            parse_runbook(UNDO_RUNBOOK, default_registry(), file="notify-undo.yaml")
+            parse_runbook(UNDO_RUNBOOK, default_registry(), file="notify-undo.yaml"),
+            settings=settings_with(connections=conns),
         )
         state, result, _, _ = asyncio.run(_run(flow))
         assert state.is_failed()

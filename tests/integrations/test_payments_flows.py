@@ -42,6 +42,7 @@ from siaga.store import engine
 from ..conftest import REPO
 from ..support.payment_standins import FakeStatuspage, FakeStripe, KillSwitch, Reply, Slow
 from ..support.prefect_runs import settled_task_runs
+from ..support.settings import settings_with
 from ..support.webhook_server import webhook_server
 
 
@@ -97,17 +98,17 @@ def switch_connection(switch: KillSwitch, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def use_connections(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connections: dict[str, Any]
-) -> None:
+def use_connections(tmp_path: Path, connections: dict[str, Any]) -> Settings:
+    """Write `connections` to a connections.yaml; return the settings of a run that reads it."""
     path = tmp_path / "connections.yaml"
     path.write_text(json.dumps({"connections": connections}))  # JSON is YAML
-    monkeypatch.setenv("SIAGA_CONNECTIONS", str(path))
+    return settings_with(connections=path)
 
 
-def compiled(text: str) -> Any:
+def compiled(text: str, settings: Settings) -> Any:
     return compile_runbook(
-        parse_runbook(textwrap.dedent(text), default_registry(), file="test.yaml")
+        parse_runbook(textwrap.dedent(text), default_registry(), file="test.yaml"),
+        settings=settings,
     )
 
 
@@ -117,8 +118,8 @@ async def outcome(state: Any) -> tuple[Any, list[TaskRun], Any]:
     return state, sorted(runs, key=lambda r: r.start_time or r.expected_start_time), result
 
 
-def run(text: str, **parameters: Any) -> tuple[Any, list[TaskRun], Any]:
-    flow = compiled(text)
+def run(text: str, settings: Settings, **parameters: Any) -> tuple[Any, list[TaskRun], Any]:
+    flow = compiled(text, settings)
 
     async def go() -> tuple[Any, list[TaskRun], Any]:
         return await outcome(await flow(**parameters, return_state=True))
@@ -127,7 +128,7 @@ def run(text: str, **parameters: Any) -> tuple[Any, list[TaskRun], Any]:
 
 
 def logged(run_id: Any, event: str) -> list[dict[str, Any]]:
-    lines = log_file(Path(os.environ["SIAGA_HOME"])).read_text().splitlines()
+    lines = log_file(Settings.from_environ(os.environ).home).read_text().splitlines()
     return [
         e
         for e in map(json.loads, lines)
@@ -148,17 +149,20 @@ class Rerun:
     state: Any
     runs: list[TaskRun]
     result: Any
+    settings: Settings
+    """The settings of the runs, naming the connections file they share."""
 
 
 def start_held(
-    runbook: Path, incident: str, switch: KillSwitch, prefect_api: str
+    runbook: Path, incident: str, switch: KillSwitch, prefect_api: str, connections: Path
 ) -> subprocess.Popen[bytes]:
-    """Run `runbook` in a subprocess; the switch applies its freeze and holds back the answer."""
+    """Run `runbook` in a subprocess (reading `connections`); the switch applies its freeze and
+    holds back the answer."""
     switch.hold = True
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.run_incident", str(runbook), incident],
         cwd=REPO,
-        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        env={**os.environ, "PREFECT_API_URL": prefect_api, "SIAGA_CONNECTIONS": str(connections)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -177,8 +181,8 @@ def killed_then_rerun(
         seeing = stack.enter_context(KillSwitch(SWITCH_TOKEN).running())
         blind = stack.enter_context(KillSwitch(SWITCH_TOKEN, status=False).running())
         assert isinstance(seeing, KillSwitch) and isinstance(blind, KillSwitch)
-        env = stack.enter_context(pytest.MonkeyPatch.context())
-        (folder / "connections.yaml").write_text(
+        connections = folder / "connections.yaml"
+        connections.write_text(
             json.dumps(
                 {
                     "connections": {
@@ -188,7 +192,7 @@ def killed_then_rerun(
                 }
             )
         )
-        env.setenv("SIAGA_CONNECTIONS", str(folder / "connections.yaml"))
+        settings = settings_with(connections=connections)
         cases = {
             "inc-1": (seeing, FREEZE.format(id="kill-freeze", retries=0, connection="switch")),
             "inc-2": (
@@ -200,7 +204,7 @@ def killed_then_rerun(
         for incident, (switch, text) in cases.items():
             (folder / f"{incident}.yaml").write_text(text)
             children[incident] = start_held(
-                folder / f"{incident}.yaml", incident, switch, prefect_api
+                folder / f"{incident}.yaml", incident, switch, prefect_api, connections
             )
         try:
             for incident, (switch, _) in cases.items():
@@ -225,7 +229,7 @@ def killed_then_rerun(
         async def rerun_both() -> list[tuple[Any, list[TaskRun], Any]]:
             states = await asyncio.gather(
                 *(
-                    compiled(text)(incident={"id": incident}, return_state=True)
+                    compiled(text, settings)(incident={"id": incident}, return_state=True)
                     for incident, (_, text) in cases.items()
                 )
             )
@@ -233,7 +237,7 @@ def killed_then_rerun(
 
         reruns = asyncio.run(rerun_both())
         yield {
-            incident: Rerun(switch, text, f"{incident}:freeze-payouts:payments.freeze", *again)
+            incident: Rerun(switch, text, f"{incident}:freeze-payouts:payments.freeze", *again, settings)
             for (incident, (switch, text)), again in zip(cases.items(), reruns, strict=True)
         }
 
@@ -271,7 +275,7 @@ def test_a_freeze_killed_before_its_record_without_a_status_endpoint_asks_a_pers
         cli.main(["ledger", "--resolve", rerun.key, "--done", "--note", "switch shows the freeze"])
         == 0
     )
-    state, _, result = run(rerun.runbook, incident={"id": "inc-2"})
+    state, _, result = run(rerun.runbook, rerun.settings, incident={"id": "inc-2"})
     assert state.is_completed(), result
     assert len(rerun.switch.calls("POST", "/freeze")) == 1
 
@@ -280,11 +284,11 @@ def test_a_freeze_killed_before_its_record_without_a_status_endpoint_asks_a_pers
 
 
 def test_duplicate_runs_of_one_incident_freeze_once(
-    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    switch: KillSwitch, tmp_path: Path
 ) -> None:
-    use_connections(tmp_path, monkeypatch, {"switch": switch_connection(switch)})
+    settings = use_connections(tmp_path, {"switch": switch_connection(switch)})
     switch.fail("POST", "/freeze", Slow(3))  # longer than a heartbeat: the second run sees it alive
-    flow = compiled(FREEZE.format(id="duplicate-freeze", retries=0, connection="switch"))
+    flow = compiled(FREEZE.format(id="duplicate-freeze", retries=0, connection="switch"), settings)
 
     async def both() -> list[tuple[Any, list[TaskRun], Any]]:
         states = await asyncio.gather(
@@ -308,13 +312,13 @@ def test_duplicate_runs_of_one_incident_freeze_once(
 
 
 def test_a_prefect_retry_after_a_503_freezes_once(
-    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    switch: KillSwitch, tmp_path: Path
 ) -> None:
-    use_connections(tmp_path, monkeypatch, {"switch": switch_connection(switch)})
+    settings = use_connections(tmp_path, {"switch": switch_connection(switch)})
     unavailable = Reply(503, {"error": "switch restarting"}, {"Retry-After": "0"})
     switch.fail("POST", "/freeze", *[unavailable] * 4)  # more than one attempt's HTTP retries
     state, runs, result = run(
-        FREEZE.format(id="retry-freeze", retries=2, connection="switch"), incident={"id": "inc-4"}
+        FREEZE.format(id="retry-freeze", retries=2, connection="switch"), settings, incident={"id": "inc-4"}
     )
     assert state.is_completed(), result
     assert runs[0].run_count == 2, "Prefect retried the step once"
@@ -322,14 +326,15 @@ def test_a_prefect_retry_after_a_503_freezes_once(
 
 
 def test_a_prefect_retry_after_a_500_that_froze_reconciles(
-    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    switch: KillSwitch, tmp_path: Path
 ) -> None:
-    use_connections(tmp_path, monkeypatch, {"switch": switch_connection(switch)})
+    settings = use_connections(tmp_path, {"switch": switch_connection(switch)})
     switch.fail(
         "POST", "/freeze", Reply(500, {"error": "timeout writing the audit log"}, after=True)
     )
     state, runs, result = run(
         FREEZE.format(id="retry-freeze-500", retries=2, connection="switch"),
+        settings,
         incident={"id": "inc-5"},
     )
     assert state.is_completed(), result
@@ -354,14 +359,13 @@ def test_the_example_runbook_validates() -> None:
 
 
 def test_a_failed_fail_over_lifts_the_freeze(
-    switch: KillSwitch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    switch: KillSwitch, tmp_path: Path
 ) -> None:
     with FakeStatuspage(STATUSPAGE_KEY).running() as page, webhook_server() as router:
         assert isinstance(page, FakeStatuspage)
         router.answer("/failover", (409, {"error": "standby route not provisioned"}))
-        use_connections(
+        settings = use_connections(
             tmp_path,
-            monkeypatch,
             {
                 "switch": switch_connection(switch),
                 "status": {
@@ -373,7 +377,7 @@ def test_a_failed_fail_over_lifts_the_freeze(
             },
         )
         state, _, result = run(
-            FIXTURE.read_text(), failover_url=f"{router.url}/failover", incident={"id": "inc-6"}
+            FIXTURE.read_text(), settings, failover_url=f"{router.url}/failover", incident={"id": "inc-6"}
         )
         assert state.is_failed()
         order = [(r.method, r.path) for r in switch.requests]
@@ -438,7 +442,7 @@ steps:
 
 
 def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
-    siaga_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    siaga_home: Path, tmp_path: Path
 ) -> None:
     switch = KillSwitch(SWITCH_TOKEN, echo_auth=True)  # a careless switch that echoes its token
     stripe = FakeStripe(STRIPE_KEY)  # echoes a refused key in its 401, unmasked
@@ -450,9 +454,8 @@ def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
             "base_url": stripe.url,
             "api_key": "secret://stripe-key",
         }
-        use_connections(
+        settings = use_connections(
             tmp_path,
-            monkeypatch,
             {
                 "switch": switch_connection(switch),
                 "stripe": stripe_connection,
@@ -466,7 +469,7 @@ def test_no_secret_reaches_logs_outputs_artifacts_ledger_or_errors(
             },
         )
         state, runs, result = run(
-            CANARY_RUN.replace("{recorder}", recorder.url), incident={"id": "inc-canary"}
+            CANARY_RUN.replace("{recorder}", recorder.url), settings, incident={"id": "inc-canary"}
         )
         [shown] = recorder.calls("POST", "/outputs")
         assert state.is_failed(), "the revoked key fails the last step"

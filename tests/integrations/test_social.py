@@ -25,6 +25,7 @@ from siaga.audit.ledger import Ledger
 from siaga.store import engine
 
 from ..support.gate_driver import with_approvals
+from ..support.settings import settings_with
 from ..support.social_standins import Drop, FakeGraph, FakeWebsite, FakeX, Reply, graph_error
 
 CANARY = {
@@ -571,7 +572,6 @@ steps:
 @pytest.mark.usefixtures("prefect_api")
 def test_a_runbook_posts_once_live_and_nothing_in_a_drill(
     x_api: FakeX, graph: FakeGraph, site: FakeWebsite, siaga_home: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from siaga.flows import compile_runbook
     from siaga.runbook import parse_runbook
@@ -580,9 +580,9 @@ def test_a_runbook_posts_once_live_and_nothing_in_a_drill(
                    "wa": graph_connection(graph, "whatsapp"), "site": site_connection(site)}
     file = tmp_path / "connections.yaml"
     file.write_text(json.dumps({"connections": connections}))
-    monkeypatch.setenv("SIAGA_CONNECTIONS", str(file))
     graph.window_open.add("6283333333333")
-    flow = compile_runbook(parse_runbook(RUNBOOK, REGISTRY, file="social-answer.yaml"))
+    flow = compile_runbook(parse_runbook(RUNBOOK, REGISTRY, file="social-answer.yaml"),
+                           settings=settings_with(connections=file))
 
     def run(mode: str) -> dict[str, str]:
         state = asyncio.run(with_approvals(siaga_home, "social-answer",

@@ -172,7 +172,9 @@ def test_when_a_sitrep_is_due_and_whom_it_goes_to() -> None:
 
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Mailbox]]:
-    """A runbook folder with the roster and an SMTP connection to a local mailbox."""
+    """A runbook folder with the roster and an SMTP connection to a local mailbox, in the files
+    beside its runbooks (where the watcher and `siaga sitrep --runbooks` look when the settings name
+    no others)."""
     monkeypatch.delenv("SIAGA_ROSTER", raising=False)
     monkeypatch.setenv("SIAGA_SECRET_SITREP_MAIL", "sitrep-mail-password-77e")
     with smtp_server(tmp_path, "siaga", "sitrep-mail-password-77e") as box:
@@ -195,7 +197,6 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
                 }
             )
         )
-        monkeypatch.setenv("SIAGA_CONNECTIONS", str(connections))
         yield tmp_path, box
 
 
