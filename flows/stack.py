@@ -217,9 +217,10 @@ async def start_receiver(
     start_run: Callable[[Any], Awaitable[str]] | None = None, start_concurrency: int = 1,
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     """Serve the alert receiver on `host`:`port` in this loop; raise StackUnavailable if the port
-    is taken. The runs it starts go straight to the fast `lane` (`siaga up`); without one, to the
-    deployment's runner or work pool (`siaga node`, which gives its own `start_run` and creates
-    `start_concurrency` runs at once). Stop it with ``server.should_exit = True``."""
+    is taken. The runs it starts go straight to the fast `lane` (`siaga up`, through the lane's
+    client); without one, to the deployment's runner or work pool (`siaga node`, which gives its
+    own `start_run` and creates `start_concurrency` runs at once), each pass of starts sharing one
+    Prefect client. Stop it with ``server.should_exit = True``."""
     from siaga.alerts.receiver import ReceiverConfig, create_app
 
     config = ReceiverConfig.from_settings(wiring.settings)
@@ -230,7 +231,7 @@ async def start_receiver(
     app = create_app(catalog.runbooks, wiring.settings, wiring.engine,
                      start_run or functools.partial(start_incident_run, lane=lane, runbooks=catalog.runbooks,
                                                     wiring=wiring, folder=catalog.folder),
-                     notify=echo)
+                     notify=echo, session=None if lane is not None else prefect_session)
     app.state.worker.start_concurrency = start_concurrency
     server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="siaga-receiver")
