@@ -55,7 +55,7 @@ from siaga.store import as_utc, incidents
 from siaga.wiring import Wiring
 
 from .deadline_watch import watch_deadlines
-from .running import start_incident_run
+from .running import Deployments, start_incident_run
 from .sitreps import watch_sitreps
 from .stack import ensure_zombie_automation, served_catalog, start_receiver, zombie_window
 from .wakeups import watch_runs
@@ -124,7 +124,7 @@ async def _serve(catalog: Catalog, options: NodeOptions, wiring: Wiring, echo: E
     receiver, receiver_task = await start_receiver(
         catalog, wiring, options.host, options.port, echo, start_concurrency=START_CONCURRENCY,
         start_run=claimed_start(store, functools.partial(start_incident_run, runbooks=catalog.runbooks, wiring=wiring,
-                                                         folder=catalog.folder)),
+                                                         folder=catalog.folder, deployments=Deployments())),
     )
     name = options.name or f"{os.uname().nodename}:{options.port}"
     echo(f"Siaga node {name} is up: {len(catalog.runbooks)} runbooks; runs go to the work pool for Prefect workers")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,9 +180,34 @@ async def start_run(runbook: Runbook, parameters: dict[str, Any], store: Engine)
         return run.id
 
 
+class Deployments:
+    """The runbooks' deployments as a run starter last read them, each kept `ttl` seconds: a
+    receiver creating many runs reads a runbook's deployment once in a while, not once a run. A
+    redeployed runbook is read again after `ttl`, or at once when creating a run on the deployment
+    kept fails. What is kept says only where to create the run (the run still executes the
+    revision Siaga noted, whatever Prefect's deployment says)."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.ttl = ttl
+        self._read: dict[str, tuple[float, Deployment]] = {}
+
+    async def of(self, client: PrefectClient, runbook_id: str) -> Deployment:
+        """The deployment of `runbook_id` (ObjectNotFound: there is none)."""
+        now = time.monotonic()
+        kept = self._read.get(runbook_id)
+        if kept is not None and now - kept[0] < self.ttl:
+            return kept[1]
+        deployment = await client.read_deployment_by_name(f"{runbook_id}/{DEPLOYMENT}")
+        self._read[runbook_id] = (now, deployment)
+        return deployment
+
+    def forget(self, runbook_id: str) -> None:
+        self._read.pop(runbook_id, None)
+
+
 async def create_run(
     client: PrefectClient, runbook: Runbook, parameters: dict[str, Any], *, store: Engine, tags: list[str], key: str,
-    not_deployed: str, name: str | None = None,
+    not_deployed: str, name: str | None = None, deployments: Deployments | None = None,
 ) -> tuple[FlowRun, Deployment]:
     """Siaga's one way to create a flow run: of the runbook's deployment, on the queue of its mode
     (a drill only on drill workers), to execute `runbook`'s revision. The revision is kept in
@@ -189,17 +215,25 @@ async def create_run(
     idempotency key (a retry with the same key finds the same start and the same run); the run
     executes the revision noted here, whatever Prefect's API says of it later (`run_body`). The
     run's tags name the revision, for people. Raise StackUnavailable (`not_deployed`) if the
-    runbook has no deployment."""
+    runbook has no deployment. With `deployments`, the deployment is the one they keep."""
     try:
-        deployment = await client.read_deployment_by_name(f"{runbook.id}/{DEPLOYMENT}")
+        if deployments is not None:
+            deployment = await deployments.of(client, runbook.id)
+        else:
+            deployment = await client.read_deployment_by_name(f"{runbook.id}/{DEPLOYMENT}")
     except ObjectNotFound:
         raise StackUnavailable(not_deployed) from None
     revisions = Revisions(store)
     start = await asyncio.to_thread(revisions.note_start, key, revision_of(runbook))
-    run = await client.create_flow_run_from_deployment(
-        deployment.id, parameters=parameters, name=name, tags=[*tags, revision_tag(start.revision)],
-        idempotency_key=key, work_queue_name=run_queue(deployment.work_pool_name, parameters.get("mode", "live")),
-    )
+    try:
+        run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, name=name, tags=[*tags, revision_tag(start.revision)],
+            idempotency_key=key, work_queue_name=run_queue(deployment.work_pool_name, parameters.get("mode", "live")),
+        )
+    except Exception:  # the deployment kept may be gone or moved (redeployed): a retry reads it again
+        if deployments is not None:
+            deployments.forget(runbook.id)
+        raise
     await asyncio.to_thread(revisions.take, key, str(run.id))
     return run, deployment
 
@@ -318,7 +352,7 @@ def incident_parameters(incident: Mapping[str, Any]) -> dict[str, Any]:
 
 async def start_incident_run(
     incident: Mapping[str, Any], lane: FastLane | None = None, *, wiring: Wiring,
-    runbooks: Mapping[str, Runbook] | None = None, folder: Path | None = None,
+    runbooks: Mapping[str, Runbook] | None = None, folder: Path | None = None, deployments: Deployments | None = None,
 ) -> str:
     """Start the incident's run of its runbook's deployment, once: the incident id is Prefect's
     idempotency key, so a retry returns the run the first call created. Return the run id.
@@ -327,7 +361,8 @@ async def start_incident_run(
 
     The run executes the revision of the runbook in `runbooks` (the receiver's, that routed the
     alert); without them, the one on disk now, in `folder` (default: the library of `wiring`, whose
-    store keeps the revision and whose actions check it).
+    store keeps the revision and whose actions check it). A receiver starting many runs gives the
+    `deployments` it keeps, so that a run's start reads none.
 
     Prefect keeps an idempotency key unique per flow, not per deployment; incident ids are random,
     so two deployments of one runbook never share a key. With a `lane` (`siaga up`), the new run
@@ -346,7 +381,7 @@ async def start_incident_run(
             name=f"{runbook_id}-{incident['id']}" + ("-resolve" if resolving else ""),
             tags=["live", "incident", incident["id"], *(["resolve"] if resolving else [])],
             key=run_key(incident["id"], incident.get("phase", "respond")),
-            not_deployed=f"runbook {runbook_id} is not deployed on {PREFECT_API_URL.value()}",
+            not_deployed=f"runbook {runbook_id} is not deployed on {PREFECT_API_URL.value()}", deployments=deployments,
         )
     if lane is not None:
         lane.dispatch(run, deployment)

@@ -44,7 +44,7 @@ from .approving import announce_gates
 from .deadline_watch import watch_deadlines
 from .deployments import deployment
 from .faststart import FastLane
-from .running import flow_run_url, follow_run, start_incident_run, start_run
+from .running import Deployments, flow_run_url, follow_run, start_incident_run, start_run
 from .server import prefect_server
 from .sitreps import watch_sitreps
 from .wakeups import watch_runs
@@ -208,7 +208,7 @@ def standalone_receiver(runbooks: Mapping[str, Runbook], wiring: Wiring) -> Any:
     pass of starts sharing one Prefect client, each run of the revision that routed its incident."""
     from siaga.alerts.receiver import create_app
 
-    start_run = functools.partial(start_incident_run, runbooks=runbooks, wiring=wiring)
+    start_run = functools.partial(start_incident_run, runbooks=runbooks, wiring=wiring, deployments=Deployments())
     return create_app(runbooks, wiring.settings, wiring.engine, start_run, session=prefect_session)
 
 
@@ -230,7 +230,7 @@ async def start_receiver(
         raise StackUnavailable(f"the alert receiver cannot listen on {host}:{port}: {exc} (choose --receiver-port)") from None
     app = create_app(catalog.runbooks, wiring.settings, wiring.engine,
                      start_run or functools.partial(start_incident_run, lane=lane, runbooks=catalog.runbooks,
-                                                    wiring=wiring, folder=catalog.folder),
+                                                    wiring=wiring, folder=catalog.folder, deployments=Deployments()),
                      notify=echo, session=None if lane is not None else prefect_session)
     app.state.worker.start_concurrency = start_concurrency
     server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
