@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import html
 import itertools
-import json
 import re
 import time
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 
 from .payment_standins import Answer, Drop, Reply, Request, Slow, StandIn
 
-__all__ = ["Drop", "FakeGraph", "FakeWebsite", "FakeX", "Reply", "Slow"]
+__all__ = ["Drop", "FakeGraph", "FakeWebsite", "FakeX", "Reply", "Slow", "production_accounts"]
 
 _ids = itertools.count(1790000000000000001)
 
@@ -390,3 +389,18 @@ class FakeWebsite(StandIn):
             self.keys[key] = notice_id
             return 201, {"id": notice_id, "url": f"{self.url}/notices/{notice_id}"}, {}
         return 404, {"error": "no such endpoint"}, {}
+
+
+def production_accounts(x: FakeX, graph: FakeGraph) -> dict[str, dict[str, Any]]:
+    """Connections to the X account of `x` (``brand``) and the Facebook Page and Instagram account
+    of `graph` (``page``, ``insta``) as production accounts without a sandbox; their keys are the
+    secrets ``x-ck``, ``x-cs``, ``x-at``, ``x-ats`` and ``meta``."""
+    oauth1 = {"consumer_key": "secret://x-ck", "consumer_secret": "secret://x-cs", "access_token": "secret://x-at",
+              "access_token_secret": "secret://x-ats"}
+    return {
+        "brand": {"type": "x", "api_url": f"{x.url}/2", "oauth1": oauth1, "production": True},
+        "page": {"type": "facebook", "access_token": "secret://meta", "graph_url": graph.graph_url,
+                 "page_id": graph.page_id, "production": True},
+        "insta": {"type": "instagram", "access_token": "secret://meta", "graph_url": graph.graph_url,
+                  "ig_user_id": graph.ig_user_id, "production": True},
+    }

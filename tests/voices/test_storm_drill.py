@@ -39,7 +39,7 @@ from ..conftest import RUNBOOKS
 from ..support.alert_payloads import signed
 from ..support.gate_driver import with_approvals
 from ..support.live_receiver import API_TOKEN, read, serve, settle
-from ..support.social_standins import FakeGraph, FakeWebsite, FakeX
+from ..support.social_standins import FakeGraph, FakeWebsite, FakeX, production_accounts
 from ..support.voices import mention, run_starter
 
 pytestmark = pytest.mark.slow
@@ -72,14 +72,7 @@ def platforms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     with (FakeX(keys).running() as x, FakeGraph(SECRETS["SIAGA_SECRET_META"]).running() as graph,
           FakeWebsite(SECRETS["SIAGA_SECRET_CMS"]).running() as site):
         assert isinstance(x, FakeX) and isinstance(graph, FakeGraph) and isinstance(site, FakeWebsite)
-        oauth1 = {"consumer_key": "secret://x-ck", "consumer_secret": "secret://x-cs",
-                  "access_token": "secret://x-at", "access_token_secret": "secret://x-ats"}
-        connections = {
-            "brand": {"type": "x", "api_url": f"{x.url}/2", "oauth1": oauth1, "production": True},
-            "page": {"type": "facebook", "access_token": "secret://meta", "graph_url": graph.graph_url,
-                     "page_id": graph.page_id, "production": True},
-            "insta": {"type": "instagram", "access_token": "secret://meta", "graph_url": graph.graph_url,
-                      "ig_user_id": graph.ig_user_id, "production": True},
+        connections = production_accounts(x, graph) | {
             "site": {"type": "website", "url": f"{site.url}/api/notices/{{id}}", "bearer": "secret://cms",
                      "production": True},
         }

@@ -42,7 +42,7 @@ from siaga.voices.records import VoiceRecords
 from ..support.alert_payloads import signed
 from ..support.gate_driver import answer, code_for, parked, vote
 from ..support.live_receiver import API_TOKEN, read, serve, settle
-from ..support.social_standins import Drop, FakeGraph, FakeX, Reply, Slow
+from ..support.social_standins import Drop, FakeGraph, FakeX, Reply, Slow, production_accounts
 from ..support.voices import environment, mention, run_starter, runbook_folder_of
 
 RUNBOOK = "desk-storm"
@@ -142,22 +142,13 @@ def desk(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     (folder / "roster.yaml").write_text(ROSTER)
     start_run = run_starter(prefect_api, RUNBOOK)
     url = f"sqlite:///{home / 'siaga.db'}"
-    oauth1 = {"consumer_key": "secret://x-ck", "consumer_secret": "secret://x-cs", "access_token": "secret://x-at",
-              "access_token_secret": "secret://x-ats"}
     keys = {name: SECRETS["SIAGA_SECRET_X_" + short.upper()]
             for name, short in (("consumer_key", "ck"), ("consumer_secret", "cs"), ("access_token", "at"),
                                 ("access_token_secret", "ats"))}
     with (environment({"SIAGA_DATABASE_URL": url, "SIAGA_RUNBOOKS": str(folder), **SECRETS}),
           FakeX(keys).running() as x, FakeGraph(SECRETS["SIAGA_SECRET_META"]).running() as graph):
         assert isinstance(x, FakeX) and isinstance(graph, FakeGraph)
-        connections = {
-            "brand": {"type": "x", "api_url": f"{x.url}/2", "oauth1": oauth1, "production": True},
-            "page": {"type": "facebook", "access_token": "secret://meta", "graph_url": graph.graph_url,
-                     "page_id": graph.page_id, "production": True},
-            "insta": {"type": "instagram", "access_token": "secret://meta", "graph_url": graph.graph_url,
-                      "ig_user_id": graph.ig_user_id, "production": True},
-        }
-        (folder / "connections.yaml").write_text(json.dumps({"connections": connections}))
+        (folder / "connections.yaml").write_text(json.dumps({"connections": production_accounts(x, graph)}))
         catalog = Catalog.load(folder, REGISTRY)
         assert not catalog.problems, catalog.problems
         settings = Settings.from_environ({"SIAGA_HOOK_SECRET_SOCIAL": SOCIAL, "SIAGA_API_TOKEN": API_TOKEN})
