@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,8 +25,7 @@ import pytest
 from siaga.flows.server import free_port
 
 from ..support.live_receiver import read
-from ..support.prefect_db import seed_prefect_home
-from ..support.stack import clean_env, stop
+from ..support.stack import running_stack
 
 TOKEN = "fast-lane-token"
 RUNBOOK = "fast-alert"
@@ -166,30 +164,19 @@ def command(pid: int) -> bytes:
 def fast(tmp_path_factory: pytest.TempPathFactory, prefect_db: Path) -> Iterator[FastStack]:
     target = Target()
     home = tmp_path_factory.mktemp("fast-home")
-    seed_prefect_home(home, prefect_db)
     folder = home / "runbooks"
     folder.mkdir()
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML.format(url=target.url))
-    port, receiver_port = free_port(), free_port()
-    env = {**clean_env(home), "SIAGA_ALERTMANAGER_TOKEN": TOKEN}
-    output = home / "up.log"
-    with output.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port", str(receiver_port),
-             "--runbooks", str(folder)],
-            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
-        )
-    try:  # a stack that does not come up is stopped too
-        deadline = time.monotonic() + 180
-        while "Siaga is up" not in output.read_text():
-            assert process.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.5)
-        yield FastStack(process, output, f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{receiver_port}", target)
+    receiver_port = free_port()
+    try:
+        with running_stack(home, folder, "--receiver-port", str(receiver_port), env={"SIAGA_ALERTMANAGER_TOKEN": TOKEN},
+                           prefect_db=prefect_db) as stack:
+            try:
+                yield FastStack(stack.process, stack.output, stack.api, f"http://127.0.0.1:{receiver_port}", target)
+            finally:
+                for key in list(target.calls):
+                    target.release(key)
     finally:
-        for key in list(target.calls):
-            target.release(key)
-        stop(process, home)
         target.server.shutdown()
 
 

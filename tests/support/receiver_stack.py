@@ -6,8 +6,6 @@ them back. Import the fixtures (`hooks`, `receiver`, `alertmanager`) into a test
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,8 +20,7 @@ from siaga.flows.server import free_port
 from .alert_payloads import SOCIAL_SECRET
 from .alertmanager import alertmanager_process
 from .live_receiver import read
-from .prefect_db import seed_prefect_home
-from .stack import Stack, clean_env, stop
+from .stack import Stack, running_stack
 from .webhook_server import WebhookServer, webhook_server
 
 TOKEN = "s3cret-token-for-tests"
@@ -137,31 +134,16 @@ def hooks() -> Iterator[WebhookServer]:
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory: pytest.TempPathFactory, hooks: WebhookServer, prefect_db: Path) -> Iterator[Receiver]:
     home = tmp_path_factory.mktemp("receiver-home")
-    seed_prefect_home(home, prefect_db)
     folder = home / "runbooks"
     folder.mkdir()
     (folder / f"{RUNBOOK}.yaml").write_text(RUNBOOK_YAML)
     (folder / f"{RESOLVING}.yaml").write_text(RESOLVING_YAML.format(hooks=hooks.url))
     (folder / f"{STORM}.yaml").write_text(STORM_YAML)
-    port, receiver_port = free_port(), free_port()
-    env = {**clean_env(home), "SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": f"old-secret,{SOCIAL_SECRET}"}
-    output = home / "up.log"
-    with output.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "siaga.cli", "up", "--port", str(port), "--receiver-port", str(receiver_port),
-             "--runbooks", str(folder)],
-            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
-        )
-    try:  # a stack that does not come up is stopped too
-        deadline = time.monotonic() + 180
-        while "Siaga is up" not in output.read_text():
-            assert process.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.5)
-        assert f"Alert receiver: http://127.0.0.1:{receiver_port}" in output.read_text()
-        yield Receiver(Stack(process, output, f"http://127.0.0.1:{port}/api", env), f"http://127.0.0.1:{receiver_port}")
-    finally:
-        stop(process, home)
+    receiver_port = free_port()
+    env = {"SIAGA_ALERTMANAGER_TOKEN": TOKEN, "SIAGA_HOOK_SECRET_SOCIAL": f"old-secret,{SOCIAL_SECRET}"}
+    with running_stack(home, folder, "--receiver-port", str(receiver_port), env=env, prefect_db=prefect_db) as stack:
+        assert f"Alert receiver: http://127.0.0.1:{receiver_port}" in stack.output.read_text()
+        yield Receiver(stack, f"http://127.0.0.1:{receiver_port}")
 
 
 def region() -> str:
