@@ -25,7 +25,7 @@ from siaga.integrations.stripe_connect import FREEZE_KEY, PREVIOUS_SCHEDULE
 
 from siaga.actions import ActionContext, ActionFailed, CannotReconcile, Mode
 
-from ..support.payment_standins import Drop, FakeStripe, KillSwitch, Reply, Slow, stripe_error
+from ..support.payment_standins import Drop, FakeStripe, KillSwitch, Reply, Slow, stripe_error, switch_connection
 
 SWITCH_TOKEN = "sw-token-0d9e7c"
 STRIPE_KEY = "sk_test_51Demo0nly"
@@ -47,15 +47,6 @@ def switch() -> Iterator[KillSwitch]:
 def stripe() -> Iterator[FakeStripe]:
     with FakeStripe(STRIPE_KEY).running() as server:
         yield server  # type: ignore[misc]
-
-
-def switch_connection(switch: KillSwitch, **overrides: Any) -> dict[str, Any]:
-    return {
-        "type": "payment_switch",
-        "base_url": switch.url,
-        "auth": {"bearer": "secret://switch-token"},
-        **overrides,
-    }
 
 
 def stripe_connection(stripe: FakeStripe, **overrides: Any) -> dict[str, Any]:

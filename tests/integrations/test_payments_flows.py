@@ -40,7 +40,7 @@ from siaga.settings import Settings
 from siaga.store import engine
 
 from ..conftest import REPO
-from ..support.payment_standins import FakeStatuspage, FakeStripe, KillSwitch, Reply, Slow
+from ..support.payment_standins import FakeStatuspage, FakeStripe, KillSwitch, Reply, Slow, switch_connection
 from ..support.prefect_runs import settled_task_runs
 from ..support.settings import settings_with
 from ..support.webhook_server import webhook_server
@@ -87,15 +87,6 @@ def secrets_env() -> Iterator[None]:
 def switch() -> Iterator[KillSwitch]:
     with KillSwitch(SWITCH_TOKEN).running() as server:
         yield server  # type: ignore[misc]
-
-
-def switch_connection(switch: KillSwitch, **overrides: Any) -> dict[str, Any]:
-    return {
-        "type": "payment_switch",
-        "base_url": switch.url,
-        "auth": {"bearer": "secret://switch-token"},
-        **overrides,
-    }
 
 
 def use_connections(tmp_path: Path, connections: dict[str, Any]) -> Settings:

@@ -522,3 +522,8 @@ class FakeStatuspage(StandIn):
                     "deliver_notifications": spec.get("deliver_notifications", True),
                 },
             )
+
+
+def switch_connection(switch: KillSwitch, **overrides: Any) -> dict[str, Any]:
+    """A `payment_switch` connection to `switch`, its bearer the secret ``switch-token``."""
+    return {"type": "payment_switch", "base_url": switch.url, "auth": {"bearer": "secret://switch-token"}, **overrides}
